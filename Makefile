@@ -1,0 +1,68 @@
+# The commands people type. Everything installs itself on first use: a fresh machine needs only
+# Python 3.11+ and make (and Node.js/npm for `make lint`'s protobuf checks).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+UV := $(BIN)/uv
+DEPS_STAMP := $(VENV)/.deps-installed
+PROTOS_STAMP := gen/python/.generated
+PROTO_FILES := $(shell find protos -name '*.proto')
+BUF := node_modules/.bin/buf
+BREAKING_AGAINST ?= main
+
+.PHONY: help install protos build run test test-embedded lint fmt clean
+
+help:
+	@echo "make run      start every service locally (embedded PostgreSQL/Redis unless DATABASE_URL/REDIS_URL)"
+	@echo "make test     run the test suite"
+	@echo "make lint     ruff, mypy, buf lint and buf breaking against $(BREAKING_AGAINST)"
+	@echo "make protos   regenerate the Python contracts into gen/python"
+	@echo "make build    build wheels (contracts and platform) into dist/"
+
+install: $(PROTOS_STAMP)
+
+$(DEPS_STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check uv
+	$(UV) pip install -q --python $(PY) -e '.[dev]'
+	touch $@
+
+$(PROTOS_STAMP): $(DEPS_STAMP) $(PROTO_FILES) tools/gen_protos.py
+	$(PY) tools/gen_protos.py generate
+	$(UV) pip install -q --python $(PY) -e gen/python
+	touch $@
+
+protos: $(DEPS_STAMP)
+	rm -f $(PROTOS_STAMP)
+	$(MAKE) $(PROTOS_STAMP)
+
+build: $(PROTOS_STAMP)
+	rm -rf dist
+	$(UV) build --wheel --out-dir dist gen/python
+	$(UV) build --wheel --out-dir dist .
+	@ls -1 dist
+
+run: $(PROTOS_STAMP)
+	$(PY) -m local_supervisor
+
+test: $(PROTOS_STAMP)
+	$(PY) -m pytest
+
+lint: $(PROTOS_STAMP) $(BUF)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+	$(BUF) lint gen/python/image.binpb --config buf.yaml --path marketplace
+	$(PY) tools/buf_breaking.py --buf $(BUF) --against $(BREAKING_AGAINST)
+
+$(BUF): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+fmt: $(DEPS_STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf gen dist build .mypy_cache .ruff_cache .pytest_cache

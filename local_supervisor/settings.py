@@ -1,0 +1,95 @@
+"""The supervisor's options: environment (read once) overridden by command-line flags."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_BASE_PORT = 50051
+
+
+def default_data_dir() -> Path:
+    """`<repo>/.local`, where embedded PostgreSQL and Redis keep their data."""
+    return Path(__file__).resolve().parent.parent / ".local"
+
+
+class SupervisorSettings(BaseSettings):
+    """What the environment says: external stores, base port, data directory."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    database_url: str = ""
+    redis_url: str = ""
+    supervisor_base_port: int = Field(default=DEFAULT_BASE_PORT, ge=1, le=65535)
+    local_data_dir: Path = Field(default_factory=default_data_dir)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """Everything one `make run` needs to know."""
+
+    data_dir: Path
+    base_port: int
+    ready_timeout: float
+    stop_grace: float
+    skip_migrate: bool
+    database_url: str | None  # None: start an embedded PostgreSQL
+    redis_url: str | None  # None: start an embedded Redis
+
+    @property
+    def state_file(self) -> Path:
+        """Where the supervisor says which process runs with which pid where."""
+        return self.data_dir / "run" / "supervisor.json"
+
+
+def parse_options(argv: Sequence[str], settings: SupervisorSettings) -> RunOptions:
+    """Combine the environment's settings with the command-line flags (flags win)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m local_supervisor",
+        description="Run the checkout platform locally: PostgreSQL and Redis (embedded unless "
+        "DATABASE_URL / REDIS_URL are set), migrations, then every gRPC service.",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=settings.local_data_dir,
+        help="where embedded stores keep data and the state file lives (env LOCAL_DATA_DIR; "
+        "default: %(default)s)",
+    )
+    parser.add_argument(
+        "--base-port",
+        type=int,
+        default=settings.supervisor_base_port,
+        help="first service port; services use base+0.. (env SUPERVISOR_BASE_PORT; "
+        "default: %(default)s)",
+    )
+    parser.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=60.0,
+        help="seconds to wait for every service to be SERVING (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--stop-grace",
+        type=float,
+        default=10.0,
+        help="seconds between SIGTERM and SIGKILL when stopping (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--skip-migrate", action="store_true", help="do not run database migrations first"
+    )
+    args = parser.parse_args(argv)
+    return RunOptions(
+        data_dir=args.data_dir.expanduser().resolve(),
+        base_port=args.base_port,
+        ready_timeout=args.ready_timeout,
+        stop_grace=args.stop_grace,
+        skip_migrate=args.skip_migrate,
+        database_url=settings.database_url or None,
+        redis_url=settings.redis_url or None,
+    )

@@ -1,0 +1,80 @@
+"""The local stack's table of services, and the process specs built from it."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from local_supervisor.processes import ProcessSpec
+from local_supervisor.readiness import GrpcHealthCheck
+
+GRPC_HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class StackEntry:
+    """One process of the stack: its name, the module it runs, and its port (base + offset)."""
+
+    name: str
+    module: str
+    port_offset: int | None  # None: no gRPC port, so no health check (e.g. a worker)
+
+
+# Adding the gateway or a worker is one line here.
+STACK: tuple[StackEntry, ...] = (
+    StackEntry("cart", "services.cart", 0),
+    StackEntry("inventory", "services.inventory", 1),
+    StackEntry("payment", "services.payment", 2),
+    StackEntry("checkout", "services.checkout", 3),
+)
+
+
+def service_specs(
+    *,
+    base_port: int,
+    database_url: str,
+    redis_url: str,
+    extra_env: Mapping[str, str] | None = None,
+    entries: tuple[StackEntry, ...] = STACK,
+) -> list[ProcessSpec]:
+    """The process specs of the stack's services, on ports base_port + offset."""
+    specs = []
+    for entry in entries:
+        env = {
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "SERVICE_NAME": entry.name,
+            **(extra_env or {}),
+        }
+        readiness = None
+        if entry.port_offset is not None:
+            port = base_port + entry.port_offset
+            env |= {"GRPC_HOST": GRPC_HOST, "GRPC_PORT": str(port)}
+            readiness = GrpcHealthCheck(f"{GRPC_HOST}:{port}")
+        argv = [sys.executable, "-m", entry.module]
+        specs.append(ProcessSpec(name=entry.name, argv=argv, env=env, readiness=readiness))
+    return specs
+
+
+def migration_spec(*, database_url: str) -> ProcessSpec:
+    """The one-off process that brings the database schema up to date."""
+    argv = [sys.executable, "-m", "marketplace_platform.migrate"]
+    return ProcessSpec(name="migrate", argv=argv, env={"DATABASE_URL": database_url})
+
+
+def ports_in_use(*, base_port: int, entries: tuple[StackEntry, ...] = STACK) -> list[str]:
+    """The stack's ports that something already listens on, as "name (port)"."""
+    taken = []
+    for entry in entries:
+        if entry.port_offset is None:
+            continue
+        port = base_port + entry.port_offset
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((GRPC_HOST, port))
+            except OSError:
+                taken.append(f"{entry.name} ({port})")
+    return taken

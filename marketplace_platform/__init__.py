@@ -1,0 +1,1 @@
+"""The shared platform library: settings, gRPC server and client plumbing, persistence, outbox."""

@@ -1,0 +1,90 @@
+"""Translate domain errors to gRPC statuses with rich details, and back again on the client."""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from marketplace_platform import errors
+
+ERROR_DOMAIN = "marketplace"
+
+_STATUS_BY_ERROR: dict[type[errors.DomainError], grpc.StatusCode] = {
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.VersionConflict: grpc.StatusCode.ABORTED,
+    errors.IdempotencyKeyReused: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.RequestInFlight: grpc.StatusCode.ABORTED,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.DependencyUnavailable: grpc.StatusCode.UNAVAILABLE,
+}
+
+_ERROR_BY_REASON: dict[str, type[errors.DomainError]] = {
+    cls.reason: cls for cls in (*_STATUS_BY_ERROR, errors.DomainError)
+}
+
+
+def status_code_for(error: errors.DomainError) -> grpc.StatusCode:
+    """The gRPC status code of a domain error (its nearest mapped base class)."""
+    for cls in type(error).__mro__:
+        if cls in _STATUS_BY_ERROR:
+            return _STATUS_BY_ERROR[cls]
+    return grpc.StatusCode.UNKNOWN
+
+
+def to_status(error: errors.DomainError) -> grpc.Status:
+    """A grpc.Status carrying google.rpc ErrorInfo (reason) and BadRequest (field violations)."""
+    code = status_code_for(error)
+    info = error_details_pb2.ErrorInfo(
+        reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
+    )
+    details = [_pack(info)]
+    if isinstance(error, errors.InvalidArgument) and error.violations:
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description, reason=v.rule
+                )
+                for v in error.violations
+            ]
+        )
+        details.append(_pack(bad_request))
+    status = status_pb2.Status(code=code.value[0], message=error.message, details=details)
+    return rpc_status.to_status(status)
+
+
+def from_rpc_error(error: grpc.aio.AioRpcError) -> errors.DomainError | None:
+    """Rebuild the domain error a server raised, or None when the status carries none."""
+    status = rpc_status.from_call(error)
+    if status is None:
+        return None
+    reason, metadata, violations = "", {}, []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            if info.domain == ERROR_DOMAIN:
+                reason, metadata = info.reason, dict(info.metadata)
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad_request = error_details_pb2.BadRequest()
+            detail.Unpack(bad_request)
+            violations = [
+                errors.FieldViolation(v.field, v.description, v.reason)
+                for v in bad_request.field_violations
+            ]
+    cls = _ERROR_BY_REASON.get(reason)
+    if cls is None:
+        return None
+    if cls is errors.InvalidArgument:
+        return errors.InvalidArgument(status.message, tuple(violations))
+    return cls(status.message, metadata=metadata)
+
+
+def _pack(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed

@@ -1,0 +1,41 @@
+"""JSON logs, one object per line, with the service, request id and trace id on every line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from opentelemetry import trace
+from pythonjsonlogger.json import JsonFormatter
+
+from marketplace_platform.request_context import request_id_var
+
+
+class _ContextFilter(logging.Filter):
+    """Stamp each record with the service name, request id and current trace id."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.service = self.service
+        record.request_id = request_id_var.get()
+        span_context = trace.get_current_span().get_span_context()
+        record.trace_id = format(span_context.trace_id, "032x") if span_context.is_valid else None
+        return True
+
+
+def configure_logging(service: str, level: str = "INFO") -> None:
+    """Send every log record to stdout as JSON; replaces any handlers already installed."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.addFilter(_ContextFilter(service))
+    handler.setFormatter(
+        JsonFormatter(
+            "%(asctime)s %(levelname)s %(name)s %(message)s %(service)s %(request_id)s %(trace_id)s",
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())

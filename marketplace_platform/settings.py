@@ -1,0 +1,65 @@
+"""Typed settings, read once from the environment (pydantic-settings)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal, Self
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/marketplace"
+DEV_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+class AppEnv(StrEnum):
+    """Where the process runs; production refuses development defaults."""
+
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every gRPC service shares; services subclass it for their own fields."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    service_name: str = "service"
+    app_env: AppEnv = AppEnv.DEVELOPMENT
+    database_url: str = DEV_DATABASE_URL
+    redis_url: str = DEV_REDIS_URL
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = Field(default=0, ge=0, le=65535)
+    db_pool_size: int = Field(default=10, ge=1)
+    db_statement_timeout_ms: int = Field(default=5_000, ge=100)
+    shutdown_grace_seconds: float = Field(default=10.0, gt=0)
+    health_probe_interval_seconds: float = Field(default=2.0, gt=0)
+    health_probe_timeout_seconds: float = Field(default=1.0, gt=0)
+    default_call_timeout_seconds: float = Field(default=5.0, gt=0)
+    migrate_on_start: bool = True
+    log_level: str = "INFO"
+    otel_traces_exporter: Literal["none", "console", "otlp"] = "none"
+
+    @model_validator(mode="after")
+    def _refuse_dev_defaults_in_production(self) -> Self:
+        if self.app_env is AppEnv.PRODUCTION:
+            defaults = {"DATABASE_URL": DEV_DATABASE_URL, "REDIS_URL": DEV_REDIS_URL}
+            current = {"DATABASE_URL": self.database_url, "REDIS_URL": self.redis_url}
+            unset = [name for name, value in defaults.items() if current[name] == value]
+            if unset:
+                raise ValueError(f"production needs explicit {', '.join(unset)}")
+        return self
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database URL with the asyncpg driver named, as SQLAlchemy wants it."""
+        return to_asyncpg_url(self.database_url)
+
+
+def to_asyncpg_url(url: str) -> str:
+    """Turn postgresql:// (or postgres://) into postgresql+asyncpg://; leave others alone."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    return url

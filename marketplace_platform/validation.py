@@ -1,0 +1,35 @@
+"""Field rules declared once in the contracts (protovalidate) and checked at every server."""
+
+from __future__ import annotations
+
+import protovalidate
+from google.protobuf.message import Message
+
+from marketplace_platform.errors import FieldViolation, InvalidArgument
+
+
+def field_violations(message: Message) -> tuple[FieldViolation, ...]:
+    """Every rule the message breaks, as field path + description (empty when valid)."""
+    try:
+        protovalidate.validate(message)
+    except protovalidate.ValidationError as error:
+        return tuple(_to_field_violation(v) for v in error.violations)
+    return ()
+
+
+def check_request(message: Message) -> None:
+    """Raise InvalidArgument listing the broken field rules of a request, if any."""
+    violations = field_violations(message)
+    if violations:
+        fields = ", ".join(v.field or "(message)" for v in violations)
+        raise InvalidArgument(f"invalid {message.DESCRIPTOR.name}: {fields}", violations)
+
+
+def _to_field_violation(violation: protovalidate.Violation) -> FieldViolation:
+    proto = violation.proto
+    path = []
+    for element in proto.field.elements:
+        name = element.field_name
+        subscript = element.WhichOneof("subscript") if hasattr(element, "WhichOneof") else None
+        path.append(f"{name}[{getattr(element, subscript)}]" if subscript else name)
+    return FieldViolation(field=".".join(path), description=proto.message, rule=proto.rule_id)
