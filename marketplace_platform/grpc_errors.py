@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
@@ -23,9 +25,8 @@ _STATUS_BY_ERROR: dict[type[errors.DomainError], grpc.StatusCode] = {
     errors.DependencyUnavailable: grpc.StatusCode.UNAVAILABLE,
 }
 
-_ERROR_BY_REASON: dict[str, type[errors.DomainError]] = {
-    cls.reason: cls for cls in (*_STATUS_BY_ERROR, errors.DomainError)
-}
+_KNOWN_ERRORS: tuple[type[errors.DomainError], ...] = (*_STATUS_BY_ERROR, errors.DomainError)
+_ERROR_BY_REASON = {cls.reason: cls for cls in _KNOWN_ERRORS}
 
 
 def status_code_for(error: errors.DomainError) -> grpc.StatusCode:
@@ -59,7 +60,7 @@ def to_status(error: errors.DomainError) -> grpc.Status:
 
 def from_rpc_error(error: grpc.aio.AioRpcError) -> errors.DomainError | None:
     """Rebuild the domain error a server raised, or None when the status carries none."""
-    status = rpc_status.from_call(error)
+    status = rpc_status.from_call(cast(grpc.Call, error))  # same accessors as a sync call
     if status is None:
         return None
     reason, metadata, violations = "", {}, []

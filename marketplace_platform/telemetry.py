@@ -30,10 +30,10 @@ def configure_tracing(settings: ServiceSettings) -> None:
 
 def server_tracing_interceptor() -> grpc.aio.ServerInterceptor:
     """Continues the caller's trace (traceparent in metadata) and records a span per call."""
-    interceptor: grpc.aio.ServerInterceptor = aio_server_interceptor()
+    interceptor: grpc.aio.ServerInterceptor = aio_server_interceptor()  # type: ignore[no-untyped-call]
     return interceptor
 
 
 def client_tracing_interceptors() -> list[Any]:
     """Start a client span per call and inject the trace context into the metadata."""
-    return list(aio_client_interceptors())
+    return list(aio_client_interceptors())  # type: ignore[no-untyped-call]

@@ -28,7 +28,8 @@ def check_request(message: Message) -> None:
 def _to_field_violation(violation: protovalidate.Violation) -> FieldViolation:
     proto = violation.proto
     path = []
-    for element in proto.field.elements:
+    elements = proto.field.elements if proto.field is not None else []
+    for element in elements:
         name = element.field_name
         subscript = element.WhichOneof("subscript") if hasattr(element, "WhichOneof") else None
         path.append(f"{name}[{getattr(element, subscript)}]" if subscript else name)

@@ -317,7 +317,7 @@ async def test_embedded_postgres_keeps_data_across_a_restart(tmp_path: Path) -> 
 
 async def _health_status(port: int) -> int:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
+        stub: Any = health_pb2_grpc.HealthStub(channel)  # the stub types lack aio methods
         response = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
         status: int = response.status
         return status

@@ -1,0 +1,90 @@
+"""PostgreSQL through async SQLAlchemy 2 on asyncpg, and the unit of work owning a transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import TracebackType
+from typing import Self
+
+from google.protobuf.message import Message
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from marketplace.events.v1 import envelope_pb2
+from marketplace_platform.outbox import OutboxWriter
+from marketplace_platform.settings import ServiceSettings
+
+
+def create_engine(settings: ServiceSettings) -> AsyncEngine:
+    """An engine with a bounded pool, a statement timeout and the service as application name."""
+    return create_async_engine(
+        settings.sqlalchemy_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_pool_size,
+        pool_timeout=settings.default_call_timeout_seconds,
+        connect_args={
+            "timeout": settings.default_call_timeout_seconds,
+            "server_settings": {
+                "application_name": settings.service_name,
+                "statement_timeout": str(settings.db_statement_timeout_ms),
+            },
+        },
+    )
+
+
+async def ping(engine: AsyncEngine) -> None:
+    """Raise unless the database answers a trivial query."""
+    async with engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))
+
+
+class UnitOfWork:
+    """One database transaction: entering begins it, a clean exit commits, an error rolls back.
+
+    Handlers write their state and their events (outbox rows) through the same unit of work,
+    so both land together or not at all; they never commit themselves.
+    """
+
+    session: AsyncSession
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], outbox: OutboxWriter) -> None:
+        self._sessions = sessions
+        self._outbox = outbox
+
+    async def __aenter__(self) -> Self:
+        self.session = self._sessions()
+        await self.session.begin()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            if exc_type is None:
+                await self.session.commit()
+            else:
+                await self.session.rollback()
+        finally:
+            await self.session.close()
+
+    async def publish(
+        self, payload: Message, *, aggregate_type: str, aggregate_id: str
+    ) -> envelope_pb2.EventEnvelope:
+        """Record an event in the outbox, inside this transaction."""
+        return await self._outbox.add(
+            self.session, payload, aggregate_type=aggregate_type, aggregate_id=aggregate_id
+        )
+
+
+def unit_of_work_factory(engine: AsyncEngine, outbox: OutboxWriter) -> Callable[[], UnitOfWork]:
+    """A callable that opens a fresh unit of work on the engine for each use."""
+    sessions = async_sessionmaker(engine, expire_on_commit=False, autobegin=False)
+    return lambda: UnitOfWork(sessions, outbox)

@@ -1,0 +1,146 @@
+"""The grpc.aio server bootstrap every service uses.
+
+Health checking (SERVING only while the readiness probe passes, e.g. the database answers),
+reflection, the boundary interceptors and OpenTelemetry, and graceful shutdown on SIGTERM:
+health goes NOT_SERVING, in-flight calls drain within the grace period, then the server stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from marketplace_platform.interceptors import ServiceBoundaryInterceptor
+from marketplace_platform.settings import ServiceSettings
+from marketplace_platform.telemetry import server_tracing_interceptor
+
+log = logging.getLogger(__name__)
+
+ReadinessProbe = Callable[[], Awaitable[None]]
+"""Returns when the service can do its job; raises (or times out) when it cannot."""
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@dataclass(frozen=True)
+class ServiceRegistration:
+    """One gRPC service to expose: its full name and how to add its servicer to a server."""
+
+    name: str
+    add_to_server: Callable[[grpc.aio.Server], None]
+
+
+@dataclass
+class RunningServer:
+    """A started server: its bound port, health servicer and readiness loop."""
+
+    server: grpc.aio.Server
+    port: int
+    health: HealthServicer
+    service_names: tuple[str, ...]
+    _probe_task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    async def stop(self, grace: float) -> None:
+        """Go NOT_SERVING, let in-flight calls finish within grace, then stop."""
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe_task
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+
+async def start_server(
+    settings: ServiceSettings,
+    services: Sequence[ServiceRegistration],
+    readiness: ReadinessProbe,
+) -> RunningServer:
+    """Build, bind and start the server; health follows the readiness probe from then on."""
+    server = grpc.aio.server(
+        interceptors=[server_tracing_interceptor(), ServiceBoundaryInterceptor()],
+        options=[("grpc.so_reuseport", 0)],
+    )
+    for service in services:
+        service.add_to_server(server)
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    names = tuple(s.name for s in services)
+    reflection.enable_server_reflection(
+        (
+            *names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+    running = RunningServer(server=server, port=port, health=health, service_names=names)
+    ready = await _probe(readiness, settings.health_probe_timeout_seconds)
+    await _report_health(running, ready)
+    await server.start()
+    running._probe_task = asyncio.create_task(
+        _follow_readiness(running, readiness, settings, ready=ready)
+    )
+    log.info("%s listening on %s:%d", settings.service_name, settings.grpc_host, port)
+    return running
+
+
+async def serve_until_signalled(
+    settings: ServiceSettings,
+    services: Sequence[ServiceRegistration],
+    readiness: ReadinessProbe,
+) -> None:
+    """Run the server until SIGTERM or SIGINT, then shut it down gracefully."""
+    running = await start_server(settings, services, readiness)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info(
+        "%s shutting down: draining for up to %.1fs",
+        settings.service_name,
+        settings.shutdown_grace_seconds,
+    )
+    await running.stop(settings.shutdown_grace_seconds)
+    log.info("%s stopped", settings.service_name)
+
+
+async def _probe(readiness: ReadinessProbe, limit_seconds: float) -> bool:
+    try:
+        async with asyncio.timeout(limit_seconds):
+            await readiness()
+    except Exception as error:  # any failure of a dependency means not ready
+        log.warning("readiness probe failed: %r", error)
+        return False
+    return True
+
+
+async def _report_health(running: RunningServer, ready: bool) -> None:
+    status = SERVING if ready else NOT_SERVING
+    for name in ("", *running.service_names):
+        await running.health.set(name, status)
+
+
+async def _follow_readiness(
+    running: RunningServer, readiness: ReadinessProbe, settings: ServiceSettings, *, ready: bool
+) -> None:
+    while True:
+        await asyncio.sleep(settings.health_probe_interval_seconds)
+        now_ready = await _probe(readiness, settings.health_probe_timeout_seconds)
+        if now_ready != ready:
+            log.warning(
+                "%s is now %s", settings.service_name, "SERVING" if now_ready else "NOT_SERVING"
+            )
+        ready = now_ready
+        await _report_health(running, ready)

@@ -1,0 +1,39 @@
+"""One entry point for every gRPC service process: settings, logs, tracing, migrations, serve."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+
+import uvloop
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from marketplace_platform.db import create_engine, ping
+from marketplace_platform.grpc_server import ServiceRegistration, serve_until_signalled
+from marketplace_platform.logs import configure_logging
+from marketplace_platform.migrations import migrations_dir, upgrade
+from marketplace_platform.settings import ServiceSettings
+from marketplace_platform.telemetry import configure_tracing
+
+log = logging.getLogger(__name__)
+
+ServiceFactory = Callable[[AsyncEngine], Sequence[ServiceRegistration]]
+
+
+def run_service(settings: ServiceSettings, package: str, build: ServiceFactory) -> None:
+    """Run a service process until SIGTERM: the body of each service's __main__."""
+    configure_logging(settings.service_name, settings.log_level)
+    configure_tracing(settings)
+    uvloop.run(_serve(settings, package, build))
+
+
+async def _serve(settings: ServiceSettings, package: str, build: ServiceFactory) -> None:
+    if settings.migrate_on_start:
+        await asyncio.to_thread(upgrade, settings.database_url, migrations_dir(package))
+        log.info("%s schema is up to date", settings.service_name)
+    engine = create_engine(settings)
+    try:
+        await serve_until_signalled(settings, build(engine), readiness=lambda: ping(engine))
+    finally:
+        await engine.dispose()

@@ -1,0 +1,1 @@
+"""The gRPC services: cart, inventory, payment and checkout, each owning its own schema."""

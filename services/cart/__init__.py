@@ -1,0 +1,1 @@
+"""Cart: the product catalog with prices and customers' carts (cached in Redis)."""

@@ -1,0 +1,1 @@
+"""Checkout: orders, PlaceOrder's idempotency, and the saga's order steps."""

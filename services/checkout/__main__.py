@@ -1,0 +1,5 @@
+"""Run the checkout service: `python -m services.checkout`."""
+
+from services.checkout.bootstrap import main
+
+main()

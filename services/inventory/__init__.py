@@ -1,0 +1,1 @@
+"""Inventory: stock per SKU, reservations per order, and the ledger of every movement."""

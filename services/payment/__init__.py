@@ -1,0 +1,1 @@
+"""Payment: authorizations, captures, voids and refunds at the PSP, and their ledger."""

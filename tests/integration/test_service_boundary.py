@@ -1,0 +1,193 @@
+"""The shared gRPC machinery on a real grpc.aio server (port 0) over a real database:
+field rules enforced before any handler, domain errors with details, health, reflection."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_status import rpc_status
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from marketplace.common.v1 import ids_pb2
+from marketplace.inventory.v1 import inventory_service_pb2 as pb
+from marketplace.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
+from marketplace_platform import errors
+from marketplace_platform.channels import open_channel
+from marketplace_platform.db import create_engine, ping
+from marketplace_platform.grpc_errors import from_rpc_error
+from marketplace_platform.grpc_server import RunningServer, start_server
+from marketplace_platform.ids import new_id
+from marketplace_platform.settings import ServiceSettings
+from services.inventory import bootstrap as inventory
+from services.inventory.adapters.tables import outbox, stock_items, stock_movements
+
+
+@pytest.fixture(scope="module")
+async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
+    settings = ServiceSettings(service_name="inventory", database_url=migrated_database_url)
+    engine = create_engine(settings)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(scope="module")
+async def server(engine: AsyncEngine, migrated_database_url: str) -> AsyncIterator[RunningServer]:
+    settings = ServiceSettings(
+        service_name="inventory", database_url=migrated_database_url, grpc_port=0
+    )
+    running = await start_server(settings, inventory.build(engine), lambda: ping(engine))
+    yield running
+    await running.stop(1)
+
+
+@pytest.fixture
+async def channel(server: RunningServer) -> AsyncIterator[grpc.aio.Channel]:
+    channel = open_channel(
+        f"127.0.0.1:{server.port}",
+        default_timeout=5,
+        idempotent_services=[inventory.SERVICE_NAME],
+    )
+    yield channel
+    await channel.close()
+
+
+def fresh_sku() -> str:
+    return f"SKU-{new_id().hex[:12]}"
+
+
+async def count_rows(engine: AsyncEngine) -> dict[str, int]:
+    async with engine.connect() as connection:
+        return {
+            table.name: (
+                await connection.execute(select(func.count()).select_from(table))
+            ).scalar_one()
+            for table in (stock_items, stock_movements, outbox)
+        }
+
+
+async def test_a_valid_request_reaches_the_handler_and_writes(
+    channel: grpc.aio.Channel, engine: AsyncEngine
+) -> None:
+    sku = fresh_sku()
+    stub = pb_grpc.InventoryServiceStub(channel)
+    request = pb.SetStockRequest(
+        idempotency_key=f"key-{sku}", sku=ids_pb2.Sku(value=sku), on_hand=50
+    )
+
+    response = await stub.SetStock(request)
+    again = await stub.GetStock(pb.GetStockRequest(sku=ids_pb2.Sku(value=sku)))
+
+    assert (response.stock_level.on_hand, response.stock_level.available) == (50, 50)
+    assert again.stock_level.on_hand == 50
+    async with engine.connect() as connection:
+        ledger = (
+            (
+                await connection.execute(
+                    select(stock_movements.c.on_hand_delta).where(stock_movements.c.sku == sku)
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert ledger == [50]
+
+
+async def test_broken_field_rules_are_refused_with_the_fields_and_write_nothing(
+    channel: grpc.aio.Channel, engine: AsyncEngine
+) -> None:
+    stub = pb_grpc.InventoryServiceStub(channel)
+    before = await count_rows(engine)
+    request = pb.SetStockRequest(idempotency_key="short", sku=ids_pb2.Sku(value="-bad"), on_hand=-1)
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.SetStock(request)
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    status = rpc_status.from_call(caught.value)  # type: ignore[arg-type]
+    assert status is not None
+    bad_request = error_details_pb2.BadRequest()
+    assert any(detail.Unpack(bad_request) for detail in status.details)
+    fields = {v.field: v.reason for v in bad_request.field_violations}
+    assert fields == {
+        "idempotency_key": "string.min_len",
+        "sku.value": "string.pattern",
+        "on_hand": "int64.gte_lte",
+    }
+    assert await count_rows(engine) == before
+
+
+async def test_a_request_missing_required_messages_names_each_one(
+    channel: grpc.aio.Channel,
+) -> None:
+    stub = pb_grpc.InventoryServiceStub(channel)
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.ReserveStock(pb.ReserveStockRequest(idempotency_key="order-key-1"))
+
+    error = from_rpc_error(caught.value)
+    assert isinstance(error, errors.InvalidArgument)
+    assert {v.field for v in error.violations} == {"order_id", "lines", "ttl"}
+
+
+async def test_domain_errors_map_to_status_codes_with_their_reason(
+    channel: grpc.aio.Channel,
+) -> None:
+    stub = pb_grpc.InventoryServiceStub(channel)
+    sku = fresh_sku()
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.GetStock(pb.GetStockRequest(sku=ids_pb2.Sku(value=sku)))
+
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    error = from_rpc_error(caught.value)
+    assert isinstance(error, errors.NotFound)
+    assert error.metadata == {"sku": sku}
+
+
+async def test_unwritten_rpcs_answer_unimplemented(channel: grpc.aio.Channel) -> None:
+    stub = pb_grpc.InventoryServiceStub(channel)
+    request = pb.GetReservationRequest(order_id=ids_pb2.OrderId(value=str(new_id())))
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.GetReservation(request)
+
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_the_request_id_comes_back_and_is_kept_when_given(
+    channel: grpc.aio.Channel,
+) -> None:
+    stub = pb_grpc.InventoryServiceStub(channel)
+    call = stub.SetStock(
+        pb.SetStockRequest(
+            idempotency_key="rid-key-1", sku=ids_pb2.Sku(value=fresh_sku()), on_hand=1
+        ),
+        metadata=(("x-request-id", "req-from-caller"),),
+    )
+    await call
+    assert dict(await call.initial_metadata())["x-request-id"] == "req-from-caller"
+
+
+async def test_health_is_serving_while_the_database_answers(server: RunningServer) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub: Any = health_pb2_grpc.HealthStub(channel)
+        for service in ("", inventory.SERVICE_NAME):
+            response = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_reflection_lists_the_service(server: RunningServer) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub: Any = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        responses = [r async for r in stub.ServerReflectionInfo(iter([request]), timeout=5)]
+    names = {s.name for s in responses[0].list_services_response.service}
+    assert inventory.SERVICE_NAME in names
+    assert "grpc.health.v1.Health" in names
