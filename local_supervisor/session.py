@@ -41,8 +41,10 @@ def quiet_grpc_fork() -> None:
     """Turn off gRPC's fork handlers in this process (call before grpc is first imported).
 
     Children are exec'd right after fork, so the handlers only print a warning per spawn.
+    Core's own info lines (e.g. a GOAWAY from a service that stops) are noise here too.
     """
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 
 def run_event_loop(main: Coroutine[Any, Any, int]) -> int:

@@ -47,17 +47,24 @@ class RunningServer:
     server: grpc.aio.Server
     port: int
     health: HealthServicer
+    boundary: ServiceBoundaryInterceptor
     service_names: tuple[str, ...]
     _probe_task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def stop(self, grace: float) -> None:
-        """Go NOT_SERVING, let in-flight calls finish within grace, then stop."""
+        """Refuse new calls, go NOT_SERVING, let in-flight calls finish within grace, stop."""
+        self.boundary.start_draining()
         if self._probe_task is not None:
             self._probe_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._probe_task
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace)
+        try:
+            async with asyncio.timeout(grace):
+                await self.boundary.wait_idle()
+        except TimeoutError:
+            log.warning("calls still in flight after %.1fs; cancelling them", grace)
+        await self.server.stop(0)
 
 
 async def start_server(
@@ -66,8 +73,9 @@ async def start_server(
     readiness: ReadinessProbe,
 ) -> RunningServer:
     """Build, bind and start the server; health follows the readiness probe from then on."""
+    boundary = ServiceBoundaryInterceptor()
     server = grpc.aio.server(
-        interceptors=[server_tracing_interceptor(), ServiceBoundaryInterceptor()],
+        interceptors=[server_tracing_interceptor(), boundary],
         options=[("grpc.so_reuseport", 0)],
     )
     for service in services:
@@ -84,7 +92,9 @@ async def start_server(
         server,
     )
     port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
-    running = RunningServer(server=server, port=port, health=health, service_names=names)
+    running = RunningServer(
+        server=server, port=port, health=health, boundary=boundary, service_names=names
+    )
     ready = await _probe(readiness, settings.health_probe_timeout_seconds)
     await _report_health(running, ready)
     await server.start()

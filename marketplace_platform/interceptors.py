@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -23,6 +24,9 @@ from marketplace_platform.validation import check_request
 
 log = logging.getLogger(__name__)
 
+# Health checking and reflection answer as usual, even while draining.
+_PLATFORM_SERVICES = ("/grpc.health.", "/grpc.reflection.")
+
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 UnaryBehavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
@@ -32,7 +36,23 @@ class ServiceBoundaryInterceptor(grpc.aio.ServerInterceptor):
 
     Sets the request id and deadline context, enforces the contract's field rules before any
     handler runs, and turns domain errors into statuses with details (never a stack trace).
+    It also counts calls in flight, so shutdown can refuse new calls with UNAVAILABLE (which
+    clients retry elsewhere) while the ones already running finish.
     """
+
+    def __init__(self) -> None:
+        self.draining = False
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def start_draining(self) -> None:
+        """From now on, refuse new calls to our services with UNAVAILABLE."""
+        self.draining = True
+
+    async def wait_idle(self) -> None:
+        """Return once no call is in flight."""
+        await self._idle.wait()
 
     async def intercept_service(
         self,
@@ -43,11 +63,28 @@ class ServiceBoundaryInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or handler.unary_unary is None:
             return handler
         method = handler_call_details.method
+        if method.startswith(_PLATFORM_SERVICES):
+            return handler
         return grpc.unary_unary_rpc_method_handler(
-            _at_boundary(method, cast(UnaryBehavior, handler.unary_unary)),
+            self._counted(method, _at_boundary(method, cast(UnaryBehavior, handler.unary_unary))),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+    def _counted(self, method: str, behavior: UnaryBehavior) -> UnaryBehavior:
+        async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            if self.draining:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "server is shutting down")
+            self._in_flight += 1
+            self._idle.clear()
+            try:
+                return await behavior(request, context)
+            finally:
+                self._in_flight -= 1
+                if self._in_flight == 0:
+                    self._idle.set()
+
+        return call
 
 
 def _at_boundary(method: str, behavior: UnaryBehavior) -> UnaryBehavior:
