@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import threading
 from pathlib import Path
 
 from alembic import command, context
@@ -39,8 +40,18 @@ def discover_services() -> dict[str, Path]:
     }
 
 
+# Alembic's `context` is one module-level proxy, so one migration at a time per process;
+# across processes the advisory lock in _migrate serializes them.
+_one_at_a_time = threading.Lock()
+
+
 def upgrade(database_url: str, script_location: Path) -> None:
     """Bring one service's schema to the newest revision (blocking; safe to run concurrently)."""
+    with _one_at_a_time:
+        _upgrade(database_url, script_location)
+
+
+def _upgrade(database_url: str, script_location: Path) -> None:
     config = Config()
     config.set_main_option("script_location", str(script_location))
     config.set_main_option("sqlalchemy.url", to_asyncpg_url(database_url).replace("%", "%%"))

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.events.v1 import envelope_pb2
 from marketplace_platform.ids import new_id
+from marketplace_platform.validation import field_violations
 
 
 def define_outbox_table(metadata: MetaData) -> Table:
@@ -85,6 +86,10 @@ class OutboxWriter:
     ) -> envelope_pb2.EventEnvelope:
         """Insert the event into the outbox within the session's transaction."""
         envelope = self.envelope(payload, aggregate_type=aggregate_type, aggregate_id=aggregate_id)
+        # A malformed event is our bug, not the caller's: fail the transaction loudly.
+        broken = field_violations(payload) + field_violations(envelope)
+        if broken:
+            raise ValueError(f"refusing to write a malformed {envelope.event_type}: {broken}")
         await session.execute(
             self.table.insert().values(
                 event_id=envelope.event_id,

@@ -12,26 +12,22 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import grpc
 import psutil
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from local_supervisor.stack import STACK, ports_in_use
 from services.cart.bootstrap import SERVICE_NAME as CART
 from services.checkout.bootstrap import SERVICE_NAME as CHECKOUT
 from services.inventory.bootstrap import SERVICE_NAME as INVENTORY
 from services.payment.bootstrap import SERVICE_NAME as PAYMENT
+from tests.support.grpc_probes import SERVING, health_status, listed_services
 
 pytestmark = pytest.mark.stack
 
 REPO = Path(__file__).resolve().parents[2]
 READY_WITHIN = 60.0  # the promise: all four SERVING within 60 s once installed
 WITHIN = 30.0
-SERVING = health_pb2.HealthCheckResponse.SERVING
 SERVICE_NAMES = {"cart": CART, "inventory": INVENTORY, "payment": PAYMENT, "checkout": CHECKOUT}
 
 
@@ -110,22 +106,6 @@ async def stack(database_url: str, tmp_path: Path) -> AsyncIterator[RunningStack
                 await process.wait()
         pump.cancel()
         print("\n".join(running.lines[-200:]))
-
-
-async def health_status(address: str, service: str) -> int:
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub: Any = health_pb2_grpc.HealthStub(channel)
-        response = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
-        status: int = response.status
-        return status
-
-
-async def listed_services(address: str) -> set[str]:
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub: Any = reflection_pb2_grpc.ServerReflectionStub(channel)
-        request = reflection_pb2.ServerReflectionRequest(list_services="")
-        responses = [r async for r in stub.ServerReflectionInfo(iter([request]), timeout=5)]
-    return {s.name for s in responses[0].list_services_response.service}
 
 
 async def test_the_stack_serves_restarts_a_killed_service_and_stops_cleanly(

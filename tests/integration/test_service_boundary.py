@@ -3,14 +3,12 @@ field rules enforced before any handler, domain errors with details, health, ref
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
-from typing import Any
 
 import grpc
 import pytest
 from google.rpc import error_details_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -27,6 +25,7 @@ from marketplace_platform.ids import new_id
 from marketplace_platform.settings import ServiceSettings
 from services.inventory import bootstrap as inventory
 from services.inventory.adapters.tables import outbox, stock_items, stock_movements
+from tests.support.grpc_probes import SERVING, health_status, listed_services
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +58,7 @@ async def channel(server: RunningServer) -> AsyncIterator[grpc.aio.Channel]:
 
 
 def fresh_sku() -> str:
-    return f"SKU-{new_id().hex[:12]}"
+    return f"SKU-{uuid.uuid4().hex[:12]}"
 
 
 async def count_rows(engine: AsyncEngine) -> dict[str, int]:
@@ -176,18 +175,10 @@ async def test_the_request_id_comes_back_and_is_kept_when_given(
 
 
 async def test_health_is_serving_while_the_database_answers(server: RunningServer) -> None:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-        stub: Any = health_pb2_grpc.HealthStub(channel)
-        for service in ("", inventory.SERVICE_NAME):
-            response = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
-            assert response.status == health_pb2.HealthCheckResponse.SERVING
+    for service in ("", inventory.SERVICE_NAME):
+        assert await health_status(f"127.0.0.1:{server.port}", service) == SERVING
 
 
 async def test_reflection_lists_the_service(server: RunningServer) -> None:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-        stub: Any = reflection_pb2_grpc.ServerReflectionStub(channel)
-        request = reflection_pb2.ServerReflectionRequest(list_services="")
-        responses = [r async for r in stub.ServerReflectionInfo(iter([request]), timeout=5)]
-    names = {s.name for s in responses[0].list_services_response.service}
-    assert inventory.SERVICE_NAME in names
-    assert "grpc.health.v1.Health" in names
+    names = await listed_services(f"127.0.0.1:{server.port}")
+    assert {inventory.SERVICE_NAME, "grpc.health.v1.Health"} <= names

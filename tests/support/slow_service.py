@@ -25,7 +25,9 @@ async def sleep_then_echo(request: bytes, context: grpc.aio.ServicerContext[Any,
 
 def add_to_server(server: grpc.aio.Server) -> None:
     """Register the raw-bytes Sleep method."""
-    handler = grpc.unary_unary_rpc_method_handler(sleep_then_echo)
+    handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(
+        sleep_then_echo
+    )
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(SERVICE, {"Sleep": handler}),)
     )

@@ -1,0 +1,127 @@
+"""The unit of work: state and outbox rows commit together or not at all."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from marketplace.common.v1 import ids_pb2
+from marketplace.events.v1 import envelope_pb2, inventory_events_pb2
+from marketplace_platform.db import create_engine, unit_of_work_factory
+from marketplace_platform.ids import new_id
+from marketplace_platform.migrations import migrations_dir, upgrade
+from marketplace_platform.outbox import OutboxWriter
+from marketplace_platform.settings import ServiceSettings
+from services.inventory.adapters.stock_repository import StockRepository
+from services.inventory.adapters.tables import outbox, stock_items
+from services.inventory.domain.stock import StockLevel
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Boom(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(ServiceSettings(database_url=migrated_database_url))
+    yield engine
+    await engine.dispose()
+
+
+def released_event(order_id: str) -> inventory_events_pb2.InventoryReleased:
+    return inventory_events_pb2.InventoryReleased(
+        reservation_id=ids_pb2.ReservationId(value=str(new_id())),
+        order_id=ids_pb2.OrderId(value=order_id),
+    )
+
+
+async def write_stock_and_event(
+    engine: AsyncEngine, sku: str, order_id: str, *, fail: bool
+) -> None:
+    uow = unit_of_work_factory(engine, OutboxWriter(outbox, producer="inventory"))()
+    async with uow:
+        repository = StockRepository(uow.session)
+        await repository.get_or_create_for_update(sku)
+        await repository.save(StockLevel(sku, on_hand=5))
+        await uow.publish(released_event(order_id), aggregate_type="order", aggregate_id=order_id)
+        if fail:
+            raise Boom
+
+
+async def stored(engine: AsyncEngine, sku: str, order_id: str) -> tuple[int | None, list[bytes]]:
+    async with engine.connect() as connection:
+        on_hand = (
+            await connection.execute(select(stock_items.c.on_hand).where(stock_items.c.sku == sku))
+        ).scalar_one_or_none()
+        envelopes = (
+            (
+                await connection.execute(
+                    select(outbox.c.envelope).where(outbox.c.aggregate_id == order_id)
+                )
+            )
+            .scalars()
+            .all()
+        )
+    return on_hand, list(envelopes)
+
+
+async def test_state_and_event_commit_together(engine: AsyncEngine) -> None:
+    sku, order_id = f"UOW-{uuid.uuid4().hex[:12]}", str(new_id())
+
+    await write_stock_and_event(engine, sku, order_id, fail=False)
+
+    on_hand, envelopes = await stored(engine, sku, order_id)
+    assert on_hand == 5
+    envelope = envelope_pb2.EventEnvelope.FromString(envelopes[0])
+    payload = inventory_events_pb2.InventoryReleased()
+    assert envelope.payload.Unpack(payload)
+    assert (envelope.event_type, envelope.producer, payload.order_id.value) == (
+        "marketplace.events.v1.InventoryReleased",
+        "inventory",
+        order_id,
+    )
+
+
+async def test_a_failure_leaves_neither_state_nor_event(engine: AsyncEngine) -> None:
+    sku, order_id = f"UOW-{uuid.uuid4().hex[:12]}", str(new_id())
+
+    with pytest.raises(Boom):
+        await write_stock_and_event(engine, sku, order_id, fail=True)
+
+    assert await stored(engine, sku, order_id) == (None, [])
+
+
+async def test_a_malformed_event_fails_the_transaction(engine: AsyncEngine) -> None:
+    sku, order_id = f"UOW-{uuid.uuid4().hex[:12]}", "not-a-uuid"
+
+    with pytest.raises(ValueError, match="malformed"):
+        await write_stock_and_event(engine, sku, order_id, fail=False)
+
+    assert await stored(engine, sku, order_id) == (None, [])
+
+
+async def test_migrations_started_at_once_by_several_processes_all_succeed(
+    database_url: str,
+) -> None:
+    env = {**os.environ, "DATABASE_URL": database_url}
+    migrators = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "marketplace_platform.migrate", env=env, cwd=REPO
+        )
+        for _ in range(3)
+    ]
+    async with asyncio.timeout(60):
+        assert [await m.wait() for m in migrators] == [0, 0, 0]
+    # and in one process, from several threads
+    location = migrations_dir("services.inventory")
+    await asyncio.gather(*(asyncio.to_thread(upgrade, database_url, location) for _ in range(3)))
