@@ -99,8 +99,8 @@ def generate(out_dir: Path, version: str) -> None:
         plugin("protoc-gen-mypy_grpc"),
         f"--python_out={out_dir}",
         f"--grpc_python_out={out_dir}",
-        f"--mypy_out={out_dir}",
-        f"--mypy_grpc_out={out_dir}",
+        f"--mypy_out=quiet:{out_dir}",
+        f"--mypy_grpc_out=quiet:{out_dir}",
         *files,
     )
     protoc(f"--descriptor_set_in={validate_set}", f"--python_out={out_dir}", VALIDATE_PROTO)
