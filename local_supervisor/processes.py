@@ -203,7 +203,8 @@ class Supervisor:
             return
         late = [child for child in tier if child.keeper in stragglers]
         names = ", ".join(child.spec.name for child in late)
-        self._console.say(f"{names} still running after {self._stop_grace:g}s; sending SIGKILL")
+        waited = "asked to hurry" if self._hurry.is_set() else f"after {self._stop_grace:g}s"
+        self._console.say(f"{names} still running ({waited}); sending SIGKILL")
         for child in late:
             _signal_group(child.process, signal.SIGKILL)
         await asyncio.wait(stragglers, timeout=self._stop_grace)

@@ -253,7 +253,7 @@ async def test_sigterm_stops_every_child_and_exits_zero(supervisor_run: Supervis
         returncode = await supervisor_run.process.wait()
     assert returncode == 0, "\n".join(supervisor_run.lines)
     await supervisor_run.wait_for_line(r"^alpha +\| bye$")
-    await supervisor_run.wait_for_line(r"stubborn still running after 1s; sending SIGKILL$")
+    await supervisor_run.wait_for_line(r"stubborn still running \(after 1s\); sending SIGKILL$")
     await supervisor_run.wait_for_line(r"stubborn exited with signal SIGKILL$")
     await _poll(lambda: not any(_alive(pid) for pid in children), "children gone")
     assert not supervisor_run.state_file.exists()
