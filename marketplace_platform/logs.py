@@ -32,9 +32,9 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     handler.addFilter(_ContextFilter(service))
     handler.setFormatter(
         JsonFormatter(
-            "%(asctime)s %(levelname)s %(name)s %(message)s"
-            " %(service)s %(request_id)s %(trace_id)s",
-            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            "%(levelname)s %(name)s %(message)s %(service)s %(request_id)s %(trace_id)s",
+            rename_fields={"levelname": "level", "name": "logger"},
+            timestamp="time",  # ISO 8601, UTC
         )
     )
     root = logging.getLogger()
