@@ -11,8 +11,9 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -109,9 +110,12 @@ async def serve_until_signalled(
     settings: ServiceSettings,
     services: Sequence[ServiceRegistration],
     readiness: ReadinessProbe,
+    background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
 ) -> None:
-    """Run the server until SIGTERM or SIGINT, then shut it down gracefully."""
+    """Run the server (and any background loops, e.g. a sweeper) until SIGTERM or SIGINT,
+    then stop the loops and shut the server down gracefully."""
     running = await start_server(settings, services, readiness)
+    loops = [asyncio.create_task(loop()) for loop in background]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -122,6 +126,9 @@ async def serve_until_signalled(
         settings.service_name,
         settings.shutdown_grace_seconds,
     )
+    for loop_task in loops:
+        loop_task.cancel()
+    await asyncio.gather(*loops, return_exceptions=True)
     await running.stop(settings.shutdown_grace_seconds)
     log.info("%s stopped", settings.service_name)
 

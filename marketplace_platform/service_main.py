@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import uvloop
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -18,7 +20,18 @@ from marketplace_platform.telemetry import configure_tracing
 
 log = logging.getLogger(__name__)
 
-ServiceFactory = Callable[[AsyncEngine], Sequence[ServiceRegistration]]
+BackgroundLoop = Callable[[], Coroutine[Any, Any, None]]
+
+
+@dataclass(frozen=True)
+class ServiceParts:
+    """What a service's bootstrap builds: its gRPC services and any background loops."""
+
+    services: Sequence[ServiceRegistration]
+    background: Sequence[BackgroundLoop] = ()
+
+
+ServiceFactory = Callable[[AsyncEngine], ServiceParts]
 
 
 def run_service(settings: ServiceSettings, package: str, build: ServiceFactory) -> None:
@@ -34,6 +47,9 @@ async def _serve(settings: ServiceSettings, package: str, build: ServiceFactory)
         log.info("%s schema is up to date", settings.service_name)
     engine = create_engine(settings)
     try:
-        await serve_until_signalled(settings, build(engine), readiness=lambda: ping(engine))
+        parts = build(engine)
+        await serve_until_signalled(
+            settings, parts.services, readiness=lambda: ping(engine), background=parts.background
+        )
     finally:
         await engine.dispose()

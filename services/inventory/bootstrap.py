@@ -2,43 +2,66 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import logging
 
+from pydantic import Field
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from marketplace.inventory.v1 import inventory_service_pb2, inventory_service_pb2_grpc
 from marketplace_platform.db import unit_of_work_factory
 from marketplace_platform.grpc_server import ServiceRegistration
 from marketplace_platform.outbox import OutboxWriter
-from marketplace_platform.service_main import run_service
+from marketplace_platform.service_main import ServiceFactory, ServiceParts, run_service
 from marketplace_platform.settings import ServiceSettings
 from services.inventory.adapters import tables
 from services.inventory.entrypoints.grpc_servicer import InventoryServicer
+from services.inventory.service_layer import reservations
+
+log = logging.getLogger(__name__)
 
 SERVICE_NAME = inventory_service_pb2.DESCRIPTOR.services_by_name["InventoryService"].full_name
 
 
 class InventorySettings(ServiceSettings):
-    """Inventory's settings (none of its own yet)."""
+    """Inventory's settings."""
 
     service_name: str = "inventory"
+    reservation_sweep_interval_seconds: float = Field(default=5.0, gt=0)
+    reservation_sweep_batch: int = Field(default=500, ge=1)
 
 
-def build(engine: AsyncEngine) -> Sequence[ServiceRegistration]:
-    """The inventory gRPC service, bound to a unit of work on the engine."""
-    outbox = OutboxWriter(tables.outbox, producer="inventory")
-    # Reservations are not written yet: those RPCs answer UNIMPLEMENTED.
-    servicer = InventoryServicer(unit_of_work_factory(engine, outbox))  # type: ignore[abstract]
-    return [
-        ServiceRegistration(
+def build(settings: InventorySettings) -> ServiceFactory:
+    """The inventory gRPC service and its expiry sweeper, bound to units of work on the engine."""
+
+    def parts(engine: AsyncEngine) -> ServiceParts:
+        unit_of_work = unit_of_work_factory(
+            engine, OutboxWriter(tables.outbox, producer="inventory")
+        )
+        servicer = InventoryServicer(unit_of_work)
+
+        async def sweep_forever() -> None:
+            while True:
+                await asyncio.sleep(settings.reservation_sweep_interval_seconds)
+                try:
+                    await reservations.expire_all_due(
+                        unit_of_work, batch=settings.reservation_sweep_batch
+                    )
+                except Exception:
+                    log.exception("reservation sweep failed; retrying next interval")
+
+        registration = ServiceRegistration(
             SERVICE_NAME,
             lambda server: inventory_service_pb2_grpc.add_InventoryServiceServicer_to_server(
                 servicer, server
             ),
         )
-    ]
+        return ServiceParts([registration], background=[sweep_forever])
+
+    return parts
 
 
 def main() -> None:
     """Entry point of the inventory process."""
-    run_service(InventorySettings(), "services.inventory", build)
+    settings = InventorySettings()
+    run_service(settings, "services.inventory", build(settings))

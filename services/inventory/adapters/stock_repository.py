@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from collections.abc import Sequence
+
+from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.inventory.adapters.tables import stock_items, stock_movements
+from services.inventory.domain.reservation import ReservationLine
 from services.inventory.domain.stock import Movement, StockLevel
 
 
@@ -54,14 +57,104 @@ class StockRepository:
         )
         return StockLevel(**row)
 
-    async def record(self, movement: Movement) -> None:
-        """Append a movement to the ledger."""
-        await self.session.execute(
-            stock_movements.insert().values(
-                sku=movement.sku,
-                on_hand_delta=movement.on_hand_delta,
-                reserved_delta=movement.reserved_delta,
-                reason=movement.reason,
-                order_id=movement.order_id,
+    async def record(self, *movements: Movement) -> None:
+        """Append movements to the ledger."""
+        if movements:
+            await self.session.execute(
+                stock_movements.insert(),
+                [
+                    {
+                        "sku": m.sku,
+                        "on_hand_delta": m.on_hand_delta,
+                        "reserved_delta": m.reserved_delta,
+                        "reason": m.reason,
+                        "order_id": m.order_id,
+                    }
+                    for m in movements
+                ],
+            )
+
+
+_LOCK_IN_SKU_ORDER = text(
+    "SELECT sku FROM inventory.stock_items WHERE sku = ANY(CAST(:skus AS text[]))"
+    " ORDER BY sku FOR UPDATE"
+)
+_HOLD = text(
+    """
+    UPDATE inventory.stock_items AS s
+       SET reserved = s.reserved + v.quantity, updated_at = now()
+      FROM unnest(CAST(:skus AS text[]), CAST(:quantities AS bigint[])) AS v(sku, quantity)
+     WHERE s.sku = v.sku AND s.on_hand - s.reserved >= v.quantity
+    RETURNING s.sku
+    """
+)
+_MOVE = text(
+    """
+    UPDATE inventory.stock_items AS s
+       SET on_hand = s.on_hand + :on_hand_sign * v.quantity,
+           reserved = s.reserved - v.quantity,
+           sold = s.sold + :sold_sign * v.quantity,
+           updated_at = now()
+      FROM unnest(CAST(:skus AS text[]), CAST(:quantities AS bigint[])) AS v(sku, quantity)
+     WHERE s.sku = v.sku
+    """
+)
+
+
+class StockHolds:
+    """Moves of reserved units on stock rows, always locking SKUs in the same (sorted) order.
+
+    Two multi-line reservations that share SKUs take their row locks in one global order, so
+    neither can wait on the other in a cycle: no deadlock.
+    """
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def hold(self, lines: Sequence[ReservationLine]) -> set[str]:
+        """Reserve each line's units where available; return the SKUs that were held."""
+        skus, quantities = _columns(lines)
+        if len(lines) > 1:
+            await self.session.execute(_LOCK_IN_SKU_ORDER, {"skus": skus})
+        held = await self.session.execute(_HOLD, {"skus": skus, "quantities": quantities})
+        return set(held.scalars().all())
+
+    async def settle(self, lines: Sequence[ReservationLine]) -> None:
+        """Reserved units are sold: they leave on hand and reserved, and count as sold."""
+        await self._move(lines, on_hand_sign=-1, sold_sign=1)
+
+    async def give_back(self, lines: Sequence[ReservationLine]) -> None:
+        """Reserved units become available again."""
+        await self._move(lines, on_hand_sign=0, sold_sign=0)
+
+    async def available(self, skus: Sequence[str]) -> dict[str, int]:
+        """Available units of each known SKU (unknown SKUs are absent)."""
+        rows = await self.session.execute(
+            select(stock_items.c.sku, stock_items.c.on_hand - stock_items.c.reserved).where(
+                stock_items.c.sku.in_(skus)
             )
         )
+        return {sku: int(units) for sku, units in rows.tuples()}
+
+    async def _move(
+        self, lines: Sequence[ReservationLine], *, on_hand_sign: int, sold_sign: int
+    ) -> None:
+        if not lines:
+            return
+        skus, quantities = _columns(lines)
+        if len(lines) > 1:
+            await self.session.execute(_LOCK_IN_SKU_ORDER, {"skus": skus})
+        await self.session.execute(
+            _MOVE,
+            {
+                "skus": skus,
+                "quantities": quantities,
+                "on_hand_sign": on_hand_sign,
+                "sold_sign": sold_sign,
+            },
+        )
+
+
+def _columns(lines: Sequence[ReservationLine]) -> tuple[list[str], list[int]]:
+    ordered = sorted(lines)
+    return [line.sku for line in ordered], [line.quantity for line in ordered]

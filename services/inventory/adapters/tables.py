@@ -7,7 +7,9 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    ForeignKey,
     Identity,
+    Integer,
     MetaData,
     Table,
     Text,
@@ -41,6 +43,28 @@ stock_movements = Table(
     Column("reason", Text, nullable=False),
     Column("order_id", Uuid),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+reservations = Table(
+    "reservations",
+    metadata,
+    Column("reservation_id", Uuid, primary_key=True),
+    Column("order_id", Uuid, nullable=False, unique=True),
+    Column("status", Text, nullable=False),
+    Column("fingerprint", Text, nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("closed_at", DateTime(timezone=True)),
+    Column("release_reason", Text),
+)
+
+reservation_lines = Table(
+    "reservation_lines",
+    metadata,
+    Column("reservation_id", Uuid, ForeignKey(reservations.c.reservation_id), primary_key=True),
+    Column("sku", Text, primary_key=True),
+    Column("quantity", Integer, nullable=False),
+    CheckConstraint("quantity > 0", name="reservation_line_positive"),
 )
 
 outbox = define_outbox_table(metadata)

@@ -1,11 +1,11 @@
 """Inventory's gRPC servicer: proto -> command -> handler -> proto, nothing more.
 
-Field rules were already enforced by the platform's boundary interceptor. RPCs not written yet
-answer UNIMPLEMENTED (the generated base class does that).
+Field rules were already enforced by the platform's boundary interceptor.
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, TypeAlias
 
 import grpc
@@ -13,8 +13,9 @@ import grpc
 from marketplace.common.v1 import ids_pb2
 from marketplace.inventory.v1 import inventory_service_pb2 as pb
 from marketplace.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
+from services.inventory.domain.reservation import ReleaseReason, Reservation, ReservationLine
 from services.inventory.domain.stock import StockLevel
-from services.inventory.service_layer import handlers
+from services.inventory.service_layer import events, handlers, reservations
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
@@ -28,14 +29,85 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
     async def SetStock(self, request: pb.SetStockRequest, context: Context) -> pb.SetStockResponse:
         command = handlers.SetStock(sku=request.sku.value, on_hand=request.on_hand)
         level = await handlers.set_stock(command, self.unit_of_work())
-        return pb.SetStockResponse(stock_level=to_proto(level))
+        return pb.SetStockResponse(stock_level=stock_to_proto(level))
 
     async def GetStock(self, request: pb.GetStockRequest, context: Context) -> pb.GetStockResponse:
         level = await handlers.get_stock(request.sku.value, self.unit_of_work())
-        return pb.GetStockResponse(stock_level=to_proto(level))
+        return pb.GetStockResponse(stock_level=stock_to_proto(level))
+
+    async def ReserveStock(
+        self, request: pb.ReserveStockRequest, context: Context
+    ) -> pb.ReserveStockResponse:
+        command = reservations.ReserveStock(
+            order_id=uuid.UUID(request.order_id.value),
+            lines=tuple(ReservationLine(line.sku.value, line.quantity) for line in request.lines),
+            ttl=request.ttl.ToTimedelta(),
+        )
+        reservation = await reservations.reserve_stock(command, self.unit_of_work())
+        return pb.ReserveStockResponse(reservation=reservation_to_proto(reservation))
+
+    async def CommitReservation(
+        self, request: pb.CommitReservationRequest, context: Context
+    ) -> pb.CommitReservationResponse:
+        order_id = uuid.UUID(request.order_id.value)
+        reservation = await reservations.commit_reservation(order_id, self.unit_of_work())
+        return pb.CommitReservationResponse(reservation=reservation_to_proto(reservation))
+
+    async def ReleaseReservation(
+        self, request: pb.ReleaseReservationRequest, context: Context
+    ) -> pb.ReleaseReservationResponse:
+        reason = pb.ReleaseReason.Name(request.reason).removeprefix("RELEASE_REASON_")
+        command = reservations.ReleaseReservation(
+            order_id=uuid.UUID(request.order_id.value), reason=ReleaseReason(reason)
+        )
+        reservation = await reservations.release_reservation(command, self.unit_of_work())
+        return pb.ReleaseReservationResponse(reservation=reservation_to_proto(reservation))
+
+    async def GetReservation(
+        self, request: pb.GetReservationRequest, context: Context
+    ) -> pb.GetReservationResponse:
+        if request.WhichOneof("lookup") == "order_id":
+            found = await reservations.get_reservation(
+                self.unit_of_work(), order_id=uuid.UUID(request.order_id.value)
+            )
+        else:
+            found = await reservations.get_reservation(
+                self.unit_of_work(), reservation_id=uuid.UUID(request.reservation_id.value)
+            )
+        return pb.GetReservationResponse(reservation=reservation_to_proto(found))
+
+    async def AuditStock(
+        self, request: pb.AuditStockRequest, context: Context
+    ) -> pb.AuditStockResponse:
+        audited = await reservations.audit(
+            self.unit_of_work(), tuple(sku.value for sku in request.skus)
+        )
+        response = pb.AuditStockResponse(skus_checked=len(audited))
+        for sku in audited:
+            if sku.problems:
+                response.discrepancies.append(
+                    pb.StockDiscrepancy(
+                        sku=ids_pb2.Sku(value=sku.sku),
+                        recorded=pb.StockLevel(
+                            on_hand=sku.on_hand,
+                            reserved=sku.reserved,
+                            sold=sku.sold,
+                            available=sku.on_hand - sku.reserved,
+                        ),
+                        recomputed=pb.StockLevel(
+                            on_hand=sku.ledger_on_hand,
+                            reserved=sku.ledger_reserved,
+                            sold=sku.ledger_sold,
+                            available=sku.ledger_on_hand - sku.ledger_reserved,
+                        ),
+                        description="; ".join(sku.problems),
+                    )
+                )
+        response.audited_at.GetCurrentTime()
+        return response
 
 
-def to_proto(level: StockLevel) -> pb.StockLevel:
+def stock_to_proto(level: StockLevel) -> pb.StockLevel:
     """The wire form of a stock level."""
     message = pb.StockLevel(
         sku=ids_pb2.Sku(value=level.sku),
@@ -46,4 +118,20 @@ def to_proto(level: StockLevel) -> pb.StockLevel:
     )
     if level.updated_at is not None:
         message.updated_at.FromDatetime(level.updated_at)
+    return message
+
+
+def reservation_to_proto(reservation: Reservation) -> pb.Reservation:
+    """The wire form of a reservation."""
+    message = pb.Reservation(
+        reservation_id=ids_pb2.ReservationId(value=str(reservation.reservation_id)),
+        order_id=ids_pb2.OrderId(value=str(reservation.order_id)),
+        status=pb.ReservationStatus.Value(f"RESERVATION_STATUS_{reservation.status.value}"),
+        lines=events.wire_lines(reservation),
+        release_reason=events.wire_release_reason(reservation.release_reason),
+    )
+    message.expires_at.FromDatetime(reservation.expires_at)
+    message.created_at.FromDatetime(reservation.created_at)
+    if reservation.closed_at is not None:
+        message.closed_at.FromDatetime(reservation.closed_at)
     return message

@@ -1,0 +1,182 @@
+"""Reads and writes of reservations and their lines."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Row, and_, func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from marketplace_platform.ids import new_id
+from services.inventory.adapters.tables import reservation_lines, reservations
+from services.inventory.domain.reservation import (
+    ReleaseReason,
+    Reservation,
+    ReservationLine,
+    ReservationStatus,
+)
+
+_LINES = (
+    select(
+        func.array_agg(reservation_lines.c.sku).label("skus"),
+        func.array_agg(reservation_lines.c.quantity).label("quantities"),
+    )
+    .where(reservation_lines.c.reservation_id == reservations.c.reservation_id)
+    .lateral("lines")
+)
+_WITH_LINES = select(reservations, _LINES.c.skus, _LINES.c.quantities).select_from(
+    reservations.outerjoin(_LINES, func.true())
+)
+
+
+class ReservationRepository:
+    """Reservations of the inventory schema, within the caller's transaction."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def create(
+        self,
+        *,
+        order_id: uuid.UUID,
+        lines: Sequence[ReservationLine],
+        fingerprint: str,
+        ttl: timedelta,
+        status: ReservationStatus = ReservationStatus.ACTIVE,
+        release_reason: ReleaseReason | None = None,
+    ) -> Reservation | None:
+        """Insert the order's reservation; None when the order already has one."""
+        closed = status is not ReservationStatus.ACTIVE
+        row = (
+            await self.session.execute(
+                insert(reservations)
+                .values(
+                    reservation_id=new_id(),
+                    order_id=order_id,
+                    status=status,
+                    fingerprint=fingerprint,
+                    expires_at=func.now() + ttl,
+                    closed_at=func.now() if closed else None,
+                    release_reason=release_reason,
+                )
+                .on_conflict_do_nothing(index_elements=[reservations.c.order_id])
+                .returning(*reservations.c)
+            )
+        ).one_or_none()
+        if row is None:
+            return None
+        if lines:
+            await self.session.execute(
+                reservation_lines.insert(),
+                [
+                    {
+                        "reservation_id": row.reservation_id,
+                        "sku": line.sku,
+                        "quantity": line.quantity,
+                    }
+                    for line in lines
+                ],
+            )
+        return _to_reservation(row._mapping, tuple(lines))
+
+    async def by_order(
+        self, order_id: uuid.UUID, *, for_update: bool = False
+    ) -> Reservation | None:
+        """The order's reservation with its lines (row-locked when for_update)."""
+        query = _WITH_LINES.where(reservations.c.order_id == order_id)
+        if for_update:
+            query = query.with_for_update(of=reservations)
+        return _from_row((await self.session.execute(query)).one_or_none())
+
+    async def by_id(self, reservation_id: uuid.UUID) -> Reservation | None:
+        """A reservation with its lines."""
+        query = _WITH_LINES.where(reservations.c.reservation_id == reservation_id)
+        return _from_row((await self.session.execute(query)).one_or_none())
+
+    async def close(
+        self,
+        reservation: Reservation,
+        status: ReservationStatus,
+        release_reason: ReleaseReason | None = None,
+    ) -> Reservation:
+        """Mark an active reservation committed, released or expired."""
+        row = (
+            await self.session.execute(
+                reservations.update()
+                .where(reservations.c.reservation_id == reservation.reservation_id)
+                .values(status=status, closed_at=func.now(), release_reason=release_reason)
+                .returning(*reservations.c)
+            )
+        ).one()
+        return _to_reservation(row._mapping, reservation.lines)
+
+    async def expire_due(self, *, as_of: datetime | None, limit: int) -> list[Reservation]:
+        """Mark up to `limit` active reservations past their expiry EXPIRED, skipping any that
+        another sweeper or a commit holds; return them with their lines."""
+        cutoff = as_of if as_of is not None else func.now()
+        due = (
+            select(reservations.c.reservation_id)
+            .where(
+                and_(
+                    reservations.c.status == ReservationStatus.ACTIVE,
+                    reservations.c.expires_at <= cutoff,
+                )
+            )
+            .order_by(reservations.c.expires_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        expired = (
+            (
+                await self.session.execute(
+                    reservations.update()
+                    .where(reservations.c.reservation_id.in_(due))
+                    .values(
+                        status=ReservationStatus.EXPIRED,
+                        closed_at=func.now(),
+                        release_reason=ReleaseReason.EXPIRED,
+                    )
+                    .returning(reservations.c.reservation_id)
+                )
+            )
+            .scalars()
+            .all()
+        )
+        if not expired:
+            return []
+        rows = await self.session.execute(
+            _WITH_LINES.where(reservations.c.reservation_id.in_(expired))
+        )
+        return [r for r in (_from_row(row) for row in rows) if r is not None]
+
+
+def _from_row(row: Row[Any] | None) -> Reservation | None:
+    if row is None:
+        return None
+    mapping = row._mapping
+    lines = tuple(
+        ReservationLine(sku, quantity)
+        for sku, quantity in zip(mapping["skus"] or (), mapping["quantities"] or (), strict=True)
+        if sku is not None
+    )
+    return _to_reservation(mapping, tuple(sorted(lines)))
+
+
+def _to_reservation(mapping: Any, lines: tuple[ReservationLine, ...]) -> Reservation:
+    reason = mapping["release_reason"]
+    return Reservation(
+        reservation_id=mapping["reservation_id"],
+        order_id=mapping["order_id"],
+        status=ReservationStatus(mapping["status"]),
+        lines=lines,
+        fingerprint=mapping["fingerprint"],
+        expires_at=mapping["expires_at"],
+        created_at=mapping["created_at"],
+        closed_at=mapping["closed_at"],
+        release_reason=ReleaseReason(reason) if reason else None,
+    )
