@@ -25,6 +25,15 @@ _STATUS_BY_ERROR: dict[type[errors.DomainError], grpc.StatusCode] = {
     errors.DependencyUnavailable: grpc.StatusCode.UNAVAILABLE,
 }
 
+_ERROR_BY_CODE: dict[grpc.StatusCode, type[errors.DomainError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidArgument,
+    grpc.StatusCode.NOT_FOUND: errors.NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: errors.AlreadyExists,
+    grpc.StatusCode.FAILED_PRECONDITION: errors.FailedPrecondition,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.ResourceExhausted,
+    grpc.StatusCode.UNAVAILABLE: errors.DependencyUnavailable,
+}
+
 _KNOWN_ERRORS: tuple[type[errors.DomainError], ...] = (*_STATUS_BY_ERROR, errors.DomainError)
 _ERROR_BY_REASON = {cls.reason: cls for cls in _KNOWN_ERRORS}
 
@@ -77,12 +86,18 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> errors.DomainError | None:
                 errors.FieldViolation(v.field, v.description, v.reason)
                 for v in bad_request.field_violations
             ]
-    cls = _ERROR_BY_REASON.get(reason)
-    if cls is None:
+    if not reason:
         return None
-    if cls is errors.InvalidArgument:
-        return errors.InvalidArgument(status.message, tuple(violations))
-    return cls(status.message, metadata=metadata)
+    # A service's own reason (e.g. OUT_OF_STOCK) comes back as the error kind of its status
+    # code, keeping the reason, so callers can tell refusals apart without importing services.
+    cls = _ERROR_BY_REASON.get(reason) or _ERROR_BY_CODE.get(error.code(), errors.DomainError)
+    rebuilt = (
+        errors.InvalidArgument(status.message, tuple(violations))
+        if cls is errors.InvalidArgument
+        else cls(status.message, metadata=metadata)
+    )
+    rebuilt.reason = reason
+    return rebuilt
 
 
 def _pack(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -> any_pb2.Any:

@@ -30,7 +30,14 @@ def _to_field_violation(violation: protovalidate.Violation) -> FieldViolation:
     path = []
     elements = proto.field.elements if proto.field is not None else []
     for element in elements:
+        # subscript is a oneof (list index or map key); protovalidate gives it as .value
+        subscript = getattr(element.subscript, "value", None)
         name = element.field_name
-        subscript = element.WhichOneof("subscript") if hasattr(element, "WhichOneof") else None
-        path.append(f"{name}[{getattr(element, subscript)}]" if subscript else name)
+        path.append(
+            f"{name}[{subscript!r}]"
+            if isinstance(subscript, str)
+            else f"{name}[{subscript}]"
+            if subscript is not None
+            else name
+        )
     return FieldViolation(field=".".join(path), description=proto.message, rule=proto.rule_id)

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+
+# gRPC core's info lines (GOAWAY on a stopping test server, fork notes) are noise in tests.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path

@@ -17,12 +17,13 @@ _AUDIT = text(
            COALESCE(a.reserved, 0) AS active_reserved
       FROM inventory.stock_items s
       LEFT JOIN (
-            SELECT sku, sum(on_hand_delta) AS on_hand, sum(reserved_delta) AS reserved,
-                   sum(-on_hand_delta) FILTER (WHERE reason = 'committed') AS sold
+            SELECT sku, sum(on_hand_delta)::bigint AS on_hand,
+                   sum(reserved_delta)::bigint AS reserved,
+                   (sum(-on_hand_delta) FILTER (WHERE reason = 'committed'))::bigint AS sold
               FROM inventory.stock_movements GROUP BY sku
       ) m ON m.sku = s.sku
       LEFT JOIN (
-            SELECT l.sku, sum(l.quantity) AS reserved
+            SELECT l.sku, sum(l.quantity)::bigint AS reserved
               FROM inventory.reservation_lines l
               JOIN inventory.reservations r ON r.reservation_id = l.reservation_id
              WHERE r.status = 'ACTIVE'

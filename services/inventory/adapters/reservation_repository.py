@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, and_, func, select
+from sqlalchemy import Row, and_, func, select, true
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,7 +29,7 @@ _LINES = (
     .lateral("lines")
 )
 _WITH_LINES = select(reservations, _LINES.c.skus, _LINES.c.quantities).select_from(
-    reservations.outerjoin(_LINES, func.true())
+    reservations.outerjoin(_LINES, true())
 )
 
 

@@ -134,7 +134,7 @@ class StockHolds:
                 stock_items.c.sku.in_(skus)
             )
         )
-        return {sku: int(units) for sku, units in rows.tuples()}
+        return {sku: int(units) for sku, units in rows}
 
     async def _move(
         self, lines: Sequence[ReservationLine], *, on_hand_sign: int, sold_sign: int

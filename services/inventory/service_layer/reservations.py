@@ -67,13 +67,14 @@ async def reserve_stock(command: ReserveStock, uow: UnitOfWork) -> Reservation:
         holds = StockHolds(uow.session)
         held = await holds.hold(lines)
         if len(held) < len(lines):
-            await _refuse_shortfall(holds, lines, command.order_id)
+            await _refuse_shortfall(holds, command.lines, command.order_id)
     return created
 
 
 async def _refuse_shortfall(
     holds: StockHolds, lines: tuple[ReservationLine, ...], order_id: uuid.UUID
 ) -> None:
+    """Say why a hold failed: unknown SKUs (indexed as the request listed them), or too few."""
     available = await holds.available([line.sku for line in lines])
     unknown = [
         FieldViolation(f"lines[{index}].sku", f"unknown sku {line.sku}", "sku.known")
