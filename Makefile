@@ -11,7 +11,7 @@ PROTO_FILES := $(shell find protos -name '*.proto')
 BUF := node_modules/.bin/buf
 BREAKING_AGAINST ?= main
 
-.PHONY: help install protos build run test test-embedded lint fmt clean
+.PHONY: help install protos build run test test-embedded lint fmt bench clean
 
 help:
 	@echo "make run      start every service locally (embedded PostgreSQL/Redis unless DATABASE_URL/REDIS_URL)"
@@ -19,6 +19,7 @@ help:
 	@echo "make lint     ruff, mypy, buf lint and buf breaking against $(BREAKING_AGAINST)"
 	@echo "make protos   regenerate the Python contracts into gen/python"
 	@echo "make build    build wheels (contracts and platform) into dist/"
+	@echo "make bench    inventory reservations/s: one hot SKU vs 1,000 SKUs (embedded PostgreSQL unless DATABASE_URL)"
 
 install: $(PROTOS_STAMP)
 
@@ -59,6 +60,9 @@ lint: $(PROTOS_STAMP) $(BUF)
 $(BUF): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
+
+bench: $(PROTOS_STAMP)
+	$(PY) -m bench.inventory_reservations
 
 fmt: $(DEPS_STAMP)
 	$(BIN)/ruff check --fix .
