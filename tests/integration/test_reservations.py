@@ -416,3 +416,25 @@ async def test_the_audit_reports_counts_the_ledger_does_not_explain(
 
     assert [d.sku.value for d in report.discrepancies] == [a]
     assert "on_hand 12 but the ledger says 10" in report.discrepancies[0].description
+
+
+async def test_the_service_sweeper_releases_a_reservation_once_its_ttl_passes(
+    stub: Stub, engine: AsyncEngine
+) -> None:
+    settings = inventory.InventorySettings(reservation_sweep_interval_seconds=0.2)
+    [sweeper] = inventory.build(settings)(engine).background
+    [a] = fresh_skus(1)
+    await set_stock(stub, a, 2)
+    order = ids_pb2.OrderId(value=str(new_id()))
+    await stub.ReserveStock(reserve_request(order.value, [(a, 2)], ttl_seconds=1))
+    sweeping = asyncio.create_task(sweeper())
+    try:
+        async with asyncio.timeout(WITHIN):
+            while True:  # polling: the real one-second TTL has to pass
+                if (await stock(stub, a)).available == 2:
+                    break
+                await asyncio.sleep(0.1)
+    finally:
+        sweeping.cancel()
+    found = await stub.GetReservation(pb.GetReservationRequest(order_id=order))
+    assert found.reservation.status == pb.RESERVATION_STATUS_EXPIRED
