@@ -1,0 +1,1 @@
+"""Benchmarks of the platform's hot paths against real PostgreSQL (`make bench`)."""
