@@ -1,41 +1,83 @@
-"""Wire the payment service: settings, database and servicer.
-
-Its RPCs are not written yet: the generated base servicer answers UNIMPLEMENTED for each.
-"""
+"""Wire the payment service: settings, database, the PSP adapter, servicer, reconciliation."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
+from pydantic import Field
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from marketplace.payment.v1 import payment_service_pb2, payment_service_pb2_grpc
+from marketplace_platform.db import unit_of_work_factory
 from marketplace_platform.grpc_server import ServiceRegistration
-from marketplace_platform.service_main import ServiceParts, run_service
+from marketplace_platform.outbox import OutboxWriter
+from marketplace_platform.service_main import ServiceFactory, ServiceParts, run_service
 from marketplace_platform.settings import ServiceSettings
+from services.payment.adapters import tables
+from services.payment.adapters.psp import CircuitBreaker, HttpPsp
+from services.payment.entrypoints.grpc_servicer import PaymentServicer
+from services.payment.service_layer import reconciliation
+from services.payment.service_layer.payments import Payments
 
 SERVICE_NAME = payment_service_pb2.DESCRIPTOR.services_by_name["PaymentService"].full_name
 
+log = logging.getLogger(__name__)
+
 
 class PaymentSettings(ServiceSettings):
-    """Payment's settings (none of its own yet)."""
+    """Payment's settings."""
 
     service_name: str = "payment"
+    psp_url: str = "http://127.0.0.1:8089"
+    psp_timeout_seconds: float = Field(default=2.0, gt=0)
+    psp_attempts: int = Field(default=3, ge=1, le=10)
+    psp_breaker_failures: int = Field(default=5, ge=1)
+    psp_breaker_open_seconds: float = Field(default=5.0, gt=0)
+    reconcile_interval_seconds: float = Field(default=60.0, gt=0)
 
 
-def build(engine: AsyncEngine) -> ServiceParts:
-    """The payment gRPC service."""
-    servicer = payment_service_pb2_grpc.PaymentServiceServicer()  # type: ignore[abstract]  # UNIMPLEMENTED for now
-    return ServiceParts(
-        [
-            ServiceRegistration(
-                SERVICE_NAME,
-                lambda server: payment_service_pb2_grpc.add_PaymentServiceServicer_to_server(
-                    servicer, server
-                ),
-            )
-        ]
-    )
+def build(settings: PaymentSettings) -> ServiceFactory:
+    """The payment gRPC service and its scheduled reconciliation."""
+
+    def parts(engine: AsyncEngine) -> ServiceParts:
+        psp = HttpPsp(
+            settings.psp_url,
+            timeout=settings.psp_timeout_seconds,
+            breaker=CircuitBreaker(
+                failures_to_open=settings.psp_breaker_failures,
+                open_seconds=settings.psp_breaker_open_seconds,
+            ),
+        )
+        deps = Payments(
+            unit_of_work=unit_of_work_factory(
+                engine, OutboxWriter(tables.outbox, producer="payment")
+            ),
+            psp=psp,
+            attempts=settings.psp_attempts,
+        )
+        servicer = PaymentServicer(deps)
+
+        async def reconcile_forever() -> None:
+            while True:
+                await asyncio.sleep(settings.reconcile_interval_seconds)
+                try:
+                    await reconciliation.reconcile(deps)
+                except Exception:
+                    log.exception("reconciliation failed; retrying next interval")
+
+        registration = ServiceRegistration(
+            SERVICE_NAME,
+            lambda server: payment_service_pb2_grpc.add_PaymentServiceServicer_to_server(
+                servicer, server
+            ),
+        )
+        return ServiceParts([registration], background=[reconcile_forever])
+
+    return parts
 
 
 def main() -> None:
     """Entry point of the payment process."""
-    run_service(PaymentSettings(), "services.payment", build)
+    settings = PaymentSettings()
+    run_service(settings, "services.payment", build(settings))

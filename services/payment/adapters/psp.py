@@ -1,0 +1,224 @@
+"""The payment provider port and its HTTP adapter (the PSP simulator, or a Stripe-like PSP).
+
+Every mutating call carries an Idempotency-Key derived from our operation id. A call whose
+answer is lost (timeout, dropped connection, 5xx) is reported as Unknown, never guessed.
+A circuit breaker answers at once while the PSP keeps failing, instead of piling up calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from marketplace_platform.errors import DependencyUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Intent:
+    """The PSP's view of one authorization."""
+
+    id: str
+    status: str
+    amount: int
+    currency: str
+    amount_capturable: int
+    amount_received: int
+    amount_refunded: int
+    metadata: dict[str, str] = field(default_factory=dict)
+    capture_before: datetime | None = None
+    created: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Approved:
+    """The PSP applied the operation."""
+
+    intent: Intent | None
+    reference: str
+
+
+@dataclass(frozen=True)
+class Declined:
+    """The PSP refused the operation (card declined, amount or state refused)."""
+
+    code: str
+    intent_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Unknown:
+    """The PSP was called but we do not know whether it applied the operation."""
+
+    cause: str
+
+
+PspOutcome = Approved | Declined | Unknown
+
+
+class PspUnavailable(DependencyUnavailable):
+    """The PSP is failing; calls are refused quickly until it recovers."""
+
+    reason = "PSP_UNAVAILABLE"
+
+
+class CircuitBreaker:
+    """Open after consecutive failures; after a pause let one trial call through."""
+
+    def __init__(self, *, failures_to_open: int = 5, open_seconds: float = 5.0) -> None:
+        self.failures_to_open = failures_to_open
+        self.open_seconds = open_seconds
+        self._failures = 0
+        self._opened_at: float | None = None
+
+    def allow(self) -> bool:
+        """Whether a call may go to the PSP now."""
+        if self._opened_at is None:
+            return True
+        if time.monotonic() - self._opened_at >= self.open_seconds:
+            self._opened_at = time.monotonic()  # half-open: this caller is the trial
+            return True
+        return False
+
+    def record(self, *, healthy: bool) -> None:
+        """Count an outcome: a healthy answer closes the breaker, failures open it."""
+        if healthy:
+            self._failures, self._opened_at = 0, None
+            return
+        self._failures += 1
+        if self._failures >= self.failures_to_open and self._opened_at is None:
+            log.warning("PSP circuit opened after %d consecutive failures", self._failures)
+            self._opened_at = time.monotonic()
+
+
+class HttpPsp:
+    """A Stripe-like PSP over HTTP/JSON."""
+
+    def __init__(self, base_url: str, *, timeout: float, breaker: CircuitBreaker) -> None:
+        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout)
+        self._breaker = breaker
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def create_intent(
+        self,
+        *,
+        amount: int,
+        currency: str,
+        payment_method: str,
+        metadata: dict[str, str],
+        idempotency_key: str,
+    ) -> PspOutcome:
+        """Authorize: a payment intent with manual capture."""
+        body = {
+            "amount": amount,
+            "currency": currency,
+            "payment_method": payment_method,
+            "capture_method": "manual",
+            "metadata": metadata,
+        }
+        return await self._post("/v1/payment_intents", body, idempotency_key)
+
+    async def capture(self, intent_id: str, *, amount: int, idempotency_key: str) -> PspOutcome:
+        """Capture up to the authorized amount."""
+        body = {"amount_to_capture": amount}
+        return await self._post(f"/v1/payment_intents/{intent_id}/capture", body, idempotency_key)
+
+    async def cancel(self, intent_id: str, *, idempotency_key: str) -> PspOutcome:
+        """Void an uncaptured authorization."""
+        return await self._post(f"/v1/payment_intents/{intent_id}/cancel", {}, idempotency_key)
+
+    async def refund(self, intent_id: str, *, amount: int, idempotency_key: str) -> PspOutcome:
+        """Refund part or all of what was captured."""
+        body = {"payment_intent": intent_id, "amount": amount}
+        return await self._post("/v1/refunds", body, idempotency_key)
+
+    async def retrieve(self, intent_id: str) -> Intent | None:
+        """The intent as the PSP has it now (None if it does not exist)."""
+        response = await self._get(f"/v1/payment_intents/{intent_id}")
+        return None if response.status_code == 404 else _intent(response.json())
+
+    async def find(self, **metadata: str) -> list[Intent]:
+        """Intents whose metadata has these values (e.g. operation_id=...)."""
+        params = {f"metadata[{k}]": v for k, v in metadata.items()}
+        return [
+            _intent(item)
+            for item in (await self._get("/v1/payment_intents", params)).json()["data"]
+        ]
+
+    async def every_intent(self) -> AsyncIterator[Intent]:
+        """All intents, page by page."""
+        params: dict[str, str] = {"limit": "100"}
+        while True:
+            page = (await self._get("/v1/payment_intents", params)).json()
+            for item in page["data"]:
+                yield _intent(item)
+            if not page["has_more"] or not page["data"]:
+                return
+            params["starting_after"] = page["data"][-1]["id"]
+
+    async def _get(self, path: str, params: dict[str, str] | None = None) -> httpx.Response:
+        if not self._breaker.allow():
+            raise PspUnavailable("the PSP is failing; try again shortly")
+        try:
+            response = await self._http.get(path, params=params)
+        except httpx.HTTPError as error:
+            self._breaker.record(healthy=False)
+            raise PspUnavailable(f"PSP read failed: {error!r}") from error
+        self._breaker.record(healthy=response.status_code < 500)
+        if response.status_code >= 500:
+            raise PspUnavailable(f"PSP read answered {response.status_code}")
+        return response
+
+    async def _post(self, path: str, body: dict[str, Any], idempotency_key: str) -> PspOutcome:
+        if not self._breaker.allow():
+            raise PspUnavailable("the PSP is failing; try again shortly")
+        try:
+            response = await self._http.post(
+                path, json=body, headers={"Idempotency-Key": idempotency_key}
+            )
+        except httpx.HTTPError as error:
+            self._breaker.record(healthy=False)
+            log.warning("PSP %s: no answer (%r); outcome unknown", path, error)
+            return Unknown(repr(error))
+        if response.status_code >= 500:
+            self._breaker.record(healthy=False)
+            return Unknown(f"PSP answered {response.status_code}")
+        self._breaker.record(healthy=True)
+        payload = response.json()
+        if response.status_code < 300:
+            intent = _intent(payload) if payload.get("object") == "payment_intent" else None
+            return Approved(intent=intent, reference=str(payload["id"]))
+        problem = payload.get("error", {})
+        if problem.get("type") == "idempotency_error":
+            raise RuntimeError(
+                f"PSP idempotency key {idempotency_key} reused with other parameters"
+            )
+        code = problem.get("decline_code") or problem.get("code") or problem.get("type", "refused")
+        intent_id = (problem.get("payment_intent") or {}).get("id")
+        return Declined(code=str(code), intent_id=intent_id)
+
+
+def _intent(data: dict[str, Any]) -> Intent:
+    capture_before = data.get("capture_before")
+    return Intent(
+        id=data["id"],
+        status=data["status"],
+        amount=int(data["amount"]),
+        currency=str(data["currency"]).upper(),
+        amount_capturable=int(data.get("amount_capturable", 0)),
+        amount_received=int(data.get("amount_received", 0)),
+        amount_refunded=int(data.get("amount_refunded", 0)),
+        metadata=dict(data.get("metadata") or {}),
+        capture_before=datetime.fromtimestamp(capture_before, UTC) if capture_before else None,
+        created=datetime.fromtimestamp(data["created"], UTC) if data.get("created") else None,
+    )

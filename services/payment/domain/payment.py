@@ -1,0 +1,173 @@
+"""A payment for one order and the ledger of operations at the PSP. Pure: no I/O."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import StrEnum
+
+from marketplace_platform.errors import FailedPrecondition, FieldViolation, InvalidArgument
+
+
+class PaymentStatus(StrEnum):
+    """Where the money is."""
+
+    PENDING = "PENDING"
+    AUTHORIZED = "AUTHORIZED"
+    CAPTURED = "CAPTURED"
+    PARTIALLY_REFUNDED = "PARTIALLY_REFUNDED"
+    REFUNDED = "REFUNDED"
+    VOIDED = "VOIDED"
+    FAILED = "FAILED"
+
+
+class OperationKind(StrEnum):
+    """What an operation asks the PSP to do."""
+
+    AUTHORIZE = "AUTHORIZE"
+    CAPTURE = "CAPTURE"
+    VOID = "VOID"
+    REFUND = "REFUND"
+
+
+class OperationState(StrEnum):
+    """What we know of an operation's outcome at the PSP."""
+
+    PENDING = "PENDING"  # recorded, PSP not (yet) answered
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    UNKNOWN = "UNKNOWN"  # the PSP was called but its answer was lost: resolve before retrying
+
+
+OPEN_STATES = (OperationState.PENDING, OperationState.UNKNOWN)
+
+
+@dataclass(frozen=True)
+class Payment:
+    """One order's payment: amounts in minor units of one currency."""
+
+    payment_id: uuid.UUID
+    order_id: uuid.UUID
+    customer_id: str
+    currency: str
+    payment_method: str
+    amount: int  # what the order asked to authorize
+    status: PaymentStatus
+    authorized: int = 0
+    captured: int = 0
+    refunded: int = 0
+    psp_intent_id: str | None = None
+    failure_code: str | None = None
+    capture_before: datetime | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One request to the PSP, keyed so that repeating it never repeats its effect."""
+
+    operation_id: uuid.UUID
+    payment_id: uuid.UUID
+    kind: OperationKind
+    amount: int
+    state: OperationState
+    request_key: str
+    failure_code: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def psp_idempotency_key(self) -> str:
+        """Derived from our own operation id, never random: a retry reuses it."""
+        return f"{self.kind.lower()}-{self.operation_id}"
+
+
+class PaymentMismatch(FailedPrecondition):
+    """The order's payment was authorized from a different request."""
+
+    reason = "PAYMENT_MISMATCH"
+
+
+class PaymentStateConflict(FailedPrecondition):
+    """The payment's state does not allow the operation (e.g. void after capture)."""
+
+    reason = "PAYMENT_STATE"
+
+
+class AmountExceeded(FailedPrecondition):
+    """Capture above the authorization, or refund above what was captured."""
+
+    reason = "AMOUNT_EXCEEDED"
+
+
+# ISO 4217 currencies this platform settles in; anything else is refused before the PSP sees it.
+SUPPORTED_CURRENCIES = frozenset(
+    {"USD", "EUR", "GBP", "CAD", "AUD", "JPY", "CHF", "SEK", "NOK", "DKK"}
+)
+
+
+def check_currency(currency: str, field: str = "amount.currency") -> None:
+    """Refuse a currency we do not settle in."""
+    if currency not in SUPPORTED_CURRENCIES:
+        raise InvalidArgument(
+            f"unsupported currency {currency}",
+            (FieldViolation(field, f"unsupported currency {currency}", "currency.supported"),),
+        )
+
+
+def check_same_authorization(payment: Payment, *, amount: int, currency: str, method: str) -> None:
+    """A repeated authorization must ask for the same thing."""
+    if (payment.amount, payment.currency, payment.payment_method) != (amount, currency, method):
+        raise PaymentMismatch(
+            f"order {payment.order_id} was authorized for {payment.amount} {payment.currency}"
+            f" with {payment.payment_method}",
+            metadata={"order_id": str(payment.order_id)},
+        )
+
+
+def check_operation(payment: Payment, kind: OperationKind, amount: int, currency: str) -> None:
+    """Refuse an operation the payment's state or amounts do not allow."""
+    if kind is not OperationKind.VOID and currency != payment.currency:
+        raise InvalidArgument(f"currency {currency} differs from the payment's {payment.currency}")
+    allowed = {
+        OperationKind.CAPTURE: (PaymentStatus.AUTHORIZED,),
+        OperationKind.VOID: (PaymentStatus.AUTHORIZED,),
+        OperationKind.REFUND: (PaymentStatus.CAPTURED, PaymentStatus.PARTIALLY_REFUNDED),
+    }[kind]
+    if payment.status not in allowed:
+        raise PaymentStateConflict(
+            f"cannot {kind.lower()} a payment that is {payment.status}",
+            metadata={"order_id": str(payment.order_id), "status": payment.status},
+        )
+    limit = (
+        payment.authorized if kind is OperationKind.CAPTURE else payment.captured - payment.refunded
+    )
+    if kind is not OperationKind.VOID and amount > limit:
+        raise AmountExceeded(
+            f"{kind.lower()} of {amount} exceeds the {limit} {payment.currency} available",
+            metadata={"order_id": str(payment.order_id), "limit": str(limit)},
+        )
+
+
+def after_success(payment: Payment, operation: Operation) -> Payment:
+    """The payment once the PSP confirmed the operation."""
+    if operation.kind is OperationKind.AUTHORIZE:
+        return replace(payment, status=PaymentStatus.AUTHORIZED, authorized=operation.amount)
+    if operation.kind is OperationKind.CAPTURE:
+        return replace(payment, status=PaymentStatus.CAPTURED, captured=operation.amount)
+    if operation.kind is OperationKind.VOID:
+        return replace(payment, status=PaymentStatus.VOIDED)
+    refunded = payment.refunded + operation.amount
+    status = (
+        PaymentStatus.REFUNDED if refunded >= payment.captured else PaymentStatus.PARTIALLY_REFUNDED
+    )
+    return replace(payment, status=status, refunded=refunded)
+
+
+def after_failure(payment: Payment, operation: Operation, code: str) -> Payment:
+    """The payment once the PSP refused the operation (a decline fails the whole payment)."""
+    if operation.kind is OperationKind.AUTHORIZE:
+        return replace(payment, status=PaymentStatus.FAILED, failure_code=code)
+    return payment

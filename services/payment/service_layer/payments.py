@@ -1,0 +1,274 @@
+"""Payment use cases. Each PSP operation is recorded before it is sent, sent with a key derived
+from its id, and settled in the ledger from the PSP's answer; a lost answer makes it UNKNOWN and
+it is resolved by asking the PSP what happened before anything is sent again."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from marketplace_platform.db import UnitOfWork
+from marketplace_platform.errors import NotFound
+from marketplace_platform.ids import new_id
+from services.payment.adapters.payment_repository import PaymentRepository
+from services.payment.adapters.psp import (
+    Approved,
+    Declined,
+    HttpPsp,
+    PspOutcome,
+    PspUnavailable,
+    Unknown,
+)
+from services.payment.domain import payment as rules
+from services.payment.domain.payment import (
+    OPEN_STATES,
+    Operation,
+    OperationKind,
+    OperationState,
+    Payment,
+    PaymentStatus,
+)
+from services.payment.service_layer import events
+
+log = logging.getLogger(__name__)
+
+AUTHORIZE_REQUEST = "authorize"  # one authorization per order, whatever key the caller used
+
+
+@dataclass(frozen=True)
+class Payments:
+    """What the use cases need: units of work, the PSP, and how hard to try."""
+
+    unit_of_work: Callable[[], UnitOfWork]
+    psp: HttpPsp
+    attempts: int = 3
+    backoff_seconds: float = 0.2
+
+
+@dataclass(frozen=True, kw_only=True)
+class Authorize:
+    """Authorize an order's amount on a payment method."""
+
+    order_id: uuid.UUID
+    customer_id: str
+    amount: int
+    currency: str
+    payment_method: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Operate:
+    """Capture, void or refund an order's payment; `request_key` makes repeats harmless."""
+
+    order_id: uuid.UUID
+    kind: OperationKind
+    amount: int
+    currency: str
+    request_key: str
+
+
+async def authorize(command: Authorize, deps: Payments) -> Payment:
+    """Authorize once per order: repeats return the first outcome, another amount is refused."""
+    rules.check_currency(command.currency)
+    async with deps.unit_of_work() as uow:
+        payments = PaymentRepository(uow.session)
+        fresh = Payment(
+            payment_id=new_id(),
+            order_id=command.order_id,
+            customer_id=command.customer_id,
+            currency=command.currency,
+            payment_method=command.payment_method,
+            amount=command.amount,
+            status=PaymentStatus.PENDING,
+        )
+        payment = await payments.create(fresh) or await payments.by_order(command.order_id)
+        assert payment is not None
+        rules.check_same_authorization(
+            payment,
+            amount=command.amount,
+            currency=command.currency,
+            method=command.payment_method,
+        )
+        operation = await payments.add_operation(
+            Operation(
+                new_id(),
+                payment.payment_id,
+                OperationKind.AUTHORIZE,
+                command.amount,
+                OperationState.PENDING,
+                AUTHORIZE_REQUEST,
+            )
+        ) or await payments.operation(
+            payment.payment_id, OperationKind.AUTHORIZE, AUTHORIZE_REQUEST
+        )
+        assert operation is not None
+    if operation.state not in OPEN_STATES:
+        return payment
+    return await drive(operation, payment, deps)
+
+
+async def operate(command: Operate, deps: Payments) -> Payment:
+    """Capture, void or refund within the amount rules; a repeated request is answered again."""
+    async with deps.unit_of_work() as uow:
+        payments = PaymentRepository(uow.session)
+        payment = await payments.by_order(command.order_id, for_update=True)
+        if payment is None:
+            raise NotFound(
+                f"no payment for order {command.order_id}",
+                metadata={"order_id": str(command.order_id)},
+            )
+        operation = await payments.operation(payment.payment_id, command.kind, command.request_key)
+        if operation is None:
+            rules.check_operation(payment, command.kind, command.amount, command.currency)
+            # A void gives back the whole authorization, whatever amount the request carried.
+            amount = payment.authorized if command.kind is OperationKind.VOID else command.amount
+            operation = await payments.add_operation(
+                Operation(
+                    new_id(),
+                    payment.payment_id,
+                    command.kind,
+                    amount,
+                    OperationState.PENDING,
+                    command.request_key,
+                )
+            )
+            assert operation is not None  # the payment row lock serializes same-key requests
+    if operation.state not in OPEN_STATES:
+        return payment
+    return await drive(operation, payment, deps)
+
+
+async def get_payment(order_id: uuid.UUID, deps: Payments) -> tuple[Payment, list[Operation]]:
+    """The order's payment and its operations."""
+    async with deps.unit_of_work() as uow:
+        payments = PaymentRepository(uow.session)
+        payment = await payments.by_order(order_id)
+        if payment is None:
+            raise NotFound(f"no payment for order {order_id}", metadata={"order_id": str(order_id)})
+        return payment, await payments.operations(payment.payment_id)
+
+
+async def drive(operation: Operation, payment: Payment, deps: Payments) -> Payment:
+    """Get an open operation to a known outcome: resolve, send (same key), settle.
+
+    Bounded: after `attempts` lost answers the operation stays UNKNOWN, the caller gets
+    UNAVAILABLE, and a later call or the reconciliation resolves it.
+    """
+    state = operation.state
+    for attempt in range(deps.attempts):
+        if attempt:
+            delay = deps.backoff_seconds * 2 ** (attempt - 1)
+            await asyncio.sleep(random.uniform(0, delay))  # full jitter
+        outcome = (
+            await resolve(operation, payment, deps) if state is OperationState.UNKNOWN else None
+        )
+        if outcome is None:
+            outcome = await send(operation, payment, deps)
+        if isinstance(outcome, Unknown):
+            state = OperationState.UNKNOWN
+            await mark_unknown(operation, deps)
+            continue
+        return await settle(operation, outcome, deps)
+    raise PspUnavailable(
+        f"the PSP's answer to {operation.kind.lower()} of order {payment.order_id} is unknown;"
+        " it will be resolved before any retry",
+        metadata={"order_id": str(payment.order_id), "operation_id": str(operation.operation_id)},
+    )
+
+
+async def send(operation: Operation, payment: Payment, deps: Payments) -> PspOutcome:
+    """Send the operation to the PSP under its own idempotency key."""
+    key = operation.psp_idempotency_key
+    if operation.kind is OperationKind.AUTHORIZE:
+        metadata = {
+            "order_id": str(payment.order_id),
+            "payment_id": str(payment.payment_id),
+            "operation_id": str(operation.operation_id),
+        }
+        return await deps.psp.create_intent(
+            amount=operation.amount,
+            currency=payment.currency,
+            payment_method=payment.payment_method,
+            metadata=metadata,
+            idempotency_key=key,
+        )
+    intent_id = payment.psp_intent_id
+    assert intent_id is not None  # only authorized payments take further operations
+    if operation.kind is OperationKind.CAPTURE:
+        return await deps.psp.capture(intent_id, amount=operation.amount, idempotency_key=key)
+    if operation.kind is OperationKind.VOID:
+        return await deps.psp.cancel(intent_id, idempotency_key=key)
+    return await deps.psp.refund(intent_id, amount=operation.amount, idempotency_key=key)
+
+
+async def resolve(operation: Operation, payment: Payment, deps: Payments) -> PspOutcome | None:
+    """Ask the PSP whether an operation with a lost answer was applied (None: it was not)."""
+    if operation.kind is OperationKind.AUTHORIZE:
+        found = await deps.psp.find(operation_id=str(operation.operation_id))
+        if not found:
+            return None
+        intent = found[0]
+        if intent.status == "requires_payment_method":
+            return Declined(code="card_declined", intent_id=intent.id)
+        return Approved(intent=intent, reference=intent.id)
+    assert payment.psp_intent_id is not None
+    current = await deps.psp.retrieve(payment.psp_intent_id)
+    if current is None:
+        return None
+    applied = {
+        OperationKind.CAPTURE: current.amount_received >= operation.amount,
+        OperationKind.VOID: current.status == "canceled",
+        OperationKind.REFUND: current.amount_refunded >= payment.refunded + operation.amount,
+    }[operation.kind]
+    return Approved(intent=current, reference=current.id) if applied else None
+
+
+async def mark_unknown(operation: Operation, deps: Payments) -> None:
+    """Record that the PSP may or may not have applied the operation."""
+    async with deps.unit_of_work() as uow:
+        current = await PaymentRepository(uow.session).operation_by_id(operation.operation_id)
+        if current.state in OPEN_STATES:
+            await PaymentRepository(uow.session).set_state(operation, OperationState.UNKNOWN)
+
+
+async def settle(operation: Operation, outcome: PspOutcome, deps: Payments) -> Payment:
+    """Write the PSP's answer to the ledger and the payment, with its event, once."""
+    async with deps.unit_of_work() as uow:
+        payments = PaymentRepository(uow.session)
+        payment = await payments.by_id(operation.payment_id, for_update=True)
+        current = await payments.operation_by_id(operation.operation_id)
+        if current.state not in OPEN_STATES:
+            return payment  # a concurrent caller settled it first
+        if isinstance(outcome, Approved):
+            payment = rules.after_success(payment, operation)
+            if operation.kind is OperationKind.AUTHORIZE and outcome.intent is not None:
+                payment = replace(
+                    payment,
+                    psp_intent_id=outcome.intent.id,
+                    capture_before=outcome.intent.capture_before,
+                )
+            await payments.set_state(operation, OperationState.SUCCEEDED)
+            payment = await payments.save(payment)
+            event = events.succeeded(payment, operation)
+        else:
+            assert isinstance(outcome, Declined)
+            payment = rules.after_failure(payment, operation, outcome.code)
+            if operation.kind is OperationKind.AUTHORIZE and outcome.intent_id:
+                payment = replace(payment, psp_intent_id=outcome.intent_id)
+            await payments.set_state(operation, OperationState.FAILED, outcome.code)
+            payment = await payments.save(payment)
+            event = events.failed(payment, operation, outcome.code)
+        await uow.publish(
+            event, aggregate_type=events.AGGREGATE, aggregate_id=str(payment.order_id)
+        )
+        log.info(
+            "%s of order %s %s",
+            operation.kind.lower(),
+            payment.order_id,
+            "succeeded" if isinstance(outcome, Approved) else f"failed: {outcome.code}",
+        )
+        return payment

@@ -1,0 +1,158 @@
+"""Reconciliation with the PSP: resolve operations whose outcome we never learned, void
+authorizations our ledger does not stand behind, and flag authorizations near their
+capture-before time. Runs on a schedule in the payment service and on demand."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from marketplace.common.v1 import ids_pb2
+from marketplace.payment.v1 import payment_service_pb2 as pb
+from services.payment.adapters.payment_repository import PaymentRepository
+from services.payment.adapters.psp import Approved, Declined, Intent
+from services.payment.domain.payment import Operation, OperationState, Payment, PaymentStatus
+from services.payment.service_layer import payments
+from services.payment.service_layer.events import money
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ORPHAN_AFTER = timedelta(minutes=30)
+CAPTURE_WARNING_WINDOW = timedelta(days=1)
+# An operation younger than this may still be in its caller's hands; leave it alone.
+IN_FLIGHT_GRACE = timedelta(seconds=10)
+
+
+@dataclass
+class Report:
+    """What one reconciliation run found and did."""
+
+    started_at: datetime
+    dry_run: bool
+    finished_at: datetime | None = None
+    examined: int = 0
+    resolved: list[tuple[Operation, Payment, OperationState]] = field(default_factory=list)
+    orphans: list[tuple[Intent, Payment | None, bool]] = field(default_factory=list)
+    capture_deadlines: list[Payment] = field(default_factory=list)
+
+
+async def reconcile(
+    deps: payments.Payments,
+    *,
+    orphan_after: timedelta = DEFAULT_ORPHAN_AFTER,
+    in_flight_grace: timedelta = IN_FLIGHT_GRACE,
+    dry_run: bool = False,
+) -> Report:
+    """One full pass over open operations and every PSP authorization."""
+    now = datetime.now(UTC)
+    report = Report(started_at=now, dry_run=dry_run)
+    await _resolve_open_operations(deps, report, older_than=now - in_flight_grace)
+    await _void_orphans(deps, report, older_than=now - orphan_after)
+    report.finished_at = datetime.now(UTC)
+    log.info(
+        "reconciliation: %d intents examined, %d operations resolved, %d orphans, %d near"
+        " capture deadline%s",
+        report.examined,
+        len(report.resolved),
+        len(report.orphans),
+        len(report.capture_deadlines),
+        " (dry run)" if dry_run else "",
+    )
+    return report
+
+
+async def _resolve_open_operations(
+    deps: payments.Payments, report: Report, *, older_than: datetime
+) -> None:
+    async with deps.unit_of_work() as uow:
+        open_operations = await PaymentRepository(uow.session).open_operations(older_than)
+    for operation, payment in open_operations:
+        outcome = await payments.resolve(operation, payment, deps)
+        # Not applied at the PSP: the operation failed; any late success there is an orphan
+        # that the next step voids.
+        outcome = outcome or Declined(code="not_applied")
+        state = OperationState.FAILED if isinstance(outcome, Declined) else OperationState.SUCCEEDED
+        if not report.dry_run:
+            await payments.settle(operation, outcome, deps)
+        report.resolved.append((operation, payment, state))
+
+
+async def _void_orphans(deps: payments.Payments, report: Report, *, older_than: datetime) -> None:
+    async with deps.unit_of_work() as uow:
+        ledger = await PaymentRepository(uow.session).all_by_intent()
+    warn_before = datetime.now(UTC) + CAPTURE_WARNING_WINDOW
+    async for intent in deps.psp.every_intent():
+        report.examined += 1
+        if intent.status != "requires_capture":
+            continue
+        payment = ledger.get(intent.id)
+        if payment is not None and payment.status is PaymentStatus.AUTHORIZED:
+            if intent.capture_before is not None and intent.capture_before < warn_before:
+                log.warning(
+                    "authorization of order %s must be captured before %s",
+                    payment.order_id,
+                    intent.capture_before,
+                )
+                report.capture_deadlines.append(payment)
+            continue
+        if intent.created is not None and intent.created > older_than:
+            continue  # too young: its ledger write may still be on its way
+        voided = False
+        if not report.dry_run:
+            outcome = await deps.psp.cancel(
+                intent.id, idempotency_key=f"reconcile-void-{intent.id}"
+            )
+            voided = isinstance(outcome, Approved)
+        log.warning(
+            "orphan authorization %s (%d %s) %s",
+            intent.id,
+            intent.amount,
+            payment.status if payment else "unknown to the ledger",
+            "voided" if voided else "found",
+        )
+        report.orphans.append((intent, payment, voided))
+
+
+def report_to_proto(report: Report) -> pb.ReconciliationReport:
+    """The wire form of a reconciliation report."""
+    message = pb.ReconciliationReport(dry_run=report.dry_run, payments_examined=report.examined)
+    message.started_at.FromDatetime(report.started_at)
+    if report.finished_at is not None:
+        message.finished_at.FromDatetime(report.finished_at)
+    for operation, payment, state in report.resolved:
+        message.resolved_operations.append(
+            pb.ResolvedOperation(
+                payment_id=ids_pb2.PaymentId(value=str(payment.payment_id)),
+                order_id=ids_pb2.OrderId(value=str(payment.order_id)),
+                operation_id=str(operation.operation_id),
+                kind=pb.PaymentOperationKind.Value(
+                    f"PAYMENT_OPERATION_KIND_{operation.kind.value}"
+                ),
+                resolved_state=pb.PaymentOperationState.Value(
+                    f"PAYMENT_OPERATION_STATE_{state.value}"
+                ),
+            )
+        )
+    for intent, orphan_payment, voided in report.orphans:
+        orphan = pb.OrphanAuthorization(
+            authorized=money(intent.amount, intent.currency), voided=voided
+        )
+        if orphan_payment is not None:
+            orphan.payment_id.value = str(orphan_payment.payment_id)
+            orphan.order_id.value = str(orphan_payment.order_id)
+        elif "order_id" in intent.metadata:
+            orphan.order_id.value = intent.metadata["order_id"]
+        if intent.created is not None:
+            orphan.authorized_at.FromDatetime(intent.created)
+        message.orphan_authorizations.append(orphan)
+    for payment in report.capture_deadlines:
+        deadline = pb.CaptureDeadline(
+            payment_id=ids_pb2.PaymentId(value=str(payment.payment_id)),
+            order_id=ids_pb2.OrderId(value=str(payment.order_id)),
+            authorized=money(payment.authorized, payment.currency),
+        )
+        if payment.capture_before is not None:
+            deadline.capture_before.FromDatetime(payment.capture_before)
+        message.capture_deadlines.append(deadline)
+    return message

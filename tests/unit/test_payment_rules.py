@@ -1,0 +1,101 @@
+"""Payment amount and state rules, and the PSP circuit breaker, with no I/O."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from marketplace_platform.errors import InvalidArgument
+from services.payment.adapters.psp import CircuitBreaker
+from services.payment.domain import payment as rules
+from services.payment.domain.payment import (
+    AmountExceeded,
+    Operation,
+    OperationKind,
+    OperationState,
+    Payment,
+    PaymentStateConflict,
+    PaymentStatus,
+)
+
+
+def payment(
+    status: PaymentStatus, *, authorized: int = 1000, captured: int = 0, refunded: int = 0
+) -> Payment:
+    return Payment(
+        uuid.uuid4(),
+        uuid.uuid4(),
+        "c-1",
+        "USD",
+        "pm_card_visa",
+        1000,
+        status,
+        authorized=authorized,
+        captured=captured,
+        refunded=refunded,
+    )
+
+
+def operation(kind: OperationKind, amount: int) -> Operation:
+    return Operation(uuid.uuid4(), uuid.uuid4(), kind, amount, OperationState.PENDING, "key-1")
+
+
+def test_capture_is_limited_to_the_authorization() -> None:
+    rules.check_operation(payment(PaymentStatus.AUTHORIZED), OperationKind.CAPTURE, 1000, "USD")
+    with pytest.raises(AmountExceeded):
+        rules.check_operation(payment(PaymentStatus.AUTHORIZED), OperationKind.CAPTURE, 1001, "USD")
+
+
+def test_refunds_are_limited_to_what_was_captured_and_not_yet_refunded() -> None:
+    captured = payment(PaymentStatus.PARTIALLY_REFUNDED, captured=800, refunded=500)
+    rules.check_operation(captured, OperationKind.REFUND, 300, "USD")
+    with pytest.raises(AmountExceeded):
+        rules.check_operation(captured, OperationKind.REFUND, 301, "USD")
+
+
+def test_void_only_before_capture() -> None:
+    rules.check_operation(payment(PaymentStatus.AUTHORIZED), OperationKind.VOID, 0, "")
+    with pytest.raises(PaymentStateConflict):
+        rules.check_operation(
+            payment(PaymentStatus.CAPTURED, captured=1000), OperationKind.VOID, 0, ""
+        )
+
+
+def test_another_currency_is_refused() -> None:
+    with pytest.raises(InvalidArgument):
+        rules.check_operation(payment(PaymentStatus.AUTHORIZED), OperationKind.CAPTURE, 10, "EUR")
+    with pytest.raises(InvalidArgument):
+        rules.check_currency("XYZ")
+
+
+def test_refunds_add_up_to_refunded() -> None:
+    captured = payment(PaymentStatus.CAPTURED, captured=1000)
+    partly = rules.after_success(captured, operation(OperationKind.REFUND, 400))
+    fully = rules.after_success(partly, operation(OperationKind.REFUND, 600))
+    assert (partly.status, fully.status, fully.refunded) == (
+        PaymentStatus.PARTIALLY_REFUNDED,
+        PaymentStatus.REFUNDED,
+        1000,
+    )
+
+
+def test_psp_keys_derive_from_our_operation_id() -> None:
+    op = operation(OperationKind.CAPTURE, 10)
+    assert op.psp_idempotency_key == f"capture-{op.operation_id}"
+
+
+def test_the_breaker_opens_after_consecutive_failures_and_a_success_closes_it() -> None:
+    breaker = CircuitBreaker(failures_to_open=2, open_seconds=60)
+    breaker.record(healthy=False)
+    assert breaker.allow()
+    breaker.record(healthy=False)
+    assert not breaker.allow()
+    breaker.record(healthy=True)
+    assert breaker.allow()
+
+
+def test_an_open_breaker_lets_one_trial_through_after_its_pause() -> None:
+    breaker = CircuitBreaker(failures_to_open=1, open_seconds=0)
+    breaker.record(healthy=False)
+    assert breaker.allow()  # the pause (0 s) is over: one trial call
