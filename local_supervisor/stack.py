@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from local_supervisor.processes import ProcessSpec
 from local_supervisor.readiness import GrpcHealthCheck
@@ -20,6 +20,7 @@ class StackEntry:
     name: str
     module: str
     port_offset: int | None  # None: no gRPC port, so no health check (e.g. a worker)
+    env: Mapping[str, str] = field(default_factory=dict)  # its own settings, e.g. an HTTP port
 
 
 # Adding the gateway or a worker is one line here.
@@ -28,6 +29,7 @@ STACK: tuple[StackEntry, ...] = (
     StackEntry("inventory", "services.inventory", 1),
     StackEntry("payment", "services.payment", 2),
     StackEntry("checkout", "services.checkout", 3),
+    StackEntry("psp", "psp_simulator", None, env={"PSP_PORT": "8089"}),
 )
 
 
@@ -47,6 +49,7 @@ def service_specs(
             "REDIS_URL": redis_url,
             "SERVICE_NAME": entry.name,
             **(extra_env or {}),
+            **entry.env,
         }
         readiness = None
         if entry.port_offset is not None:

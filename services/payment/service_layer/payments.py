@@ -106,8 +106,11 @@ async def authorize(command: Authorize, deps: Payments) -> Payment:
             payment.payment_id, OperationKind.AUTHORIZE, AUTHORIZE_REQUEST
         )
         assert operation is not None
-    if operation.state not in OPEN_STATES:
-        return payment
+        if operation.state not in OPEN_STATES:
+            # Settled by an earlier call: read the payment again, as of after that settlement.
+            settled = await payments.by_order(command.order_id)
+            assert settled is not None
+            return settled
     return await drive(operation, payment, deps)
 
 

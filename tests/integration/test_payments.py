@@ -1,0 +1,420 @@
+"""The payment service over real gRPC, a real PostgreSQL and the PSP simulator as a real
+process: one authorization per order, amount rules, every PSP fault, a crash between the PSP's
+success and our ledger write, reconciliation."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from local_supervisor.embedded import free_port
+from marketplace.common.v1 import ids_pb2, money_pb2
+from marketplace.payment.v1 import payment_service_pb2 as pb
+from marketplace.payment.v1 import payment_service_pb2_grpc as pb_grpc
+from marketplace_platform import errors
+from marketplace_platform.db import create_engine, ping, unit_of_work_factory
+from marketplace_platform.grpc_errors import from_rpc_error
+from marketplace_platform.grpc_server import RunningServer, start_server
+from marketplace_platform.ids import new_id
+from marketplace_platform.outbox import OutboxWriter
+from marketplace_platform.settings import ServiceSettings
+from services.payment import bootstrap as payment
+from services.payment.adapters import tables
+from services.payment.adapters.psp import CircuitBreaker, HttpPsp
+from services.payment.adapters.tables import payment_operations
+from services.payment.domain.payment import PaymentStatus
+from services.payment.service_layer import payments, reconciliation
+from tests.support.grpc_probes import SERVING, health_status
+from tests.support.psp import RunningPsp, running_psp
+
+if TYPE_CHECKING:
+    from marketplace.payment.v1.payment_service_pb2_grpc import PaymentServiceAsyncStub as Stub
+
+REPO = Path(__file__).resolve().parents[2]
+WITHIN = 30.0
+
+
+@pytest.fixture(scope="module")
+async def psp(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningPsp]:
+    async with running_psp(tmp_path_factory.mktemp("psp")) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+async def no_faults(psp: RunningPsp) -> AsyncIterator[None]:
+    await psp.set_faults()
+    yield
+    await psp.set_faults()
+
+
+@pytest.fixture(scope="module")
+async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(ServiceSettings(database_url=migrated_database_url, db_pool_size=20))
+    yield engine
+    await engine.dispose()
+
+
+def payment_settings(psp: RunningPsp, **overrides: Any) -> payment.PaymentSettings:
+    values: dict[str, Any] = {
+        "psp_url": psp.url,
+        "psp_timeout_seconds": 1.0,
+        "psp_attempts": 3,
+        "psp_breaker_failures": 1000,
+        "grpc_port": 0,
+    }
+    return payment.PaymentSettings(**(values | overrides))
+
+
+@pytest.fixture
+async def direct(engine: AsyncEngine, psp: RunningPsp) -> AsyncIterator[payments.Payments]:
+    """The use cases wired directly, as the reconciliation worker runs them."""
+    adapter = HttpPsp(psp.url, timeout=5, breaker=CircuitBreaker())
+    yield payments.Payments(
+        unit_of_work=unit_of_work_factory(engine, OutboxWriter(tables.outbox, producer="payment")),
+        psp=adapter,
+    )
+    await adapter.close()
+
+
+@pytest.fixture(scope="module")
+async def server(engine: AsyncEngine, psp: RunningPsp) -> AsyncIterator[RunningServer]:
+    settings = payment_settings(psp)
+    parts = payment.build(settings)(engine)
+    running = await start_server(settings, parts.services, lambda: ping(engine))
+    yield running
+    await running.stop(1)
+
+
+@pytest.fixture
+async def stub(server: RunningServer) -> AsyncIterator[Stub]:
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+    yield pb_grpc.PaymentServiceStub(channel)
+    await channel.close()
+
+
+def usd(amount: int) -> money_pb2.Money:
+    return money_pb2.Money(amount_minor=amount, currency="USD")
+
+
+def authorize_request(
+    order_id: str, amount: int = 2500, method: str = "pm_card_visa", currency: str = "USD"
+) -> pb.AuthorizePaymentRequest:
+    return pb.AuthorizePaymentRequest(
+        idempotency_key=f"authorize-{order_id}",
+        order_id=ids_pb2.OrderId(value=order_id),
+        customer_id=ids_pb2.CustomerId(value="customer-1"),
+        amount=money_pb2.Money(amount_minor=amount, currency=currency),
+        payment_method=method,
+    )
+
+
+async def refusal(call: Any) -> errors.DomainError:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    error = from_rpc_error(caught.value)
+    assert error is not None, caught.value
+    return error
+
+
+async def ledger_operations(engine: AsyncEngine, payment_id: str, kind: str) -> int:
+    async with engine.connect() as connection:
+        return int(
+            (
+                await connection.execute(
+                    select(func.count())
+                    .select_from(payment_operations)
+                    .where(
+                        payment_operations.c.payment_id == uuid.UUID(payment_id),
+                        payment_operations.c.kind == kind,
+                    )
+                )
+            ).scalar_one()
+        )
+
+
+async def test_50_concurrent_identical_authorizations_make_one_intent_and_one_ledger_entry(
+    stub: Stub, psp: RunningPsp, engine: AsyncEngine
+) -> None:
+    order = str(new_id())
+
+    responses = await asyncio.gather(
+        *(stub.AuthorizePayment(authorize_request(order), timeout=WITHIN) for _ in range(50))
+    )
+
+    assert {r.payment.status for r in responses} == {pb.PAYMENT_STATUS_AUTHORIZED}
+    assert len({r.payment.payment_id.value for r in responses}) == 1
+    intents = await psp.intents(order_id=order)
+    assert [(i["status"], i["amount"]) for i in intents] == [("requires_capture", 2500)]
+    payment_id = responses[0].payment.payment_id.value
+    assert await ledger_operations(engine, payment_id, "AUTHORIZE") == 1
+
+
+async def test_a_declined_card_fails_the_payment_without_an_error(stub: Stub) -> None:
+    order = str(new_id())
+    response = await stub.AuthorizePayment(
+        authorize_request(order, method="pm_card_chargeDeclined")
+    )
+    assert response.payment.status == pb.PAYMENT_STATUS_FAILED
+    assert response.payment.failure_code == "generic_decline"
+
+
+async def test_a_different_authorization_for_the_same_order_is_refused(stub: Stub) -> None:
+    order = str(new_id())
+    await stub.AuthorizePayment(authorize_request(order, amount=1000))
+    error = await refusal(stub.AuthorizePayment(authorize_request(order, amount=2000)))
+    assert error.reason == "PAYMENT_MISMATCH"
+
+
+async def test_capture_void_and_refund_keep_to_the_amounts_and_repeat_safely(
+    stub: Stub, psp: RunningPsp
+) -> None:
+    order = ids_pb2.OrderId(value=str(new_id()))
+    await stub.AuthorizePayment(authorize_request(order.value, amount=5000))
+
+    too_much = await refusal(
+        stub.CapturePayment(
+            pb.CapturePaymentRequest(
+                idempotency_key="capture-too-much", order_id=order, amount=usd(5001)
+            )
+        )
+    )
+    capture = pb.CapturePaymentRequest(
+        idempotency_key="capture-1-key", order_id=order, amount=usd(5000)
+    )
+    captured = await stub.CapturePayment(capture)
+    again = await stub.CapturePayment(capture)
+    void_after_capture = await refusal(
+        stub.VoidPayment(
+            pb.VoidPaymentRequest(
+                idempotency_key="void-1-key", order_id=order, reason=pb.VOID_REASON_ORDER_FAILED
+            )
+        )
+    )
+    refund = pb.RefundPaymentRequest(
+        idempotency_key="refund-1-key",
+        order_id=order,
+        amount=usd(2000),
+        reason=pb.REFUND_REASON_REQUESTED_BY_CUSTOMER,
+    )
+    refunded = await stub.RefundPayment(refund)
+    await stub.RefundPayment(refund)
+    over_refund = await refusal(
+        stub.RefundPayment(
+            pb.RefundPaymentRequest(
+                idempotency_key="refund-2-key",
+                order_id=order,
+                amount=usd(3001),
+                reason=pb.REFUND_REASON_REQUESTED_BY_CUSTOMER,
+            )
+        )
+    )
+
+    assert too_much.reason == "AMOUNT_EXCEEDED"
+    assert captured.payment.status == again.payment.status == pb.PAYMENT_STATUS_CAPTURED
+    assert captured.payment.captured.amount_minor == 5000
+    assert void_after_capture.reason == "PAYMENT_STATE"
+    assert refunded.payment.status == pb.PAYMENT_STATUS_PARTIALLY_REFUNDED
+    assert refunded.payment.refunded.amount_minor == 2000
+    assert over_refund.reason == "AMOUNT_EXCEEDED"
+    [intent] = await psp.intents(order_id=order.value)
+    assert (intent["amount_received"], intent["amount_refunded"]) == (5000, 2000)
+
+
+async def test_void_before_capture_cancels_the_authorization(stub: Stub, psp: RunningPsp) -> None:
+    order = ids_pb2.OrderId(value=str(new_id()))
+    await stub.AuthorizePayment(authorize_request(order.value))
+    void = pb.VoidPaymentRequest(
+        idempotency_key="void-2-key", order_id=order, reason=pb.VOID_REASON_ORDER_FAILED
+    )
+    voided = await stub.VoidPayment(void)
+    again = await stub.VoidPayment(void)
+    assert voided.payment.status == again.payment.status == pb.PAYMENT_STATUS_VOIDED
+    [intent] = await psp.intents(order_id=order.value)
+    assert intent["status"] == "canceled"
+
+
+@pytest.mark.parametrize(
+    ("case", "request_args", "bad_field"),
+    [
+        ("zero amount", {"amount": 0}, "amount"),
+        ("negative amount", {"amount": -5}, "amount.amount_minor"),
+        ("unknown currency", {"currency": "XYZ"}, "amount.currency"),
+        ("lowercase currency", {"currency": "usd"}, "amount.currency"),
+        ("missing payment method", {"method": ""}, "payment_method"),
+    ],
+)
+async def test_bad_input_is_refused_before_any_psp_call(
+    stub: Stub, psp: RunningPsp, case: str, request_args: dict[str, Any], bad_field: str
+) -> None:
+    order = str(new_id())
+    error = await refusal(stub.AuthorizePayment(authorize_request(order, **request_args)))
+    assert isinstance(error, errors.InvalidArgument), case
+    assert bad_field in {v.field for v in error.violations}, error.violations
+    assert await psp.intents(order_id=order) == []
+
+
+async def test_latency_below_the_timeout_still_authorizes_once(stub: Stub, psp: RunningPsp) -> None:
+    await psp.set_faults(latency_ms=300)
+    order = str(new_id())
+    response = await stub.AuthorizePayment(authorize_request(order), timeout=WITHIN)
+    assert response.payment.status == pb.PAYMENT_STATUS_AUTHORIZED
+    assert len(await psp.intents(order_id=order)) == 1
+
+
+async def test_an_ambiguous_outcome_is_resolved_by_asking_the_psp(
+    stub: Stub, psp: RunningPsp
+) -> None:
+    await psp.set_faults(ambiguous_rate=1.0)
+    order = str(new_id())
+    response = await stub.AuthorizePayment(authorize_request(order), timeout=WITHIN)
+    assert response.payment.status == pb.PAYMENT_STATUS_AUTHORIZED
+    assert len(await psp.intents(order_id=order)) == 1
+    assert response.payment.psp_reference == (await psp.intents(order_id=order))[0]["id"]
+
+
+@pytest.mark.parametrize("fault", [{"error_rate": 1.0}, {"hang_rate": 1.0, "hang_seconds": 3}])
+async def test_a_failing_psp_gives_unavailable_then_one_intent_once_it_recovers(
+    stub: Stub, psp: RunningPsp, fault: dict[str, float]
+) -> None:
+    await psp.set_faults(**fault)
+    order = str(new_id())
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.AuthorizePayment(authorize_request(order), timeout=WITHIN)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert await psp.intents(order_id=order) == []
+
+    await psp.set_faults()
+    response = await stub.AuthorizePayment(authorize_request(order), timeout=WITHIN)
+
+    assert response.payment.status == pb.PAYMENT_STATUS_AUTHORIZED
+    assert len(await psp.intents(order_id=order)) == 1
+    states = [(o.kind, o.state) for o in response.payment.operations]
+    assert states == [(pb.PAYMENT_OPERATION_KIND_AUTHORIZE, pb.PAYMENT_OPERATION_STATE_SUCCEEDED)]
+
+
+async def test_an_open_circuit_answers_unavailable_without_calling_the_psp(
+    engine: AsyncEngine, psp: RunningPsp
+) -> None:
+    settings = payment_settings(
+        psp, psp_breaker_failures=2, psp_breaker_open_seconds=60, psp_attempts=1
+    )
+    parts = payment.build(settings)(engine)
+    running = await start_server(settings, parts.services, lambda: ping(engine))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            breaker_stub: Stub = pb_grpc.PaymentServiceStub(channel)
+            await psp.set_faults(error_rate=1.0)
+            for _ in range(2):
+                await refusal(breaker_stub.AuthorizePayment(authorize_request(str(new_id()))))
+            await psp.set_faults()  # the PSP is healthy again, but the circuit is open
+            order = str(new_id())
+            error = await refusal(breaker_stub.AuthorizePayment(authorize_request(order)))
+    finally:
+        await running.stop(1)
+    assert error.reason == "PSP_UNAVAILABLE"
+    assert await psp.intents(order_id=order) == []
+
+
+async def test_a_crash_between_the_psp_success_and_the_ledger_write_is_reconciled(
+    psp: RunningPsp, migrated_database_url: str, direct: payments.Payments
+) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": migrated_database_url,
+        "PSP_URL": psp.url,
+        "GRPC_PORT": str(port),
+        "PSP_TIMEOUT_SECONDS": "10",
+        "MIGRATE_ON_START": "false",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.payment",
+        cwd=REPO,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    order = str(new_id())
+    try:
+        async with asyncio.timeout(WITHIN):
+            while True:
+                try:
+                    if await health_status(f"127.0.0.1:{port}") == SERVING:
+                        break
+                except grpc.aio.AioRpcError:
+                    pass
+                await asyncio.sleep(0.1)
+        # The PSP applies the authorization, then holds its answer back for a while.
+        await psp.set_faults(response_delay_ms=5000)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = asyncio.ensure_future(
+                pb_grpc.PaymentServiceStub(channel).AuthorizePayment(
+                    authorize_request(order), timeout=WITHIN
+                )
+            )
+            async with asyncio.timeout(WITHIN):
+                while True:  # until the PSP has applied it
+                    if await psp.intents(order_id=order):
+                        break
+                    await asyncio.sleep(0.05)
+            process.send_signal(signal.SIGKILL)  # the PSP succeeded; our ledger never heard
+            await process.wait()
+            with pytest.raises(grpc.aio.AioRpcError):
+                await call
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    await psp.set_faults()
+    before, _ = await payments.get_payment(uuid.UUID(order), direct)
+    assert before.status is PaymentStatus.PENDING
+
+    report = await reconciliation.reconcile(direct, in_flight_grace=timedelta(0))
+
+    after, operations = await payments.get_payment(uuid.UUID(order), direct)
+    [intent] = await psp.intents(order_id=order)
+    assert order in {str(p.order_id) for _, p, _ in report.resolved}
+    assert after.status is PaymentStatus.AUTHORIZED
+    assert (after.psp_intent_id, after.authorized) == (intent["id"], intent["amount"])
+    assert intent["status"] == "requires_capture"
+    assert [(o.kind.value, o.state.value) for o in operations] == [("AUTHORIZE", "SUCCEEDED")]
+
+
+async def test_reconciliation_voids_an_authorization_the_ledger_does_not_know(
+    psp: RunningPsp, direct: payments.Payments
+) -> None:
+    order = str(new_id())
+    created = await psp.http.post(
+        "/v1/payment_intents",
+        json={
+            "amount": 700,
+            "currency": "USD",
+            "payment_method": "pm_card_visa",
+            "capture_method": "manual",
+            "metadata": {"order_id": order},
+        },
+        headers={"Idempotency-Key": f"stray-{order}"},
+    )
+    created.raise_for_status()
+
+    dry = await reconciliation.reconcile(direct, orphan_after=timedelta(0), dry_run=True)
+    assert (await psp.intents(order_id=order))[0]["status"] == "requires_capture"
+    report = await reconciliation.reconcile(direct, orphan_after=timedelta(0))
+
+    assert order in {i.metadata.get("order_id") for i, _, voided in dry.orphans if not voided}
+    assert order in {i.metadata.get("order_id") for i, _, voided in report.orphans if voided}
+    assert (await psp.intents(order_id=order))[0]["status"] == "canceled"
