@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
+from google.protobuf import duration_pb2
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -418,3 +419,20 @@ async def test_reconciliation_voids_an_authorization_the_ledger_does_not_know(
     assert order in {i.metadata.get("order_id") for i, _, voided in dry.orphans if not voided}
     assert order in {i.metadata.get("order_id") for i, _, voided in report.orphans if voided}
     assert (await psp.intents(order_id=order))[0]["status"] == "canceled"
+
+
+async def test_reconciliation_flags_authorizations_near_their_capture_deadline(
+    stub: Stub,
+) -> None:
+    order = str(new_id())
+    await stub.AuthorizePayment(authorize_request(order))
+    request = pb.ReconcilePaymentsRequest(
+        idempotency_key=f"reconcile-{order}",
+        capture_warning_window=duration_pb2.Duration(seconds=8 * 86400),  # PSP allows 7 days
+        dry_run=True,
+    )
+
+    report = (await stub.ReconcilePayments(request, timeout=WITHIN)).report
+
+    assert order in {d.order_id.value for d in report.capture_deadlines}
+    assert report.dry_run

@@ -75,6 +75,9 @@ class PaymentServicer(pb_grpc.PaymentServiceServicer):
             orphan_after=request.orphan_after.ToTimedelta()
             if request.HasField("orphan_after")
             else reconciliation.DEFAULT_ORPHAN_AFTER,
+            capture_warning_window=request.capture_warning_window.ToTimedelta()
+            if request.HasField("capture_warning_window")
+            else reconciliation.CAPTURE_WARNING_WINDOW,
             dry_run=request.dry_run,
         )
         return pb.ReconcilePaymentsResponse(report=reconciliation.report_to_proto(report))

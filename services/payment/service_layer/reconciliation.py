@@ -42,13 +42,16 @@ async def reconcile(
     *,
     orphan_after: timedelta = DEFAULT_ORPHAN_AFTER,
     in_flight_grace: timedelta = IN_FLIGHT_GRACE,
+    capture_warning_window: timedelta = CAPTURE_WARNING_WINDOW,
     dry_run: bool = False,
 ) -> Report:
     """One full pass over open operations and every PSP authorization."""
     now = datetime.now(UTC)
     report = Report(started_at=now, dry_run=dry_run)
     await _resolve_open_operations(deps, report, older_than=now - in_flight_grace)
-    await _void_orphans(deps, report, older_than=now - orphan_after)
+    await _void_orphans(
+        deps, report, older_than=now - orphan_after, warn_before=now + capture_warning_window
+    )
     report.finished_at = datetime.now(UTC)
     log.info(
         "reconciliation: %d intents examined, %d operations resolved, %d orphans, %d near"
@@ -78,10 +81,11 @@ async def _resolve_open_operations(
         report.resolved.append((operation, payment, state))
 
 
-async def _void_orphans(deps: payments.Payments, report: Report, *, older_than: datetime) -> None:
+async def _void_orphans(
+    deps: payments.Payments, report: Report, *, older_than: datetime, warn_before: datetime
+) -> None:
     async with deps.unit_of_work() as uow:
         ledger = await PaymentRepository(uow.session).all_by_intent()
-    warn_before = datetime.now(UTC) + CAPTURE_WARNING_WINDOW
     async for intent in deps.psp.every_intent():
         report.examined += 1
         if intent.status != "requires_capture":
