@@ -30,14 +30,16 @@ def migrations_dir(service_package: str) -> Path:
 
 
 def discover_services() -> dict[str, Path]:
-    """Every service under services/ that has migrations, by name, in a stable order."""
-    spec = importlib.util.find_spec("services")
-    if spec is None or not spec.submodule_search_locations:
-        return {}
-    root = Path(next(iter(spec.submodule_search_locations)))
-    return {
-        path.parent.parent.name: path.parent for path in sorted(root.glob("*/migrations/env.py"))
-    }
+    """Every package under services/ or workers/ that has migrations, by name, in a stable order."""
+    found: dict[str, Path] = {}
+    for parent in ("services", "workers"):
+        spec = importlib.util.find_spec(parent)
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        root = Path(next(iter(spec.submodule_search_locations)))
+        for env in sorted(root.glob("*/migrations/env.py")):
+            found[env.parent.parent.name] = env.parent
+    return found
 
 
 # Alembic's `context` is one module-level proxy, so one migration at a time per process;

