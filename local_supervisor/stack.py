@@ -43,11 +43,13 @@ def service_specs(
 ) -> list[ProcessSpec]:
     """The process specs of the stack's services, on ports base_port + offset."""
     specs = []
+    targets = service_targets(base_port=base_port, entries=entries)
     for entry in entries:
         env = {
             "DATABASE_URL": database_url,
             "REDIS_URL": redis_url,
             "SERVICE_NAME": entry.name,
+            **targets,
             **(extra_env or {}),
             **entry.env,
         }
@@ -59,6 +61,15 @@ def service_specs(
         argv = [sys.executable, "-m", entry.module]
         specs.append(ProcessSpec(name=entry.name, argv=argv, env=env, readiness=readiness))
     return specs
+
+
+def service_targets(*, base_port: int, entries: tuple[StackEntry, ...] = STACK) -> dict[str, str]:
+    """Where each gRPC service listens, as the env vars its callers read (e.g. CART_TARGET)."""
+    return {
+        f"{entry.name.upper()}_TARGET": f"{GRPC_HOST}:{base_port + entry.port_offset}"
+        for entry in entries
+        if entry.port_offset is not None
+    }
 
 
 def migration_spec(*, database_url: str) -> ProcessSpec:
