@@ -1,0 +1,48 @@
+"""Fixtures for end-to-end tests: the whole local stack as real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.stack import REPO, WITHIN, RunningStack, free_base_port
+
+
+@pytest.fixture
+async def stack(database_url: str, tmp_path: Path) -> AsyncIterator[RunningStack]:
+    base_port = free_base_port()
+    env = {**os.environ, "DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "local_supervisor",
+        "--data-dir",
+        str(tmp_path),
+        "--base-port",
+        str(base_port),
+        cwd=REPO,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    running = RunningStack(process, base_port, tmp_path)
+    pump = asyncio.create_task(running.pump())
+    try:
+        yield running
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                async with asyncio.timeout(WITHIN):
+                    await process.wait()
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        pump.cancel()
+        print("\n".join(running.lines[-200:]))
