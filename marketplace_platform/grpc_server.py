@@ -35,10 +35,15 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 @dataclass(frozen=True)
 class ServiceRegistration:
-    """One gRPC service to expose: its full name and how to add its servicer to a server."""
+    """One gRPC service to expose: its full name and how to add its servicer to a server.
+
+    `use_health`, when given, receives the server's health servicer, so a service can report
+    extra health names of its own (e.g. a degraded cache) next to the ones the server manages.
+    """
 
     name: str
     add_to_server: Callable[[grpc.aio.Server], None]
+    use_health: Callable[[HealthServicer], None] | None = None
 
 
 @dataclass
@@ -83,6 +88,9 @@ async def start_server(
         service.add_to_server(server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    for service in services:
+        if service.use_health is not None:
+            service.use_health(health)
     names = tuple(s.name for s in services)
     reflection.enable_server_reflection(
         (
