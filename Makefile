@@ -55,6 +55,7 @@ lint: $(PROTOS_STAMP) $(BUF)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 	$(BUF) lint gen/python/image.binpb --config buf.yaml --path marketplace
+	node_modules/.bin/asl-validator --json-path deploy/ecs/checkout_saga.asl.json
 	$(PY) tools/buf_breaking.py --buf $(BUF) --against $(BREAKING_AGAINST)
 
 $(BUF): package.json package-lock.json

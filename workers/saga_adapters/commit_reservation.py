@@ -1,0 +1,36 @@
+"""Task CommitReservation (after the pivot): the order's held stock becomes sold stock."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from marketplace.inventory.v1 import inventory_service_pb2 as pb
+from workers.saga_adapters import clients, wire
+from workers.saga_adapters.errors import (
+    ReservationExpired,
+    details,
+    refusal_reason,
+    translate,
+)
+
+STEP = "commit"
+RAISES = frozenset({"RetryableError", "StepFailed", "ReservationExpired"})
+REQUIRES = frozenset({"order_id"})
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """{"order_id"} -> {"reservation_id", "status": "COMMITTED"}."""
+    key = wire.step_key(event, STEP)
+    request = pb.CommitReservationRequest(idempotency_key=key, order_id=wire.order_id(event))
+    try:
+        response = clients.invoke(
+            clients.inventory().CommitReservation, request, key=key, context=context
+        )
+    except grpc.RpcError as error:
+        # On commit, a closed reservation is one that expired (or was released) first.
+        if refusal_reason(error)[0] == "RESERVATION_CLOSED":
+            raise ReservationExpired(details(error)) from error
+        raise translate(error, STEP) from error
+    return {"reservation_id": response.reservation.reservation_id.value, "status": "COMMITTED"}

@@ -1,0 +1,42 @@
+"""Compensation ReleaseInventory: the inventory service gives the order's held stock back.
+
+Releasing a released or expired reservation, or an order that never got one, succeeds. Only a
+committed (sold) reservation is refused; that is ReservationCommitted, which the definition
+routes on rather than retries.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from marketplace.inventory.v1 import inventory_service_pb2 as pb
+from workers.saga_adapters import clients, reasons, wire
+from workers.saga_adapters.errors import ReservationCommitted, details, refusal_reason, translate
+
+STEP = "release"
+RAISES = frozenset({"RetryableError", "StepFailed", "ReservationCommitted"})
+REQUIRES = frozenset({"order_id", "reason"})
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """{"order_id", "reason"} -> {"status": "RELEASED" | "EXPIRED" | "NONE"}."""
+    key = wire.step_key(event, STEP)
+    request = pb.ReleaseReservationRequest(
+        idempotency_key=key,
+        order_id=wire.order_id(event),
+        reason=reasons.release_reason(str(wire.field(event, "reason"))),
+    )
+    try:
+        response = clients.invoke(
+            clients.inventory().ReleaseReservation, request, key=key, context=context
+        )
+    except grpc.RpcError as error:
+        if refusal_reason(error)[0] == "RESERVATION_CLOSED":
+            raise ReservationCommitted(details(error)) from error
+        raise translate(error, STEP) from error
+    if not response.HasField("reservation"):
+        return {"status": "NONE"}
+    status = pb.ReservationStatus.Name(response.reservation.status)
+    return {"status": status.removeprefix("RESERVATION_STATUS_")}

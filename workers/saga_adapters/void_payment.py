@@ -1,0 +1,54 @@
+"""Compensation VoidPayment: the payment service releases any hold on the customer's funds.
+
+The contract makes a void of a FAILED or VOIDED payment, or of an order with no payment, a
+success without effect; the payment service answers those with NOT_FOUND or PAYMENT_STATE, so
+they are read back here as "nothing held". A payment still PENDING (the PSP's answer to the
+authorization is unknown) cannot be voided yet: that is retried until it is resolved.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from marketplace.payment.v1 import payment_service_pb2 as pb
+from workers.saga_adapters import clients, reasons, wire
+from workers.saga_adapters.errors import RetryableError, refusal_reason, status_code, translate
+
+STEP = "void"
+RAISES = frozenset({"RetryableError", "StepFailed"})
+REQUIRES = frozenset({"order_id", "reason"})
+
+_NOTHING_HELD = frozenset({"FAILED", "VOIDED"})
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """{"order_id", "reason"} -> {"status": "VOIDED" | "FAILED" | "NONE"}."""
+    key = wire.step_key(event, STEP)
+    request = pb.VoidPaymentRequest(
+        idempotency_key=key,
+        order_id=wire.order_id(event),
+        reason=reasons.void_reason(str(wire.field(event, "reason"))),
+    )
+    try:
+        response = clients.invoke(
+            clients.payment().VoidPayment,
+            request,
+            key=key,
+            context=context,
+            limit=clients.settings().payment_call_timeout_seconds,
+        )
+    except grpc.RpcError as error:
+        if status_code(error) == grpc.StatusCode.NOT_FOUND:
+            return {"status": "NONE"}
+        reason, metadata = refusal_reason(error)
+        if reason == "PAYMENT_STATE" and metadata.get("status") in _NOTHING_HELD:
+            return {"status": metadata["status"]}
+        if reason == "PAYMENT_STATE" and metadata.get("status") == "PENDING":
+            raise RetryableError("the authorization's outcome is not known yet") from error
+        raise translate(error, STEP) from error
+    if not response.HasField("payment"):
+        return {"status": "NONE"}
+    status = pb.PaymentStatus.Name(response.payment.status)
+    return {"status": status.removeprefix("PAYMENT_STATUS_")}
