@@ -1,0 +1,1 @@
+"""The Amazon States Language interpreter: pure, no I/O; tasks are run through a port."""
