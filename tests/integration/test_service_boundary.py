@@ -13,8 +13,6 @@ from grpc_status import rpc_status
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from marketplace.cart.v1 import cart_service_pb2 as cart_pb
-from marketplace.cart.v1 import cart_service_pb2_grpc as cart_pb_grpc
 from marketplace.common.v1 import ids_pb2
 from marketplace.inventory.v1 import inventory_service_pb2 as pb
 from marketplace.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
@@ -24,7 +22,6 @@ from marketplace_platform.db import create_engine, ping
 from marketplace_platform.grpc_errors import from_rpc_error
 from marketplace_platform.grpc_server import RunningServer, start_server
 from marketplace_platform.settings import ServiceSettings
-from services.cart import bootstrap as cart
 from services.inventory import bootstrap as inventory
 from services.inventory.adapters.tables import outbox, stock_items, stock_movements
 from tests.support.grpc_probes import SERVING, health_status, listed_services
@@ -44,9 +41,7 @@ async def server(engine: AsyncEngine, migrated_database_url: str) -> AsyncIterat
         service_name="inventory", database_url=migrated_database_url, grpc_port=0
     )
     parts = inventory.build(inventory.InventorySettings())(engine)
-    # The cart service is registered too: its RPCs are not written yet.
-    services = [*parts.services, *cart.build(engine).services]
-    running = await start_server(settings, services, lambda: ping(engine))
+    running = await start_server(settings, parts.services, lambda: ping(engine))
     yield running
     await running.stop(1)
 
@@ -153,16 +148,6 @@ async def test_domain_errors_map_to_status_codes_with_their_reason(
     error = from_rpc_error(caught.value)
     assert isinstance(error, errors.NotFound)
     assert error.metadata == {"sku": sku}
-
-
-async def test_unwritten_rpcs_answer_unimplemented(channel: grpc.aio.Channel) -> None:
-    stub = cart_pb_grpc.CartServiceStub(channel)
-    request = cart_pb.GetProductRequest(sku=ids_pb2.Sku(value="MUG-1"))
-
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.GetProduct(request)
-
-    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 async def test_the_request_id_comes_back_and_is_kept_when_given(

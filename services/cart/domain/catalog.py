@@ -1,0 +1,33 @@
+"""The product catalog: what can be sold, by whom, at what price. Pure values, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+DEFAULT_MERCHANT = "default"
+
+
+@dataclass(frozen=True)
+class Money:
+    """An amount in integer minor units of one currency."""
+
+    amount_minor: int
+    currency: str
+
+    def times(self, quantity: int) -> Money:
+        """This amount `quantity` times over."""
+        return Money(self.amount_minor * quantity, self.currency)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Product:
+    """A sellable SKU: its merchant, display name, unit price and whether it is listed."""
+
+    sku: str
+    merchant_id: str
+    name: str
+    price: Money
+    listed: bool
+    created_at: datetime | None = None
+    updated_at: datetime | None = None

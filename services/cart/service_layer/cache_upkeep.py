@@ -1,0 +1,62 @@
+"""Keeping the cart cache honest: invalidations owed to Redis are applied before it is trusted.
+
+Every write owes its invalidation in PostgreSQL (same transaction as the change) and settles it
+once Redis has the tombstone. A write made while Redis was unreachable leaves its debt behind;
+`settle_owed_invalidations` pays every debt, then lets the cache be trusted again. It runs at
+start (a previous process may have died owing some), every `interval` while the cache is DOWN
+(to come back as soon as Redis does), and periodically while TRUSTED, to pay debts another
+instance left when only it could not reach Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from marketplace_platform.db import UnitOfWork
+from services.cart.adapters.cart_cache import CartCache
+from services.cart.adapters.invalidation_repository import InvalidationRepository
+
+log = logging.getLogger(__name__)
+
+
+async def settle_owed_invalidations(
+    unit_of_work: Callable[[], UnitOfWork], cache: CartCache, *, batch: int = 500
+) -> bool:
+    """Tombstone every cart whose invalidation is owed, then trust the cache; False if Redis
+    failed on the way (the cache stays DOWN and the debts stay in PostgreSQL)."""
+    # Writers that commit from here on tombstone themselves, so a debt recorded after the
+    # scan below is paid by its own writer: nothing slips between the scan and `restored`.
+    cache.begin_recovery()
+    if not await cache.ping():
+        return False
+    while True:
+        async with unit_of_work() as uow:
+            owed = await InvalidationRepository(uow.session).pending(limit=batch)
+        for cart_id, version in owed:
+            if not await cache.invalidate(cart_id, version):
+                return False
+        if owed:
+            async with unit_of_work() as uow:
+                await InvalidationRepository(uow.session).settle(owed)
+        if len(owed) < batch:
+            break
+    await cache.restored()
+    return True
+
+
+async def keep_cache_honest(
+    unit_of_work: Callable[[], UnitOfWork],
+    cache: CartCache,
+    *,
+    down_interval: float,
+    trusted_interval: float,
+) -> None:
+    """Forever: settle owed invalidations, quickly while the cache is DOWN, slowly while not."""
+    while True:
+        try:
+            await settle_owed_invalidations(unit_of_work, cache)
+        except Exception:  # e.g. PostgreSQL unavailable for a moment; the cache stays as it is
+            log.exception("settling owed cart cache invalidations failed; retrying")
+        await asyncio.sleep(trusted_interval if cache.trusted else down_interval)

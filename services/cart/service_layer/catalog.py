@@ -1,0 +1,60 @@
+"""Catalog use cases: admins set products, everyone reads them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from marketplace_platform.db import UnitOfWork
+from services.cart.adapters.catalog_repository import CatalogRepository
+from services.cart.adapters.codec import product_from_json, product_to_json
+from services.cart.adapters.idempotency_repository import IdempotencyRepository
+from services.cart.domain import idempotency
+from services.cart.domain.cart import ProductNotFound
+from services.cart.domain.catalog import Product
+from services.cart.domain.idempotency import KeyedRequest
+
+ADMIN_SCOPE = "admin"  # catalog keys are the admins', not any one customer's
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpsertProduct:
+    """Create or replace a product."""
+
+    idempotency_key: str
+    product: Product
+
+
+async def upsert_product(command: UpsertProduct, uow: UnitOfWork) -> Product:
+    """Store the product; a replay of the key returns the first answer."""
+    product = command.product
+    keyed = KeyedRequest(
+        scope=ADMIN_SCOPE,
+        key=command.idempotency_key,
+        operation="UpsertProduct",
+        fields={
+            "sku": product.sku,
+            "merchant": product.merchant_id,
+            "name": product.name,
+            "amount": product.price.amount_minor,
+            "currency": product.price.currency,
+            "listed": product.listed,
+        },
+    )
+    async with uow:
+        keys = IdempotencyRepository(uow.session)
+        stored = await keys.claim(keyed)
+        if stored is not None:
+            idempotency.check_replay(keyed, stored.fingerprint)
+            return product_from_json(stored.response)
+        saved = await CatalogRepository(uow.session).upsert(product)
+        await keys.complete(keyed, product_to_json(saved))
+    return saved
+
+
+async def get_product(sku: str, uow: UnitOfWork) -> Product:
+    """One product; NotFound for an unknown SKU."""
+    async with uow:
+        product = await CatalogRepository(uow.session).get(sku)
+    if product is None:
+        raise ProductNotFound(f"no product {sku} in the catalog", metadata={"sku": sku})
+    return product
