@@ -1,0 +1,317 @@
+"""The checkout saga's state machine (deploy/ecs/checkout_saga.asl.json) held to its promises:
+every Task has a handler, every named error is retried or caught where it can occur, every
+state can end, compensations retry until parked, and nothing after the pivot cancels an order
+without voiding its payment first."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from workers.saga_adapters import errors, reasons
+from workers.saga_adapters.registry import HANDLERS, RAISES, REQUIRES
+from workers.saga_adapters.settings import AdapterSettings
+
+REPO = Path(__file__).resolve().parents[2]
+DEFINITION = REPO / "deploy" / "ecs" / "checkout_saga.asl.json"
+VALIDATOR = REPO / "node_modules" / ".bin" / "asl-validator"
+
+State = dict[str, Any]
+
+PIVOT = "AuthorizePayment"
+BEFORE_PIVOT = ("CalculateTax", "FraudCheck", "ReserveInventory", PIVOT)
+AFTER_PIVOT = ("CommitReservation", "ConfirmOrder")
+COMPENSATIONS = ("VoidPayment", "ReleaseInventory", "FailOrder")
+OVERALL_TIMEOUT = 600
+
+# A business outcome and the failure reason the order must end CANCELLED with.
+REASON_BY_OUTCOME = {
+    "OutOfStock": "out_of_stock",
+    "PaymentDeclined": "payment_declined",
+    "FraudRejected": "fraud_rejected",
+    "OrderCancelRequested": "customer_cancelled",
+    "ReservationExpired": "timeout",
+}
+# Errors that must be routed by name and never retried.
+ROUTED = {*REASON_BY_OUTCOME, "ReservationCommitted"}
+
+
+@cache
+def definition() -> dict[str, Any]:
+    return json.loads(DEFINITION.read_text())  # type: ignore[no-any-return]
+
+
+def all_states(machine: dict[str, Any] | None = None) -> Iterator[tuple[str, State, str | None]]:
+    """Every state as (name, state, name of the Parallel it is a branch of, or None)."""
+    machine = machine or definition()
+    for name, state in machine["States"].items():
+        yield name, state, None
+        for branch in state.get("Branches", []):
+            for inner, inner_state, _ in all_states(branch):
+                yield inner, inner_state, name
+
+
+def states() -> dict[str, State]:
+    return {name: state for name, state, _ in all_states()}
+
+
+def top_level() -> dict[str, State]:
+    return definition()["States"]  # type: ignore[no-any-return]
+
+
+def resource_name(state: State) -> str:
+    resource: str = state["Resource"]
+    assert resource.startswith("${"), resource
+    assert resource.endswith("}"), resource
+    return resource[2:-1]
+
+
+def tasks() -> dict[str, State]:
+    return {name: state for name, state in states().items() if state["Type"] == "Task"}
+
+
+def first_match(rules: list[dict[str, Any]], error: str) -> dict[str, Any] | None:
+    """The retrier or catcher Step Functions picks for `error`: the first that names it."""
+    for rule in rules:
+        if error in rule["ErrorEquals"] or "States.ALL" in rule["ErrorEquals"]:
+            return rule
+    return None
+
+
+def handling(task: str, error: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(retrier, catcher) for `error` raised by `task`: its own, else its Parallel's."""
+    enclosing = {name: parallel for name, _, parallel in all_states()}
+    chain = [states()[task]]
+    parallel = enclosing[task]
+    if parallel is not None:
+        chain.append(top_level()[parallel])
+    retrier = None
+    for state in chain:
+        # Once a state's retries are spent the error goes to its catchers, else outwards.
+        retrier = retrier or first_match(state.get("Retry", []), error)
+        catcher = first_match(state.get("Catch", []), error)
+        if catcher is not None:
+            return retrier, catcher
+    return retrier, None
+
+
+def successors(state: State) -> list[str]:
+    nexts = [state["Next"]] if "Next" in state else []
+    nexts += [c["Next"] for c in state.get("Catch", [])]
+    nexts += [c["Next"] for c in state.get("Choices", [])]
+    if "Default" in state:
+        nexts.append(state["Default"])
+    return nexts
+
+
+def is_terminal(state: State) -> bool:
+    return state["Type"] in ("Succeed", "Fail") or state.get("End") is True
+
+
+def reachable(
+    machine: dict[str, Any], start: str, avoiding: frozenset[str] = frozenset()
+) -> set[str]:
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        name = todo.pop()
+        if name in seen or name in avoiding:
+            continue
+        seen.add(name)
+        todo.extend(successors(machine["States"][name]))
+    return seen
+
+
+def test_every_task_resource_has_a_handler_and_every_handler_is_used() -> None:
+    used = {resource_name(state) for state in tasks().values()}
+
+    assert used <= set(HANDLERS), used - set(HANDLERS)
+    assert set(HANDLERS) <= used, set(HANDLERS) - used
+    assert all(callable(handler) for handler in HANDLERS.values())
+
+
+def test_each_task_passes_its_handler_every_field_it_reads() -> None:
+    for name, state in tasks().items():
+        given = {key.removesuffix(".$") for key in state["Parameters"]}
+        missing = REQUIRES[resource_name(state)] - given
+        assert not missing, f"{name} does not pass {missing}"
+
+
+def test_the_named_errors_are_the_exceptions_the_handlers_raise() -> None:
+    for raised in RAISES.values():
+        for name in raised:
+            cls = getattr(errors, name)
+            assert issubclass(cls, errors.SagaStepError)
+            assert cls.__name__ == name  # the class name is the Step Functions error name
+
+
+def test_every_named_error_is_retried_or_caught_where_it_can_occur() -> None:
+    for task, state in tasks().items():
+        for error in RAISES[resource_name(state)]:
+            retrier, catcher = handling(task, error)
+            if error in ROUTED:
+                assert catcher is not None, (task, error)
+                assert error in catcher["ErrorEquals"], (task, error)
+                assert retrier is None or retrier["MaxAttempts"] == 0, (task, error)
+            elif error == "RetryableError":
+                assert retrier is not None, (task, error)
+                assert retrier["MaxAttempts"] > 0, (task, error)
+                assert catcher is not None, f"{task}: RetryableError after its retries"
+            else:
+                assert catcher is not None, (task, error)
+
+
+def test_business_outcomes_end_the_order_with_their_reason() -> None:
+    for task, state in tasks().items():
+        for error in RAISES[resource_name(state)] & set(REASON_BY_OUTCOME):
+            _, catcher = handling(task, error)
+            assert catcher is not None
+            target = top_level()[catcher["Next"]]
+            assert target["Type"] == "Pass"
+            assert target["Parameters"]["reason"] == REASON_BY_OUTCOME[error], (task, error)
+            assert target["ResultPath"] == "$.failure"
+
+
+def test_any_other_failure_before_the_pivot_cancels_with_timeout() -> None:
+    for name in ("CheckOrder", "ReserveInventory", PIVOT):
+        catchers = top_level()[name]["Catch"]
+        assert catchers[-1]["ErrorEquals"] == ["States.ALL"]
+        assert top_level()[catchers[-1]["Next"]]["Parameters"]["reason"] == "timeout"
+
+
+def test_every_failure_reason_the_definition_sets_is_known_to_every_service() -> None:
+    set_reasons = {
+        state["Parameters"]["reason"]
+        for state in top_level().values()
+        if state["Type"] == "Pass" and "reason" in state.get("Parameters", {})
+    }
+
+    assert set_reasons == reasons.FAILURE_REASONS
+    for reason in set_reasons:
+        reasons.release_reason(reason)
+        reasons.void_reason(reason)
+        reasons.failure_reason(reason)
+
+
+def test_every_state_is_reachable_and_can_reach_an_end() -> None:
+    machines = [definition()] + [
+        branch for state in top_level().values() for branch in state.get("Branches", [])
+    ]
+    for machine in machines:
+        names = set(machine["States"])
+        assert reachable(machine, machine["StartAt"]) == names
+        for name in names:
+            ends = [n for n in reachable(machine, name) if is_terminal(machine["States"][n])]
+            assert ends, f"{name} never reaches an end"
+
+
+def test_the_pivot_and_later_steps_never_fail_the_order_without_voiding_first() -> None:
+    for start in (PIVOT, *AFTER_PIVOT):
+        assert "FailOrder" in reachable(definition(), start)
+        assert "FailOrder" not in reachable(definition(), start, frozenset({"VoidPayment"}))
+        assert "FailOrder" not in reachable(definition(), start, frozenset({"ReleaseInventory"}))
+        # and no failure after the pivot ends as a success
+        without_confirm = reachable(definition(), start, frozenset({"ConfirmOrder"}))
+        assert not any(top_level()[n]["Type"] == "Succeed" for n in without_confirm)
+
+
+def test_compensations_retry_with_backoff_and_are_parked_not_dropped() -> None:
+    for name in COMPENSATIONS:
+        state = top_level()[name]
+        retrier = first_match(state["Retry"], "RetryableError")
+        assert retrier is not None
+        assert retrier["ErrorEquals"] == ["States.ALL"]
+        assert retrier["MaxAttempts"] >= 10
+        assert retrier["BackoffRate"] >= 2
+        assert retrier["MaxDelaySeconds"] > 0
+        assert retrier["JitterStrategy"] == "FULL"
+        catcher = first_match(state["Catch"], "StepFailed")
+        assert catcher is not None
+        parked = top_level()[catcher["Next"]]
+        assert parked == parked | {"Type": "Fail", "Error": "CompensationParked"}
+
+
+def test_retries_are_bounded_before_the_pivot_and_large_after_it() -> None:
+    for name in BEFORE_PIVOT:
+        retrier = first_match(states()[name]["Retry"], "RetryableError")
+        assert retrier is not None, name
+        assert 1 <= retrier["MaxAttempts"] <= 5, name
+        assert retrier["BackoffRate"] == 2
+        assert retrier["JitterStrategy"] == "FULL"
+        assert retrier["MaxDelaySeconds"] > 0
+    for name in AFTER_PIVOT:
+        state = top_level()[name]
+        retrier = first_match(state["Retry"], "RetryableError")
+        assert retrier is not None, name
+        assert retrier["MaxAttempts"] >= 10, name
+        assert retrier["JitterStrategy"] == "FULL"
+        catcher = first_match(state["Catch"], "StepFailed")
+        assert catcher is not None, name
+        parked = top_level()[catcher["Next"]]
+        assert parked == parked | {"Type": "Fail", "Error": "ConfirmationParked"}
+
+
+def test_timeouts_each_task_outlasts_its_call_deadline_and_the_hold_outlasts_the_saga() -> None:
+    settings = AdapterSettings()
+    assert definition()["TimeoutSeconds"] == OVERALL_TIMEOUT
+    for name, state in tasks().items():
+        payment = resource_name(state) in {"AuthorizePaymentFunctionArn", "VoidPaymentFunctionArn"}
+        deadline = (
+            settings.payment_call_timeout_seconds if payment else settings.call_timeout_seconds
+        )
+        assert state["TimeoutSeconds"] > deadline, name
+    assert settings.reservation_ttl_seconds > OVERALL_TIMEOUT
+
+
+def worst_delays(retrier: dict[str, Any]) -> float:
+    delay, total = float(retrier["IntervalSeconds"]), 0.0
+    for _ in range(retrier["MaxAttempts"]):
+        total += min(delay, retrier["MaxDelaySeconds"])
+        delay *= retrier["BackoffRate"]
+    return total
+
+
+def worst_case_seconds(state: State) -> float:
+    """Every attempt running to its TimeoutSeconds, every backoff at its cap."""
+    if state["Type"] == "Parallel":
+        return max(
+            sum(worst_case_seconds(s) for s in branch["States"].values())
+            for branch in state["Branches"]
+        )
+    retrier = first_match(state["Retry"], "RetryableError")
+    assert retrier is not None
+    attempts = retrier["MaxAttempts"] + 1
+    return float(attempts * state["TimeoutSeconds"]) + worst_delays(retrier)
+
+
+def test_a_compensation_is_parked_before_the_overall_timeout_cuts_the_execution() -> None:
+    # The machine's TimeoutSeconds ends an execution without running any Catch, so the
+    # bounded steps before the pivot plus one compensation's retry schedule must fit inside it
+    # (a compensation against a service that is down fails fast: its backoff is what counts).
+    before_pivot = sum(
+        worst_case_seconds(top_level()[n]) for n in ("CheckOrder", *BEFORE_PIVOT[2:])
+    )
+    for name in COMPENSATIONS:
+        retrier = first_match(top_level()[name]["Retry"], "RetryableError")
+        assert retrier is not None
+        assert before_pivot + worst_delays(retrier) < OVERALL_TIMEOUT, name
+
+
+@pytest.mark.skipif(not VALIDATOR.exists(), reason="node_modules not installed (npm ci)")
+def test_asl_validator_accepts_the_definition() -> None:
+    assert shutil.which("node"), "asl-validator needs node"
+    result = subprocess.run(
+        [str(VALIDATOR), "--json-path", str(DEFINITION)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
