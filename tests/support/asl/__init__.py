@@ -1,0 +1,1 @@
+"""Test-only state machines and handlers for the saga engine."""

@@ -1,0 +1,57 @@
+"""`python -m workers.saga_engine [run]`, `... history NAME`, `... describe NAME`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+from marketplace_platform.db import create_engine
+from workers.saga_engine import bootstrap
+from workers.saga_engine.settings import SagaEngineSettings
+from workers.saga_engine.store import ExecutionStore
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the engine, or print one execution's history or description for debugging."""
+    parser = argparse.ArgumentParser(prog="python -m workers.saga_engine")
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("run", help="run the saga engine (the default)")
+    for name, text in (("history", "print an execution's events"), ("describe", "its status")):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("name", help="the execution name (the order id)")
+    args = parser.parse_args(argv)
+    if args.command in (None, "run"):
+        bootstrap.main()
+        return
+    sys.exit(asyncio.run(_show(args.command, args.name)))
+
+
+async def _show(command: str, name: str) -> int:
+    engine = create_engine(SagaEngineSettings())
+    try:
+        store = ExecutionStore(engine)
+        if command == "describe":
+            description = await store.describe(name)
+            if description is None:
+                print(f"no execution named {name}", file=sys.stderr)
+                return 1
+            print(json.dumps(vars(description), default=str, indent=2))
+            return 0
+        events = await store.history(name)
+        if not events:
+            print(f"no execution named {name}", file=sys.stderr)
+            return 1
+        for event in events:
+            print(format_event(event.seq, event.at, event.type, event.state, event.payload))
+        return 0
+    finally:
+        await engine.dispose()
+
+
+def format_event(seq: int, at: Any, kind: str, state: str | None, payload: Any) -> str:
+    """One history event as a line: seq, time, type, state and a compact payload."""
+    detail = json.dumps(payload, separators=(",", ":"), default=str) if payload else ""
+    return f"{seq:>4}  {at:%H:%M:%S.%f}  {kind:<24} {state or '-':<32} {detail}"

@@ -1,0 +1,261 @@
+"""The saga engine's runner loop: claim a due execution, run its states one by one, commit
+each step before the next starts, and give the execution up when it must wait.
+
+A Task that was in flight when its runner died runs again on the runner that takes over
+(at-least-once, as Step Functions runs Tasks); handlers are idempotent by (order_id, step).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from workers.saga_engine.asl.errors import TIMEOUT
+from workers.saga_engine.asl.interpreter import (
+    Ended,
+    Event,
+    Interpreter,
+    Moved,
+    Paused,
+    Position,
+    TaskInvoker,
+    context_object,
+)
+from workers.saga_engine.asl.machine import StateMachine
+from workers.saga_engine.store import Claim, ExecutionStore, LeaseLost
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How one engine instance claims and holds executions (of one state machine only)."""
+
+    owner: str
+    state_machine_name: str = "checkout"
+    lease_seconds: float = 30.0
+    poll_interval_seconds: float = 0.25
+    max_concurrent_executions: int = 8
+
+
+def default_owner() -> str:
+    """A runner id that is unique per process start, readable in the history."""
+    import os
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class SagaEngine:
+    """Runs executions of one state machine from the store until asked to stop."""
+
+    def __init__(
+        self,
+        store: ExecutionStore,
+        machine: StateMachine,
+        invoker: TaskInvoker,
+        options: EngineOptions,
+    ) -> None:
+        self._store = store
+        self._machine = machine
+        self._invoker = invoker
+        self._options = options
+        self._stopping = asyncio.Event()
+
+    @classmethod
+    def on(
+        cls,
+        engine: AsyncEngine,
+        machine: StateMachine,
+        invoker: TaskInvoker,
+        options: EngineOptions,
+    ) -> SagaEngine:
+        """An engine over the saga tables reached through `engine`."""
+        return cls(ExecutionStore(engine), machine, invoker, options)
+
+    def stop(self) -> None:
+        """Ask every slot to finish its current step, commit it, release and return."""
+        self._stopping.set()
+
+    async def run(self, grace_seconds: float = 10.0) -> None:
+        """Run until `stop()`; past the grace, steps still in flight are cut and released."""
+        slots = [
+            asyncio.create_task(self._slot(), name=f"saga-slot-{index}")
+            for index in range(self._options.max_concurrent_executions)
+        ]
+        await self._stopping.wait()
+        _, pending = await asyncio.wait(slots, timeout=grace_seconds)
+        for slot in pending:
+            slot.cancel()
+        await asyncio.gather(*slots, return_exceptions=True)
+
+    async def run_until_idle(self) -> None:
+        """Drive due executions one after another until none is due (for tests and tools)."""
+        while await self.run_one():
+            pass
+
+    async def run_one(self) -> bool:
+        """Claim one due execution and drive it until it waits or ends; False if none was due."""
+        claim = await self._store.claim(
+            state_machine=self._options.state_machine_name,
+            owner=self._options.owner,
+            lease_seconds=self._options.lease_seconds,
+        )
+        if claim is None:
+            return False
+        await self._hold(claim)
+        return True
+
+    async def _slot(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                worked = await self.run_one()
+            except Exception:
+                log.exception("saga engine slot failed; trying again")
+                worked = False
+            if not worked:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._stopping.wait(), self._options.poll_interval_seconds
+                    )
+
+    async def _hold(self, claim: Claim) -> None:
+        """Drive `claim` while renewing its lease; a lost lease abandons the step."""
+        driver = asyncio.create_task(self._drive(claim))
+        renewer = asyncio.create_task(self._renew(claim, driver))
+        try:
+            await driver
+        except LeaseLost:
+            log.warning("lost the lease on %s; another runner carries on", claim.name)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling() == 0:
+                # Only the driver was cancelled, by the renewer: the lease is gone.
+                log.warning("lost the lease on %s; another runner carries on", claim.name)
+                return
+            if not driver.done():
+                driver.cancel()
+                await asyncio.gather(driver, return_exceptions=True)
+            # Cut short (shutdown past its grace): hand the execution to another runner now
+            # rather than after the lease expires.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._store.release(claim))
+            raise
+        finally:
+            renewer.cancel()
+            await asyncio.gather(renewer, return_exceptions=True)
+
+    async def _renew(self, claim: Claim, driver: asyncio.Task[None]) -> None:
+        interval = self._options.lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._store.renew(claim, lease_seconds=self._options.lease_seconds)
+            except LeaseLost:
+                driver.cancel()
+                return
+            except Exception:
+                log.exception("could not renew the lease on %s; trying again", claim.name)
+
+    async def _drive(self, claim: Claim) -> None:
+        started = time.monotonic()
+
+        def now() -> datetime:
+            # The database's clock, carried forward locally: leases and due times are
+            # compared in the database, so deadlines are measured on the same clock.
+            return claim.database_now + timedelta(seconds=time.monotonic() - started)
+
+        async def record(event: Event) -> None:
+            await self._store.append(claim, [event])
+
+        interpreter = Interpreter(self._machine, self._invoker, clock=now, on_scheduled=record)
+        execution = context_object(
+            execution_id=str(claim.execution_id),
+            name=claim.name,
+            data=claim.input,
+            started_at=claim.started_at,
+            machine_name=self._options.state_machine_name,
+        )
+        events: list[Event] = []
+        if claim.previous_owner is not None:
+            events.append(
+                Event("ExecutionResumed", None, {"expired_lease_of": claim.previous_owner})
+            )
+        deadline = claim.deadline
+        position = claim.position
+        if position is None:
+            if self._machine.timeout_seconds is not None:
+                deadline = claim.started_at + timedelta(seconds=self._machine.timeout_seconds)
+            position, entered = interpreter.start(claim.input)
+            await self._store.begin(
+                claim,
+                position,
+                digest=self._machine.digest,
+                deadline=deadline,
+                events=[*events, entered],
+            )
+            events = []
+        while True:
+            remaining = None if deadline is None else (deadline - now()).total_seconds()
+            if remaining is not None and remaining <= 0:
+                await self._time_out(claim, position, events)
+                return
+            try:
+                step = await asyncio.wait_for(interpreter.step(position, execution), remaining)
+            except TimeoutError:
+                await self._time_out(claim, position, events)
+                return
+            events.extend(step.events)
+            outcome = step.outcome
+            if isinstance(outcome, Ended):
+                await self._end(claim, outcome, events)
+                return
+            if isinstance(outcome, Paused):
+                await self._store.advance(
+                    claim, outcome.position, events=events, run_at=outcome.until, release=True
+                )
+                return
+            position = self._moved(interpreter, outcome, events)
+            if self._stopping.is_set():
+                await self._store.advance(claim, position, events=events, release=True)
+                return
+            await self._store.advance(claim, position, events=events)
+            events = []
+
+    @staticmethod
+    def _moved(interpreter: Interpreter, outcome: Moved, events: list[Event]) -> Position:
+        position, entered = interpreter.enter(outcome)
+        events.append(entered)
+        return position
+
+    async def _end(self, claim: Claim, outcome: Ended, events: list[Event]) -> None:
+        if outcome.status == "SUCCEEDED":
+            events.append(Event("ExecutionSucceeded", None, {"output": outcome.output}))
+        else:
+            events.append(
+                Event("ExecutionFailed", None, {"error": outcome.error, "cause": outcome.cause})
+            )
+        await self._store.finish(
+            claim,
+            status=outcome.status,
+            events=events,
+            output=outcome.output,
+            error=outcome.error,
+            cause=outcome.cause,
+        )
+        log.info("execution %s %s", claim.name, outcome.status)
+
+    async def _time_out(self, claim: Claim, position: Position, events: list[Event]) -> None:
+        cause = f"the execution ran past its TimeoutSeconds in state {position.state}"
+        events.append(Event("ExecutionTimedOut", position.state, {"error": TIMEOUT}))
+        await self._store.finish(
+            claim, status="TIMED_OUT", events=events, error=TIMEOUT, cause=cause
+        )
+        log.info("execution %s TIMED_OUT", claim.name)

@@ -1,0 +1,22 @@
+"""The saga engine process's settings (SAGA_* and the shared service settings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from marketplace_platform.settings import ServiceSettings
+
+
+class SagaEngineSettings(ServiceSettings):
+    """Which definition to run, with which handlers, and how to share executions."""
+
+    service_name: str = "saga-engine"
+    saga_definition: Path = Path("deploy/ecs/checkout_saga.asl.json")
+    saga_handlers: str = "workers.saga_adapters.registry:HANDLERS"
+    saga_state_machine_name: str = "checkout"
+    saga_lease_seconds: float = Field(default=30.0, gt=0)
+    saga_poll_interval_seconds: float = Field(default=0.25, gt=0)
+    saga_max_concurrent_executions: int = Field(default=16, ge=1)
+    saga_task_threads: int = Field(default=16, ge=1)

@@ -1,0 +1,333 @@
+"""The durable store of executions: start by name, claim with a lease, commit each step
+fenced by the lease token, and read status and history back."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from marketplace_platform.ids import new_id
+from workers.saga_engine.asl.interpreter import Event, Position
+from workers.saga_engine.tables import SCHEMA, executions, history
+
+
+class LeaseLost(Exception):
+    """Another runner holds the execution now; this runner's step result must be dropped."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """An execution this runner holds the lease on, as it stood when claimed."""
+
+    execution_id: uuid.UUID
+    name: str
+    token: uuid.UUID
+    owner: str
+    input: Any
+    started_at: datetime
+    deadline: datetime | None
+    position: Position | None
+    previous_owner: str | None
+    database_now: datetime
+
+
+@dataclass(frozen=True)
+class ExecutionDescription:
+    """What DescribeExecution tells about one execution."""
+
+    execution_id: str
+    name: str
+    status: str
+    input: Any
+    output: Any
+    error: str | None
+    cause: str | None
+    current_state: str | None
+    started_at: datetime
+    stopped_at: datetime | None
+
+
+@dataclass(frozen=True)
+class HistoryEvent:
+    """One row of an execution's history."""
+
+    seq: int
+    type: str
+    state: str | None
+    payload: Any
+    owner: str | None
+    at: datetime
+
+
+_CLAIM = sa.text(
+    f"""
+    WITH candidate AS (
+        SELECT id, lease_owner AS previous_owner
+        FROM {SCHEMA}.executions
+        WHERE status = 'RUNNING'
+          AND state_machine = :state_machine
+          AND (next_run_at <= now() OR deadline <= now())
+          AND (lease_expires_at IS NULL OR lease_expires_at <= now())
+        ORDER BY next_run_at
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE {SCHEMA}.executions AS e
+    SET lease_owner = :owner,
+        lease_token = :token,
+        lease_expires_at = now() + make_interval(secs => :lease_seconds)
+    FROM candidate
+    WHERE e.id = candidate.id
+    RETURNING e.id, e.name, e.input, e.started_at, e.deadline, e.current_state, e.state_input,
+              e.state_memo, e.state_entered_at, candidate.previous_owner, now() AS database_now
+    """
+)
+
+
+class ExecutionStore:
+    """Executions and their history in PostgreSQL."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def start(
+        self, *, name: str, payload: Mapping[str, Any], state_machine: str
+    ) -> tuple[uuid.UUID, bool]:
+        """Insert a new execution, or find the one of that name: (id, already existed)."""
+        execution_id = new_id()
+        async with self._engine.begin() as connection:
+            inserted = await connection.scalar(
+                insert(executions)
+                .values(
+                    id=execution_id,
+                    name=name,
+                    state_machine=state_machine,
+                    status="RUNNING",
+                    input=dict(payload),
+                    started_at=sa.func.now(),
+                    next_run_at=sa.func.now(),
+                    last_seq=1,
+                )
+                .on_conflict_do_nothing(index_elements=[executions.c.name])
+                .returning(executions.c.id)
+            )
+            if inserted is not None:
+                await connection.execute(
+                    history.insert().values(
+                        execution_id=inserted,
+                        seq=1,
+                        type="ExecutionStarted",
+                        payload={"input": dict(payload)},
+                    )
+                )
+                return inserted, False
+            existing = await connection.scalar(
+                sa.select(executions.c.id).where(executions.c.name == name)
+            )
+        if existing is None:  # pragma: no cover - rows are never deleted
+            raise LookupError(name)
+        return existing, True
+
+    async def claim(self, *, state_machine: str, owner: str, lease_seconds: float) -> Claim | None:
+        """Lease one due, unleased (or lease-expired) open execution of `state_machine`."""
+        token = uuid.uuid4()
+        parameters = {
+            "state_machine": state_machine,
+            "owner": owner,
+            "token": token,
+            "lease_seconds": lease_seconds,
+        }
+        async with self._engine.begin() as connection:
+            row = (await connection.execute(_CLAIM, parameters)).one_or_none()
+        if row is None:
+            return None
+        position = None
+        if row.current_state is not None:
+            position = Position.restore(
+                row.current_state, row.state_input, row.state_entered_at, row.state_memo
+            )
+        return Claim(
+            execution_id=row.id,
+            name=row.name,
+            token=token,
+            owner=owner,
+            input=row.input,
+            started_at=row.started_at,
+            deadline=row.deadline,
+            position=position,
+            previous_owner=row.previous_owner,
+            database_now=row.database_now,
+        )
+
+    async def renew(self, claim: Claim, *, lease_seconds: float) -> None:
+        """Extend the lease; raise LeaseLost if another runner has taken the execution."""
+        async with self._engine.begin() as connection:
+            await self._fenced_update(
+                connection,
+                claim,
+                [],
+                lease_expires_at=sa.func.now()
+                + sa.func.make_interval(0, 0, 0, 0, 0, 0, lease_seconds),
+            )
+
+    async def append(self, claim: Claim, events: Sequence[Event]) -> None:
+        """Append events to the history while keeping the execution where it is."""
+        async with self._engine.begin() as connection:
+            await self._fenced_update(connection, claim, events)
+
+    async def begin(
+        self,
+        claim: Claim,
+        position: Position,
+        *,
+        digest: str,
+        deadline: datetime | None,
+        events: Sequence[Event],
+    ) -> None:
+        """Record the first state of an execution that no runner had picked up yet."""
+        async with self._engine.begin() as connection:
+            await self._fenced_update(
+                connection,
+                claim,
+                events,
+                definition_digest=digest,
+                deadline=deadline,
+                **_position_values(position),
+            )
+
+    async def advance(
+        self,
+        claim: Claim,
+        position: Position,
+        *,
+        events: Sequence[Event],
+        run_at: datetime | None = None,
+        release: bool = False,
+    ) -> None:
+        """Commit a step: the new position (due at `run_at`, else now) and its events."""
+        values: dict[str, Any] = {
+            **_position_values(position),
+            "next_run_at": sa.func.now() if run_at is None else run_at,
+        }
+        if release:
+            values.update(_RELEASED)
+        async with self._engine.begin() as connection:
+            await self._fenced_update(connection, claim, events, **values)
+
+    async def finish(
+        self,
+        claim: Claim,
+        *,
+        status: str,
+        events: Sequence[Event],
+        output: Any = None,
+        error: str | None = None,
+        cause: str | None = None,
+    ) -> None:
+        """Close the execution with its final status and output or error."""
+        async with self._engine.begin() as connection:
+            await self._fenced_update(
+                connection,
+                claim,
+                events,
+                status=status,
+                output=sa.null() if output is None else output,
+                error=error,
+                cause=cause,
+                stopped_at=sa.func.now(),
+                **_RELEASED,
+            )
+
+    async def release(self, claim: Claim, events: Sequence[Event] = ()) -> None:
+        """Give the lease up, so any runner may take the execution at once."""
+        async with self._engine.begin() as connection:
+            await self._fenced_update(connection, claim, events, **_RELEASED)
+
+    async def _fenced_update(
+        self,
+        connection: AsyncConnection,
+        claim: Claim,
+        events: Sequence[Event],
+        **values: Any,
+    ) -> None:
+        # The lease token fences every write: a runner whose lease was taken over finds no
+        # row to update and drops its result instead of overwriting the new holder's.
+        last_seq = await connection.scalar(
+            executions.update()
+            .where(executions.c.id == claim.execution_id, executions.c.lease_token == claim.token)
+            .values(last_seq=executions.c.last_seq + len(events), **values)
+            .returning(executions.c.last_seq)
+        )
+        if last_seq is None:
+            raise LeaseLost(f"{claim.name}: lease {claim.token} is no longer held")
+        if events:
+            first = last_seq - len(events) + 1
+            await connection.execute(
+                history.insert(),
+                [
+                    {
+                        "execution_id": claim.execution_id,
+                        "seq": first + offset,
+                        "type": event.type,
+                        "state": event.state,
+                        "payload": event.payload,
+                        "owner": claim.owner,
+                    }
+                    for offset, event in enumerate(events)
+                ],
+            )
+
+    async def describe(self, name: str) -> ExecutionDescription | None:
+        """The execution called `name`, or None."""
+        async with self._engine.connect() as connection:
+            row = (
+                await connection.execute(sa.select(executions).where(executions.c.name == name))
+            ).one_or_none()
+        if row is None:
+            return None
+        return ExecutionDescription(
+            execution_id=str(row.id),
+            name=row.name,
+            status=row.status,
+            input=row.input,
+            output=row.output,
+            error=row.error,
+            cause=row.cause,
+            current_state=row.current_state,
+            started_at=row.started_at,
+            stopped_at=row.stopped_at,
+        )
+
+    async def history(self, name: str) -> list[HistoryEvent]:
+        """The history of the execution called `name`, oldest first (empty if unknown)."""
+        query = (
+            sa.select(history)
+            .join(executions, executions.c.id == history.c.execution_id)
+            .where(executions.c.name == name)
+            .order_by(history.c.seq)
+        )
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+        return [
+            HistoryEvent(row.seq, row.type, row.state, row.payload, row.owner, row.at)
+            for row in rows
+        ]
+
+
+_RELEASED: dict[str, Any] = {"lease_owner": None, "lease_token": None, "lease_expires_at": None}
+
+
+def _position_values(position: Position) -> dict[str, Any]:
+    return {
+        "current_state": position.state,
+        "state_input": sa.null() if position.input is None else position.input,
+        "state_memo": position.memo(),
+        "state_entered_at": position.entered_at,
+    }
