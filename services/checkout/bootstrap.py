@@ -1,41 +1,173 @@
-"""Wire the checkout service: settings, database and servicer.
-
-Its RPCs are not written yet: the generated base servicer answers UNIMPLEMENTED for each.
-"""
+"""Wire the checkout service: settings, database, ports to cart, payment and the saga engine,
+the servicer, and the background loops that keep every order moving."""
 
 from __future__ import annotations
 
+import asyncio
+import importlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Literal
+
+from pydantic import Field
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from marketplace.checkout.v1 import checkout_service_pb2, checkout_service_pb2_grpc
+from marketplace_platform.channels import open_channel
+from marketplace_platform.db import unit_of_work_factory
 from marketplace_platform.grpc_server import ServiceRegistration
-from marketplace_platform.service_main import ServiceParts, run_service
+from marketplace_platform.outbox import OutboxWriter
+from marketplace_platform.saga import SagaStarter
+from marketplace_platform.service_main import (
+    BackgroundLoop,
+    ServiceFactory,
+    ServiceParts,
+    run_service,
+)
 from marketplace_platform.settings import ServiceSettings
+from services.checkout.adapters import cart_client, payment_client, tables
+from services.checkout.adapters.saga_starters import (
+    StepFunctionsSagaStarter,
+    UnavailableSagaStarter,
+)
+from services.checkout.entrypoints.grpc_servicer import CheckoutServicer
+from services.checkout.service_layer import housekeeping
+from services.checkout.service_layer.placement import Checkout
+from services.checkout.service_layer.ports import Carts, Payments
 
 SERVICE_NAME = checkout_service_pb2.DESCRIPTOR.services_by_name["CheckoutService"].full_name
 
+log = logging.getLogger(__name__)
+
 
 class CheckoutSettings(ServiceSettings):
-    """Checkout's settings (none of its own yet)."""
+    """Checkout's settings."""
 
     service_name: str = "checkout"
+    cart_target: str = "127.0.0.1:50051"
+    payment_target: str = "127.0.0.1:50053"
+    # Deadline of each call to cart (PriceCart, MarkCheckedOut) and payment.
+    dependency_timeout_seconds: float = Field(default=3.0, gt=0)
+    # How long the first request holds its idempotency key before a retry may take over.
+    idempotency_lease_seconds: float = Field(default=30.0, gt=0)
+    idempotency_retention_hours: float = Field(default=24.0, ge=24.0)
+    saga_backend: Literal["local", "stepfunctions"] = "local"
+    saga_state_machine_arn: str = ""
+    # The completer starts sagas of orders committed this long ago without a recorded start.
+    completer_interval_seconds: float = Field(default=2.0, gt=0)
+    completer_grace_seconds: float = Field(default=5.0, ge=0)
+    # Orders still PENDING this long after placement are failed with TIMEOUT; longer than the
+    # state machine's own TimeoutSeconds (10 minutes), shorter than a reservation's TTL.
+    order_timeout_seconds: float = Field(default=780.0, gt=0)
+    timeout_sweep_interval_seconds: float = Field(default=30.0, gt=0)
+    key_reap_interval_seconds: float = Field(default=600.0, gt=0)
 
 
-def build(engine: AsyncEngine) -> ServiceParts:
-    """The checkout gRPC service."""
-    servicer = checkout_service_pb2_grpc.CheckoutServiceServicer()  # type: ignore[abstract]  # UNIMPLEMENTED for now
-    return ServiceParts(
-        [
-            ServiceRegistration(
-                SERVICE_NAME,
-                lambda server: checkout_service_pb2_grpc.add_CheckoutServiceServicer_to_server(
-                    servicer, server
-                ),
-            )
-        ]
+def build(
+    settings: CheckoutSettings,
+    *,
+    carts: Carts | None = None,
+    payments: Payments | None = None,
+    saga: SagaStarter | None = None,
+) -> ServiceFactory:
+    """The checkout gRPC service and its loops; ports default to the configured gRPC peers."""
+
+    def parts(engine: AsyncEngine) -> ServiceParts:
+        deps = Checkout(
+            unit_of_work=unit_of_work_factory(
+                engine, OutboxWriter(tables.outbox, producer="checkout")
+            ),
+            carts=carts or _grpc_carts(settings),
+            payments=payments or _grpc_payments(settings),
+            saga=saga or saga_starter(settings, engine),
+            lease=timedelta(seconds=settings.idempotency_lease_seconds),
+        )
+        servicer = CheckoutServicer(deps)
+        registration = ServiceRegistration(
+            SERVICE_NAME,
+            lambda server: checkout_service_pb2_grpc.add_CheckoutServiceServicer_to_server(
+                servicer, server
+            ),
+        )
+        return ServiceParts([registration], background=background_loops(settings, deps))
+
+    return parts
+
+
+def background_loops(settings: CheckoutSettings, deps: Checkout) -> list[BackgroundLoop]:
+    """The completer, the timeout sweep and the idempotency key reaper."""
+    grace = timedelta(seconds=settings.completer_grace_seconds)
+    overdue = timedelta(seconds=settings.order_timeout_seconds)
+    retention = timedelta(hours=settings.idempotency_retention_hours)
+    return [
+        _every(
+            settings.completer_interval_seconds,
+            "completer",
+            lambda: housekeeping.complete_stranded(deps, older_than=grace),
+        ),
+        _every(
+            settings.timeout_sweep_interval_seconds,
+            "timeout sweep",
+            lambda: housekeeping.fail_overdue(deps.unit_of_work, older_than=overdue),
+        ),
+        _every(
+            settings.key_reap_interval_seconds,
+            "idempotency key reaper",
+            lambda: housekeeping.reap_idempotency_keys(deps.unit_of_work, retention=retention),
+        ),
+    ]
+
+
+def saga_starter(settings: CheckoutSettings, engine: AsyncEngine) -> SagaStarter:
+    """The configured saga backend: the local saga engine, or Step Functions."""
+    if settings.saga_backend == "stepfunctions":
+        if not settings.saga_state_machine_arn:
+            raise ValueError("SAGA_BACKEND=stepfunctions needs SAGA_STATE_MACHINE_ARN")
+        boto3 = importlib.import_module("boto3")
+        return StepFunctionsSagaStarter(
+            boto3.client("stepfunctions"), settings.saga_state_machine_arn
+        )
+    try:
+        starter_module = importlib.import_module("workers.saga_engine.starter")
+    except ImportError as error:
+        log.warning("no local saga engine (%s); orders will wait in PENDING", error)
+        return UnavailableSagaStarter(f"the local saga engine is not installed ({error})")
+    starter: SagaStarter = starter_module.LocalSagaStarter(engine)
+    return starter
+
+
+def _grpc_carts(settings: CheckoutSettings) -> Carts:
+    channel = open_channel(
+        settings.cart_target,
+        default_timeout=settings.dependency_timeout_seconds,
+        idempotent_services=[cart_client.SERVICE],
     )
+    return cart_client.GrpcCarts(channel, timeout=settings.dependency_timeout_seconds)
+
+
+def _grpc_payments(settings: CheckoutSettings) -> Payments:
+    channel = open_channel(
+        settings.payment_target,
+        default_timeout=settings.dependency_timeout_seconds,
+        idempotent_services=[payment_client.SERVICE],
+    )
+    return payment_client.GrpcPayments(channel, timeout=settings.dependency_timeout_seconds)
+
+
+def _every(interval: float, name: str, duty: Callable[[], Awaitable[int]]) -> BackgroundLoop:
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await duty()
+            except Exception:
+                log.exception("%s failed; retrying next interval", name)
+
+    return loop
 
 
 def main() -> None:
     """Entry point of the checkout process."""
-    run_service(CheckoutSettings(), "services.checkout", build)
+    settings = CheckoutSettings()
+    run_service(settings, "services.checkout", build(settings))

@@ -1,0 +1,82 @@
+"""The payment service over gRPC, as checkout's Payments port."""
+
+from __future__ import annotations
+
+import uuid
+
+import grpc
+
+from marketplace.common.v1 import ids_pb2, money_pb2
+from marketplace.payment.v1 import payment_service_pb2 as pb
+from marketplace.payment.v1 import payment_service_pb2_grpc as pb_grpc
+from marketplace_platform.errors import NotFound
+from services.checkout.adapters.grpc_calls import called
+from services.checkout.domain.order import Money
+from services.checkout.service_layer.ports import Payments, PaymentSummary
+
+SERVICE = pb.DESCRIPTOR.services_by_name["PaymentService"].full_name
+
+
+class GrpcPayments(Payments):
+    """Calls PaymentService.GetPayment, VoidPayment and RefundPayment with deadlines."""
+
+    def __init__(self, channel: grpc.aio.Channel, *, timeout: float) -> None:
+        self._stub = pb_grpc.PaymentServiceStub(channel)
+        self._timeout = timeout
+
+    async def summary(self, order_id: uuid.UUID) -> PaymentSummary | None:
+        """The order's payment, or None when it has none."""
+        try:
+            response: pb.GetPaymentResponse = await called(
+                "payment",
+                self._stub.GetPayment(
+                    pb.GetPaymentRequest(order_id=ids_pb2.OrderId(value=str(order_id))),
+                    timeout=self._timeout,
+                ),
+            )
+        except NotFound:
+            return None
+        return payment_summary(response.payment)
+
+    async def void(self, order_id: uuid.UUID, *, idempotency_key: str) -> PaymentSummary:
+        """Release the authorization hold because the customer cancelled."""
+        response: pb.VoidPaymentResponse = await called(
+            "payment",
+            self._stub.VoidPayment(
+                pb.VoidPaymentRequest(
+                    idempotency_key=idempotency_key,
+                    order_id=ids_pb2.OrderId(value=str(order_id)),
+                    reason=pb.VOID_REASON_CUSTOMER_CANCELLED,
+                ),
+                timeout=self._timeout,
+            ),
+        )
+        return payment_summary(response.payment)
+
+    async def refund(
+        self, order_id: uuid.UUID, amount: Money, *, idempotency_key: str
+    ) -> PaymentSummary:
+        """Return captured money because the customer cancelled."""
+        response: pb.RefundPaymentResponse = await called(
+            "payment",
+            self._stub.RefundPayment(
+                pb.RefundPaymentRequest(
+                    idempotency_key=idempotency_key,
+                    order_id=ids_pb2.OrderId(value=str(order_id)),
+                    amount=money_pb2.Money(amount_minor=amount.amount, currency=amount.currency),
+                    reason=pb.REFUND_REASON_CUSTOMER_CANCELLED,
+                ),
+                timeout=self._timeout,
+            ),
+        )
+        return payment_summary(response.payment)
+
+
+def payment_summary(wire: pb.Payment) -> PaymentSummary:
+    """The contract's Payment as the port's summary."""
+    return PaymentSummary(
+        status=pb.PaymentStatus.Name(wire.status).removeprefix("PAYMENT_STATUS_"),
+        authorized=Money(wire.authorized.amount_minor, wire.authorized.currency),
+        captured=Money(wire.captured.amount_minor, wire.captured.currency),
+        refunded=Money(wire.refunded.amount_minor, wire.refunded.currency),
+    )

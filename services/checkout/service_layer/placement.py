@@ -1,0 +1,228 @@
+"""PlaceOrder: at most one order per (customer, idempotency key) and per cart.
+
+Rocket-rides-atomic style phases: (1) claim the key in its own short transaction, (2) price
+the cart over gRPC, outside any transaction, (3) write the order, its OrderPending event and
+the completed key in one transaction. After the commit, freeze the cart and start the saga;
+if the process dies before that, the completer does both later (they are idempotent).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from typing import Any
+
+from marketplace_platform.db import UnitOfWork
+from marketplace_platform.errors import FailedPrecondition, NotFound, RequestInFlight
+from marketplace_platform.ids import new_id
+from marketplace_platform.saga import SagaStarter
+from services.checkout.adapters.idempotency_repository import IdempotencyRepository
+from services.checkout.adapters.order_repository import OrderRepository
+from services.checkout.domain import idempotency
+from services.checkout.domain.idempotency import PlacedOrder
+from services.checkout.domain.order import Order, OrderStatus, ShippingAddress
+from services.checkout.service_layer import events
+from services.checkout.service_layer.ports import Carts, CartStatus, Payments, PricedCart
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Checkout:
+    """What checkout's use cases need: units of work and the ports to other systems."""
+
+    unit_of_work: Callable[[], UnitOfWork]
+    carts: Carts
+    payments: Payments
+    saga: SagaStarter
+    # How long a first request owns its key before a retry may take over (longer than the
+    # PriceCart deadline, so a live request is never overtaken).
+    lease: timedelta = timedelta(seconds=30)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlaceOrder:
+    """Place an order from the customer's cart."""
+
+    idempotency_key: str
+    customer_id: str
+    cart_id: uuid.UUID
+    payment_method: str
+    shipping_address: ShippingAddress
+
+
+@dataclass(frozen=True)
+class PlaceOrderResult:
+    """The accepted order, and whether this answer replays an earlier one."""
+
+    order_id: uuid.UUID
+    status: OrderStatus
+    replayed: bool
+
+
+class CartAlreadyOrdered(FailedPrecondition):
+    """The cart already produced an order (its id is in the metadata as existing_order_id)."""
+
+    reason = "CART_ALREADY_ORDERED"
+
+
+class CartNotCheckoutable(FailedPrecondition):
+    """The cart is empty or has lines that cannot be bought."""
+
+    reason = "CART_NOT_CHECKOUTABLE"
+
+
+async def place_order(command: PlaceOrder, deps: Checkout) -> PlaceOrderResult:
+    """Accept the order once per key: replay, refuse, or write it and start its saga."""
+    request = idempotency.fingerprint(_request_fields(command))
+    replay = await _claim_key(command, request, deps)
+    if replay is not None:
+        return PlaceOrderResult(replay.order_id, OrderStatus(replay.status), replayed=True)
+    try:
+        priced = await deps.carts.price_cart(
+            cart_id=command.cart_id, customer_id=command.customer_id
+        )
+        order = _order_from(priced, command)
+        placed, replayed = await _write_order(order, command, request, deps)
+    except BaseException:
+        await _release_key(command, deps)
+        raise
+    if not replayed:
+        await complete_placement(order, deps)
+    return PlaceOrderResult(placed.order_id, OrderStatus(placed.status), replayed=replayed)
+
+
+async def complete_placement(order: Order, deps: Checkout) -> bool:
+    """Freeze the cart and start the saga, then note it; False (left to the completer) on error."""
+    try:
+        await deps.carts.mark_checked_out(
+            cart_id=order.cart_id, customer_id=order.customer_id, order_id=order.order_id
+        )
+        await deps.saga.start_execution(name=str(order.order_id), payload=saga_input(order))
+        async with deps.unit_of_work() as uow:
+            await OrderRepository(uow.session).mark_saga_started(order.order_id)
+    except Exception:
+        log.warning(
+            "order %s committed but its saga is not started yet; the completer will retry",
+            order.order_id,
+            exc_info=True,
+        )
+        return False
+    return True
+
+
+def saga_input(order: Order) -> dict[str, Any]:
+    """The execution input the checkout state machine reads (the cross-agent contract)."""
+    subtotal = order.subtotal
+    return {
+        "order_id": str(order.order_id),
+        "customer_id": order.customer_id,
+        "payment_method": order.payment_method,
+        "lines": [{"sku": line.sku, "quantity": line.quantity} for line in order.lines],
+        "subtotal": {"amount_minor": subtotal.amount, "currency": subtotal.currency},
+    }
+
+
+async def _claim_key(command: PlaceOrder, request: str, deps: Checkout) -> PlacedOrder | None:
+    async with deps.unit_of_work() as uow:
+        keys = IdempotencyRepository(uow.session)
+        claimed = await keys.claim(
+            customer_id=command.customer_id,
+            key=command.idempotency_key,
+            fingerprint=request,
+            lease=deps.lease,
+        )
+        if claimed:
+            return None
+        record = await keys.get(command.customer_id, command.idempotency_key)
+        if record is None:  # reaped between our insert and read: the caller may simply retry
+            raise RequestInFlight("idempotency key is being reaped; retry")
+        replay = idempotency.resume(record, request, await keys.now())
+        if replay is None:  # the first request's lease ran out: take over
+            await keys.extend_lease(command.customer_id, command.idempotency_key, deps.lease)
+        return replay
+
+
+async def _write_order(
+    order: Order, command: PlaceOrder, request: str, deps: Checkout
+) -> tuple[PlacedOrder, bool]:
+    async with deps.unit_of_work() as uow:
+        keys = IdempotencyRepository(uow.session)
+        record = await keys.get(command.customer_id, command.idempotency_key)
+        if record is not None and record.response is not None:
+            return record.response, True  # a request that took over our lease finished first
+        if record is None:  # reaped while we priced the cart (a very slow request)
+            await keys.claim(
+                customer_id=command.customer_id,
+                key=command.idempotency_key,
+                fingerprint=request,
+                lease=deps.lease,
+            )
+        orders = OrderRepository(uow.session)
+        if not await orders.add(order):
+            existing = await orders.order_id_for_cart(order.cart_id)
+            raise _already_ordered(order.cart_id, existing)
+        await uow.publish(
+            events.order_pending(order),
+            aggregate_type=events.AGGREGATE,
+            aggregate_id=str(order.order_id),
+        )
+        placed = PlacedOrder(order.order_id, order.status.value)
+        await keys.complete(command.customer_id, command.idempotency_key, placed)
+    return placed, False
+
+
+async def _release_key(command: PlaceOrder, deps: Checkout) -> None:
+    # The request produced no order: let a retry with the same key run at once instead of
+    # waiting out the lease. If this fails too, the lease simply expires.
+    try:
+        async with deps.unit_of_work() as uow:
+            await IdempotencyRepository(uow.session).release_lease(
+                command.customer_id, command.idempotency_key
+            )
+    except Exception:
+        log.warning("could not release idempotency key lease", exc_info=True)
+
+
+def _order_from(priced: PricedCart, command: PlaceOrder) -> Order:
+    if priced.customer_id != command.customer_id:
+        raise NotFound(f"no cart {command.cart_id}", metadata={"cart_id": str(command.cart_id)})
+    if priced.status is CartStatus.CHECKED_OUT:
+        raise _already_ordered(command.cart_id, priced.order_id)
+    if priced.problems or not priced.lines:
+        details = "; ".join(p.detail or p.kind for p in priced.problems) or "the cart is empty"
+        raise CartNotCheckoutable(
+            f"cart {command.cart_id} cannot be checked out: {details}",
+            metadata={
+                "cart_id": str(command.cart_id),
+                "problems": ",".join(p.kind for p in priced.problems) or "EMPTY_CART",
+            },
+        )
+    return Order(
+        order_id=new_id(),
+        customer_id=command.customer_id,
+        cart_id=command.cart_id,
+        lines=priced.lines,
+        shipping_address=command.shipping_address,
+        payment_method=command.payment_method,
+    )
+
+
+def _already_ordered(cart_id: uuid.UUID, order_id: uuid.UUID | None) -> CartAlreadyOrdered:
+    metadata = {"cart_id": str(cart_id)}
+    if order_id is not None:
+        metadata["existing_order_id"] = str(order_id)
+    return CartAlreadyOrdered(
+        f"cart {cart_id} was already checked out by order {order_id}", metadata=metadata
+    )
+
+
+def _request_fields(command: PlaceOrder) -> dict[str, Any]:
+    return {
+        "cart_id": str(command.cart_id),
+        "payment_method": command.payment_method,
+        "shipping_address": asdict(command.shipping_address),
+    }
