@@ -111,6 +111,7 @@ class RedisCartCache(CartCache):
         self.on_change = on_change
         # Untrusted from the start: a previous process may have left invalidations owed.
         self.state = CacheState.DOWN
+        self._down_logged = False
         self._put = redis.register_script(_PUT_UNLESS_NEWER)
 
     @classmethod
@@ -184,6 +185,7 @@ class RedisCartCache(CartCache):
         # Only from RECOVERING: a failure during recovery (state DOWN) must not be forgotten.
         if self.state is CacheState.RECOVERING:
             self.state = CacheState.TRUSTED
+            self._down_logged = False
             log.info("cart cache trusted again: owed invalidations applied")
             await self._notify(True)
 
@@ -201,15 +203,15 @@ class RedisCartCache(CartCache):
         return True
 
     async def _failed(self, doing: str, error: Exception) -> None:
-        if self.state is CacheState.DOWN:
-            return  # logged when it went down; not once per call
         was_trusted = self.trusted
         self.state = CacheState.DOWN
-        log.warning(
-            "cart cache DOWN (%s failed: %r); serving from PostgreSQL until it is restored",
-            doing,
-            error,
-        )
+        if not self._down_logged:  # once per outage, not once per call or recovery attempt
+            self._down_logged = True
+            log.warning(
+                "cart cache DOWN (%s failed: %r); serving from PostgreSQL until it is restored",
+                doing,
+                error,
+            )
         if was_trusted:
             await self._notify(False)
 
