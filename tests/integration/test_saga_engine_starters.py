@@ -1,0 +1,104 @@
+"""One contract for both adapters of the saga port: the local engine's tables and Step
+Functions (moto in server mode) start by name idempotently and describe what they started."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from marketplace_platform.db import create_engine
+from marketplace_platform.saga import SagaStarter
+from marketplace_platform.settings import ServiceSettings
+from workers.saga_engine.aws import StepFunctionsSagaStarter, execution_arn, stepfunctions_starter
+from workers.saga_engine.starter import LocalSagaStarter
+
+PASS_THROUGH = {"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    moto_server = pytest.importorskip("moto.server")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(ServiceSettings(database_url=migrated_database_url))
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(params=["local", "stepfunctions"])
+async def starter(
+    request: pytest.FixtureRequest, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> Any:
+    if request.param == "local":
+        return LocalSagaStarter(engine, state_machine=f"contract-{uuid.uuid4().hex[:8]}")
+    endpoint = request.getfixturevalue("moto_endpoint")
+    for variable, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+    }.items():
+        monkeypatch.setenv(variable, value)
+    import boto3  # type: ignore[import-untyped]
+
+    client = boto3.client("stepfunctions", region_name="us-east-1", endpoint_url=endpoint)
+    machine = await asyncio.to_thread(
+        client.create_state_machine,
+        name=f"checkout-{uuid.uuid4().hex[:8]}",
+        definition=json.dumps(PASS_THROUGH),
+        roleArn="arn:aws:iam::123456789012:role/saga",
+    )
+    return stepfunctions_starter(
+        machine["stateMachineArn"], region="us-east-1", endpoint_url=endpoint
+    )
+
+
+async def test_a_new_name_starts_an_execution(starter: SagaStarter) -> None:
+    name = str(uuid.uuid4())
+    started = await starter.start_execution(name=name, payload={"order_id": name})
+    assert started.name == name
+    assert not started.already_existed
+    assert started.execution_id
+
+
+async def test_the_same_name_returns_the_existing_execution(starter: SagaStarter) -> None:
+    name = str(uuid.uuid4())
+    payload = {"order_id": name, "subtotal": {"amount_minor": 1000, "currency": "USD"}}
+    first = await starter.start_execution(name=name, payload=payload)
+    again = await starter.start_execution(name=name, payload=payload)
+    changed = await starter.start_execution(name=name, payload={**payload, "other": 1})
+    assert again.execution_id == first.execution_id == changed.execution_id
+    assert again.already_existed
+    assert changed.already_existed
+
+
+async def test_describe_reports_the_input_and_unknown_names(starter: SagaStarter) -> None:
+    assert isinstance(starter, LocalSagaStarter | StepFunctionsSagaStarter)
+    name = str(uuid.uuid4())
+    payload = {"order_id": name, "lines": [{"sku": "MUG-1", "quantity": 2}]}
+    await starter.start_execution(name=name, payload=payload)
+    description = await starter.describe(name)
+    assert description is not None
+    assert description.name == name
+    assert description.input == payload
+    assert description.status in {"RUNNING", "SUCCEEDED"}
+    assert await starter.describe(str(uuid.uuid4())) is None
+
+
+def test_execution_arn_follows_the_state_machine_arn() -> None:
+    machine = "arn:aws:states:eu-west-1:123456789012:stateMachine:checkout"
+    assert execution_arn(machine, "o-1") == (
+        "arn:aws:states:eu-west-1:123456789012:execution:checkout:o-1"
+    )
