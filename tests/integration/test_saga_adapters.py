@@ -20,20 +20,31 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from local_supervisor.embedded import free_port
-from marketplace.common.v1 import ids_pb2
+from marketplace.cart.v1 import cart_service_pb2 as cart_pb
+from marketplace.cart.v1 import cart_service_pb2_grpc as cart_grpc
+from marketplace.checkout.v1 import checkout_service_pb2 as checkout_pb
+from marketplace.checkout.v1 import checkout_service_pb2_grpc as checkout_grpc
+from marketplace.common.v1 import address_pb2, ids_pb2, money_pb2
 from marketplace.inventory.v1 import inventory_service_pb2 as inventory_pb
 from marketplace.inventory.v1 import inventory_service_pb2_grpc as inventory_grpc
 from marketplace_platform.db import create_engine, ping
 from marketplace_platform.grpc_server import RunningServer, start_server
 from marketplace_platform.ids import new_id
 from marketplace_platform.settings import ServiceSettings
+from services.cart import bootstrap as cart
+from services.checkout import bootstrap as checkout
 from services.inventory import bootstrap as inventory
 from services.payment import bootstrap as payment
 from tests.support.psp import RunningPsp, running_psp
 from workers.saga_adapters import clients, errors
 from workers.saga_adapters.registry import HANDLERS
+from workers.saga_engine.starter import LocalSagaStarter
 
 if TYPE_CHECKING:
+    from marketplace.cart.v1.cart_service_pb2_grpc import CartServiceAsyncStub as CartStub
+    from marketplace.checkout.v1.checkout_service_pb2_grpc import (
+        CheckoutServiceAsyncStub as CheckoutStub,
+    )
     from marketplace.inventory.v1.inventory_service_pb2_grpc import (
         InventoryServiceAsyncStub as InventoryStub,
     )
@@ -345,3 +356,222 @@ def test_importing_the_handlers_builds_no_channel_and_reads_no_settings() -> Non
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+# --- the checkout service's steps, with the real cart, inventory and payment services ---------
+
+
+@dataclass(frozen=True)
+class Shop:
+    """Stubs to set a shop up and place orders, and the saga starter PlaceOrder writes to."""
+
+    cart: CartStub
+    checkout: CheckoutStub
+    inventory: InventoryStub
+    saga: LocalSagaStarter
+
+
+@pytest.fixture(scope="module")
+async def cart_server(engine: AsyncEngine, redis_server_url: str) -> AsyncIterator[RunningServer]:
+    settings = cart.CartSettings(grpc_port=0, redis_url=redis_server_url, cart_cache_enabled=False)
+    running = await start_server(
+        settings, cart.build(settings)(engine).services, lambda: ping(engine)
+    )
+    yield running
+    await running.stop(1)
+
+
+@pytest.fixture(scope="module")
+async def checkout_server(
+    engine: AsyncEngine, cart_server: RunningServer, payment_server: RunningServer
+) -> AsyncIterator[RunningServer]:
+    settings = checkout.CheckoutSettings(
+        grpc_port=0,
+        cart_target=f"127.0.0.1:{cart_server.port}",
+        payment_target=f"127.0.0.1:{payment_server.port}",
+    )
+    # The executions PlaceOrder starts are recorded, not run: the test drives the steps itself.
+    parts = checkout.build(settings, saga=LocalSagaStarter(engine))(engine)
+    running = await start_server(settings, parts.services, lambda: ping(engine))
+    yield running
+    await running.stop(1)
+
+
+@pytest.fixture
+async def shop(
+    monkeypatch: pytest.MonkeyPatch,
+    targets: None,
+    engine: AsyncEngine,
+    cart_server: RunningServer,
+    checkout_server: RunningServer,
+    inventory_server: RunningServer,
+) -> AsyncIterator[Shop]:
+    monkeypatch.setenv("CHECKOUT_TARGET", f"127.0.0.1:{checkout_server.port}")
+    clients.reset()
+    channels = [
+        grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+        for server in (cart_server, checkout_server, inventory_server)
+    ]
+    yield Shop(
+        cart_grpc.CartServiceStub(channels[0]),
+        checkout_grpc.CheckoutServiceStub(channels[1]),
+        inventory_grpc.InventoryServiceStub(channels[2]),
+        LocalSagaStarter(engine),
+    )
+    for channel in channels:
+        await channel.close()
+
+
+async def placed_order(shop: Shop, method: str = "pm_card_visa") -> dict[str, Any]:
+    """Stock a product, fill a cart with 2 of it, place the order: the saga's input."""
+    sku = await stocked_sku(shop.inventory, 10)
+    customer = ids_pb2.CustomerId(value=f"customer-{new_id().hex[:10]}")
+    await shop.cart.UpsertProduct(
+        cart_pb.UpsertProductRequest(
+            idempotency_key=f"product-{sku}",
+            sku=ids_pb2.Sku(value=sku),
+            name="Mug",
+            price=money_pb2.Money(amount_minor=1250, currency="USD"),
+            merchant_id=ids_pb2.MerchantId(value="acme"),
+        )
+    )
+    created = await shop.cart.CreateCart(
+        cart_pb.CreateCartRequest(idempotency_key=f"cart-{sku}", customer_id=customer)
+    )
+    await shop.cart.SetItemQuantity(
+        cart_pb.SetItemQuantityRequest(
+            idempotency_key=f"line-{sku}",
+            cart_id=created.cart.cart_id,
+            customer_id=customer,
+            sku=ids_pb2.Sku(value=sku),
+            quantity=2,
+        )
+    )
+    placed = await shop.checkout.PlaceOrder(
+        checkout_pb.PlaceOrderRequest(
+            idempotency_key=f"place-{sku}",
+            customer_id=customer,
+            cart_id=created.cart.cart_id,
+            payment_method=method,
+            shipping_address=address_pb2.Address(
+                name="Ada Lovelace", line1="1 Main St", city="Springfield", postal_code="12345",
+                country="US",
+            ),
+        )
+    )  # fmt: skip
+    execution = await shop.saga.describe(placed.order_id.value)
+    assert execution is not None
+    return dict(execution.input)
+
+
+async def order_of(shop: Shop, saga_input: dict[str, Any]) -> checkout_pb.Order:
+    response = await shop.checkout.GetOrder(
+        checkout_pb.GetOrderRequest(
+            order_id=ids_pb2.OrderId(value=saga_input["order_id"]),
+            customer_id=ids_pb2.CustomerId(value=saga_input["customer_id"]),
+        )
+    )
+    return response.order
+
+
+async def through_the_pivot(saga_input: dict[str, Any]) -> dict[str, Any]:
+    """Run the steps up to and including the authorization as the definition does."""
+    order = {"order_id": saga_input["order_id"]}
+    state = dict(saga_input)
+    state["tax"] = await run("CalculateTaxFunctionArn", order)
+    state["fraud"] = await run("FraudCheckFunctionArn", order)
+    state["reservation"] = await run(
+        "ReserveInventoryFunctionArn", order | {"lines": saga_input["lines"]}
+    )
+    state["payment"] = await run(
+        "AuthorizePaymentFunctionArn",
+        order
+        | {
+            "customer_id": saga_input["customer_id"],
+            "payment_method": saga_input["payment_method"],
+            "amount": state["tax"]["total"],
+        },
+    )
+    return state
+
+
+async def test_the_checkout_steps_take_a_placed_order_to_confirmed(shop: Shop) -> None:
+    saga_input = await placed_order(shop)
+    order = {"order_id": saga_input["order_id"]}
+
+    state = await through_the_pivot(saga_input)
+    await run("CommitReservationFunctionArn", order)
+    confirm = order | {
+        "reservation_id": state["reservation"]["reservation_id"],
+        "payment_id": state["payment"]["payment_id"],
+    }
+    confirmed = [await run("ConfirmOrderFunctionArn", confirm) for _ in range(2)]
+
+    assert state["tax"]["total"]["amount_minor"] >= saga_input["subtotal"]["amount_minor"]
+    assert state["payment"]["authorized"] == state["tax"]["total"]
+    assert confirmed == [{"order_id": order["order_id"], "status": "CONFIRMED"}] * 2
+    stored = await order_of(shop, saga_input)
+    assert stored.status == checkout_pb.ORDER_STATUS_CONFIRMED
+    assert stored.total.amount_minor == state["tax"]["total"]["amount_minor"]
+
+
+async def test_a_highest_risk_card_is_fraud_rejected_and_the_order_ends_with_that_reason(
+    shop: Shop,
+) -> None:
+    saga_input = await placed_order(shop, method="pm_card_riskLevelHighest")
+    order = {"order_id": saga_input["order_id"]}
+    await run("CalculateTaxFunctionArn", order)
+
+    with pytest.raises(errors.FraudRejected, match="highest risk") as rejected:
+        await run("FraudCheckFunctionArn", order)
+    caught = {"Error": type(rejected.value).__name__, "Cause": str(rejected.value)}
+    compensation = order | {"reason": "fraud_rejected"}
+    await run("VoidPaymentFunctionArn", compensation)
+    await run("ReleaseInventoryFunctionArn", compensation)
+    failed = [await run("FailOrderFunctionArn", compensation | {"error": caught}) for _ in range(2)]
+
+    assert failed == [{"status": "CANCELLED", "reason": "fraud_rejected"}] * 2
+    stored = await order_of(shop, saga_input)
+    assert stored.status == checkout_pb.ORDER_STATUS_CANCELLED
+    assert stored.failure_reason == checkout_pb.FAILURE_REASON_FRAUD_REJECTED
+    assert stored.failure_detail.startswith("FraudRejected: risk score 95")
+
+
+async def test_a_cancel_asked_for_while_the_saga_runs_is_order_cancel_requested_at_confirm(
+    shop: Shop, psp: RunningPsp
+) -> None:
+    saga_input = await placed_order(shop)
+    order = {"order_id": saga_input["order_id"]}
+    state = await through_the_pivot(saga_input)
+    await shop.checkout.CancelOrder(
+        checkout_pb.CancelOrderRequest(
+            idempotency_key=f"cancel-{order['order_id']}",
+            order_id=ids_pb2.OrderId(value=order["order_id"]),
+            customer_id=ids_pb2.CustomerId(value=saga_input["customer_id"]),
+        )
+    )
+    await run("CommitReservationFunctionArn", order)
+
+    with pytest.raises(errors.OrderCancelRequested):
+        await run(
+            "ConfirmOrderFunctionArn",
+            order
+            | {
+                "reservation_id": state["reservation"]["reservation_id"],
+                "payment_id": state["payment"]["payment_id"],
+            },
+        )
+    compensation = order | {"reason": "customer_cancelled"}
+    voided = await run("VoidPaymentFunctionArn", compensation)
+    # The stock was committed just before ConfirmOrder saw the cancel: it cannot be released.
+    with pytest.raises(errors.ReservationCommitted):
+        await run("ReleaseInventoryFunctionArn", compensation)
+    failed = await run(
+        "FailOrderFunctionArn", compensation | {"error": {"Error": "OrderCancelRequested"}}
+    )
+
+    assert voided == {"status": "VOIDED"}
+    assert [i["status"] for i in await psp.intents(order_id=order["order_id"])] == ["canceled"]
+    assert failed == {"status": "CANCELLED", "reason": "customer_cancelled"}
+    stored = await order_of(shop, saga_input)
+    assert stored.failure_reason == checkout_pb.FAILURE_REASON_CUSTOMER_CANCELLED
