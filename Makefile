@@ -11,7 +11,7 @@ PROTO_FILES := $(shell find protos -name '*.proto')
 BUF := node_modules/.bin/buf
 BREAKING_AGAINST ?= main
 
-.PHONY: help install protos build run test test-embedded lint fmt bench clean
+.PHONY: help install protos build run test test-embedded lint fmt bench clean token
 
 help:
 	@echo "make run      start every service locally (embedded PostgreSQL/Redis unless DATABASE_URL/REDIS_URL)"
@@ -19,6 +19,7 @@ help:
 	@echo "make lint     ruff, mypy, buf lint and buf breaking against $(BREAKING_AGAINST)"
 	@echo "make protos   regenerate the Python contracts into gen/python"
 	@echo "make build    build wheels (contracts and platform) into dist/"
+	@echo "make token    print a development JWT for the gateway (TOKEN_ARGS='--sub ID --scope admin')"
 	@echo "make bench    inventory reservations/s: one hot SKU vs 1,000 SKUs (embedded PostgreSQL unless DATABASE_URL)"
 
 install: $(PROTOS_STAMP)
@@ -64,6 +65,11 @@ $(BUF): package.json package-lock.json
 
 bench: $(PROTOS_STAMP)
 	$(PY) -m bench.inventory_reservations
+
+# A development token signed with GATEWAY_JWT_SECRET (the built-in development secret by default).
+TOKEN_ARGS ?= --sub customer-dev --scope admin
+token: $(DEPS_STAMP)
+	@$(PY) -m gateway.dev_token $(TOKEN_ARGS)
 
 fmt: $(DEPS_STAMP)
 	$(BIN)/ruff check --fix .

@@ -1,0 +1,92 @@
+"""Build the ASGI application: routes, middleware, exception mapping, and a lifespan that opens
+the gRPC channels and the Redis client at startup (never at import)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import redis.asyncio as redis
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+
+from gateway.api import (
+    GatewayApi,
+    api_problem_response,
+    grpc_error_response,
+    http_error_response,
+)
+from gateway.middleware import LoadShedding, RequestContext
+from gateway.problems import ApiProblem
+from gateway.settings import GatewaySettings
+from gateway.throttle import Throttle
+from gateway.upstream import Upstreams, open_upstreams
+
+OPENAPI_PATH = Path(__file__).with_name("openapi.json")
+
+
+class _Resources:
+    """What the lifespan opens: filled in at startup, closed at shutdown."""
+
+    upstreams: Upstreams | None = None
+    throttle: Throttle | None = None
+
+    def upstreams_or_fail(self) -> Upstreams:
+        if self.upstreams is None:
+            raise RuntimeError("the gateway's lifespan has not started")
+        return self.upstreams
+
+    def throttle_or_fail(self) -> Throttle:
+        if self.throttle is None:
+            raise RuntimeError("the gateway's lifespan has not started")
+        return self.throttle
+
+
+def build_app(settings: GatewaySettings) -> Starlette:
+    """The gateway application for these settings."""
+    resources = _Resources()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        client = redis.Redis.from_url(
+            settings.redis_url,
+            socket_timeout=settings.gateway_redis_timeout_seconds,
+            socket_connect_timeout=settings.gateway_redis_timeout_seconds,
+        )
+        resources.throttle = Throttle(
+            client,
+            rate_per_second=settings.gateway_rate_per_second,
+            burst=settings.gateway_burst,
+            timeout_seconds=settings.gateway_redis_timeout_seconds,
+        )
+        resources.upstreams = open_upstreams(settings)
+        try:
+            yield
+        finally:
+            await resources.upstreams.close()
+            await client.aclose()
+            resources.upstreams = resources.throttle = None
+
+    api = GatewayApi(
+        upstreams=resources.upstreams_or_fail,
+        throttle=resources.throttle_or_fail,
+        jwt_secret=settings.gateway_jwt_secret,
+        max_body_bytes=settings.gateway_max_body_bytes,
+        openapi_document=OPENAPI_PATH.read_bytes(),
+    )
+    return Starlette(
+        routes=api.routes(),
+        middleware=[
+            Middleware(RequestContext, budget_seconds=settings.gateway_request_budget_seconds),
+            Middleware(LoadShedding, limit=settings.gateway_max_concurrent_requests),
+        ],
+        exception_handlers={
+            ApiProblem: api_problem_response,
+            grpc.aio.AioRpcError: grpc_error_response,
+            HTTPException: http_error_response,
+        },
+        lifespan=lifespan,
+    )

@@ -1,0 +1,551 @@
+"""The HTTP gateway on a real uvicorn (httptools) against a real inventory gRPC server, real
+PostgreSQL and real Redis: admin inventory routes, auth, bad input, request ids and their
+propagation, problem details, deadlines from the request budget, load shedding, throttling."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+import httpx
+import pytest
+import uvicorn
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.app import OPENAPI_PATH, build_app
+from gateway.auth import ADMIN_SCOPE, issue_token
+from gateway.settings import GatewaySettings
+from gateway.throttle import Throttle, take_token
+from local_supervisor.embedded import free_port
+from marketplace_platform.db import create_engine, ping
+from marketplace_platform.grpc_server import RunningServer, start_server
+from marketplace_platform.request_context import request_id_var
+from marketplace_platform.settings import ServiceSettings
+from services.inventory import bootstrap as inventory
+
+SECRET = "integration-test-secret-0123456789abcdef"
+WITHIN = 10.0  # seconds any awaited condition may take before the test fails
+
+
+# -- fixtures -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(ServiceSettings(database_url=migrated_database_url, db_pool_size=10))
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(scope="module")
+async def inventory_server(engine: AsyncEngine) -> AsyncIterator[RunningServer]:
+    settings = ServiceSettings(service_name="inventory", grpc_port=0)
+    parts = inventory.build(inventory.InventorySettings())(engine)
+    running = await start_server(settings, parts.services, lambda: ping(engine))
+    yield running
+    await running.stop(1)
+
+
+@dataclass
+class Gateway:
+    """A gateway served by uvicorn on a free port in this process."""
+
+    url: str
+    settings: GatewaySettings
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.url, timeout=WITHIN)
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(settings: GatewaySettings) -> AsyncIterator[Gateway]:
+    """Serve the gateway (lifespan and all) on uvicorn + httptools until the block ends."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        build_app(settings), http="httptools", lifespan="on", log_config=None, access_log=False
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    await until(lambda: _started(server, task), what="uvicorn has started")
+    try:
+        yield Gateway(url=f"http://127.0.0.1:{port}", settings=settings)
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+async def _started(server: uvicorn.Server, task: asyncio.Task[None]) -> bool:
+    if task.done():
+        task.result()
+        raise AssertionError("uvicorn stopped before it started")
+    return server.started
+
+
+def gateway_settings(inventory_port: int, redis_url: str, **overrides: Any) -> GatewaySettings:
+    unused = f"127.0.0.1:{free_port()}"  # cart and checkout are not needed by these tests
+    values: dict[str, Any] = {
+        "gateway_jwt_secret": SECRET,
+        "redis_url": redis_url,
+        "inventory_target": f"127.0.0.1:{inventory_port}",
+        "cart_target": unused,
+        "checkout_target": unused,
+        "gateway_burst": 10_000,
+        "gateway_rate_per_second": 10_000,
+        **overrides,
+    }
+    return GatewaySettings(**values)
+
+
+@pytest.fixture(scope="module")
+async def gateway(inventory_server: RunningServer, redis_server_url: str) -> AsyncIterator[Gateway]:
+    async with running_gateway(gateway_settings(inventory_server.port, redis_server_url)) as gw:
+        yield gw
+
+
+@pytest.fixture
+async def http(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
+    async with gateway.client() as client:
+        yield client
+
+
+def bearer(
+    subject: str | None = None, *scopes: str, secret: str = SECRET, ttl: float = 600
+) -> dict[str, str]:
+    token = issue_token(
+        secret=secret,
+        subject=subject or f"c-{uuid.uuid4().hex[:10]}",
+        scopes=scopes,
+        ttl_seconds=ttl,
+    )
+    return {"Authorization": f"Bearer {token}"}
+
+
+def admin() -> dict[str, str]:
+    return bearer(None, ADMIN_SCOPE)
+
+
+def fresh_sku() -> str:
+    return f"GW-{uuid.uuid4().hex[:12]}"
+
+
+async def until(
+    condition: Callable[[], Awaitable[bool]], *, what: str, within: float = WITHIN
+) -> None:
+    deadline = time.monotonic() + within
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        await asyncio.sleep(0.01)
+
+
+def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["x-request-id"]
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert {"type", "title", "detail"} <= body.keys()
+    assert "Traceback" not in response.text
+    return body
+
+
+# -- admin inventory routes -----------------------------------------------------------------
+
+
+async def test_admin_sets_and_reads_stock(http: httpx.AsyncClient) -> None:
+    sku = fresh_sku()
+    put = await http.put(f"/v1/admin/inventory/{sku}", json={"on_hand": 7}, headers=admin())
+    assert put.status_code == 200, put.text
+    assert put.headers["content-type"] == "application/json"
+    assert put.json() == {"sku": sku, "on_hand": 7, "reserved": 0, "available": 7}
+    got = await http.get(f"/v1/admin/inventory/{sku}", headers=admin())
+    assert got.status_code == 200
+    assert got.json() == {"sku": sku, "on_hand": 7, "reserved": 0, "available": 7}
+    again = await http.put(f"/v1/admin/inventory/{sku}", json={"on_hand": 3}, headers=admin())
+    assert again.json()["on_hand"] == 3
+
+
+async def test_unknown_sku_is_404_problem(http: httpx.AsyncClient) -> None:
+    body = assert_problem(
+        await http.get(f"/v1/admin/inventory/{fresh_sku()}", headers=admin()), 404
+    )
+    assert body["type"] == "/problems/not-found"
+
+
+# -- bad input ------------------------------------------------------------------------------
+
+
+async def test_a_contract_rule_broken_is_400_naming_the_field(http: httpx.AsyncClient) -> None:
+    response = await http.put(
+        f"/v1/admin/inventory/{fresh_sku()}", json={"on_hand": -1}, headers=admin()
+    )
+    body = assert_problem(response, 400)
+    assert [e["field"] for e in body["errors"]] == ["on_hand"]
+
+
+async def test_a_bad_path_parameter_is_400_naming_it(http: httpx.AsyncClient) -> None:
+    response = await http.get("/v1/admin/inventory/-starts-with-a-dash", headers=admin())
+    body = assert_problem(response, 400)
+    assert [e["field"] for e in body["errors"]] == ["sku"]
+
+
+@pytest.mark.parametrize(
+    ("content", "field"),
+    [
+        (b'{"on_hand": "7"}', "on_hand"),  # a string is not an integer, however it reads
+        (b'{"on_hand": 7.5}', "on_hand"),
+        (b'{"on_hand": 99999999999999999999999}', "on_hand"),  # beyond int64
+        (b"{}", "on_hand"),
+        (b"[7]", "(body)"),
+        (b"{not json", "(body)"),
+    ],
+)
+async def test_a_body_of_the_wrong_shape_is_400_naming_the_field(
+    http: httpx.AsyncClient, content: bytes, field: str
+) -> None:
+    response = await http.put(
+        f"/v1/admin/inventory/{fresh_sku()}",
+        content=content,
+        headers={**admin(), "content-type": "application/json"},
+    )
+    body = assert_problem(response, 400)
+    assert field in [e["field"] for e in body["errors"]]
+
+
+async def test_a_body_over_the_limit_is_413(http: httpx.AsyncClient, gateway: Gateway) -> None:
+    oversized = b'{"on_hand": 1, "pad": "' + b"x" * gateway.settings.gateway_max_body_bytes + b'"}'
+    response = await http.put(
+        f"/v1/admin/inventory/{fresh_sku()}", content=oversized, headers=admin()
+    )
+    assert_problem(response, 413)
+
+
+async def test_unknown_route_and_wrong_method_are_problems(http: httpx.AsyncClient) -> None:
+    assert_problem(await http.get("/v1/nothing-here", headers=admin()), 404)
+    wrong = await http.delete(f"/v1/admin/inventory/{fresh_sku()}", headers=admin())
+    assert_problem(wrong, 405)
+    assert set(wrong.headers["allow"].replace(" ", "").split(",")) >= {"GET", "PUT"}
+
+
+# -- auth -----------------------------------------------------------------------------------
+
+
+async def test_no_token_is_401_with_a_bearer_challenge(http: httpx.AsyncClient) -> None:
+    response = await http.get(f"/v1/admin/inventory/{fresh_sku()}")
+    assert_problem(response, 401)
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param(
+            bearer(None, ADMIN_SCOPE, secret="another-secret-0123456789abcdefghij"),
+            id="bad-signature",
+        ),
+        pytest.param(bearer(None, ADMIN_SCOPE, ttl=-30), id="expired"),
+        pytest.param({"Authorization": "Basic dXNlcjpwYXNz"}, id="not-bearer"),
+        pytest.param({"Authorization": "Bearer not.a.jwt"}, id="malformed"),
+    ],
+)
+async def test_unusable_tokens_are_401(http: httpx.AsyncClient, headers: dict[str, str]) -> None:
+    response = await http.get(f"/v1/admin/inventory/{fresh_sku()}", headers=headers)
+    assert_problem(response, 401)
+
+
+async def test_admin_routes_need_the_admin_scope(http: httpx.AsyncClient) -> None:
+    sku = fresh_sku()
+    customer = bearer(None, "orders")
+    assert_problem(await http.get(f"/v1/admin/inventory/{sku}", headers=customer), 403)
+    put = await http.put(f"/v1/admin/inventory/{sku}", json={"on_hand": 5}, headers=customer)
+    assert_problem(put, 403)
+    # nothing was set by the refused call
+    assert_problem(await http.get(f"/v1/admin/inventory/{sku}", headers=admin()), 404)
+
+
+async def test_checkout_and_cancel_need_an_idempotency_key(http: httpx.AsyncClient) -> None:
+    checkout = await http.post(
+        "/v1/checkouts",
+        json={
+            "cart_id": str(uuid.uuid4()),
+            "payment_method": "pm_card_visa",
+            "shipping_address": {
+                "name": "A",
+                "line1": "1 Road",
+                "city": "Town",
+                "postal_code": "1",
+                "country": "US",
+            },
+        },
+        headers=bearer(),
+    )
+    body = assert_problem(checkout, 400)
+    assert body["errors"] == [{"field": "Idempotency-Key", "message": "required"}]
+    cancel = await http.post(f"/v1/orders/{uuid.uuid4()}/cancel", json={}, headers=bearer())
+    assert assert_problem(cancel, 400)["errors"][0]["field"] == "Idempotency-Key"
+
+
+# -- request ids ----------------------------------------------------------------------------
+
+
+async def test_every_response_carries_a_request_id(http: httpx.AsyncClient) -> None:
+    responses = [
+        await http.get("/healthz"),
+        await http.get("/openapi.json"),
+        await http.get(f"/v1/admin/inventory/{fresh_sku()}"),  # 401
+        await http.get(f"/v1/admin/inventory/{fresh_sku()}", headers=admin()),  # 404
+        await http.get("/nowhere"),  # 404 without a route
+    ]
+    ids = [r.headers.get("x-request-id") for r in responses]
+    assert all(ids), ids
+    assert len(set(ids)) == len(ids)
+
+
+async def test_a_clients_request_id_is_echoed_and_reaches_the_service(
+    http: httpx.AsyncClient,
+) -> None:
+    seen: list[str | None] = []
+
+    class Capture(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            seen.append(request_id_var.get())
+            return True
+
+    boundary_log = logging.getLogger("marketplace_platform.interceptors")
+    capture = Capture()
+    boundary_log.addFilter(capture)
+    previous = boundary_log.level
+    boundary_log.setLevel(logging.INFO)
+    try:
+        request_id = f"client-{uuid.uuid4().hex}"
+        response = await http.get(
+            f"/v1/admin/inventory/{fresh_sku()}",
+            headers={**admin(), "X-Request-Id": request_id},
+        )
+        assert response.status_code == 404
+        assert response.headers["x-request-id"] == request_id
+        # the inventory service logged its refusal under the same request id
+        assert request_id in seen
+    finally:
+        boundary_log.removeFilter(capture)
+        boundary_log.setLevel(previous)
+
+
+async def test_an_unsafe_request_id_is_replaced(http: httpx.AsyncClient) -> None:
+    response = await http.get("/healthz", headers={"X-Request-Id": "x" * 500})
+    assert response.headers["x-request-id"] != "x" * 500
+    assert len(response.headers["x-request-id"]) == 32
+
+
+# -- documents and probes -------------------------------------------------------------------
+
+
+async def test_openapi_is_served_exactly_as_kept_in_the_repository(
+    http: httpx.AsyncClient,
+) -> None:
+    response = await http.get("/openapi.json")
+    assert response.status_code == 200
+    assert response.content == OPENAPI_PATH.read_bytes()
+    assert json.loads(response.content)["openapi"].startswith("3.1")
+
+
+async def test_healthz_answers(http: httpx.AsyncClient) -> None:
+    response = await http.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+async def test_readyz_is_503_while_an_upstream_is_not_serving(http: httpx.AsyncClient) -> None:
+    # this gateway's cart and checkout targets are ports nobody listens on
+    response = await http.get("/readyz")
+    body = assert_problem(response, 503)
+    assert int(response.headers["retry-after"]) >= 1
+    assert "CartService" in body["detail"]
+    assert "CheckoutService" in body["detail"]
+    assert "InventoryService" not in body["detail"]
+
+
+# -- deadlines and shedding -----------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def stock_row_locked(database_url: str, sku: str) -> AsyncIterator[asyncpg.Connection]:
+    """Hold the SKU's stock row locked, as a long transaction elsewhere would."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        transaction = connection.transaction()
+        await transaction.start()
+        await connection.execute(
+            "SELECT 1 FROM inventory.stock_items WHERE sku = $1 FOR UPDATE", sku
+        )
+        try:
+            yield connection
+        finally:
+            await transaction.rollback()
+    finally:
+        await connection.close()
+
+
+async def waiting_lock_requests(database_url: str) -> int:
+    connection = await asyncpg.connect(database_url)
+    try:
+        count: int = await connection.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        )
+        return count
+    finally:
+        await connection.close()
+
+
+async def test_a_slow_upstream_is_cut_at_the_request_budget_with_503(
+    inventory_server: RunningServer, redis_server_url: str, migrated_database_url: str
+) -> None:
+    settings = gateway_settings(
+        inventory_server.port, redis_server_url, gateway_request_budget_seconds=0.5
+    )
+    sku = fresh_sku()
+    async with running_gateway(settings) as gw, gw.client() as http:
+        first = await http.put(f"/v1/admin/inventory/{sku}", json={"on_hand": 1}, headers=admin())
+        assert first.status_code == 200
+        async with stock_row_locked(migrated_database_url, sku):
+            started = time.monotonic()
+            response = await http.put(
+                f"/v1/admin/inventory/{sku}", json={"on_hand": 2}, headers=admin()
+            )
+            took = time.monotonic() - started
+        assert_problem(response, 503)
+        assert int(response.headers["retry-after"]) >= 1
+        assert 0.4 <= took < 2.0, took
+
+
+async def test_past_the_concurrency_limit_requests_are_shed_at_once(
+    inventory_server: RunningServer, redis_server_url: str, migrated_database_url: str
+) -> None:
+    settings = gateway_settings(
+        inventory_server.port,
+        redis_server_url,
+        gateway_max_concurrent_requests=2,
+        gateway_request_budget_seconds=WITHIN,
+    )
+    sku = fresh_sku()
+    async with running_gateway(settings) as gw, gw.client() as http:
+        assert (
+            await http.put(f"/v1/admin/inventory/{sku}", json={"on_hand": 1}, headers=admin())
+        ).status_code == 200
+        async with stock_row_locked(migrated_database_url, sku):
+            held = [
+                asyncio.create_task(
+                    http.put(f"/v1/admin/inventory/{sku}", json={"on_hand": n}, headers=admin())
+                )
+                for n in (2, 3)
+            ]
+            await until(
+                lambda: _equals(waiting_lock_requests(migrated_database_url), 2),
+                what="both requests wait on the locked row",
+            )
+            started = time.monotonic()
+            shed = await http.get(f"/v1/admin/inventory/{sku}", headers=admin())
+            assert time.monotonic() - started < 1.0  # answered at once, not queued
+            assert_problem(shed, 503)
+            assert int(shed.headers["retry-after"]) >= 1
+            assert (await http.get("/healthz")).status_code == 200  # liveness is never shed
+        finished = await asyncio.gather(*held)
+        assert [r.status_code for r in finished] == [200, 200]
+        after = await http.get(f"/v1/admin/inventory/{sku}", headers=admin())
+        assert after.status_code == 200
+
+
+async def _equals(value: Awaitable[int], expected: int) -> bool:
+    return await value == expected
+
+
+# -- throttling -----------------------------------------------------------------------------
+
+
+async def test_past_the_rate_a_customer_gets_429_with_retry_after(
+    inventory_server: RunningServer, redis_server_url: str
+) -> None:
+    settings = gateway_settings(
+        inventory_server.port, redis_server_url, gateway_rate_per_second=0.5, gateway_burst=3
+    )
+    sku = fresh_sku()
+    throttled = bearer(None, ADMIN_SCOPE)
+    async with running_gateway(settings) as gw, gw.client() as http:
+        statuses = [
+            (await http.get(f"/v1/admin/inventory/{sku}", headers=throttled)).status_code
+            for _ in range(3)
+        ]
+        assert statuses == [404, 404, 404]  # through to the service (the SKU is unknown)
+        refused = await http.get(f"/v1/admin/inventory/{sku}", headers=throttled)
+        assert_problem(refused, 429)
+        assert refused.headers["retry-after"] == "2"  # one token at 0.5/s
+        # another customer has a bucket of their own
+        other = await http.get(f"/v1/admin/inventory/{sku}", headers=admin())
+        assert other.status_code == 404
+
+
+async def test_racing_requests_never_spend_more_than_the_burst(
+    inventory_server: RunningServer, redis_server_url: str
+) -> None:
+    burst = 5
+    settings = gateway_settings(
+        inventory_server.port, redis_server_url, gateway_rate_per_second=0.01, gateway_burst=burst
+    )
+    racer = bearer(None, ADMIN_SCOPE)
+    async with running_gateway(settings) as gw, gw.client() as http:
+        responses = await asyncio.gather(
+            *(http.get(f"/v1/admin/inventory/{fresh_sku()}", headers=racer) for _ in range(40))
+        )
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(404) == burst, statuses
+    assert statuses.count(429) == 40 - burst, statuses
+
+
+async def test_throttling_fails_open_when_redis_is_down(
+    inventory_server: RunningServer,
+) -> None:
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    settings = gateway_settings(
+        inventory_server.port, nowhere, gateway_rate_per_second=0.01, gateway_burst=1
+    )
+    customer = bearer(None, ADMIN_SCOPE)
+    async with running_gateway(settings) as gw, gw.client() as http:
+        statuses = [
+            (await http.get(f"/v1/admin/inventory/{fresh_sku()}", headers=customer)).status_code
+            for _ in range(3)
+        ]
+    assert statuses == [404, 404, 404]  # a bucket of 1 would have refused the 2nd and 3rd
+
+
+async def test_the_redis_script_does_the_same_arithmetic_as_take_token(
+    redis_server_url: str,
+) -> None:
+    import redis.asyncio as redis
+
+    client = redis.Redis.from_url(redis_server_url)
+    try:
+        throttle = Throttle(client, rate_per_second=2.5, burst=4, timeout_seconds=1.0)
+        customer = f"lua-{uuid.uuid4().hex}"
+        bucket = None
+        now = 1_700_000_000_000
+        for step_ms in [0, 0, 0, 0, 0, 0, 100, 300, 399, 1, 5000, 0, 0, 0, 0, 0, 50]:
+            now += step_ms
+            expected, bucket = take_token(bucket, now_ms=now, rate_per_second=2.5, burst=4)
+            got = await throttle.take(customer, now_ms=now)
+            assert got == expected, (now, got, expected)
+    finally:
+        await client.aclose()
