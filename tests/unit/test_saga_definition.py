@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,9 @@ import pytest
 from workers.saga_adapters import errors, reasons
 from workers.saga_adapters.registry import HANDLERS, RAISES, REQUIRES
 from workers.saga_adapters.settings import AdapterSettings
+from workers.saga_engine.asl.errors import StatesError
+from workers.saga_engine.asl.interpreter import Ended, Interpreter
+from workers.saga_engine.asl.machine import StateMachine
 
 REPO = Path(__file__).resolve().parents[2]
 DEFINITION = REPO / "deploy" / "ecs" / "checkout_saga.asl.json"
@@ -315,3 +319,160 @@ def test_asl_validator_accepts_the_definition() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- the definition executed by the local saga engine's interpreter, tasks scripted ---------
+
+ORDER_ID = "0193a5b0-0000-7000-8000-000000000001"
+SAGA_INPUT = {
+    "order_id": ORDER_ID,
+    "customer_id": "customer-1",
+    "payment_method": "pm_card_visa",
+    "lines": [{"sku": "MUG-1", "quantity": 2}],
+    "subtotal": {"amount_minor": 1000, "currency": "USD"},
+}
+ANSWERS: dict[str, Any] = {
+    "CalculateTax": {
+        "tax": {"amount_minor": 80, "currency": "USD"},
+        "total": {"amount_minor": 1080, "currency": "USD"},
+    },
+    "FraudCheck": {"decision": "APPROVE", "risk_score": 10},
+    "ReserveInventory": {"reservation_id": "r-1", "status": "ACTIVE", "expires_at": "later"},
+    "AuthorizePayment": {"payment_id": "p-1", "status": "AUTHORIZED"},
+    "CommitReservation": {"reservation_id": "r-1", "status": "COMMITTED"},
+    "ConfirmOrder": {"order_id": ORDER_ID, "status": "CONFIRMED"},
+    "VoidPayment": {"status": "VOIDED"},
+    "ReleaseInventory": {"status": "RELEASED"},
+    "FailOrder": {"status": "CANCELLED"},
+}
+
+
+class ScriptedTasks:
+    """The engine's task port: each step answers as scripted (an error name fails it, for the
+    first `times` calls or always), and every call is recorded with its payload."""
+
+    def __init__(self, failures: Mapping[str, tuple[str, int | None]]) -> None:
+        self.failures = dict(failures)
+        self.calls: list[tuple[str, Any]] = []
+
+    async def invoke(self, resource: str, payload: Any, *, timeout_seconds: float | None) -> Any:
+        step = resource.removeprefix("${").removesuffix("FunctionArn}")
+        self.calls.append((step, payload))
+        error, times = self.failures.get(step, ("", 0))
+        if error and (times is None or self.count(step) <= times):
+            raise StatesError(error, f"{step} scripted to fail")
+        return ANSWERS[step]
+
+    def count(self, step: str) -> int:
+        return sum(1 for called, _ in self.calls if called == step)
+
+    def steps(self) -> list[str]:
+        return [step for step, _ in self.calls]
+
+    def payload(self, step: str) -> Any:
+        return next(payload for called, payload in self.calls if called == step)
+
+
+async def execute(**failures: tuple[str, int | None]) -> tuple[Ended, ScriptedTasks]:
+    """Run the definition to its end on a simulated clock (back-offs take no real time)."""
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+
+    async def sleep(seconds: float) -> None:
+        now[0] += timedelta(seconds=seconds)
+
+    tasks = ScriptedTasks(failures)
+    interpreter = Interpreter(
+        StateMachine.from_definition(definition()), tasks, clock=lambda: now[0], sleep=sleep
+    )
+    ended, _ = await interpreter.run(dict(SAGA_INPUT), {"Execution": {"Name": ORDER_ID}})
+    return ended, tasks
+
+
+async def test_the_happy_path_confirms_the_order_and_compensates_nothing() -> None:
+    ended, tasks = await execute()
+
+    assert ended.status == "SUCCEEDED"
+    assert sorted(tasks.steps()[:2]) == ["CalculateTax", "FraudCheck"]
+    assert tasks.steps()[2:] == [
+        "ReserveInventory", "AuthorizePayment", "CommitReservation", "ConfirmOrder",
+    ]  # fmt: skip
+    assert tasks.payload("AuthorizePayment")["amount"] == ANSWERS["CalculateTax"]["total"]
+    assert tasks.payload("ConfirmOrder") == {
+        "order_id": ORDER_ID, "reservation_id": "r-1", "payment_id": "p-1",
+    }  # fmt: skip
+
+
+COMPENSATION = ["VoidPayment", "ReleaseInventory", "FailOrder"]
+
+
+@pytest.mark.parametrize(
+    ("step", "error", "reason", "before"),
+    [
+        ("FraudCheck", "FraudRejected", "fraud_rejected", []),
+        ("ReserveInventory", "OutOfStock", "out_of_stock", ["ReserveInventory"]),
+        ("ReserveInventory", "StepFailed", "timeout", ["ReserveInventory"]),
+        ("AuthorizePayment", "PaymentDeclined", "payment_declined", ["AuthorizePayment"]),
+        ("CommitReservation", "ReservationExpired", "timeout", ["CommitReservation"]),
+        ("ConfirmOrder", "OrderCancelRequested", "customer_cancelled", ["ConfirmOrder"]),
+    ],
+)
+async def test_a_business_failure_compensates_in_reverse_and_cancels_with_its_reason(
+    step: str, error: str, reason: str, before: list[str]
+) -> None:
+    ended, tasks = await execute(**{step: (error, None)})
+
+    assert tasks.count(step) == 1  # never retried
+    assert tasks.steps()[-len(COMPENSATION) - len(before) :] == before + COMPENSATION
+    fail = tasks.payload("FailOrder")
+    assert (fail["reason"], fail["error"]["Error"]) == (reason, error)
+    assert tasks.payload("VoidPayment") == {"order_id": ORDER_ID, "reason": reason}
+    assert (ended.status, ended.error, ended.cause) == ("FAILED", "OrderCancelled", reason)
+
+
+async def test_retryable_errors_before_the_pivot_are_retried_then_cancel_with_timeout() -> None:
+    once, tasks = await execute(ReserveInventory=("RetryableError", 2))
+    assert once.status == "SUCCEEDED"
+    assert tasks.count("ReserveInventory") == 3
+
+    ended, tasks = await execute(AuthorizePayment=("RetryableError", None))
+    assert tasks.count("AuthorizePayment") == 4
+    assert tasks.steps()[-3:] == COMPENSATION
+    assert (ended.error, ended.cause) == ("OrderCancelled", "timeout")
+
+
+async def test_a_cancel_seen_after_the_stock_was_committed_ends_in_an_alarmed_state() -> None:
+    ended, tasks = await execute(
+        ConfirmOrder=("OrderCancelRequested", None), ReleaseInventory=("ReservationCommitted", None)
+    )
+
+    assert tasks.count("ReleaseInventory") == 1
+    assert tasks.payload("FailOrder")["reason"] == "customer_cancelled"
+    assert ended.error == "CancelledWithStockCommitted"
+
+
+async def test_a_compensation_that_keeps_failing_is_retried_then_parked_never_skipped() -> None:
+    ended, tasks = await execute(
+        ReserveInventory=("OutOfStock", None), VoidPayment=("RetryableError", None)
+    )
+
+    assert tasks.count("VoidPayment") == 16
+    assert "ReleaseInventory" not in tasks.steps()
+    assert "FailOrder" not in tasks.steps()
+    assert ended.error == "CompensationParked"
+
+
+async def test_a_compensation_that_fails_for_a_while_still_completes() -> None:
+    ended, tasks = await execute(
+        ReserveInventory=("OutOfStock", None), FailOrder=("RetryableError", 10)
+    )
+
+    assert tasks.count("FailOrder") == 11
+    assert (ended.error, ended.cause) == ("OrderCancelled", "out_of_stock")
+
+
+async def test_a_step_after_the_pivot_that_keeps_failing_is_parked_without_compensating() -> None:
+    ended, tasks = await execute(ConfirmOrder=("StepFailed", None))
+
+    assert tasks.count("ConfirmOrder") == 16
+    assert not set(COMPENSATION) & set(tasks.steps())
+    assert ended.error == "ConfirmationParked"
