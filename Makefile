@@ -65,6 +65,7 @@ $(BUF): package.json package-lock.json
 
 bench: $(PROTOS_STAMP)
 	$(PY) -m bench.inventory_reservations
+	$(PY) -m bench.cart_reads
 
 # A development token signed with GATEWAY_JWT_SECRET (the built-in development secret by default).
 TOKEN_ARGS ?= --sub customer-dev --scope admin
