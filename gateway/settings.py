@@ -35,8 +35,9 @@ class GatewaySettings(BaseSettings):
     # What one request may spend in total, upstream calls included.
     gateway_request_budget_seconds: float = Field(default=5.0, gt=0)
     gateway_max_body_bytes: int = Field(default=64 * 1024, ge=1024)
-    # How long Redis may take before throttling fails open for this request.
-    gateway_redis_timeout_seconds: float = Field(default=0.05, gt=0)
+    # How long Redis may take before throttling fails open for this request (a burst of new
+    # connections must fit in it).
+    gateway_redis_timeout_seconds: float = Field(default=0.25, gt=0)
     gateway_shutdown_grace_seconds: float = Field(default=10.0, gt=0)
     log_level: str = "INFO"
 

@@ -30,7 +30,11 @@ from marketplace_platform.db import create_engine, ping
 from marketplace_platform.grpc_server import RunningServer, start_server
 from marketplace_platform.request_context import request_id_var
 from marketplace_platform.settings import ServiceSettings
+from services.cart import bootstrap as cart
+from services.checkout import bootstrap as checkout
 from services.inventory import bootstrap as inventory
+from services.payment import bootstrap as payment
+from workers.saga_engine.starter import LocalSagaStarter
 
 SECRET = "integration-test-secret-0123456789abcdef"
 WITHIN = 10.0  # seconds any awaited condition may take before the test fails
@@ -50,6 +54,41 @@ async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
 async def inventory_server(engine: AsyncEngine) -> AsyncIterator[RunningServer]:
     settings = ServiceSettings(service_name="inventory", grpc_port=0)
     parts = inventory.build(inventory.InventorySettings())(engine)
+    running = await start_server(settings, parts.services, lambda: ping(engine))
+    yield running
+    await running.stop(1)
+
+
+@pytest.fixture(scope="module")
+async def cart_server(engine: AsyncEngine, redis_server_url: str) -> AsyncIterator[RunningServer]:
+    settings = cart.CartSettings(grpc_port=0, redis_url=redis_server_url)
+    parts = cart.build(settings)(engine)
+    running = await start_server(settings, parts.services, lambda: ping(engine))
+    yield running
+    await running.stop(1)
+
+
+@pytest.fixture(scope="module")
+async def payment_server(engine: AsyncEngine) -> AsyncIterator[RunningServer]:
+    # orders here never reach authorization, so no PSP is needed behind it
+    settings = payment.PaymentSettings(grpc_port=0, psp_url=f"http://127.0.0.1:{free_port()}")
+    parts = payment.build(settings)(engine)
+    running = await start_server(settings, parts.services, lambda: ping(engine))
+    yield running
+    await running.stop(1)
+
+
+@pytest.fixture(scope="module")
+async def checkout_server(
+    engine: AsyncEngine, cart_server: RunningServer, payment_server: RunningServer
+) -> AsyncIterator[RunningServer]:
+    settings = checkout.CheckoutSettings(
+        grpc_port=0,
+        cart_target=f"127.0.0.1:{cart_server.port}",
+        payment_target=f"127.0.0.1:{payment_server.port}",
+    )
+    # PlaceOrder records the saga execution; no saga engine runs it here, so orders stay PENDING
+    parts = checkout.build(settings, saga=LocalSagaStarter(engine))(engine)
     running = await start_server(settings, parts.services, lambda: ping(engine))
     yield running
     await running.stop(1)
@@ -95,7 +134,7 @@ async def _started(server: uvicorn.Server, task: asyncio.Task[None]) -> bool:
 
 
 def gateway_settings(inventory_port: int, redis_url: str, **overrides: Any) -> GatewaySettings:
-    unused = f"127.0.0.1:{free_port()}"  # cart and checkout are not needed by these tests
+    unused = f"127.0.0.1:{free_port()}"  # where a test needs no cart or checkout
     values: dict[str, Any] = {
         "gateway_jwt_secret": SECRET,
         "redis_url": redis_url,
@@ -110,8 +149,19 @@ def gateway_settings(inventory_port: int, redis_url: str, **overrides: Any) -> G
 
 
 @pytest.fixture(scope="module")
-async def gateway(inventory_server: RunningServer, redis_server_url: str) -> AsyncIterator[Gateway]:
-    async with running_gateway(gateway_settings(inventory_server.port, redis_server_url)) as gw:
+async def gateway(
+    inventory_server: RunningServer,
+    cart_server: RunningServer,
+    checkout_server: RunningServer,
+    redis_server_url: str,
+) -> AsyncIterator[Gateway]:
+    settings = gateway_settings(
+        inventory_server.port,
+        redis_server_url,
+        cart_target=f"127.0.0.1:{cart_server.port}",
+        checkout_target=f"127.0.0.1:{checkout_server.port}",
+    )
+    async with running_gateway(settings) as gw:
         yield gw
 
 
@@ -368,9 +418,21 @@ async def test_healthz_answers(http: httpx.AsyncClient) -> None:
     assert response.json() == {"status": "ok"}
 
 
-async def test_readyz_is_503_while_an_upstream_is_not_serving(http: httpx.AsyncClient) -> None:
-    # this gateway's cart and checkout targets are ports nobody listens on
+async def test_readyz_is_200_when_every_upstream_serves(http: httpx.AsyncClient) -> None:
     response = await http.get("/readyz")
+    assert response.status_code == 200, response.text
+    assert response.json() == {"status": "ready"}
+
+
+async def test_readyz_is_503_while_an_upstream_is_not_serving(
+    inventory_server: RunningServer, redis_server_url: str
+) -> None:
+    # this gateway's cart and checkout targets are ports nobody listens on
+    async with (
+        running_gateway(gateway_settings(inventory_server.port, redis_server_url)) as gw,
+        gw.client() as http,
+    ):
+        response = await http.get("/readyz")
     body = assert_problem(response, 503)
     assert int(response.headers["retry-after"]) >= 1
     assert "CartService" in body["detail"]
@@ -549,3 +611,198 @@ async def test_the_redis_script_does_the_same_arithmetic_as_take_token(
             assert got == expected, (now, got, expected)
     finally:
         await client.aclose()
+
+
+# -- carts and checkouts, through real cart and checkout services ---------------------------
+
+
+ADDRESS = {
+    "name": "Ada Lovelace",
+    "line1": "12 St James's Square",
+    "city": "London",
+    "postal_code": "SW1Y 4JH",
+    "country": "GB",
+}
+
+
+async def stocked_product(http: httpx.AsyncClient, price_minor: int = 1250) -> str:
+    sku = fresh_sku()
+    product = await http.put(
+        f"/v1/admin/products/{sku}",
+        json={"name": "Mug", "price": {"amount_minor": price_minor, "currency": "USD"}},
+        headers=admin(),
+    )
+    assert product.status_code == 200, product.text
+    assert product.json() == {
+        "sku": sku,
+        "name": "Mug",
+        "price": {"amount_minor": price_minor, "currency": "USD"},
+        "merchant_id": "default",
+        "listed": True,
+    }
+    stock = await http.put(f"/v1/admin/inventory/{sku}", json={"on_hand": 10}, headers=admin())
+    assert stock.status_code == 200
+    return sku
+
+
+async def filled_cart(http: httpx.AsyncClient, customer: dict[str, str], sku: str) -> str:
+    created = await http.post("/v1/carts", json={}, headers=customer)
+    assert created.status_code == 201, created.text
+    cart_id: str = created.json()["cart_id"]
+    assert created.headers["location"] == f"/v1/carts/{cart_id}"
+    filled = await http.put(
+        f"/v1/carts/{cart_id}/items/{sku}", json={"quantity": 2}, headers=customer
+    )
+    assert filled.status_code == 200, filled.text
+    return cart_id
+
+
+async def test_a_customer_builds_a_cart(http: httpx.AsyncClient) -> None:
+    sku = await stocked_product(http, price_minor=1250)
+    customer_id = f"c-{uuid.uuid4().hex[:10]}"
+    customer = bearer(customer_id)
+    created = await http.post("/v1/carts", headers=customer)  # no body at all is {} too
+    assert created.status_code == 201, created.text
+    cart = created.json()
+    assert cart["customer_id"] == customer_id
+    assert cart["lines"] == []
+    cart_id = cart["cart_id"]
+
+    put = await http.put(f"/v1/carts/{cart_id}/items/{sku}", json={"quantity": 3}, headers=customer)
+    assert put.status_code == 200, put.text
+    assert put.json()["lines"] == [
+        {
+            "sku": sku,
+            "quantity": 3,
+            "unit_price": {"amount_minor": 1250, "currency": "USD"},
+            "line_total": {"amount_minor": 3750, "currency": "USD"},
+        }
+    ]
+    assert put.json()["subtotal"] == {"amount_minor": 3750, "currency": "USD"}
+    version = put.json()["version"]
+
+    got = await http.get(f"/v1/carts/{cart_id}", headers=customer)
+    assert got.json() == put.json()
+
+    stale = await http.put(
+        f"/v1/carts/{cart_id}/items/{sku}",
+        json={"quantity": 1},
+        headers={**customer, "If-Match": f'"{version - 1}"'},
+    )
+    assert assert_problem(stale, 409)["type"] == "/problems/version-conflict"
+
+    removed = await http.delete(
+        f"/v1/carts/{cart_id}/items/{sku}", headers={**customer, "If-Match": str(version)}
+    )
+    assert removed.status_code == 200, removed.text
+    assert removed.json()["lines"] == []
+    assert removed.json()["version"] == version + 1
+
+
+async def test_a_quantity_out_of_range_is_400_naming_quantity(http: httpx.AsyncClient) -> None:
+    sku = await stocked_product(http)
+    customer = bearer()
+    cart_id = (await http.post("/v1/carts", json={}, headers=customer)).json()["cart_id"]
+    response = await http.put(
+        f"/v1/carts/{cart_id}/items/{sku}", json={"quantity": 0}, headers=customer
+    )
+    assert [e["field"] for e in assert_problem(response, 400)["errors"]] == ["quantity"]
+
+
+async def test_another_customers_cart_and_order_are_404(http: httpx.AsyncClient) -> None:
+    sku = await stocked_product(http)
+    owner, stranger = bearer(), bearer()
+    cart_id = await filled_cart(http, owner, sku)
+    placed = await http.post(
+        "/v1/checkouts",
+        json={"cart_id": cart_id, "payment_method": "pm_card_visa", "shipping_address": ADDRESS},
+        headers={**owner, "Idempotency-Key": f"key-{uuid.uuid4().hex}"},
+    )
+    assert placed.status_code == 202, placed.text
+    order_id = placed.json()["order_id"]
+
+    assert_problem(await http.get(f"/v1/carts/{cart_id}", headers=stranger), 404)
+    stranger_put = await http.put(
+        f"/v1/carts/{cart_id}/items/{sku}", json={"quantity": 1}, headers=stranger
+    )
+    assert_problem(stranger_put, 404)
+    assert_problem(await http.get(f"/v1/orders/{order_id}", headers=stranger), 404)
+    cancel = await http.post(
+        f"/v1/orders/{order_id}/cancel",
+        json={},
+        headers={**stranger, "Idempotency-Key": f"key-{uuid.uuid4().hex}"},
+    )
+    assert_problem(cancel, 404)
+    # and the owner still sees both, untouched
+    assert (await http.get(f"/v1/carts/{cart_id}", headers=owner)).status_code == 200
+    order = await http.get(f"/v1/orders/{order_id}", headers=owner)
+    assert order.json()["status"] == "PENDING"
+
+
+async def test_a_checkout_is_accepted_and_its_replay_is_the_same_order(
+    http: httpx.AsyncClient,
+) -> None:
+    sku = await stocked_product(http, price_minor=1000)
+    customer = bearer()
+    cart_id = await filled_cart(http, customer, sku)
+    body = {"cart_id": cart_id, "payment_method": "pm_card_visa", "shipping_address": ADDRESS}
+    key = {"Idempotency-Key": f"key-{uuid.uuid4().hex}"}
+
+    first = await http.post("/v1/checkouts", json=body, headers={**customer, **key})
+    assert first.status_code == 202, first.text
+    order_id = first.json()["order_id"]
+    assert first.json() == {"order_id": order_id, "status": "PENDING"}
+    assert first.headers["location"] == f"/v1/orders/{order_id}"
+    assert "idempotent-replayed" not in first.headers
+
+    replay = await http.post("/v1/checkouts", json=body, headers={**customer, **key})
+    assert replay.status_code == 202
+    assert replay.json() == first.json()
+    assert replay.headers["idempotent-replayed"] == "true"
+
+    changed = {**body, "payment_method": "pm_card_chargeDeclined"}
+    mismatch = await http.post("/v1/checkouts", json=changed, headers={**customer, **key})
+    assert_problem(mismatch, 422)
+
+    order = await http.get(f"/v1/orders/{order_id}", headers=customer)
+    assert order.status_code == 200, order.text
+    document = order.json()
+    assert document["order_id"] == order_id
+    assert document["status"] == "PENDING"
+    assert document["failure_reason"] is None
+    assert document["subtotal"] == {"amount_minor": 2000, "currency": "USD"}
+    assert [(line["sku"], line["quantity"]) for line in document["lines"]] == [(sku, 2)]
+
+
+async def test_a_customer_cancels_a_pending_order(http: httpx.AsyncClient) -> None:
+    sku = await stocked_product(http)
+    customer = bearer()
+    cart_id = await filled_cart(http, customer, sku)
+    placed = await http.post(
+        "/v1/checkouts",
+        json={"cart_id": cart_id, "payment_method": "pm_card_visa", "shipping_address": ADDRESS},
+        headers={**customer, "Idempotency-Key": f"key-{uuid.uuid4().hex}"},
+    )
+    order_id = placed.json()["order_id"]
+    cancel = await http.post(
+        f"/v1/orders/{order_id}/cancel",
+        json={},
+        headers={**customer, "Idempotency-Key": f"key-{uuid.uuid4().hex}"},
+    )
+    assert cancel.status_code == 202, cancel.text
+    assert cancel.json()["order_id"] == order_id
+    assert cancel.json()["status"] in {"PENDING", "CANCELLED"}
+
+
+async def test_a_checkout_with_bad_fields_is_400_naming_them(http: httpx.AsyncClient) -> None:
+    response = await http.post(
+        "/v1/checkouts",
+        json={
+            "cart_id": "not-a-uuid",
+            "payment_method": "pm card",
+            "shipping_address": {**ADDRESS, "country": "gb"},
+        },
+        headers={**bearer(), "Idempotency-Key": "short"},
+    )
+    fields = {e["field"] for e in assert_problem(response, 400)["errors"]}
+    assert fields == {"Idempotency-Key", "cart_id", "payment_method", "shipping_address.country"}
