@@ -20,7 +20,7 @@ help:
 	@echo "make protos   regenerate the Python contracts into gen/python"
 	@echo "make build    build wheels (contracts and platform) into dist/"
 	@echo "make token    print a development JWT for the gateway (TOKEN_ARGS='--sub ID --scope admin')"
-	@echo "make bench    inventory reservations/s: one hot SKU vs 1,000 SKUs (embedded PostgreSQL unless DATABASE_URL)"
+	@echo "make bench    inventory reservations/s (hot SKU vs 1,000 SKUs) and cart reads/s (cache vs none)"
 
 install: $(PROTOS_STAMP)
 
