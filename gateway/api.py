@@ -126,9 +126,9 @@ class GatewayApi:
                 amount_minor=body.price.amount_minor, currency=body.price.currency
             ),
         )
-        if body.merchant_id is not None:
+        if "merchant_id" in body.model_fields_set:
             upsert.merchant_id.value = body.merchant_id
-        if body.listed is not None:
+        if "listed" in body.model_fields_set:
             upsert.listed = body.listed
         response = await self._upstreams().cart.UpsertProduct(upsert)
         return json_response(views.product(response.product))
@@ -319,7 +319,8 @@ def _customer_id(principal: Principal) -> ids_pb2.CustomerId:
 def _key_or_fresh(request: Request) -> str:
     """The client's Idempotency-Key if it sent one; else a key for this one HTTP request, so the
     channel's own retries of it cannot act twice."""
-    return request.headers.get(IDEMPOTENCY_KEY) or f"gw-{uuid.uuid4().hex}"
+    key = request.headers.get(IDEMPOTENCY_KEY)
+    return f"gw-{uuid.uuid4().hex}" if key is None else key  # an empty one is refused upstream
 
 
 def _required_key(request: Request) -> str:

@@ -35,8 +35,9 @@ class ProductBody(Body):
 
     name: str
     price: MoneyBody
-    merchant_id: str | None = None
-    listed: bool | None = None
+    # absent means the service's default (merchant "default", listed); null is not a value
+    merchant_id: str = ""
+    listed: bool = True
 
 
 class StockBody(Body):
