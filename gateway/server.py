@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import shlex
+import signal
+from types import FrameType
 
 import uvicorn
 
@@ -35,8 +37,20 @@ def main() -> int:
     log.info("gateway on http://%s:%d", settings.gateway_host, settings.gateway_port)
     if settings.gateway_jwt_secret == DEV_JWT_SECRET:
         log.info("try it: %s", curl_example(settings))
+    _survive_stop_signals()
     server.run()
     return 0 if server.started else 1
+
+
+def _survive_stop_signals() -> None:
+    """Let a graceful stop end `main` with 0: uvicorn re-raises the signal it caught, and with
+    the default handlers that would kill the process (exit 143) after it drained cleanly."""
+
+    def stopped(signum: int, frame: FrameType | None) -> None:
+        log.info("%s: stopped gracefully", signal.Signals(signum).name)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stopped)
 
 
 def curl_example(settings: GatewaySettings) -> str:

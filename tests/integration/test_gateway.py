@@ -9,6 +9,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 import time
@@ -856,3 +857,49 @@ async def test_schemathesis_finds_no_5xx_and_every_response_conforms(
     text = output.decode(errors="replace")
     assert process.returncode == 0, text
     assert "No issues found" in text or "passed" in text, text
+
+
+# -- the process --------------------------------------------------------------------------
+
+
+async def test_python_m_gateway_serves_and_stops_cleanly_on_sigterm(redis_server_url: str) -> None:
+    port = free_port()
+    env = {**os.environ, "GATEWAY_PORT": str(port), "REDIS_URL": redis_server_url}
+    env.pop("GATEWAY_JWT_SECRET", None)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=1.0) as http:
+
+            async def healthy() -> bool:
+                try:
+                    return (await http.get("/healthz")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await until(healthy, what="python -m gateway answers /healthz")
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(WITHIN):
+            output, _ = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0
+    # with the development secret, the log offers a ready-to-paste call
+    assert b"try it: curl -s -X POST" in output
+
+
+async def test_production_refuses_to_start_with_the_development_secret() -> None:
+    env = {**os.environ, "APP_ENV": "production", "REDIS_URL": "redis://cache.internal:6379/0"}
+    env.pop("GATEWAY_JWT_SECRET", None)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    async with asyncio.timeout(WITHIN):
+        output, _ = await process.communicate()
+    assert process.returncode != 0
+    assert b"GATEWAY_JWT_SECRET" in output
