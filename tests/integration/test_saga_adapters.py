@@ -5,12 +5,14 @@ with, repeats that are safe, and deadlines that hold when a service is down or s
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +40,9 @@ from services.payment import bootstrap as payment
 from tests.support.psp import RunningPsp, running_psp
 from workers.saga_adapters import clients, errors
 from workers.saga_adapters.registry import HANDLERS
+from workers.saga_engine.asl.interpreter import Interpreter
+from workers.saga_engine.asl.machine import StateMachine
+from workers.saga_engine.handlers import HandlerInvoker
 from workers.saga_engine.starter import LocalSagaStarter
 
 if TYPE_CHECKING:
@@ -422,13 +427,16 @@ async def shop(
         await channel.close()
 
 
-async def placed_order(shop: Shop, method: str = "pm_card_visa") -> dict[str, Any]:
+async def placed_order(
+    shop: Shop, method: str = "pm_card_visa", sku: str | None = None
+) -> dict[str, Any]:
     """Stock a product, fill a cart with 2 of it, place the order: the saga's input."""
-    sku = await stocked_sku(shop.inventory, 10)
-    customer = ids_pb2.CustomerId(value=f"customer-{new_id().hex[:10]}")
+    sku = sku or await stocked_sku(shop.inventory, 10)
+    unique = new_id().hex
+    customer = ids_pb2.CustomerId(value=f"customer-{unique[-12:]}")
     await shop.cart.UpsertProduct(
         cart_pb.UpsertProductRequest(
-            idempotency_key=f"product-{sku}",
+            idempotency_key=f"product-{unique}",
             sku=ids_pb2.Sku(value=sku),
             name="Mug",
             price=money_pb2.Money(amount_minor=1250, currency="USD"),
@@ -436,11 +444,11 @@ async def placed_order(shop: Shop, method: str = "pm_card_visa") -> dict[str, An
         )
     )
     created = await shop.cart.CreateCart(
-        cart_pb.CreateCartRequest(idempotency_key=f"cart-{sku}", customer_id=customer)
+        cart_pb.CreateCartRequest(idempotency_key=f"cart-{unique}", customer_id=customer)
     )
     await shop.cart.SetItemQuantity(
         cart_pb.SetItemQuantityRequest(
-            idempotency_key=f"line-{sku}",
+            idempotency_key=f"line-{unique}",
             cart_id=created.cart.cart_id,
             customer_id=customer,
             sku=ids_pb2.Sku(value=sku),
@@ -449,7 +457,7 @@ async def placed_order(shop: Shop, method: str = "pm_card_visa") -> dict[str, An
     )
     placed = await shop.checkout.PlaceOrder(
         checkout_pb.PlaceOrderRequest(
-            idempotency_key=f"place-{sku}",
+            idempotency_key=f"place-{unique}",
             customer_id=customer,
             cart_id=created.cart.cart_id,
             payment_method=method,
@@ -575,3 +583,35 @@ async def test_a_cancel_asked_for_while_the_saga_runs_is_order_cancel_requested_
     assert failed == {"status": "CANCELLED", "reason": "customer_cancelled"}
     stored = await order_of(shop, saga_input)
     assert stored.failure_reason == checkout_pb.FAILURE_REASON_CUSTOMER_CANCELLED
+
+
+async def test_the_engine_runs_the_definition_through_the_adapters_to_either_end(
+    shop: Shop, psp: RunningPsp
+) -> None:
+    machine = StateMachine.from_definition(
+        json.loads((REPO / "deploy" / "ecs" / "checkout_saga.asl.json").read_text())
+    )
+    sku = await stocked_sku(shop.inventory, 10)
+    good = await placed_order(shop, sku=sku)
+    declined = await placed_order(shop, "pm_card_chargeDeclined", sku=sku)
+
+    with ThreadPoolExecutor(max_workers=4) as executor:
+        interpreter = Interpreter(machine, HandlerInvoker(HANDLERS, executor))
+        confirmed, _ = await interpreter.run(good, {"Execution": {"Name": good["order_id"]}})
+        cancelled, _ = await interpreter.run(
+            declined, {"Execution": {"Name": declined["order_id"]}}
+        )
+
+    assert confirmed.status == "SUCCEEDED"
+    assert (await order_of(shop, good)).status == checkout_pb.ORDER_STATUS_CONFIRMED
+    assert [i["status"] for i in await psp.intents(order_id=good["order_id"])] == [
+        "requires_capture"
+    ]
+    assert (cancelled.error, cancelled.cause) == ("OrderCancelled", "payment_declined")
+    order = await order_of(shop, declined)
+    assert order.status == checkout_pb.ORDER_STATUS_CANCELLED
+    assert order.failure_reason == checkout_pb.FAILURE_REASON_PAYMENT_DECLINED
+    level = (
+        await shop.inventory.GetStock(inventory_pb.GetStockRequest(sku=ids_pb2.Sku(value=sku)))
+    ).stock_level
+    assert (level.sold, level.reserved, level.available) == (2, 0, 8)
