@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import pytest
 from sqlalchemy import func, select, text, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from marketplace.checkout.v1 import checkout_service_pb2 as pb
 from marketplace.checkout.v1 import checkout_service_pb2_grpc as pb_grpc
@@ -478,10 +478,10 @@ async def test_a_failed_transaction_leaves_no_order_no_event_and_no_completed_ke
 ) -> None:
     buyer, key = customer(), new_key()
     cart_id = rig.carts.add(buyer)
-    sessions_of = unit_of_work_factory(rig.engine, OutboxWriter(tables.outbox, producer="t"))
-    real = sessions_of()
+    sessions = async_sessionmaker(rig.engine, expire_on_commit=False, autobegin=False)
+    outbox = OutboxWriter(tables.outbox, producer="checkout")
     failing = Checkout(
-        unit_of_work=lambda: CommitFails(real._sessions, real._outbox),
+        unit_of_work=lambda: CommitFails(sessions, outbox),
         carts=rig.carts,
         payments=rig.payments,
         saga=rig.saga,
