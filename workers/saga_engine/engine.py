@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -47,9 +49,6 @@ class EngineOptions:
 
 def default_owner() -> str:
     """A runner id that is unique per process start, readable in the history."""
-    import os
-    import socket
-
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
