@@ -6,11 +6,13 @@ import socket
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from local_supervisor.processes import ProcessSpec
 from local_supervisor.readiness import GrpcHealthCheck
 
 GRPC_HOST = "127.0.0.1"
+SAGA_DEFINITION = Path(__file__).resolve().parents[1] / "deploy" / "ecs" / "checkout_saga.asl.json"
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,10 @@ STACK: tuple[StackEntry, ...] = (
     StackEntry("payment", "services.payment", 2),
     StackEntry("checkout", "services.checkout", 3),
     StackEntry("psp", "psp_simulator", None, env={"PSP_PORT": "8089"}),
+    # Runs the same state machine file Step Functions runs, calling the adapter handlers.
+    StackEntry(
+        "saga-engine", "workers.saga_engine", None, env={"SAGA_DEFINITION": str(SAGA_DEFINITION)}
+    ),
 )
 
 

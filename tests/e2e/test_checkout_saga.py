@@ -1,0 +1,199 @@
+"""The checkout saga end to end on the real multi-process stack (`make run`'s supervisor):
+cart -> PlaceOrder -> the saga engine running deploy/ecs/checkout_saga.asl.json through the
+adapter handlers -> inventory and payment (against the PSP simulator) -> CONFIRMED or CANCELLED."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import pytest
+
+from marketplace.cart.v1 import cart_service_pb2 as cart_pb
+from marketplace.cart.v1 import cart_service_pb2_grpc as cart_grpc
+from marketplace.checkout.v1 import checkout_service_pb2 as checkout_pb
+from marketplace.checkout.v1 import checkout_service_pb2_grpc as checkout_grpc
+from marketplace.common.v1 import address_pb2, ids_pb2, money_pb2
+from marketplace.inventory.v1 import inventory_service_pb2 as inventory_pb
+from marketplace.inventory.v1 import inventory_service_pb2_grpc as inventory_grpc
+from tests.support.stack import RunningStack
+
+if TYPE_CHECKING:
+    from marketplace.cart.v1.cart_service_pb2_grpc import CartServiceAsyncStub
+    from marketplace.checkout.v1.checkout_service_pb2_grpc import CheckoutServiceAsyncStub
+    from marketplace.inventory.v1.inventory_service_pb2_grpc import InventoryServiceAsyncStub
+
+pytestmark = pytest.mark.stack
+
+SETTLES_WITHIN = 60.0
+ADDRESS = address_pb2.Address(
+    name="Ada Lovelace", line1="12 St James's Square", city="London", postal_code="SW1Y 4JH",
+    country="GB",
+)  # fmt: skip
+
+
+@dataclass
+class Clients:
+    cart: CartServiceAsyncStub
+    inventory: InventoryServiceAsyncStub
+    checkout: CheckoutServiceAsyncStub
+
+
+@pytest.fixture
+async def clients(stack: RunningStack) -> AsyncIterator[Clients]:
+    await stack.wait_for_line("all services SERVING", within=90)
+    channels = [
+        grpc.aio.insecure_channel(stack.address(n)) for n in ("cart", "inventory", "checkout")
+    ]
+    stubs: list[Any] = [
+        cart_grpc.CartServiceStub(channels[0]),
+        inventory_grpc.InventoryServiceStub(channels[1]),
+        checkout_grpc.CheckoutServiceStub(channels[2]),
+    ]
+    yield Clients(*stubs)
+    for channel in channels:
+        await channel.close()
+
+
+def key(label: str) -> str:
+    return f"{label}-{uuid.uuid4().hex}"
+
+
+async def stock_a_product(clients: Clients, *, on_hand: int, price_minor: int) -> str:
+    """A new SKU in the catalog and in stock."""
+    sku = f"SKU-{uuid.uuid4().hex[:10]}"
+    await clients.cart.UpsertProduct(
+        cart_pb.UpsertProductRequest(
+            idempotency_key=key("product"),
+            sku=ids_pb2.Sku(value=sku),
+            name="Enamel mug",
+            price=money_pb2.Money(amount_minor=price_minor, currency="USD"),
+        ),
+        timeout=10,
+    )
+    await clients.inventory.SetStock(
+        inventory_pb.SetStockRequest(
+            idempotency_key=key("stock"), sku=ids_pb2.Sku(value=sku), on_hand=on_hand
+        ),
+        timeout=10,
+    )
+    return sku
+
+
+async def cart_with(clients: Clients, customer: str, sku: str, quantity: int) -> str:
+    """A customer's cart holding `quantity` of `sku`."""
+    created = await clients.cart.CreateCart(
+        cart_pb.CreateCartRequest(
+            idempotency_key=key("cart"), customer_id=ids_pb2.CustomerId(value=customer)
+        ),
+        timeout=10,
+    )
+    cart_id = created.cart.cart_id.value
+    await clients.cart.SetItemQuantity(
+        cart_pb.SetItemQuantityRequest(
+            idempotency_key=key("item"),
+            cart_id=ids_pb2.CartId(value=cart_id),
+            customer_id=ids_pb2.CustomerId(value=customer),
+            sku=ids_pb2.Sku(value=sku),
+            quantity=quantity,
+        ),
+        timeout=10,
+    )
+    return cart_id
+
+
+def place_order_request(
+    customer: str, cart_id: str, payment_method: str, idempotency_key: str
+) -> checkout_pb.PlaceOrderRequest:
+    return checkout_pb.PlaceOrderRequest(
+        idempotency_key=idempotency_key,
+        customer_id=ids_pb2.CustomerId(value=customer),
+        cart_id=ids_pb2.CartId(value=cart_id),
+        payment_method=payment_method,
+        shipping_address=ADDRESS,
+    )
+
+
+async def settled_order(clients: Clients, customer: str, order_id: str) -> checkout_pb.Order:
+    """The order once its saga has moved it out of PENDING (polled with a deadline)."""
+    request = checkout_pb.GetOrderRequest(
+        order_id=ids_pb2.OrderId(value=order_id), customer_id=ids_pb2.CustomerId(value=customer)
+    )
+    async with asyncio.timeout(SETTLES_WITHIN):
+        while True:
+            order = (await clients.checkout.GetOrder(request, timeout=10)).order
+            if order.status != checkout_pb.ORDER_STATUS_PENDING:
+                return order
+            await asyncio.sleep(0.2)
+
+
+async def stock_of(clients: Clients, sku: str) -> inventory_pb.StockLevel:
+    response = await clients.inventory.GetStock(
+        inventory_pb.GetStockRequest(sku=ids_pb2.Sku(value=sku)), timeout=10
+    )
+    return response.stock_level
+
+
+async def test_orders_end_confirmed_or_cancelled_with_the_right_reason(clients: Clients) -> None:
+    sku = await stock_a_product(clients, on_hand=5, price_minor=1_250)
+    customer = f"cust-{uuid.uuid4().hex[:8]}"
+
+    # A good card: CONFIRMED, stock sold, the authorization covers the total.
+    cart_id = await cart_with(clients, customer, sku, 2)
+    first_key = key("checkout")
+    placed = await clients.checkout.PlaceOrder(
+        place_order_request(customer, cart_id, "pm_card_visa", first_key), timeout=10
+    )
+    assert placed.status == checkout_pb.ORDER_STATUS_PENDING
+    confirmed = await settled_order(clients, customer, placed.order_id.value)
+    assert confirmed.status == checkout_pb.ORDER_STATUS_CONFIRMED, confirmed
+    assert confirmed.subtotal.amount_minor == 2_500
+    assert (
+        confirmed.total.amount_minor == confirmed.subtotal.amount_minor + confirmed.tax.amount_minor
+    )
+    assert confirmed.payment.authorized.amount_minor == confirmed.total.amount_minor
+    level = await stock_of(clients, sku)
+    assert (level.on_hand, level.reserved) == (3, 0)
+
+    # The same key again: the same order, replayed, nothing new.
+    replay = await clients.checkout.PlaceOrder(
+        place_order_request(customer, cart_id, "pm_card_visa", first_key), timeout=10
+    )
+    assert (replay.order_id.value, replay.replayed) == (placed.order_id.value, True)
+
+    # A declined card: CANCELLED payment_declined, the units back on the shelf.
+    cart_id = await cart_with(clients, customer, sku, 1)
+    declined = await clients.checkout.PlaceOrder(
+        place_order_request(customer, cart_id, "pm_card_chargeDeclined", key("checkout")),
+        timeout=10,
+    )
+    order = await settled_order(clients, customer, declined.order_id.value)
+    assert order.status == checkout_pb.ORDER_STATUS_CANCELLED
+    assert order.failure_reason == checkout_pb.FAILURE_REASON_PAYMENT_DECLINED
+    level = await stock_of(clients, sku)
+    assert (level.on_hand, level.reserved) == (3, 0)
+
+    # More than the stock: CANCELLED out_of_stock, stock unchanged.
+    cart_id = await cart_with(clients, customer, sku, 4)
+    short = await clients.checkout.PlaceOrder(
+        place_order_request(customer, cart_id, "pm_card_visa", key("checkout")), timeout=10
+    )
+    order = await settled_order(clients, customer, short.order_id.value)
+    assert order.status == checkout_pb.ORDER_STATUS_CANCELLED
+    assert order.failure_reason == checkout_pb.FAILURE_REASON_OUT_OF_STOCK
+    level = await stock_of(clients, sku)
+    assert (level.on_hand, level.reserved) == (3, 0)
+
+    # The fraud check: CANCELLED fraud_rejected.
+    cart_id = await cart_with(clients, customer, sku, 1)
+    risky = await clients.checkout.PlaceOrder(
+        place_order_request(customer, cart_id, "pm_card_riskLevelHighest", key("checkout")),
+        timeout=10,
+    )
+    order = await settled_order(clients, customer, risky.order_id.value)
+    assert order.status == checkout_pb.ORDER_STATUS_CANCELLED
+    assert order.failure_reason == checkout_pb.FAILURE_REASON_FRAUD_REJECTED
