@@ -55,7 +55,7 @@ async def local_stack(
     base_env: Mapping[str, str],
 ) -> AsyncIterator[StackPlan]:
     """Bring up PostgreSQL, Redis and the schema; yield the services to run; stop the stores."""
-    taken = ports_in_use(base_port=options.base_port)
+    taken = ports_in_use(base_port=options.base_port, http_ports=options.http_ports)
     if taken:
         raise StartupError(
             f"already in use: {', '.join(taken)}; is another `make run` still running? "
@@ -80,13 +80,26 @@ async def local_stack(
                 base_port=options.base_port,
                 database_url=database_url,
                 redis_url=cache_url,
+                http_ports=options.http_ports,
                 extra_env=extra_env,
             ),
             resources={
                 "DATABASE_URL": mask_password(database_url),
                 "REDIS_URL": mask_password(cache_url),
             },
+            next_steps=_try_it(options.http_ports["gateway"], base_env),
         )
+
+
+def _try_it(gateway_port: int, base_env: Mapping[str, str]) -> list[str]:
+    """A ready-to-paste curl call, when the gateway runs with its development secret."""
+    from gateway.server import curl_example
+    from gateway.settings import DEV_JWT_SECRET, GatewaySettings
+
+    if base_env.get("GATEWAY_JWT_SECRET", DEV_JWT_SECRET) != DEV_JWT_SECRET:
+        return []  # a real secret: no token is printed
+    settings = GatewaySettings(gateway_port=gateway_port, gateway_jwt_secret=DEV_JWT_SECRET)
+    return [f"try it: {curl_example(settings)}", "(`make token` prints a token of your own)"]
 
 
 async def _start_postgres(options: RunOptions, console: PrefixedConsole) -> EmbeddedPostgres:

@@ -1,4 +1,5 @@
-"""Readiness checks: the standard gRPC health check for services, PING for Redis."""
+"""Readiness checks: the standard gRPC health check for services, PING for Redis, and an HTTP
+GET answering 200 for HTTP processes (the gateway, the PSP simulator)."""
 
 from __future__ import annotations
 
@@ -45,7 +46,21 @@ class RedisPingCheck:
         return f"{self.host}:{self.port}"
 
 
-ReadinessCheck = GrpcHealthCheck | RedisPingCheck
+@dataclass(frozen=True)
+class HttpReadyCheck:
+    """GET `path` on an HTTP server and expect 200."""
+
+    host: str
+    port: int
+    path: str
+
+    @property
+    def address(self) -> str:
+        """Where the process listens."""
+        return f"{self.host}:{self.port}"
+
+
+ReadinessCheck = GrpcHealthCheck | RedisPingCheck | HttpReadyCheck
 
 
 @dataclass(frozen=True)
@@ -67,6 +82,8 @@ class ReadinessProber:
         """Run one check once."""
         if isinstance(check, GrpcHealthCheck):
             return await self._check_grpc_health(check)
+        if isinstance(check, HttpReadyCheck):
+            return await self._get_http(check)
         return await self._ping_redis(check)
 
     async def close(self) -> None:
@@ -110,3 +127,19 @@ class ReadinessProber:
         if answer.strip() == b"+PONG":
             return Readiness(ready=True, detail="answering PING")
         return Readiness(ready=False, detail=answer.decode(errors="replace").strip() or "no answer")
+
+    async def _get_http(self, check: HttpReadyCheck) -> Readiness:
+        request = f"GET {check.path} HTTP/1.1\r\nHost: {check.address}\r\nConnection: close\r\n\r\n"
+        try:
+            async with asyncio.timeout(self._timeout):
+                reader, writer = await asyncio.open_connection(check.host, check.port)
+                try:
+                    writer.write(request.encode())
+                    status_line = await reader.readline()
+                finally:
+                    writer.close()
+        except (OSError, TimeoutError) as error:
+            return Readiness(ready=False, detail=type(error).__name__)
+        parts = status_line.decode(errors="replace").split(" ", 2)
+        status = parts[1] if len(parts) > 1 else "no answer"
+        return Readiness(ready=status == "200", detail=f"GET {check.path}: {status}")

@@ -26,6 +26,7 @@ class StackPlan:
 
     services: Sequence[ProcessSpec]
     resources: Mapping[str, str] = field(default_factory=dict)
+    next_steps: Sequence[str] = ()  # said once everything is SERVING, e.g. a curl to try
 
 
 PrepareStack = Callable[[Supervisor], AbstractAsyncContextManager[StackPlan]]
@@ -144,6 +145,8 @@ async def _run_stack(
                 return 1
             _report_stack(supervisor, console, plan)
             console.say(f"all services SERVING in {time.monotonic() - started:.1f}s")
+            for step in plan.next_steps:
+                console.say(step)
             phase.steady = True
             await stop.wait()
             return 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +26,8 @@ class SupervisorSettings(BaseSettings):
     database_url: str = ""
     redis_url: str = ""
     supervisor_base_port: int = Field(default=DEFAULT_BASE_PORT, ge=1, le=65535)
+    gateway_port: int = Field(default=8080, ge=1, le=65535)
+    psp_port: int = Field(default=8089, ge=1, le=65535)
     local_data_dir: Path = Field(default_factory=default_data_dir)
 
 
@@ -35,6 +37,7 @@ class RunOptions:
 
     data_dir: Path
     base_port: int
+    http_ports: Mapping[str, int]  # the HTTP processes' ports, by name (gateway, psp)
     ready_timeout: float
     stop_grace: float
     skip_migrate: bool
@@ -69,6 +72,18 @@ def parse_options(argv: Sequence[str], settings: SupervisorSettings) -> RunOptio
         "default: %(default)s)",
     )
     parser.add_argument(
+        "--gateway-port",
+        type=int,
+        default=settings.gateway_port,
+        help="the HTTP gateway's port (env GATEWAY_PORT; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--psp-port",
+        type=int,
+        default=settings.psp_port,
+        help="the PSP simulator's port (env PSP_PORT; default: %(default)s)",
+    )
+    parser.add_argument(
         "--ready-timeout",
         type=float,
         default=60.0,
@@ -87,6 +102,7 @@ def parse_options(argv: Sequence[str], settings: SupervisorSettings) -> RunOptio
     return RunOptions(
         data_dir=args.data_dir.expanduser().resolve(),
         base_port=args.base_port,
+        http_ports={"gateway": args.gateway_port, "psp": args.psp_port},
         ready_timeout=args.ready_timeout,
         stop_grace=args.stop_grace,
         skip_migrate=args.skip_migrate,

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from local_supervisor.processes import ProcessSpec
-from local_supervisor.readiness import GrpcHealthCheck
+from local_supervisor.readiness import GrpcHealthCheck, HttpReadyCheck, ReadinessCheck
 
 GRPC_HOST = "127.0.0.1"
 SAGA_DEFINITION = Path(__file__).resolve().parents[1] / "deploy" / "ecs" / "checkout_saga.asl.json"
@@ -22,7 +22,9 @@ class StackEntry:
     name: str
     module: str
     port_offset: int | None  # None: no gRPC port, so no health check (e.g. a worker)
-    env: Mapping[str, str] = field(default_factory=dict)  # its own settings, e.g. an HTTP port
+    env: Mapping[str, str] = field(default_factory=dict)  # its own settings
+    http_port_env: str | None = None  # an HTTP process: the variable its port goes in
+    ready_path: str | None = None  # ... and the path that answers 200 once it is ready
 
 
 # Adding the gateway or a worker is one line here.
@@ -31,12 +33,15 @@ STACK: tuple[StackEntry, ...] = (
     StackEntry("inventory", "services.inventory", 1),
     StackEntry("payment", "services.payment", 2),
     StackEntry("checkout", "services.checkout", 3),
-    StackEntry("psp", "psp_simulator", None, env={"PSP_PORT": "8089"}),
+    StackEntry("psp", "psp_simulator", None, http_port_env="PSP_PORT", ready_path="/healthz"),
     # Runs the same state machine file Step Functions runs, calling the adapter handlers.
     StackEntry(
         "saga-engine", "workers.saga_engine", None, env={"SAGA_DEFINITION": str(SAGA_DEFINITION)}
     ),
+    # /readyz answers 200 only once cart, inventory and checkout are SERVING.
+    StackEntry("gateway", "gateway", None, http_port_env="GATEWAY_PORT", ready_path="/readyz"),
 )
+DEFAULT_HTTP_PORTS: Mapping[str, int] = {"psp": 8089, "gateway": 8080}
 
 
 def service_specs(
@@ -44,12 +49,13 @@ def service_specs(
     base_port: int,
     database_url: str,
     redis_url: str,
+    http_ports: Mapping[str, int] = DEFAULT_HTTP_PORTS,
     extra_env: Mapping[str, str] | None = None,
     entries: tuple[StackEntry, ...] = STACK,
 ) -> list[ProcessSpec]:
-    """The process specs of the stack's services, on ports base_port + offset."""
+    """The process specs of the stack's services: gRPC on base_port + offset, HTTP on its port."""
     specs = []
-    targets = service_targets(base_port=base_port, entries=entries)
+    targets = service_targets(base_port=base_port, http_ports=http_ports, entries=entries)
     for entry in entries:
         env = {
             "DATABASE_URL": database_url,
@@ -59,23 +65,39 @@ def service_specs(
             **(extra_env or {}),
             **entry.env,
         }
-        readiness = None
+        readiness: ReadinessCheck | None = None
         if entry.port_offset is not None:
             port = base_port + entry.port_offset
             env |= {"GRPC_HOST": GRPC_HOST, "GRPC_PORT": str(port)}
             readiness = GrpcHealthCheck(f"{GRPC_HOST}:{port}")
+        if entry.http_port_env is not None:
+            http_port = http_ports[entry.name]
+            env[entry.http_port_env] = str(http_port)
+            if entry.ready_path is not None:
+                readiness = HttpReadyCheck(GRPC_HOST, http_port, entry.ready_path)
         argv = [sys.executable, "-m", entry.module]
         specs.append(ProcessSpec(name=entry.name, argv=argv, env=env, readiness=readiness))
     return specs
 
 
-def service_targets(*, base_port: int, entries: tuple[StackEntry, ...] = STACK) -> dict[str, str]:
-    """Where each gRPC service listens, as the env vars its callers read (e.g. CART_TARGET)."""
-    return {
+def service_targets(
+    *,
+    base_port: int,
+    http_ports: Mapping[str, int] = DEFAULT_HTTP_PORTS,
+    entries: tuple[StackEntry, ...] = STACK,
+) -> dict[str, str]:
+    """Where each process listens, as the variables its callers read (CART_TARGET, PSP_URL)."""
+    targets = {
         f"{entry.name.upper()}_TARGET": f"{GRPC_HOST}:{base_port + entry.port_offset}"
         for entry in entries
         if entry.port_offset is not None
     }
+    targets |= {
+        f"{entry.name.upper()}_URL": f"http://{GRPC_HOST}:{http_ports[entry.name]}"
+        for entry in entries
+        if entry.http_port_env is not None
+    }
+    return targets
 
 
 def migration_spec(*, database_url: str) -> ProcessSpec:
@@ -84,13 +106,21 @@ def migration_spec(*, database_url: str) -> ProcessSpec:
     return ProcessSpec(name="migrate", argv=argv, env={"DATABASE_URL": database_url})
 
 
-def ports_in_use(*, base_port: int, entries: tuple[StackEntry, ...] = STACK) -> list[str]:
+def ports_in_use(
+    *,
+    base_port: int,
+    http_ports: Mapping[str, int] = DEFAULT_HTTP_PORTS,
+    entries: tuple[StackEntry, ...] = STACK,
+) -> list[str]:
     """The stack's ports that something already listens on, as "name (port)"."""
     taken = []
     for entry in entries:
-        if entry.port_offset is None:
+        if entry.port_offset is not None:
+            port = base_port + entry.port_offset
+        elif entry.http_port_env is not None:
+            port = http_ports[entry.name]
+        else:
             continue
-        port = base_port + entry.port_offset
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.stack import REPO, WITHIN, RunningStack, free_base_port
+from tests.support.stack import REPO, WITHIN, RunningStack, free_ports
 
 
 @pytest.fixture
 async def stack(database_url: str, tmp_path: Path) -> AsyncIterator[RunningStack]:
-    base_port = free_base_port()
+    base_port, http_ports = free_ports()
     env = {**os.environ, "DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1"}
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -26,12 +26,16 @@ async def stack(database_url: str, tmp_path: Path) -> AsyncIterator[RunningStack
         str(tmp_path),
         "--base-port",
         str(base_port),
+        "--gateway-port",
+        str(http_ports["gateway"]),
+        "--psp-port",
+        str(http_ports["psp"]),
         cwd=REPO,
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
-    running = RunningStack(process, base_port, tmp_path)
+    running = RunningStack(process, base_port, http_ports, tmp_path)
     pump = asyncio.create_task(running.pump())
     try:
         yield running

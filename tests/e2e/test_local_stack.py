@@ -28,6 +28,7 @@ async def test_the_stack_serves_restarts_a_killed_service_and_stops_cleanly(
 ) -> None:
     await stack.wait_for_line("all services SERVING", within=READY_WITHIN + 30)
 
+    assert "try it: curl" in await stack.wait_for_line("try it:")
     for name, service in SERVICE_NAMES.items():
         address = stack.address(name)
         assert await health_status(address, service) == SERVING

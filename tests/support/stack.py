@@ -18,6 +18,7 @@ WITHIN = 30.0
 class RunningStack:
     process: asyncio.subprocess.Process
     base_port: int
+    http_ports: dict[str, int]
     data_dir: Path
     lines: list[str] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -26,6 +27,10 @@ class RunningStack:
         offset = next(e.port_offset for e in STACK if e.name == name)
         assert offset is not None
         return f"127.0.0.1:{self.base_port + offset}"
+
+    def url(self, name: str) -> str:
+        """The base URL of an HTTP process (gateway, psp)."""
+        return f"http://127.0.0.1:{self.http_ports[name]}"
 
     def pid_of(self, name: str) -> int | None:
         """The process's pid from the supervisor's state file (None while it restarts)."""
@@ -49,9 +54,11 @@ class RunningStack:
             self.changed.set()
 
 
-def free_base_port() -> int:
+def free_ports() -> tuple[int, dict[str, int]]:
+    """A base port for the gRPC services and ports for the HTTP processes, all free now."""
     for _ in range(50):
         base = random.randint(20_000, 40_000)
-        if not ports_in_use(base_port=base):
-            return base
+        http_ports = {"gateway": base + 10, "psp": base + 11}
+        if not ports_in_use(base_port=base, http_ports=http_ports):
+            return base, http_ports
     raise RuntimeError("no free ports")
