@@ -263,7 +263,7 @@ async def test_compensating_an_order_that_never_reserved_or_paid_succeeds(
 
 
 @pytest.mark.usefixtures("targets")
-async def test_commit_is_repeatable_and_a_committed_reservation_cannot_be_released(
+async def test_commit_is_repeatable_and_releasing_a_committed_reservation_is_a_defect(
     stock: InventoryStub,
 ) -> None:
     order = str(new_id())
@@ -276,10 +276,15 @@ async def test_commit_is_repeatable_and_a_committed_reservation_cannot_be_releas
     assert commits[0] == commits[1]
     assert commits[0]["status"] == "COMMITTED"
 
-    with pytest.raises(errors.ReservationCommitted):
+    # The saga never compensates after the commit, so this refusal is not an outcome it routes.
+    with pytest.raises(errors.StepFailed, match="RESERVATION_CLOSED"):
         await run(
             "ReleaseInventoryFunctionArn", {"order_id": order, "reason": "customer_cancelled"}
         )
+    level = (
+        await stock.GetStock(inventory_pb.GetStockRequest(sku=ids_pb2.Sku(value=sku)))
+    ).stock_level
+    assert (level.sold, level.reserved) == (1, 0)
 
 
 @pytest.mark.usefixtures("targets")
@@ -545,12 +550,14 @@ async def test_a_highest_risk_card_is_fraud_rejected_and_the_order_ends_with_tha
     assert stored.failure_detail.startswith("FraudRejected: risk score 95")
 
 
-async def test_a_cancel_asked_for_while_the_saga_runs_is_order_cancel_requested_at_confirm(
+async def test_a_cancel_asked_for_before_confirm_voids_releases_and_cancels_the_order(
     shop: Shop, psp: RunningPsp
 ) -> None:
-    saga_input = await placed_order(shop)
+    sku = await stocked_sku(shop.inventory, 10)
+    saga_input = await placed_order(shop, sku=sku)
     order = {"order_id": saga_input["order_id"]}
     state = await through_the_pivot(saga_input)
+    assert await reserved(shop.inventory, sku) == 2
     await shop.checkout.CancelOrder(
         checkout_pb.CancelOrderRequest(
             idempotency_key=f"cancel-{order['order_id']}",
@@ -558,7 +565,6 @@ async def test_a_cancel_asked_for_while_the_saga_runs_is_order_cancel_requested_
             customer_id=ids_pb2.CustomerId(value=saga_input["customer_id"]),
         )
     )
-    await run("CommitReservationFunctionArn", order)
 
     with pytest.raises(errors.OrderCancelRequested):
         await run(
@@ -571,17 +577,22 @@ async def test_a_cancel_asked_for_while_the_saga_runs_is_order_cancel_requested_
         )
     compensation = order | {"reason": "customer_cancelled"}
     voided = await run("VoidPaymentFunctionArn", compensation)
-    # The stock was committed just before ConfirmOrder saw the cancel: it cannot be released.
-    with pytest.raises(errors.ReservationCommitted):
-        await run("ReleaseInventoryFunctionArn", compensation)
+    # Nothing was committed before ConfirmOrder, so the held stock goes back.
+    released = await run("ReleaseInventoryFunctionArn", compensation)
     failed = await run(
         "FailOrderFunctionArn", compensation | {"error": {"Error": "OrderCancelRequested"}}
     )
 
     assert voided == {"status": "VOIDED"}
     assert [i["status"] for i in await psp.intents(order_id=order["order_id"])] == ["canceled"]
+    assert released == {"status": "RELEASED"}
+    level = (
+        await shop.inventory.GetStock(inventory_pb.GetStockRequest(sku=ids_pb2.Sku(value=sku)))
+    ).stock_level
+    assert (level.on_hand, level.reserved, level.sold, level.available) == (10, 0, 0, 10)
     assert failed == {"status": "CANCELLED", "reason": "customer_cancelled"}
     stored = await order_of(shop, saga_input)
+    assert stored.status == checkout_pb.ORDER_STATUS_CANCELLED
     assert stored.failure_reason == checkout_pb.FAILURE_REASON_CUSTOMER_CANCELLED
 
 
@@ -615,3 +626,50 @@ async def test_the_engine_runs_the_definition_through_the_adapters_to_either_end
         await shop.inventory.GetStock(inventory_pb.GetStockRequest(sku=ids_pb2.Sku(value=sku)))
     ).stock_level
     assert (level.sold, level.reserved, level.available) == (2, 0, 8)
+
+
+def cancelling_after(step: str) -> dict[str, Any]:
+    """The real handlers, where `step` is followed by the customer's cancel of the order, as
+    if it arrived while the state machine moved on to the next state."""
+
+    def then_cancel(event: dict[str, Any], context: Any) -> Any:
+        result = HANDLERS[step](event, context)
+        clients.checkout().CancelOrder(
+            checkout_pb.CancelOrderRequest(
+                idempotency_key=f"cancel-{event['order_id']}",
+                order_id=ids_pb2.OrderId(value=event["order_id"]),
+                customer_id=ids_pb2.CustomerId(value=event["customer_id"]),
+            ),
+            timeout=10,
+        )
+        return result
+
+    return HANDLERS | {step: then_cancel}
+
+
+async def test_the_engine_compensates_a_cancel_asked_for_after_the_pivot_down_to_no_stock_held(
+    shop: Shop, psp: RunningPsp
+) -> None:
+    machine = StateMachine.from_definition(
+        json.loads((REPO / "deploy" / "ecs" / "checkout_saga.asl.json").read_text())
+    )
+    sku = await stocked_sku(shop.inventory, 10)
+    saga_input = await placed_order(shop, sku=sku)
+
+    with ThreadPoolExecutor(max_workers=4) as executor:
+        handlers = cancelling_after("AuthorizePaymentFunctionArn")
+        interpreter = Interpreter(machine, HandlerInvoker(handlers, executor))
+        ended, _ = await interpreter.run(
+            saga_input, {"Execution": {"Name": saga_input["order_id"]}}
+        )
+
+    assert (ended.error, ended.cause) == ("OrderCancelled", "customer_cancelled")
+    order = await order_of(shop, saga_input)
+    assert order.status == checkout_pb.ORDER_STATUS_CANCELLED
+    assert order.failure_reason == checkout_pb.FAILURE_REASON_CUSTOMER_CANCELLED
+    intents = await psp.intents(order_id=saga_input["order_id"])
+    assert [i["status"] for i in intents] == ["canceled"]
+    level = (
+        await shop.inventory.GetStock(inventory_pb.GetStockRequest(sku=ids_pb2.Sku(value=sku)))
+    ).stock_level
+    assert (level.on_hand, level.reserved, level.sold, level.available) == (10, 0, 0, 10)

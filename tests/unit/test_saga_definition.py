@@ -1,7 +1,7 @@
 """The checkout saga's state machine (deploy/ecs/checkout_saga.asl.json) held to its promises:
 every Task has a handler, every named error is retried or caught where it can occur, every
-state can end, compensations retry until parked, and nothing after the pivot cancels an order
-without voiding its payment first."""
+state can end, compensations retry until parked, nothing after the pivot cancels an order
+without voiding its payment first, and nothing is committed before the order is confirmed."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ State = dict[str, Any]
 
 PIVOT = "AuthorizePayment"
 BEFORE_PIVOT = ("CalculateTax", "FraudCheck", "ReserveInventory", PIVOT)
-AFTER_PIVOT = ("CommitReservation", "ConfirmOrder")
+AFTER_PIVOT = ("ConfirmOrder", "CommitReservation")
 COMPENSATIONS = ("VoidPayment", "ReleaseInventory", "FailOrder")
 OVERALL_TIMEOUT = 600
 
@@ -41,10 +41,10 @@ REASON_BY_OUTCOME = {
     "PaymentDeclined": "payment_declined",
     "FraudRejected": "fraud_rejected",
     "OrderCancelRequested": "customer_cancelled",
-    "ReservationExpired": "timeout",
 }
-# Errors that must be routed by name and never retried.
-ROUTED = {*REASON_BY_OUTCOME, "ReservationCommitted"}
+# Errors that must be routed by name and never retried (an expired hold after ConfirmOrder is
+# an alarmed end, not a cancel).
+ROUTED = {*REASON_BY_OUTCOME, "ReservationExpired"}
 
 
 @cache
@@ -216,14 +216,43 @@ def test_every_state_is_reachable_and_can_reach_an_end() -> None:
             assert ends, f"{name} never reaches an end"
 
 
-def test_the_pivot_and_later_steps_never_fail_the_order_without_voiding_first() -> None:
-    for start in (PIVOT, *AFTER_PIVOT):
+def succeeds(names: set[str]) -> bool:
+    return any(top_level()[n]["Type"] == "Succeed" for n in names)
+
+
+def test_the_pivot_and_confirm_never_fail_the_order_without_voiding_first() -> None:
+    for start in (PIVOT, "ConfirmOrder"):
         assert "FailOrder" in reachable(definition(), start)
         assert "FailOrder" not in reachable(definition(), start, frozenset({"VoidPayment"}))
         assert "FailOrder" not in reachable(definition(), start, frozenset({"ReleaseInventory"}))
         # and no failure after the pivot ends as a success
-        without_confirm = reachable(definition(), start, frozenset({"ConfirmOrder"}))
-        assert not any(top_level()[n]["Type"] == "Succeed" for n in without_confirm)
+        assert not succeeds(reachable(definition(), start, frozenset({"ConfirmOrder"})))
+        assert not succeeds(reachable(definition(), start, frozenset({"CommitReservation"})))
+
+
+def test_nothing_is_committed_before_confirm_and_nothing_compensates_after_it() -> None:
+    machine = definition()
+    assert top_level()[PIVOT]["Next"] == "ConfirmOrder"
+    assert top_level()["ConfirmOrder"]["Next"] == "CommitReservation"
+    # Every compensation runs before the commit, so ReleaseInventory always finds stock held.
+    assert "CommitReservation" not in reachable(machine, "VoidPayment")
+    unconfirmed = reachable(machine, machine["StartAt"], frozenset({"ConfirmOrder"}))
+    assert "CommitReservation" not in unconfirmed
+    after_commit = reachable(machine, "CommitReservation")
+    assert not after_commit & {*COMPENSATIONS, "CancelledBecause"}
+    assert {top_level()[n].get("Error") for n in after_commit if n != "CommitReservation"} == {
+        None, "ConfirmedWithReservationLost", "ConfirmationParked",
+    }  # fmt: skip
+
+
+def test_a_reservation_lost_after_confirm_ends_alarmed_not_cancelled_or_retried() -> None:
+    retrier, catcher = handling("CommitReservation", "ReservationExpired")
+
+    assert retrier is not None
+    assert retrier["MaxAttempts"] == 0
+    assert catcher is not None
+    lost = top_level()[catcher["Next"]]
+    assert lost == lost | {"Type": "Fail", "Error": "ConfirmedWithReservationLost"}
 
 
 def test_compensations_retry_with_backoff_and_are_parked_not_dropped() -> None:
@@ -394,7 +423,7 @@ async def test_the_happy_path_confirms_the_order_and_compensates_nothing() -> No
     assert ended.status == "SUCCEEDED"
     assert sorted(tasks.steps()[:2]) == ["CalculateTax", "FraudCheck"]
     assert tasks.steps()[2:] == [
-        "ReserveInventory", "AuthorizePayment", "CommitReservation", "ConfirmOrder",
+        "ReserveInventory", "AuthorizePayment", "ConfirmOrder", "CommitReservation",
     ]  # fmt: skip
     assert tasks.payload("AuthorizePayment")["amount"] == ANSWERS["CalculateTax"]["total"]
     assert tasks.payload("ConfirmOrder") == {
@@ -412,7 +441,6 @@ COMPENSATION = ["VoidPayment", "ReleaseInventory", "FailOrder"]
         ("ReserveInventory", "OutOfStock", "out_of_stock", ["ReserveInventory"]),
         ("ReserveInventory", "StepFailed", "timeout", ["ReserveInventory"]),
         ("AuthorizePayment", "PaymentDeclined", "payment_declined", ["AuthorizePayment"]),
-        ("CommitReservation", "ReservationExpired", "timeout", ["CommitReservation"]),
         ("ConfirmOrder", "OrderCancelRequested", "customer_cancelled", ["ConfirmOrder"]),
     ],
 )
@@ -440,14 +468,26 @@ async def test_retryable_errors_before_the_pivot_are_retried_then_cancel_with_ti
     assert (ended.error, ended.cause) == ("OrderCancelled", "timeout")
 
 
-async def test_a_cancel_seen_after_the_stock_was_committed_ends_in_an_alarmed_state() -> None:
-    ended, tasks = await execute(
-        ConfirmOrder=("OrderCancelRequested", None), ReleaseInventory=("ReservationCommitted", None)
-    )
+async def test_a_cancel_seen_at_confirm_releases_the_stock_and_never_commits_it() -> None:
+    ended, tasks = await execute(ConfirmOrder=("OrderCancelRequested", None))
 
-    assert tasks.count("ReleaseInventory") == 1
-    assert tasks.payload("FailOrder")["reason"] == "customer_cancelled"
-    assert ended.error == "CancelledWithStockCommitted"
+    assert "CommitReservation" not in tasks.steps()
+    assert tasks.steps()[-4:] == ["ConfirmOrder", *COMPENSATION]
+    assert tasks.payload("ReleaseInventory") == {
+        "order_id": ORDER_ID, "reason": "customer_cancelled",
+    }  # fmt: skip
+    assert (ended.status, ended.error, ended.cause) == (
+        "FAILED", "OrderCancelled", "customer_cancelled",
+    )  # fmt: skip
+
+
+async def test_a_reservation_lost_after_confirm_ends_alarmed_without_compensating() -> None:
+    ended, tasks = await execute(CommitReservation=("ReservationExpired", None))
+
+    assert tasks.steps()[-2:] == ["ConfirmOrder", "CommitReservation"]
+    assert tasks.count("CommitReservation") == 1  # never retried
+    assert not set(COMPENSATION) & set(tasks.steps())
+    assert (ended.status, ended.error) == ("FAILED", "ConfirmedWithReservationLost")
 
 
 async def test_a_compensation_that_keeps_failing_is_retried_then_parked_never_skipped() -> None:
@@ -470,9 +510,20 @@ async def test_a_compensation_that_fails_for_a_while_still_completes() -> None:
     assert (ended.error, ended.cause) == ("OrderCancelled", "out_of_stock")
 
 
-async def test_a_step_after_the_pivot_that_keeps_failing_is_parked_without_compensating() -> None:
-    ended, tasks = await execute(ConfirmOrder=("StepFailed", None))
+@pytest.mark.parametrize("step", AFTER_PIVOT)
+async def test_a_step_after_the_pivot_that_keeps_failing_is_parked_without_compensating(
+    step: str,
+) -> None:
+    ended, tasks = await execute(**{step: ("StepFailed", None)})
 
-    assert tasks.count("ConfirmOrder") == 16
+    assert tasks.count(step) == 16
     assert not set(COMPENSATION) & set(tasks.steps())
     assert ended.error == "ConfirmationParked"
+
+
+async def test_a_commit_that_fails_for_a_while_still_confirms() -> None:
+    ended, tasks = await execute(CommitReservation=("RetryableError", 10))
+
+    assert tasks.count("CommitReservation") == 11
+    assert tasks.count("ConfirmOrder") == 1
+    assert ended.status == "SUCCEEDED"

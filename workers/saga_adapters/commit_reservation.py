@@ -1,4 +1,8 @@
-"""Task CommitReservation (after the pivot): the order's held stock becomes sold stock."""
+"""Task CommitReservation, after ConfirmOrder: the confirmed order's held stock becomes sold.
+
+A reservation no longer ACTIVE (expired or released) is ReservationExpired, which the
+definition sends to an alarmed end rather than retrying or compensating.
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
-"""Task ConfirmOrder (after the pivot): the checkout service moves the order to CONFIRMED.
+"""Task ConfirmOrder (after the pivot, before the commit): the order moves to CONFIRMED.
 
 A cancel the customer asked for while the saga ran comes back as FAILED_PRECONDITION with
-reason CANCEL_REQUESTED, which `translate` turns into OrderCancelRequested.
+reason CANCEL_REQUESTED, which `translate` turns into OrderCancelRequested; the stock is still
+only held then, so the compensation can release it.
 """
 
 from __future__ import annotations

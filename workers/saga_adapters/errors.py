@@ -41,10 +41,6 @@ class ReservationExpired(SagaStepError):
     """The reservation was no longer ACTIVE when the saga came to commit it."""
 
 
-class ReservationCommitted(SagaStepError):
-    """The reservation was already committed (sold), so it cannot be released."""
-
-
 class OrderCancelRequested(SagaStepError):
     """The customer asked to cancel the order before it was confirmed."""
 

@@ -1,8 +1,8 @@
 """Compensation ReleaseInventory: the inventory service gives the order's held stock back.
 
-Releasing a released or expired reservation, or an order that never got one, succeeds. Only a
-committed (sold) reservation is refused; that is ReservationCommitted, which the definition
-routes on rather than retries.
+Releasing a released or expired reservation, or an order that never got one, succeeds. The
+saga compensates only before CommitReservation, so a refusal (a committed reservation) is a
+defect: StepFailed, retried and then parked like any other compensation failure.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import grpc
 
 from marketplace.inventory.v1 import inventory_service_pb2 as pb
 from workers.saga_adapters import clients, reasons, wire
-from workers.saga_adapters.errors import ReservationCommitted, details, refusal_reason, translate
+from workers.saga_adapters.errors import translate
 
 STEP = "release"
-RAISES = frozenset({"RetryableError", "StepFailed", "ReservationCommitted"})
+RAISES = frozenset({"RetryableError", "StepFailed"})
 REQUIRES = frozenset({"order_id", "reason"})
 
 
@@ -33,8 +33,6 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             clients.inventory().ReleaseReservation, request, key=key, context=context
         )
     except grpc.RpcError as error:
-        if refusal_reason(error)[0] == "RESERVATION_CLOSED":
-            raise ReservationCommitted(details(error)) from error
         raise translate(error, STEP) from error
     if not response.HasField("reservation"):
         return {"status": "NONE"}
