@@ -1,0 +1,1 @@
+"""The queue port's adapters: PostgreSQL queues for local runs, SQS on AWS."""
