@@ -436,3 +436,93 @@ async def test_reconciliation_flags_authorizations_near_their_capture_deadline(
 
     assert order in {d.order_id.value for d in report.capture_deadlines}
     assert report.dry_run
+
+
+def order_ref(order_id: str) -> ids_pb2.OrderId:
+    return ids_pb2.OrderId(value=order_id)
+
+
+def void_request(order_id: str, key: str) -> pb.VoidPaymentRequest:
+    return pb.VoidPaymentRequest(
+        idempotency_key=key,
+        order_id=ids_pb2.OrderId(value=order_id),
+        reason=pb.VOID_REASON_ORDER_FAILED,
+    )
+
+
+async def test_voiding_an_order_with_no_payment_succeeds_without_effect(stub: Stub) -> None:
+    order = str(new_id())
+
+    voided = await stub.VoidPayment(void_request(order, f"void-none-{order}"))
+
+    assert not voided.HasField("payment")  # the contract's answer for "no payment"
+    missing = await refusal(stub.GetPayment(pb.GetPaymentRequest(order_id=order_ref(order))))
+    assert isinstance(missing, errors.NotFound)  # the void created nothing
+
+
+async def test_voiding_a_declined_payment_succeeds_without_effect(
+    stub: Stub, psp: RunningPsp, engine: AsyncEngine
+) -> None:
+    order = str(new_id())
+    declined = await stub.AuthorizePayment(
+        authorize_request(order, method="pm_card_chargeDeclined")
+    )
+
+    voids = [await stub.VoidPayment(void_request(order, f"void-{i}-{order}")) for i in range(2)]
+
+    assert [v.payment.status for v in voids] == [pb.PAYMENT_STATUS_FAILED] * 2
+    assert voids[0].payment.failure_code == "generic_decline"
+    payment_id = declined.payment.payment_id.value
+    assert await ledger_operations(engine, payment_id, "VOID") == 0
+    assert [i["status"] for i in await psp.intents(order_id=order)] == ["requires_payment_method"]
+
+
+async def test_voiding_a_voided_payment_again_under_another_key_succeeds_without_effect(
+    stub: Stub, psp: RunningPsp, engine: AsyncEngine
+) -> None:
+    order = str(new_id())
+    authorized = await stub.AuthorizePayment(authorize_request(order))
+    first = await stub.VoidPayment(void_request(order, f"void-saga-{order}"))
+
+    again = await stub.VoidPayment(void_request(order, f"void-operator-{order}"))
+
+    assert first.payment.status == again.payment.status == pb.PAYMENT_STATUS_VOIDED
+    assert await ledger_operations(engine, authorized.payment.payment_id.value, "VOID") == 1
+    assert [i["status"] for i in await psp.intents(order_id=order)] == ["canceled"]
+
+
+async def test_voiding_a_captured_payment_is_failed_precondition(
+    stub: Stub, psp: RunningPsp
+) -> None:
+    order = str(new_id())
+    await stub.AuthorizePayment(authorize_request(order))
+    await stub.CapturePayment(
+        pb.CapturePaymentRequest(
+            idempotency_key=f"capture-{order}", order_id=order_ref(order), amount=usd(2500)
+        )
+    )
+
+    error = await refusal(stub.VoidPayment(void_request(order, f"void-{order}")))
+
+    assert isinstance(error, errors.FailedPrecondition)
+    assert (error.reason, error.metadata["status"]) == ("PAYMENT_STATE", "CAPTURED")
+    [intent] = await psp.intents(order_id=order)
+    assert (intent["status"], intent["amount_received"]) == ("succeeded", 2500)
+
+
+async def test_voiding_a_payment_whose_authorization_is_unknown_is_refused_not_skipped(
+    stub: Stub, psp: RunningPsp, engine: AsyncEngine
+) -> None:
+    order = str(new_id())
+    await psp.set_faults(error_rate=1.0)
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stub.AuthorizePayment(authorize_request(order), timeout=WITHIN)
+    await psp.set_faults()
+
+    error = await refusal(stub.VoidPayment(void_request(order, f"void-{order}")))
+    read = await stub.GetPayment(pb.GetPaymentRequest(order_id=order_ref(order)))
+
+    assert isinstance(error, errors.FailedPrecondition)
+    assert (error.reason, error.metadata["status"]) == ("PAYMENT_STATE", "PENDING")
+    assert read.payment.status == pb.PAYMENT_STATUS_PENDING
+    assert await ledger_operations(engine, read.payment.payment_id.value, "VOID") == 0

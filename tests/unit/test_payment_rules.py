@@ -62,6 +62,11 @@ def test_void_only_before_capture() -> None:
         )
 
 
+def test_only_a_failed_or_voided_payment_holds_nothing_to_void() -> None:
+    empty = {status for status in PaymentStatus if rules.holds_nothing(payment(status))}
+    assert empty == {PaymentStatus.FAILED, PaymentStatus.VOIDED}
+
+
 def test_another_currency_is_refused() -> None:
     with pytest.raises(InvalidArgument):
         rules.check_operation(payment(PaymentStatus.AUTHORIZED), OperationKind.CAPTURE, 10, "EUR")

@@ -1,9 +1,9 @@
 """Compensation VoidPayment: the payment service releases any hold on the customer's funds.
 
-The contract makes a void of a FAILED or VOIDED payment, or of an order with no payment, a
-success without effect; the payment service answers those with NOT_FOUND or PAYMENT_STATE, so
-they are read back here as "nothing held". A payment still PENDING (the PSP's answer to the
-authorization is unknown) cannot be voided yet: that is retried until it is resolved.
+By the contract a void of a FAILED or VOIDED payment, or of an order with no payment (the
+response carries none), succeeds without effect. A payment still PENDING (the PSP's answer to
+the authorization is unknown) is refused with PAYMENT_STATE: that is retried until the outcome
+is known, never read as nothing held.
 """
 
 from __future__ import annotations
@@ -14,13 +14,11 @@ import grpc
 
 from marketplace.payment.v1 import payment_service_pb2 as pb
 from workers.saga_adapters import clients, reasons, wire
-from workers.saga_adapters.errors import RetryableError, refusal_reason, status_code, translate
+from workers.saga_adapters.errors import RetryableError, refusal_reason, translate
 
 STEP = "void"
 RAISES = frozenset({"RetryableError", "StepFailed"})
 REQUIRES = frozenset({"order_id", "reason"})
-
-_NOTHING_HELD = frozenset({"FAILED", "VOIDED"})
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -40,11 +38,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             limit=clients.settings().payment_call_timeout_seconds,
         )
     except grpc.RpcError as error:
-        if status_code(error) == grpc.StatusCode.NOT_FOUND:
-            return {"status": "NONE"}
         reason, metadata = refusal_reason(error)
-        if reason == "PAYMENT_STATE" and metadata.get("status") in _NOTHING_HELD:
-            return {"status": metadata["status"]}
         if reason == "PAYMENT_STATE" and metadata.get("status") == "PENDING":
             raise RetryableError("the authorization's outcome is not known yet") from error
         raise translate(error, STEP) from error

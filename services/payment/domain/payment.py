@@ -127,6 +127,15 @@ def check_same_authorization(payment: Payment, *, amount: int, currency: str, me
         )
 
 
+# A payment in these states holds no funds: voiding it again has nothing to release.
+NOTHING_HELD = frozenset({PaymentStatus.FAILED, PaymentStatus.VOIDED})
+
+
+def holds_nothing(payment: Payment) -> bool:
+    """True when a void of the payment succeeds without effect (declined or already voided)."""
+    return payment.status in NOTHING_HELD
+
+
 def check_operation(payment: Payment, kind: OperationKind, amount: int, currency: str) -> None:
     """Refuse an operation the payment's state or amounts do not allow."""
     if kind is not OperationKind.VOID and currency != payment.currency:

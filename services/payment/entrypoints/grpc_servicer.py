@@ -47,9 +47,15 @@ class PaymentServicer(pb_grpc.PaymentServiceServicer):
     async def VoidPayment(
         self, request: pb.VoidPaymentRequest, context: Context
     ) -> pb.VoidPaymentResponse:
-        return pb.VoidPaymentResponse(
-            payment=await self._operate(request, OperationKind.VOID, 0, "")
+        payment = await payments.void(
+            payments.Void(
+                order_id=uuid.UUID(request.order_id.value), request_key=request.idempotency_key
+            ),
+            self.deps,
         )
+        if payment is None:
+            return pb.VoidPaymentResponse()  # the order has no payment: nothing to release
+        return pb.VoidPaymentResponse(payment=await self._wire(payment))
 
     async def RefundPayment(
         self, request: pb.RefundPaymentRequest, context: Context

@@ -71,6 +71,14 @@ class Operate:
     request_key: str
 
 
+@dataclass(frozen=True, kw_only=True)
+class Void:
+    """Release the hold on an order's funds; `request_key` makes repeats harmless."""
+
+    order_id: uuid.UUID
+    request_key: str
+
+
 async def authorize(command: Authorize, deps: Payments) -> Payment:
     """Authorize once per order: repeats return the first outcome, another amount is refused."""
     rules.check_currency(command.currency)
@@ -116,16 +124,41 @@ async def authorize(command: Authorize, deps: Payments) -> Payment:
 
 async def operate(command: Operate, deps: Payments) -> Payment:
     """Capture, void or refund within the amount rules; a repeated request is answered again."""
+    payment = await _operate(command, deps)
+    if payment is None:
+        raise NotFound(
+            f"no payment for order {command.order_id}",
+            metadata={"order_id": str(command.order_id)},
+        )
+    return payment
+
+
+async def void(command: Void, deps: Payments) -> Payment | None:
+    """Void as the contract says: no payment (None), or a FAILED or VOIDED one, succeeds without
+    effect; a captured payment, or one whose authorization is still PENDING, is refused."""
+    return await _operate(
+        Operate(
+            order_id=command.order_id,
+            kind=OperationKind.VOID,
+            amount=0,
+            currency="",
+            request_key=command.request_key,
+        ),
+        deps,
+    )
+
+
+async def _operate(command: Operate, deps: Payments) -> Payment | None:
+    """The operation on the order's payment (None when the order has none), once per key."""
     async with deps.unit_of_work() as uow:
         payments = PaymentRepository(uow.session)
         payment = await payments.by_order(command.order_id, for_update=True)
         if payment is None:
-            raise NotFound(
-                f"no payment for order {command.order_id}",
-                metadata={"order_id": str(command.order_id)},
-            )
+            return None
         operation = await payments.operation(payment.payment_id, command.kind, command.request_key)
         if operation is None:
+            if command.kind is OperationKind.VOID and rules.holds_nothing(payment):
+                return payment  # nothing to release: no ledger entry, no PSP call, no event
             rules.check_operation(payment, command.kind, command.amount, command.currency)
             # A void gives back the whole authorization, whatever amount the request carried.
             amount = payment.authorized if command.kind is OperationKind.VOID else command.amount
