@@ -1,0 +1,1 @@
+"""An in-process carrier simulator with configurable faults (error rate, latency)."""

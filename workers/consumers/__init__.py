@@ -1,0 +1,1 @@
+"""Side-effect consumers (shipping, email, analytics, invoice), each idempotent by an inbox."""

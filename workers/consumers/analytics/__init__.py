@@ -1,0 +1,1 @@
+"""The analytics consumer: one order fact per event, appended to a sink."""

@@ -1,0 +1,1 @@
+"""The email consumer: order confirmations and cancellation notices through the mailer port."""

@@ -1,0 +1,1 @@
+"""The invoice consumer: one immutable invoice document per confirmed order."""

@@ -1,0 +1,1 @@
+"""The shipping consumer: ShipmentRequested -> carrier -> ShipmentCreated -> ship and capture."""
