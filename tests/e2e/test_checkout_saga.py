@@ -10,7 +10,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import asyncpg  # type: ignore[import-untyped]
 import grpc
+import httpx
 import pytest
 
 from marketplace.cart.v1 import cart_service_pb2 as cart_pb
@@ -197,3 +199,56 @@ async def test_orders_end_confirmed_or_cancelled_with_the_right_reason(clients: 
     order = await settled_order(clients, customer, risky.order_id.value)
     assert order.status == checkout_pb.ORDER_STATUS_CANCELLED
     assert order.failure_reason == checkout_pb.FAILURE_REASON_FRAUD_REJECTED
+
+
+RACERS = 100
+
+
+async def test_100_identical_place_orders_make_one_order_one_execution_one_psp_intent(
+    clients: Clients, stack: RunningStack, database_url: str
+) -> None:
+    sku = await stock_a_product(clients, on_hand=10, price_minor=700)
+    customer = f"cust-{uuid.uuid4().hex[:8]}"
+    cart_id = await cart_with(clients, customer, sku, 1)
+    request = place_order_request(customer, cart_id, "pm_card_visa", key("storm"))
+    channels = [grpc.aio.insecure_channel(stack.address("checkout")) for _ in range(10)]
+    stubs: list[Any] = [checkout_grpc.CheckoutServiceStub(channel) for channel in channels]
+
+    async def place(racer: int) -> str:
+        try:
+            placed = await stubs[racer % len(stubs)].PlaceOrder(request, timeout=30)
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.ABORTED:  # ABORTED: the first is still in flight
+                raise
+            return "in flight"
+        order_id: str = placed.order_id.value
+        return order_id
+
+    try:
+        answers = await asyncio.gather(*(place(racer) for racer in range(RACERS)))
+    finally:
+        for channel in channels:
+            await channel.close()
+
+    order_ids = {answer for answer in answers if answer != "in flight"}
+    assert len(order_ids) == 1, answers
+    (order_id,) = order_ids
+    order = await settled_order(clients, customer, order_id)
+    assert order.status == checkout_pb.ORDER_STATUS_CONFIRMED
+    connection = await asyncpg.connect(database_url)
+    try:
+        orders = await connection.fetchval(
+            "SELECT count(*) FROM checkout.orders WHERE customer_id = $1", customer
+        )
+        executions = await connection.fetchval(
+            "SELECT count(*) FROM saga.executions WHERE name = $1", order_id
+        )
+    finally:
+        await connection.close()
+    assert (orders, executions) == (1, 1)
+    async with httpx.AsyncClient(base_url=stack.url("psp"), timeout=10) as psp:
+        listed = await psp.get("/v1/payment_intents", params={"metadata[order_id]": order_id})
+    assert listed.status_code == 200, listed.text
+    intents = listed.json()["data"]
+    assert len(intents) == 1, intents
+    assert intents[0]["amount"] == order.total.amount_minor
