@@ -17,7 +17,13 @@ from tests.support.stack import REPO, WITHIN, RunningStack, free_ports
 @pytest.fixture
 async def stack(database_url: str, tmp_path: Path) -> AsyncIterator[RunningStack]:
     base_port, http_ports = free_ports()
-    env = {**os.environ, "DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "PYTHONUNBUFFERED": "1",
+        # A killed saga runner's executions are taken over once its lease lapses: keep it short.
+        "SAGA_LEASE_SECONDS": "5",
+    }
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -5,6 +5,9 @@ adapter handlers -> inventory and payment (against the PSP simulator) -> CONFIRM
 from __future__ import annotations
 
 import asyncio
+import os
+import random
+import signal
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -252,3 +255,42 @@ async def test_100_identical_place_orders_make_one_order_one_execution_one_psp_i
     intents = listed.json()["data"]
     assert len(intents) == 1, intents
     assert intents[0]["amount"] == order.total.amount_minor
+
+
+async def test_killing_the_saga_engine_mid_flight_completes_every_order_once(
+    clients: Clients, stack: RunningStack
+) -> None:
+    orders = 12
+    sku = await stock_a_product(clients, on_hand=orders, price_minor=900)
+    customer = f"cust-{uuid.uuid4().hex[:8]}"
+    carts = [await cart_with(clients, customer, sku, 1) for _ in range(orders)]
+    placed = await asyncio.gather(
+        *(
+            clients.checkout.PlaceOrder(
+                place_order_request(customer, cart_id, "pm_card_visa", key("kill")), timeout=30
+            )
+            for cart_id in carts
+        )
+    )
+    kills = 0
+    for _ in range(3):  # SIGKILL the engine at whatever step each execution has reached
+        pid = stack.pid_of("saga-engine")
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+            kills += 1
+            await stack.wait_for_lines("saga-engine exited with signal SIGKILL", kills)
+        await asyncio.sleep(random.uniform(0.2, 1.0))
+    assert kills >= 1
+
+    settled = [await settled_order(clients, customer, p.order_id.value) for p in placed]
+    assert [o.status for o in settled] == [checkout_pb.ORDER_STATUS_CONFIRMED] * orders
+    level = await stock_of(clients, sku)
+    assert (level.on_hand, level.reserved) == (0, 0)  # each reservation committed exactly once
+    async with httpx.AsyncClient(base_url=stack.url("psp"), timeout=10) as psp:
+        for order in settled:
+            listed = await psp.get(
+                "/v1/payment_intents", params={"metadata[order_id]": order.order_id.value}
+            )
+            intents = listed.json()["data"]
+            assert len(intents) == 1, (order.order_id.value, intents)
+            assert intents[0]["amount"] == order.total.amount_minor

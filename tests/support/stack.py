@@ -47,6 +47,13 @@ class RunningStack:
                 self.changed.clear()
                 await self.changed.wait()
 
+    async def wait_for_lines(self, text: str, count: int, within: float = WITHIN) -> None:
+        """Wait until `count` lines contain `text`."""
+        async with asyncio.timeout(within):
+            while sum(text in line for line in self.lines) < count:
+                self.changed.clear()
+                await self.changed.wait()
+
     async def pump(self) -> None:
         assert self.process.stdout is not None
         async for raw in self.process.stdout:
