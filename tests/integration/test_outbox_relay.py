@@ -1,0 +1,277 @@
+"""The outbox relay against real PostgreSQL, with outbox rows written by inventory's unit of work:
+every row delivered in order per aggregate and marked published; racing relays deliver each row
+once; a relay process SIGKILLed mid-batch loses nothing; lag; SIGTERM stops the process cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from marketplace.common.v1 import ids_pb2
+from marketplace.events.v1 import envelope_pb2, inventory_events_pb2
+from marketplace_platform.db import create_engine, unit_of_work_factory
+from marketplace_platform.event_bus import decode_message_body
+from marketplace_platform.outbox import OutboxWriter
+from marketplace_platform.settings import ServiceSettings
+from services.inventory.adapters import tables as inventory_tables
+from workers.event_bus.local import LocalEventBus
+from workers.event_bus.rules import Routing, load_routing
+from workers.outbox_relay.relay import OutboxRelay, outbox_lag
+from workers.queues.local import PostgresQueues
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = "inventory"
+WITHIN = 60.0
+
+
+@pytest.fixture(scope="module")
+async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(ServiceSettings(database_url=migrated_database_url, db_pool_size=20))
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"r{uuid.uuid4().hex[:8]}-"
+
+
+@pytest.fixture
+def routing(prefix: str) -> Routing:
+    return load_routing().prefixed(prefix)
+
+
+@pytest.fixture
+def queues(engine: AsyncEngine, routing: Routing) -> PostgresQueues:
+    return PostgresQueues(engine, routing.queues)
+
+
+def relay_on(engine: AsyncEngine, routing: Routing, queues: PostgresQueues) -> OutboxRelay:
+    return OutboxRelay(engine, LocalEventBus(routing, queues), schemas=[SCHEMA], batch_size=50)
+
+
+async def write_events(
+    engine: AsyncEngine, aggregates: int, per_aggregate: int
+) -> dict[str, list[str]]:
+    """Outbox rows through inventory's unit of work, interleaved across aggregates, one
+    transaction per round; returns each aggregate's event ids in writing order."""
+    unit_of_work = unit_of_work_factory(
+        engine, OutboxWriter(inventory_tables.outbox, producer="inventory")
+    )
+    order_ids = [str(uuid.uuid4()) for _ in range(aggregates)]
+    written: dict[str, list[str]] = {order_id: [] for order_id in order_ids}
+    for _ in range(per_aggregate):
+        async with unit_of_work() as uow:
+            for order_id in order_ids:
+                event = inventory_events_pb2.InventoryReserved(
+                    reservation_id=ids_pb2.ReservationId(value=str(uuid.uuid4())),
+                    order_id=ids_pb2.OrderId(value=order_id),
+                )
+                envelope = await uow.publish(event, aggregate_type="order", aggregate_id=order_id)
+                written[order_id].append(envelope.event_id)
+    return written
+
+
+async def deliveries(
+    queues: PostgresQueues, queue: str, written: dict[str, list[str]]
+) -> list[envelope_pb2.EventEnvelope]:
+    """The envelopes of these aggregates on the queue, in the order the bus delivered them."""
+    messages = await queues.peek(queue, max_messages=1_000_000)
+    envelopes = [decode_message_body(message.body) for message in messages]
+    return [envelope for envelope in envelopes if envelope.aggregate_id in written]
+
+
+def assert_in_order_per_aggregate(
+    written: dict[str, list[str]], delivered: list[envelope_pb2.EventEnvelope]
+) -> None:
+    """Every written event delivered, and no event delivered before its aggregate's earlier
+    events had been (duplicates allowed: first deliveries are in writing order)."""
+    first_seen: dict[str, list[str]] = defaultdict(list)
+    for envelope in delivered:
+        if (
+            envelope.aggregate_id in written
+            and envelope.event_id not in first_seen[envelope.aggregate_id]
+        ):
+            first_seen[envelope.aggregate_id].append(envelope.event_id)
+    assert dict(first_seen) == written
+
+
+async def published_count(engine: AsyncEngine, event_ids: list[str]) -> int:
+    outbox = inventory_tables.outbox
+    async with engine.connect() as connection:
+        count = await connection.scalar(
+            select(func.count())
+            .select_from(outbox)
+            .where(outbox.c.event_id.in_(event_ids), outbox.c.published_at.is_not(None))
+        )
+    return int(count or 0)
+
+
+async def drain(relay: OutboxRelay) -> None:
+    deadline = time.monotonic() + WITHIN
+    while await relay.relay_once():
+        assert time.monotonic() < deadline
+
+
+async def test_the_relay_delivers_every_row_in_order_and_marks_it_published(
+    engine: AsyncEngine, routing: Routing, queues: PostgresQueues, prefix: str
+) -> None:
+    provider = TracerProvider()
+    with provider.get_tracer("test").start_as_current_span("reserve") as span:
+        written = await write_events(engine, aggregates=7, per_aggregate=12)
+    event_ids = [event_id for ids in written.values() for event_id in ids]
+    lag_before = {lag.schema: lag for lag in await outbox_lag(engine, [SCHEMA])}
+    assert lag_before[SCHEMA].unpublished >= len(event_ids)
+    assert lag_before[SCHEMA].oldest_age_seconds is not None
+
+    await drain(relay_on(engine, routing, queues))
+
+    delivered = await deliveries(queues, prefix + "analytics", written)
+    assert len(delivered) == len(event_ids)  # exactly once without crashes
+    assert_in_order_per_aggregate(written, delivered)
+    assert await published_count(engine, event_ids) == len(event_ids)
+    (lag_after,) = await outbox_lag(engine, [SCHEMA])
+    assert lag_after.unpublished == 0
+    assert lag_after.oldest_age_seconds is None
+    # The trace context written with the row arrives with the event.
+    trace_id = format(span.get_span_context().trace_id, "032x")
+    assert all(trace_id in e.trace_context.traceparent for e in delivered)
+    # Nothing routes InventoryReserved to shipping.
+    assert (await queues.stats(prefix + "shipping")).visible == 0
+
+
+async def test_racing_relays_deliver_each_row_once_in_order_per_aggregate(
+    engine: AsyncEngine, routing: Routing, queues: PostgresQueues, prefix: str
+) -> None:
+    written = await write_events(engine, aggregates=20, per_aggregate=15)
+    event_ids = [event_id for ids in written.values() for event_id in ids]
+    relays = [relay_on(engine, routing, queues) for _ in range(6)]
+
+    async def work(relay: OutboxRelay) -> int:
+        total = 0
+        deadline = time.monotonic() + WITHIN
+        while await published_count(engine, event_ids) < len(event_ids):
+            total += await relay.relay_once()
+            assert time.monotonic() < deadline
+        return total
+
+    shares = await asyncio.gather(*(work(relay) for relay in relays))
+    delivered = await deliveries(queues, prefix + "analytics", written)
+    assert Counter(e.event_id for e in delivered) == Counter(event_ids)
+    assert_in_order_per_aggregate(written, delivered)
+    assert sum(1 for share in shares if share) >= 2, "the relays did not really share the work"
+
+
+class RelayProcesses:
+    """`python -m workers.outbox_relay` processes started by a test, all stopped at its end."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> subprocess.Popen[bytes]:
+        log_file = (self.log_dir / f"relay-{len(self.processes)}.log").open("wb")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "workers.outbox_relay"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        self.processes.append(process)
+        return process
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=10)
+
+
+@pytest.fixture
+def relay_processes(
+    migrated_database_url: str, prefix: str, tmp_path: Path
+) -> Iterator[RelayProcesses]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": migrated_database_url,
+        "MIGRATE_ON_START": "false",
+        "RELAY_SCHEMAS": SCHEMA,
+        "RELAY_QUEUE_PREFIX": prefix,
+        "RELAY_BATCH_SIZE": "2000",
+        "RELAY_POLL_INTERVAL_SECONDS": "0.05",
+        "LOG_LEVEL": "INFO",
+    }
+    processes = RelayProcesses(env, tmp_path)
+    yield processes
+    processes.stop_all()
+
+
+async def test_a_relay_killed_mid_batch_loses_nothing_and_the_next_one_finishes(
+    engine: AsyncEngine,
+    routing: Routing,
+    queues: PostgresQueues,
+    prefix: str,
+    relay_processes: RelayProcesses,
+) -> None:
+    written = await write_events(engine, aggregates=40, per_aggregate=40)
+    event_ids = [event_id for ids in written.values() for event_id in ids]
+    analytics = prefix + "analytics"
+
+    first = relay_processes.start()
+    deadline = time.monotonic() + WITHIN
+    while (await queues.stats(analytics)).visible == 0:
+        assert first.poll() is None, "the relay exited"
+        assert time.monotonic() < deadline, "the relay delivered nothing"
+        await asyncio.sleep(0.01)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    delivered_by_first = len(await deliveries(queues, analytics, written))
+    marked_by_first = await published_count(engine, event_ids)
+    # Mid-batch: some rows reached the bus but the transaction marking them never committed.
+    assert delivered_by_first > marked_by_first
+    assert marked_by_first < len(event_ids)
+
+    second = relay_processes.start()
+    deadline = time.monotonic() + WITHIN
+    while await published_count(engine, event_ids) < len(event_ids):
+        assert second.poll() is None, "the second relay exited"
+        assert time.monotonic() < deadline, "the second relay did not finish"
+        await asyncio.sleep(0.05)
+
+    delivered = await deliveries(queues, analytics, written)
+    counts = Counter(e.event_id for e in delivered)
+    assert set(counts) == set(event_ids)  # every row delivered at least once
+    assert len(delivered) > len(event_ids)  # the unmarked part of the batch went out twice
+    assert_in_order_per_aggregate(written, delivered)
+
+
+async def test_sigterm_stops_the_relay_process_cleanly(
+    engine: AsyncEngine, queues: PostgresQueues, prefix: str, relay_processes: RelayProcesses
+) -> None:
+    written = await write_events(engine, aggregates=2, per_aggregate=2)
+    event_ids = [event_id for ids in written.values() for event_id in ids]
+    process = relay_processes.start()
+    deadline = time.monotonic() + WITHIN
+    while await published_count(engine, event_ids) < len(event_ids):
+        assert process.poll() is None
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=WITHIN) == 0
+    log = (relay_processes.log_dir / "relay-0.log").read_text()
+    assert "outbox relay stopped" in log

@@ -1,0 +1,74 @@
+"""Wire the outbox relay process: settings, logs, the bus, the relay loop; SIGTERM stops it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import uvloop
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from marketplace_platform.db import create_engine
+from marketplace_platform.event_bus import EventBus
+from marketplace_platform.logs import configure_logging
+from marketplace_platform.migrations import migrations_dir, upgrade
+from workers.event_bus.eventbridge import eventbridge_bus
+from workers.event_bus.local import LocalEventBus
+from workers.event_bus.rules import load_routing
+from workers.outbox_relay.relay import OutboxRelay
+from workers.outbox_relay.settings import OutboxRelaySettings
+from workers.queues.local import PostgresQueues
+
+log = logging.getLogger(__name__)
+
+
+def main() -> None:
+    """Entry point of `python -m workers.outbox_relay` (the relay loop)."""
+    settings = OutboxRelaySettings()
+    configure_logging(settings.service_name, settings.log_level)
+    uvloop.run(run(settings))
+
+
+def build_bus(settings: OutboxRelaySettings, engine: AsyncEngine) -> EventBus:
+    """The local bus into PostgreSQL queues, or EventBridge, as the settings say."""
+    routing = load_routing(settings.relay_rules_file).prefixed(settings.relay_queue_prefix)
+    if settings.relay_bus == "eventbridge":
+        return eventbridge_bus(
+            settings.relay_event_bus_name or routing.event_bus_name,
+            region=settings.aws_region,
+            endpoint_url=settings.aws_endpoint_url,
+        )
+    return LocalEventBus(routing, PostgresQueues(engine, routing.queues))
+
+
+async def run(settings: OutboxRelaySettings) -> None:
+    """Relay until SIGTERM or SIGINT; the batch in flight finishes first."""
+    if settings.migrate_on_start and settings.relay_bus == "local":
+        await asyncio.to_thread(upgrade, settings.database_url, migrations_dir("workers.queues"))
+    engine = create_engine(settings)
+    relay = OutboxRelay(
+        engine,
+        build_bus(settings, engine),
+        schemas=settings.schema_list(),
+        batch_size=settings.relay_batch_size,
+    )
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    log.info(
+        "outbox relay running: %s bus, schemas %s, batches of %d",
+        settings.relay_bus,
+        settings.schema_list() or "discovered",
+        settings.relay_batch_size,
+    )
+    try:
+        await relay.run(
+            stopping,
+            poll_interval_seconds=settings.relay_poll_interval_seconds,
+            lag_log_interval_seconds=settings.relay_lag_log_interval_seconds,
+        )
+    finally:
+        await engine.dispose()
+    log.info("outbox relay stopped")

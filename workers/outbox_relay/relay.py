@@ -1,0 +1,248 @@
+"""Publish outbox rows to the event bus: at least once, in order per aggregate, in batches.
+
+How several relays share the work without reordering an aggregate's events:
+
+1. Claim heads: `FOR UPDATE SKIP LOCKED` on the oldest unpublished row of each aggregate (the
+   "head"), oldest first. Holding an aggregate's head makes this relay its only publisher until
+   commit: no other relay sees a later row of it as a head while the head is unpublished.
+2. Fetch, locked, the claimed aggregates' unpublished rows in id order (up to the batch size).
+3. Publish in waves: the first row of every claimed aggregate, then the second, and so on, so
+   a row is only handed to the bus after the aggregate's earlier rows were accepted. An
+   aggregate whose row is refused stops there for this batch.
+4. Mark the accepted rows published and commit.
+
+A relay killed between 3 and 4 leaves its rows unpublished; the next relay publishes them again
+(a duplicate, never a loss). Consumers deduplicate by event_id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from marketplace.events.v1 import envelope_pb2
+from marketplace_platform.event_bus import EventBus
+
+log = logging.getLogger(__name__)
+
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+_DISCOVER = text(
+    "SELECT table_schema FROM information_schema.tables"
+    " WHERE table_name = 'outbox' AND table_type = 'BASE TABLE' ORDER BY table_schema"
+)
+
+
+@dataclass(frozen=True)
+class OutboxLag:
+    """One schema's backlog: unpublished rows and the age of the oldest."""
+
+    schema: str
+    unpublished: int
+    oldest_age_seconds: float | None
+
+
+@dataclass(frozen=True)
+class _Row:
+    id: int
+    aggregate: tuple[str, str]
+    envelope: envelope_pb2.EventEnvelope
+
+
+def _checked(schema: str) -> str:
+    if not _SCHEMA_NAME.match(schema):
+        raise ValueError(f"not a plain schema name: {schema!r}")
+    return schema
+
+
+async def outbox_schemas(engine: AsyncEngine) -> list[str]:
+    """Every schema in the database that has an outbox table."""
+    async with engine.connect() as connection:
+        rows = (await connection.execute(_DISCOVER)).scalars().all()
+    return [str(schema) for schema in rows if _SCHEMA_NAME.match(str(schema))]
+
+
+async def outbox_lag(engine: AsyncEngine, schemas: Sequence[str] | None = None) -> list[OutboxLag]:
+    """The backlog of each schema's outbox (every outbox schema when none are named)."""
+    names = list(schemas) if schemas else await outbox_schemas(engine)
+    lags: list[OutboxLag] = []
+    async with engine.connect() as connection:
+        for schema in names:
+            row = (
+                await connection.execute(
+                    text(
+                        "SELECT count(*) AS unpublished,"
+                        " extract(epoch FROM clock_timestamp() - min(occurred_at)) AS age"
+                        f' FROM "{_checked(schema)}".outbox WHERE published_at IS NULL'
+                    )
+                )
+            ).one()
+            age = None if row.age is None else max(0.0, float(row.age))
+            lags.append(OutboxLag(schema, int(row.unpublished), age))
+    return lags
+
+
+class OutboxRelay:
+    """Moves outbox rows of the given schemas (or all outbox schemas) to the bus."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        bus: EventBus,
+        *,
+        schemas: Sequence[str] | None = None,
+        batch_size: int = 200,
+    ) -> None:
+        self._engine = engine
+        self._bus = bus
+        self._schemas = [_checked(schema) for schema in schemas] if schemas else None
+        self._batch_size = batch_size
+
+    async def schemas(self) -> list[str]:
+        """The schemas this relay reads."""
+        if self._schemas is not None:
+            return list(self._schemas)
+        return await outbox_schemas(self._engine)
+
+    async def relay_once(self) -> int:
+        """One batch from every schema; returns how many rows were published."""
+        published = 0
+        for schema in await self.schemas():
+            published += await self.relay_schema(schema)
+        return published
+
+    async def relay_schema(self, schema: str) -> int:
+        """One batch from one schema's outbox, in one transaction; returns rows published."""
+        outbox = f'"{_checked(schema)}".outbox'
+        async with self._engine.connect() as connection, connection.begin():
+            rows = await self._claim(connection, outbox)
+            if not rows:
+                return 0
+            published_ids = await self._publish_in_waves(rows)
+            if published_ids:
+                await connection.execute(
+                    text(
+                        f"UPDATE {outbox} SET published_at = clock_timestamp() WHERE id = ANY(:ids)"
+                    ),
+                    {"ids": published_ids},
+                )
+        return len(published_ids)
+
+    async def _claim(self, connection: AsyncConnection, outbox: str) -> list[_Row]:
+        heads = (
+            await connection.execute(
+                text(
+                    f"SELECT o.aggregate_type, o.aggregate_id FROM {outbox} AS o"
+                    " WHERE o.published_at IS NULL AND NOT EXISTS ("
+                    f"  SELECT 1 FROM {outbox} AS earlier"
+                    "   WHERE earlier.published_at IS NULL"
+                    "   AND earlier.aggregate_type = o.aggregate_type"
+                    "   AND earlier.aggregate_id = o.aggregate_id AND earlier.id < o.id)"
+                    " ORDER BY o.id LIMIT :limit FOR UPDATE SKIP LOCKED"
+                ),
+                {"limit": self._batch_size},
+            )
+        ).all()
+        if not heads:
+            return []
+        rows = (
+            await connection.execute(
+                text(
+                    f"SELECT id, aggregate_type, aggregate_id, envelope FROM {outbox}"
+                    " WHERE published_at IS NULL AND (aggregate_type, aggregate_id) IN ("
+                    "  SELECT * FROM unnest(CAST(:types AS text[]), CAST(:ids AS text[])))"
+                    " ORDER BY id LIMIT :limit FOR UPDATE"
+                ),
+                {
+                    "types": [head.aggregate_type for head in heads],
+                    "ids": [head.aggregate_id for head in heads],
+                    "limit": max(self._batch_size, len(heads)),
+                },
+            )
+        ).all()
+        return [
+            _Row(
+                row.id,
+                (row.aggregate_type, row.aggregate_id),
+                envelope_pb2.EventEnvelope.FromString(row.envelope),
+            )
+            for row in rows
+        ]
+
+    async def _publish_in_waves(self, rows: list[_Row]) -> list[int]:
+        queues: dict[tuple[str, str], list[_Row]] = {}
+        for row in rows:
+            queues.setdefault(row.aggregate, []).append(row)
+        published: list[int] = []
+        depth = 0
+        while True:
+            wave = sorted(
+                (pending[depth] for pending in queues.values() if depth < len(pending)),
+                key=lambda row: row.id,
+            )
+            if not wave:
+                return published
+            result = await self._bus.publish([row.envelope for row in wave])
+            accepted = set(result.published)
+            for row in wave:
+                if row.envelope.event_id in accepted:
+                    published.append(row.id)
+                else:
+                    # Later rows of this aggregate wait for this one: drop them from the batch.
+                    log.warning(
+                        "bus refused %s %s: %s",
+                        row.envelope.event_type,
+                        row.envelope.event_id,
+                        result.failed.get(row.envelope.event_id, "not acknowledged"),
+                    )
+                    del queues[row.aggregate][depth:]
+            depth += 1
+
+    async def run(
+        self,
+        stopping: asyncio.Event,
+        *,
+        poll_interval_seconds: float = 0.2,
+        lag_log_interval_seconds: float = 15.0,
+    ) -> None:
+        """Relay until `stopping` is set: the batch in hand finishes, then it returns."""
+        next_lag_log = time.monotonic()
+        while not stopping.is_set():
+            try:
+                published = await self.relay_once()
+            except Exception:
+                log.exception("relay pass failed; retrying")
+                published = 0
+            if time.monotonic() >= next_lag_log:
+                await self._log_lag()
+                next_lag_log = time.monotonic() + lag_log_interval_seconds
+            if published == 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), poll_interval_seconds)
+
+    async def _log_lag(self) -> None:
+        try:
+            lags = await outbox_lag(self._engine, await self.schemas())
+        except Exception:
+            log.exception("could not measure the outbox lag")
+            return
+        for lag in lags:
+            log.info(
+                "outbox lag %s: %d unpublished, oldest %.1fs",
+                lag.schema,
+                lag.unpublished,
+                lag.oldest_age_seconds or 0.0,
+                extra={
+                    "outbox_schema": lag.schema,
+                    "outbox_unpublished": lag.unpublished,
+                    "outbox_lag_seconds": lag.oldest_age_seconds or 0.0,
+                },
+            )

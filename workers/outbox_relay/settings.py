@@ -1,0 +1,34 @@
+"""The outbox relay process's settings (RELAY_*, AWS_* and the shared service settings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from marketplace_platform.settings import ServiceSettings
+
+
+class OutboxRelaySettings(ServiceSettings):
+    """Where to read outboxes, which bus to publish to, and how fast to go."""
+
+    service_name: str = "outbox-relay"
+    # Comma-separated schemas to relay; empty means every schema that has an outbox table.
+    relay_schemas: str = ""
+    relay_batch_size: int = Field(default=200, ge=1)
+    relay_poll_interval_seconds: float = Field(default=0.2, gt=0)
+    relay_lag_log_interval_seconds: float = Field(default=15.0, gt=0)
+    relay_bus: Literal["local", "eventbridge"] = "local"
+    relay_rules_file: Path = Path("deploy/ecs/event_rules.json")
+    # Prefixes every queue and rule name: one namespace per environment (or test).
+    relay_queue_prefix: str = ""
+    # The EventBridge bus; empty means the rules file's event_bus_name.
+    relay_event_bus_name: str = ""
+    aws_region: str = "us-east-1"
+    aws_endpoint_url: str | None = None
+
+    def schema_list(self) -> list[str] | None:
+        """The configured schemas, or None to discover them."""
+        names = [name.strip() for name in self.relay_schemas.split(",") if name.strip()]
+        return names or None
