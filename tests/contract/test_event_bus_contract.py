@@ -45,7 +45,7 @@ EXPECTED_ROUTES = {
     "OrderPlaced": {"email", "invoice", "analytics"},
     "OrderCancelled": {"shipping", "email", "invoice", "analytics"},
     "ShipmentRequested": {"shipping", "analytics"},
-    "ShipmentCreated": {"email", "analytics"},
+    "ShipmentCreated": {"shipping", "email", "analytics"},
     "PaymentRefunded": {"invoice", "analytics"},
     "InventoryReserved": {"analytics"},
 }
