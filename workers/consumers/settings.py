@@ -1,0 +1,26 @@
+"""Settings every consumer process shares: its queue, the queue backend, polling, retries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from marketplace_platform.settings import ServiceSettings
+
+
+class ConsumerSettings(ServiceSettings):
+    """CONSUMER_* and QUEUE_* settings, with the shared service settings."""
+
+    consumer_queue: str = ""
+    consumer_batch_size: int = Field(default=10, ge=1, le=10)
+    consumer_wait_seconds: float = Field(default=1.0, ge=0, le=20)
+    consumer_retry_base_seconds: float = Field(default=1.0, gt=0)
+    consumer_retry_max_seconds: float = Field(default=300.0, gt=0)
+    # postgres: the local queues in PostgreSQL; sqs: Amazon SQS (AWS_ENDPOINT_URL for moto).
+    queue_backend: Literal["postgres", "sqs"] = "postgres"
+    event_rules_file: Path = Path("deploy/ecs/event_rules.json")
+    aws_region: str = "us-east-1"
+    sqs_endpoint_url: str | None = None
+    sqs_queue_prefix: str = ""
