@@ -568,8 +568,14 @@ async def test_racing_requests_never_spend_more_than_the_burst(
     inventory_server: RunningServer, redis_server_url: str
 ) -> None:
     burst = 5
+    # A generous Redis timeout: on a loaded machine a burst of new connections can take longer
+    # than the default, and a throttle that fails open would let more through by design.
     settings = gateway_settings(
-        inventory_server.port, redis_server_url, gateway_rate_per_second=0.01, gateway_burst=burst
+        inventory_server.port,
+        redis_server_url,
+        gateway_rate_per_second=0.01,
+        gateway_burst=burst,
+        gateway_redis_timeout_seconds=10.0,
     )
     racer = bearer(None, ADMIN_SCOPE)
     async with running_gateway(settings) as gw, gw.client() as http:
