@@ -1,0 +1,1 @@
+"""The operators' queue tool: depths and ages, dead letters, redrive."""
