@@ -11,7 +11,7 @@ PROTO_FILES := $(shell find protos -name '*.proto')
 BUF := node_modules/.bin/buf
 BREAKING_AGAINST ?= main
 
-.PHONY: help install protos build run test test-embedded lint fmt bench clean token
+.PHONY: help install protos build run test test-embedded lint fmt bench clean token deploy
 
 help:
 	@echo "make run      start every service locally (embedded PostgreSQL/Redis unless DATABASE_URL/REDIS_URL)"
@@ -20,6 +20,7 @@ help:
 	@echo "make protos   regenerate the Python contracts into gen/python"
 	@echo "make build    build wheels (contracts and platform) into dist/"
 	@echo "make token    print a development JWT for the gateway (TOKEN_ARGS='--sub ID --scope admin')"
+	@echo "make deploy   package and deploy to AWS (DEPLOY_ENV, DEPLOY_REGION; AWS CLI + Docker; not in CI)"
 	@echo "make bench    inventory reservations/s (hot SKU vs 1,000 SKUs) and cart reads/s (cache vs none)"
 
 install: $(PROTOS_STAMP)
@@ -57,6 +58,7 @@ lint: $(PROTOS_STAMP) $(BUF)
 	$(BIN)/mypy .
 	$(BUF) lint gen/python/image.binpb --config buf.yaml --path marketplace
 	node_modules/.bin/asl-validator --json-path deploy/ecs/checkout_saga.asl.json
+	$(PY) tools/deploy.py render --out build/cfn && $(BIN)/cfn-lint deploy/ecs/templates/*.yaml build/cfn/*.json
 	$(PY) tools/buf_breaking.py --buf $(BUF) --against $(BREAKING_AGAINST)
 
 $(BUF): package.json package-lock.json
@@ -66,6 +68,14 @@ $(BUF): package.json package-lock.json
 bench: $(PROTOS_STAMP)
 	$(PY) -m bench.inventory_reservations
 	$(PY) -m bench.cart_reads
+
+# Images to ECR, templates + the saga definition + the adapter Lambdas' zip to S3, then the
+# stacks (deploy/ecs/README.md). Needs AWS credentials, the AWS CLI and Docker; CI never runs it.
+DEPLOY_ENV ?= staging
+DEPLOY_REGION ?= eu-west-1
+IMAGE_TAG ?= $(shell git rev-parse --short=12 HEAD)
+deploy: $(PROTOS_STAMP)
+	$(PY) tools/deploy.py deploy --env $(DEPLOY_ENV) --region $(DEPLOY_REGION) --image-tag $(IMAGE_TAG)
 
 # A development token signed with GATEWAY_JWT_SECRET (the built-in development secret by default).
 TOKEN_ARGS ?= --sub customer-dev --scope admin

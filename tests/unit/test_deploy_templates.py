@@ -1,0 +1,543 @@
+"""The CloudFormation templates against the repository they deploy: the same saga definition,
+the same routing rules, a task definition for every deployable, DLQs, encryption, IAM."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from local_supervisor.stack import STACK
+from workers.saga_adapters.registry import HANDLERS
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def load_deploy_tool() -> ModuleType:
+    """tools/deploy.py as a module (tools/ is a folder of scripts, not a package)."""
+    if "checkout_deploy_tool" not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            "checkout_deploy_tool", REPO / "tools/deploy.py"
+        )
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    return sys.modules["checkout_deploy_tool"]
+
+
+deploy = load_deploy_tool()
+
+
+@pytest.fixture(scope="module")
+def templates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """Every template by file stem: the hand-written ones and those the tool generates."""
+    out = tmp_path_factory.mktemp("generated")
+    found = {
+        path.stem: deploy.load_template(path)
+        for path in sorted(deploy.TEMPLATES_DIR.glob("*.yaml"))
+    }
+    for name, path in deploy.render_generated(out).items():
+        found[name] = json.loads(path.read_text())
+    return found
+
+
+def resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {name: r for name, r in template["Resources"].items() if r["Type"] == kind}
+
+
+def all_resources(
+    templates: dict[str, dict[str, Any]],
+) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for stem, template in templates.items():
+        for name, resource in template["Resources"].items():
+            yield stem, name, resource
+
+
+def asl_tasks(states: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for name, state in states.items():
+        if state["Type"] == "Task":
+            yield name, state
+        for branch in state.get("Branches", []):
+            yield from asl_tasks(branch["States"])
+
+
+# --- the state machine ----------------------------------------------------------------------
+
+
+def test_the_state_machine_deployed_is_the_local_asl_file_byte_for_byte(tmp_path: Path) -> None:
+    build = deploy.stage(tmp_path, lambda_dependencies=False)
+    parameters = deploy.root_parameters(build, env="prod", region="eu-west-1")
+    key = parameters["SagaDefinitionKey"]
+
+    staged = tmp_path / key  # the build directory is <out>/<build id>, the key <build id>/<file>
+    assert staged.read_bytes() == deploy.SAGA_DEFINITION.read_bytes()
+    assert key.startswith(build.build_id + "/")
+
+    saga = deploy.load_template(deploy.TEMPLATES_DIR / "saga.yaml")
+    (machine,) = resources(saga, "AWS::StepFunctions::StateMachine").values()
+    properties = machine["Properties"]
+    assert "Definition" not in properties
+    assert "DefinitionString" not in properties
+    assert properties["StateMachineType"] == "STANDARD"
+    assert properties["DefinitionS3Location"] == {
+        "Bucket": {"Ref": "ArtifactBucket"},
+        "Key": {"Ref": "SagaDefinitionKey"},
+    }
+    root = deploy.load_template(deploy.TEMPLATES_DIR / "root.yaml")
+    passed = root["Resources"]["Saga"]["Properties"]["Parameters"]
+    assert passed["SagaDefinitionKey"] == {"Ref": "SagaDefinitionKey"}
+    assert passed["ArtifactBucket"] == {"Ref": "ArtifactBucket"}
+
+
+def test_a_changed_definition_is_a_new_build_and_a_new_key(tmp_path: Path) -> None:
+    first = deploy.stage(tmp_path / "a", lambda_dependencies=False)
+    again = deploy.stage(tmp_path / "b", lambda_dependencies=False)
+
+    assert first.build_id == again.build_id  # the same sources stage to the same key
+    assert first.keys["checkout_saga.asl.json"] == again.keys["checkout_saga.asl.json"]
+    assert (first.directory / "saga-adapters.zip").read_bytes() == (
+        again.directory / "saga-adapters.zip"
+    ).read_bytes()
+
+
+def test_every_placeholder_is_substituted_by_the_lambda_running_its_handler() -> None:
+    definition = json.loads(deploy.SAGA_DEFINITION.read_text())
+    tasks = dict(asl_tasks(definition["States"]))
+    placeholders = {state["Resource"][2:-1]: state for state in tasks.values()}
+    saga = deploy.load_template(deploy.TEMPLATES_DIR / "saga.yaml")
+    (machine,) = resources(saga, "AWS::StepFunctions::StateMachine").values()
+    substitutions = machine["Properties"]["DefinitionSubstitutions"]
+    functions = resources(saga, "AWS::Lambda::Function")
+
+    assert set(substitutions) == set(placeholders) == set(HANDLERS)
+    assert len(functions) == len(HANDLERS)
+    for name, value in substitutions.items():
+        function_id, attribute = value["Fn::GetAtt"]
+        assert attribute == "Arn"
+        function = functions[function_id]["Properties"]
+        assert function["Handler"] == f"{HANDLERS[name].__module__}.handler", name
+        # The function ends by itself within the Task's own timeout.
+        assert function["Timeout"] <= placeholders[name]["TimeoutSeconds"], name
+        assert function["VpcConfig"]["SecurityGroupIds"] == [{"Ref": "AdaptersSecurityGroupId"}]
+        assert function["Code"]["S3Key"] == {"Ref": "AdapterCodeKey"}
+
+
+def test_the_state_machine_may_invoke_only_its_adapters() -> None:
+    saga = deploy.load_template(deploy.TEMPLATES_DIR / "saga.yaml")
+    role = saga["Resources"]["StateMachineRole"]["Properties"]
+    statements = [s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]]
+    (invoke,) = [s for s in statements if "lambda:InvokeFunction" in str(s["Action"])]
+
+    invoked = {arn["Fn::GetAtt"][0] for arn in invoke["Resource"]}
+    assert invoked == set(resources(saga, "AWS::Lambda::Function"))
+
+
+# --- events and queues ------------------------------------------------------------------------
+
+
+def test_the_eventbridge_rules_are_the_local_rules_file(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    rules_file = json.loads((REPO / "deploy/ecs/event_rules.json").read_text())
+    events = templates["events"]
+    queue_names = {
+        name: r["Properties"]["QueueName"]
+        for name, r in resources(events, "AWS::SQS::Queue").items()
+    }
+    deployed = {}
+    for rule in resources(events, "AWS::Events::Rule").values():
+        properties = rule["Properties"]
+        assert properties["EventBusName"] == {"Ref": "EventBus"}
+        assert properties["State"] == "ENABLED"
+        targets = sorted(queue_names[t["Arn"]["Fn::GetAtt"][0]] for t in properties["Targets"])
+        deployed[properties["Name"]] = (properties["EventPattern"], targets)
+
+    expected = {r["name"]: (r["event_pattern"], sorted(r["targets"])) for r in rules_file["rules"]}
+    assert deployed == expected
+    (bus,) = resources(events, "AWS::Events::EventBus").values()
+    assert bus["Properties"]["Name"] == rules_file["event_bus_name"]
+
+
+def test_every_queue_has_a_dlq_with_the_declared_redrive(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    rules_file = json.loads((REPO / "deploy/ecs/event_rules.json").read_text())
+    events = templates["events"]
+    queues = resources(events, "AWS::SQS::Queue")
+    by_name = {r["Properties"]["QueueName"]: (name, r["Properties"]) for name, r in queues.items()}
+    dead_letter_names = {q["dead_letter_queue"] for q in rules_file["queues"]}
+    alarms = [r["Properties"] for r in resources(events, "AWS::CloudWatch::Alarm").values()]
+
+    assert set(by_name) == {q["name"] for q in rules_file["queues"]} | dead_letter_names
+    for declared in rules_file["queues"]:
+        _, properties = by_name[declared["name"]]
+        dlq_id, _ = by_name[declared["dead_letter_queue"]]
+        assert properties["RedrivePolicy"] == {
+            "deadLetterTargetArn": {"Fn::GetAtt": [dlq_id, "Arn"]},
+            "maxReceiveCount": declared["max_receive_count"],
+        }
+        assert properties["VisibilityTimeout"] == declared["visibility_timeout_seconds"]
+        watched = {(a["MetricName"], a["Dimensions"][0]["Value"]["Fn::GetAtt"][0]) for a in alarms}
+        assert ("ApproximateNumberOfMessagesVisible", dlq_id) in watched
+        assert ("ApproximateAgeOfOldestMessage", by_name[declared["name"]][0]) in watched
+    # Every queue that is not itself a DLQ has a redrive policy.
+    for name, (_, properties) in by_name.items():
+        assert ("RedrivePolicy" in properties) != (name in dead_letter_names), name
+
+
+def test_only_the_rules_that_target_a_queue_may_send_to_it(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    events = templates["events"]
+    for policy in resources(events, "AWS::SQS::QueuePolicy").values():
+        (queue_ref,) = policy["Properties"]["Queues"]
+        (allow,) = [
+            s for s in policy["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"
+        ]
+        senders = {arn["Fn::GetAtt"][0] for arn in allow["Condition"]["ArnEquals"]["aws:SourceArn"]}
+        targeting = {
+            name
+            for name, rule in resources(events, "AWS::Events::Rule").items()
+            if any(
+                t["Arn"]["Fn::GetAtt"][0] == queue_ref["Ref"] for t in rule["Properties"]["Targets"]
+            )
+        }
+        assert senders == targeting
+
+
+# --- deployables and task definitions ---------------------------------------------------------
+
+
+def deployables_in_repo() -> set[str]:
+    """What runs as a process: the local stack's modules and every runnable package, minus the
+    processes that only run locally."""
+    modules: set[str] = deploy.runnable_modules() | {entry.module for entry in STACK}
+    return modules - set(deploy.LOCAL_ONLY)
+
+
+def task_definition_modules(services: dict[str, Any]) -> dict[str, str]:
+    found = {}
+    for name, task in resources(services, "AWS::ECS::TaskDefinition").items():
+        (app,) = [c for c in task["Properties"]["ContainerDefinitions"] if c["Name"] == "app"]
+        assert app["Command"][:2] == ["python", "-m"]
+        found[app["Command"][2]] = name
+    return found
+
+
+def test_every_deployable_has_a_task_definition_and_every_task_definition_a_deployable(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    deployed = task_definition_modules(templates["services"])
+
+    assert set(deployed) == deployables_in_repo()
+    assert {"services.cart", "services.checkout", "gateway"} <= set(deployed)
+
+
+def test_the_local_only_processes_are_real_and_not_deployed(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    deployed = task_definition_modules(templates["services"])
+
+    for module in deploy.LOCAL_ONLY:
+        assert deploy.module_exists(module), module
+        assert module not in deployed
+
+
+def test_a_new_worker_is_found_in_the_repo(tmp_path: Path) -> None:
+    (tmp_path / "workers" / "refund_sweeper").mkdir(parents=True)
+    (tmp_path / "workers" / "refund_sweeper" / "__main__.py").write_text("")
+    (tmp_path / "workers" / "consumers" / "returns").mkdir(parents=True)
+    (tmp_path / "workers" / "consumers" / "returns" / "__main__.py").write_text("")
+
+    assert deploy.runnable_modules(tmp_path) == {
+        "workers.refund_sweeper",
+        "workers.consumers.returns",
+    }
+
+
+def test_every_service_is_a_fargate_service_with_service_connect_and_autoscaling(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    services = templates["services"]
+    for name, service in resources(services, "AWS::ECS::Service").items():
+        properties = service["Properties"]
+        assert properties["ServiceConnectConfiguration"]["Enabled"] is True, name
+        assert properties["DeploymentConfiguration"]["DeploymentCircuitBreaker"]["Rollback"] is True
+        targets = [
+            t
+            for t in resources(services, "AWS::ApplicationAutoScaling::ScalableTarget").values()
+            if f"{name}.Name" in t["Properties"]["ResourceId"]["Fn::Sub"]
+        ]
+        assert len(targets) == 1, name
+    for task in resources(services, "AWS::ECS::TaskDefinition").values():
+        containers = {c["Name"]: c for c in task["Properties"]["ContainerDefinitions"]}
+        assert containers["otel-collector"]["Image"].startswith("public.ecr.aws/aws-observability/")
+        assert task["Properties"]["RequiresCompatibilities"] == ["FARGATE"]
+
+
+def test_only_non_critical_workers_run_on_fargate_spot(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    on_spot = {
+        service["Properties"]["ServiceName"]
+        for service in resources(templates["services"], "AWS::ECS::Service").values()
+        if any(
+            s["CapacityProvider"] == "FARGATE_SPOT"
+            for s in service["Properties"]["CapacityProviderStrategy"]
+        )
+    }
+    expected = {d.name for d in deploy.present_deployables() if not d.critical}
+
+    assert on_spot == expected
+    assert not on_spot & {"cart", "inventory", "payment", "checkout", "gateway", "outbox-relay"}
+
+
+def test_every_target_a_process_calls_is_a_service_connect_alias(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    services = templates["services"]
+    aliases = {
+        f"{alias['DnsName']}:{alias['Port']}"
+        for service in resources(services, "AWS::ECS::Service").values()
+        for sc in service["Properties"]["ServiceConnectConfiguration"].get("Services", [])
+        for alias in sc["ClientAliases"]
+    }
+    for task in resources(services, "AWS::ECS::TaskDefinition").values():
+        (app,) = [c for c in task["Properties"]["ContainerDefinitions"] if c["Name"] == "app"]
+        for variable in app["Environment"]:
+            if variable["Name"].endswith("_TARGET"):
+                assert variable["Value"] in aliases, variable
+
+
+def test_each_process_reads_only_the_secrets_its_execution_role_may_read(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    services = templates["services"]
+    for name, task in resources(services, "AWS::ECS::TaskDefinition").items():
+        role_id = task["Properties"]["ExecutionRoleArn"]["Fn::GetAtt"][0]
+        statements = services["Resources"][role_id]["Properties"]["Policies"][0]["PolicyDocument"][
+            "Statement"
+        ]
+        (read,) = [s for s in statements if s["Action"] == ["secretsmanager:GetSecretValue"]]
+        readable = {ref["Ref"] for ref in read["Resource"]}
+        (app,) = [c for c in task["Properties"]["ContainerDefinitions"] if c["Name"] == "app"]
+        used = set()
+        for secret in app["Secrets"]:
+            value = secret["ValueFrom"]
+            used.add(value["Ref"] if "Ref" in value else value["Fn::Sub"].split("}")[0][2:])
+        assert used == readable, name
+        assert "DB_PASSWORD" not in {v["Name"] for v in app["Environment"]}
+
+
+def test_only_checkout_starts_sagas_and_only_the_relay_publishes_events(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    services = templates["services"]
+    actions_by_service: dict[str, set[str]] = {}
+    for name, role in resources(services, "AWS::IAM::Role").items():
+        if not name.endswith("TaskRole"):
+            continue
+        statements = role["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        actions_by_service[name.removesuffix("TaskRole")] = {
+            a for s in statements for a in s["Action"]
+        }
+
+    starters = {
+        name for name, actions in actions_by_service.items() if "states:StartExecution" in actions
+    }
+    publishers = {
+        name for name, actions in actions_by_service.items() if "events:PutEvents" in actions
+    }
+    assert starters == {"Checkout"}
+    assert publishers == {"OutboxRelay"}
+    assert not {
+        a
+        for a in actions_by_service["Gateway"]
+        if not a.startswith(("xray:", "logs:", "cloudwatch:"))
+    }
+
+
+# --- encryption and IAM -----------------------------------------------------------------------
+
+# Every kind of resource that holds data, and how it says it is encrypted.
+ENCRYPTED: dict[str, Any] = {
+    "AWS::RDS::DBCluster": lambda p: p.get("StorageEncrypted") is True and "KmsKeyId" in p,
+    "AWS::ElastiCache::ReplicationGroup": lambda p: (
+        p.get("AtRestEncryptionEnabled") is True
+        and p.get("TransitEncryptionEnabled") is True
+        and "KmsKeyId" in p
+    ),
+    "AWS::S3::Bucket": lambda p: bool(
+        p["BucketEncryption"]["ServerSideEncryptionConfiguration"][0][
+            "ServerSideEncryptionByDefault"
+        ]
+    ),
+    "AWS::SQS::Queue": lambda p: "KmsMasterKeyId" in p,
+    "AWS::SecretsManager::Secret": lambda p: "KmsKeyId" in p,
+    "AWS::SNS::Topic": lambda p: "KmsMasterKeyId" in p,
+    "AWS::ECR::Repository": lambda p: p["EncryptionConfiguration"]["EncryptionType"] == "KMS",
+    "AWS::RDS::GlobalCluster": lambda p: "SourceDBClusterIdentifier" in p,  # inherits the source's
+}
+DATA_STORE_TYPES = set(ENCRYPTED) | {
+    "AWS::DynamoDB::Table",
+    "AWS::EFS::FileSystem",
+    "AWS::RDS::DBInstance",
+}
+
+
+def test_every_data_store_is_encrypted(templates: dict[str, dict[str, Any]]) -> None:
+    seen = set()
+    for stem, name, resource in all_resources(templates):
+        kind = resource["Type"]
+        if kind not in DATA_STORE_TYPES:
+            continue
+        seen.add(kind)
+        if kind == "AWS::RDS::DBInstance":
+            # Aurora instances store nothing of their own: the cluster's storage is encrypted.
+            assert "DBClusterIdentifier" in resource["Properties"], name
+            continue
+        assert kind in ENCRYPTED, f"{stem}.{name}: a data store with no encryption rule"
+        assert ENCRYPTED[kind](resource["Properties"]), f"{stem}.{name} is not encrypted"
+    assert {
+        "AWS::RDS::DBCluster",
+        "AWS::ElastiCache::ReplicationGroup",
+        "AWS::S3::Bucket",
+        "AWS::SQS::Queue",
+    } <= seen
+
+
+def test_documents_buckets_are_versioned_and_private(templates: dict[str, dict[str, Any]]) -> None:
+    buckets = resources(templates["storage"], "AWS::S3::Bucket")
+
+    assert set(buckets) == {"InvoiceBucket", "ExportBucket"}
+    for bucket in buckets.values():
+        properties = bucket["Properties"]
+        assert properties["VersioningConfiguration"] == {"Status": "Enabled"}
+        assert set(properties["PublicAccessBlockConfiguration"].values()) == {True}
+        assert (
+            properties["BucketEncryption"]["ServerSideEncryptionConfiguration"][0][
+                "ServerSideEncryptionByDefault"
+            ]["SSEAlgorithm"]
+            == "aws:kms"
+        )
+
+
+def policy_documents(templates: dict[str, dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every identity-based IAM policy document in every template."""
+    for stem, name, resource in all_resources(templates):
+        properties = resource.get("Properties", {})
+        if resource["Type"] == "AWS::IAM::Role":
+            for policy in properties.get("Policies", []):
+                yield f"{stem}.{name}.{policy['PolicyName']}", policy["PolicyDocument"]
+        elif resource["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
+            yield f"{stem}.{name}", properties["PolicyDocument"]
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def grants_everything(statement: dict[str, Any]) -> bool:
+    """An Allow of every action (or every action of a service, or NotAction) on every resource."""
+    if statement["Effect"] != "Allow":
+        return False
+    actions = as_list(statement.get("Action", []))
+    any_action = "NotAction" in statement or any(a == "*" or str(a).endswith(":*") for a in actions)
+    any_resource = "NotResource" in statement or "*" in as_list(statement.get("Resource", []))
+    return any_action and any_resource
+
+
+def test_the_wildcard_check_catches_what_it_should() -> None:
+    assert grants_everything({"Effect": "Allow", "Action": "*", "Resource": "*"})
+    assert grants_everything({"Effect": "Allow", "Action": ["sqs:*"], "Resource": ["*"]})
+    assert grants_everything({"Effect": "Allow", "NotAction": "iam:*", "Resource": "*"})
+    assert not grants_everything(
+        {"Effect": "Allow", "Action": ["xray:PutTraceSegments"], "Resource": "*"}
+    )
+    assert not grants_everything({"Effect": "Deny", "Action": "*", "Resource": "*"})
+
+
+def test_no_iam_policy_grants_every_action_on_every_resource(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    documents = list(policy_documents(templates))
+
+    assert len(documents) > 20  # the task roles, execution roles, adapters, state machine, ...
+    for where, document in documents:
+        for statement in as_list(document["Statement"]):
+            assert not grants_everything(statement), where
+
+
+def test_no_resource_policy_allows_anyone(templates: dict[str, dict[str, Any]]) -> None:
+    for stem, name, resource in all_resources(templates):
+        properties = resource.get("Properties", {})
+        document = properties.get("KeyPolicy") or properties.get("PolicyDocument")
+        if document is None:
+            continue
+        for statement in as_list(document["Statement"]):
+            if statement["Effect"] == "Allow":
+                assert statement.get("Principal") != "*", f"{stem}.{name}"
+                assert statement.get("Principal") != {"AWS": "*"}, f"{stem}.{name}"
+
+
+# --- stacks and parameters ---------------------------------------------------------------------
+
+
+def test_nested_stacks_pass_exactly_what_their_templates_declare(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    root = templates["root"]
+    stacks = resources(root, "AWS::CloudFormation::Stack")
+
+    assert len(stacks) == 9
+    for name, stack in stacks.items():
+        url = stack["Properties"]["TemplateURL"]["Fn::Sub"]
+        child = templates[Path(url).stem]
+        declared = child.get("Parameters", {})
+        passed = stack["Properties"].get("Parameters", {})
+        assert set(passed) <= set(declared), name
+        required = {p for p, spec in declared.items() if "Default" not in spec}
+        assert required <= set(passed), name
+    # Every output a stack reads from another is one that stack declares.
+    text = json.dumps(root)
+    for name, stack in stacks.items():
+        child = templates[Path(stack["Properties"]["TemplateURL"]["Fn::Sub"]).stem]
+        for output in child.get("Outputs", {}):
+            text = text.replace(f'"{name}.Outputs.{output}"', '"ok"')
+    assert ".Outputs." not in text
+
+
+@pytest.mark.parametrize(
+    "params_file",
+    sorted((REPO / "deploy/ecs/params").glob("*/*.json")),
+    ids=lambda p: f"{p.parent.name}/{p.stem}",
+)
+def test_parameter_files_fit_the_root_stack(params_file: Path) -> None:
+    root = deploy.load_template(deploy.TEMPLATES_DIR / "root.yaml")
+    declared = root["Parameters"]
+    given = json.loads(params_file.read_text())
+    from_the_tool = {
+        "ArtifactBucket",
+        "TemplatePrefix",
+        "SagaDefinitionKey",
+        "AdapterCodeKey",
+        "ImageTag",
+    }
+
+    assert set(given) <= set(declared)
+    required = {name for name, spec in declared.items() if "Default" not in spec}
+    assert required - from_the_tool <= set(given)
+    for name, value in given.items():
+        if "AllowedValues" in declared[name]:
+            assert value in declared[name]["AllowedValues"], name
+    assert given["EnvironmentName"] == params_file.parent.name
+    if given.get("DatabaseGlobalRole") == "secondary":
+        assert given["RegionRole"] == "standby"
