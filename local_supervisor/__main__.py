@@ -21,7 +21,13 @@ from local_supervisor.session import (
     supervise,
 )
 from local_supervisor.settings import RunOptions, SupervisorSettings, parse_options
-from local_supervisor.stack import STACK, migration_spec, ports_in_use, service_specs
+from local_supervisor.stack import (
+    STACK,
+    local_outputs,
+    migration_spec,
+    ports_in_use,
+    service_specs,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,7 +76,7 @@ async def local_stack(
         # Registered after PostgreSQL, so it runs first: services stop before their database.
         cleanup.push_async_callback(supervisor.stop)
         cache_url = options.redis_url or await _start_redis(supervisor, options, console)
-        extra_env: dict[str, str] = {}
+        extra_env = local_outputs(options.data_dir)
         if not options.skip_migrate:
             await _migrate(supervisor, console, database_url)
             # Migrations ran once here; four services racing to run them again would only hurt.

@@ -12,7 +12,9 @@ from local_supervisor.processes import ProcessSpec
 from local_supervisor.readiness import GrpcHealthCheck, HttpReadyCheck, ReadinessCheck
 
 GRPC_HOST = "127.0.0.1"
-SAGA_DEFINITION = Path(__file__).resolve().parents[1] / "deploy" / "ecs" / "checkout_saga.asl.json"
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "ecs"
+SAGA_DEFINITION = DEPLOY / "checkout_saga.asl.json"
+EVENT_RULES = DEPLOY / "event_rules.json"
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,11 @@ STACK: tuple[StackEntry, ...] = (
     StackEntry(
         "saga-engine", "workers.saga_engine", None, env={"SAGA_DEFINITION": str(SAGA_DEFINITION)}
     ),
+    # Side-effect consumers, one process each, reading their queues (routing: EVENT_RULES).
+    StackEntry("shipping", "workers.consumers.shipping", None),
+    StackEntry("email", "workers.consumers.email", None),
+    StackEntry("invoice", "workers.consumers.invoice", None),
+    StackEntry("analytics", "workers.consumers.analytics", None),
     # /readyz answers 200 only once cart, inventory and checkout are SERVING.
     StackEntry("gateway", "gateway", None, http_port_env="GATEWAY_PORT", ready_path="/readyz"),
 )
@@ -98,6 +105,16 @@ def service_targets(
         if entry.http_port_env is not None
     }
     return targets
+
+
+def local_outputs(data_dir: Path) -> dict[str, str]:
+    """Where the local stack's side effects land (emails, invoices, analytics), under data_dir."""
+    return {
+        "EVENT_RULES_FILE": str(EVENT_RULES),
+        "MAILER_URL": str(data_dir / "email-outbox"),
+        "INVOICE_STORE_URL": str(data_dir / "documents"),
+        "ANALYTICS_SINK_URL": str(data_dir / "analytics" / "order_facts.jsonl"),
+    }
 
 
 def migration_spec(*, database_url: str) -> ProcessSpec:
