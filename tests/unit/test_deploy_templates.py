@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,15 +98,51 @@ def test_the_state_machine_deployed_is_the_local_asl_file_byte_for_byte(tmp_path
     assert passed["ArtifactBucket"] == {"Ref": "ArtifactBucket"}
 
 
-def test_a_changed_definition_is_a_new_build_and_a_new_key(tmp_path: Path) -> None:
+def test_the_same_sources_stage_to_the_same_build_id_and_keys(tmp_path: Path) -> None:
     first = deploy.stage(tmp_path / "a", lambda_dependencies=False)
     again = deploy.stage(tmp_path / "b", lambda_dependencies=False)
 
-    assert first.build_id == again.build_id  # the same sources stage to the same key
-    assert first.keys["checkout_saga.asl.json"] == again.keys["checkout_saga.asl.json"]
+    assert first.build_id == again.build_id
+    assert first.keys == again.keys
     assert (first.directory / "saga-adapters.zip").read_bytes() == (
         again.directory / "saga-adapters.zip"
     ).read_bytes()
+
+
+def test_a_changed_definition_is_staged_as_changed_under_a_new_key(tmp_path: Path) -> None:
+    # The repository as it is, but for one edited state machine file.
+    repo = tmp_path / "repo"
+    for top in ("workers", "marketplace_platform", "gen", "services", "gateway", "psp_simulator"):
+        (repo / top).parent.mkdir(parents=True, exist_ok=True)
+        (repo / top).symlink_to(REPO / top)
+    ecs = repo / "deploy" / "ecs"
+    ecs.mkdir(parents=True)
+    for name in ("templates", "event_rules.json", "lambda"):
+        (ecs / name).symlink_to(REPO / "deploy" / "ecs" / name)
+    definition = json.loads(deploy.SAGA_DEFINITION.read_text())
+    definition["Comment"] += " Edited."
+    edited = json.dumps(definition, indent=2).encode()
+    (ecs / "checkout_saga.asl.json").write_bytes(edited)
+
+    original = deploy.stage(tmp_path / "original", lambda_dependencies=False)
+    changed = deploy.stage(tmp_path / "changed", repo=repo, lambda_dependencies=False)
+
+    key = changed.keys["checkout_saga.asl.json"]
+    assert key != original.keys["checkout_saga.asl.json"]
+    assert (tmp_path / "changed" / key).read_bytes() == edited
+
+
+def test_every_template_is_cfn_lint_clean(tmp_path: Path) -> None:
+    generated = deploy.render_generated(tmp_path)
+    paths = [*sorted(deploy.TEMPLATES_DIR.glob("*.yaml")), *generated.values()]
+    cfn_lint = Path(sys.executable).parent / "cfn-lint"
+
+    result = subprocess.run(
+        [str(cfn_lint), *map(str, paths)], capture_output=True, text=True, check=False
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(paths) == 11
 
 
 def test_every_placeholder_is_substituted_by_the_lambda_running_its_handler() -> None:
