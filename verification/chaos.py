@@ -1,0 +1,200 @@
+"""`python -m verification.chaos` (`make chaos`): the whole stack under a seeded storm of
+customers and faults, then every invariant checked; exits 1 on any violation."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import random
+import secrets
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from verification import collect, customers, faults
+from verification.invariants import Verdict, check_all
+from verification.plan import ChaosPlan, CheckoutPlan, make_plan
+from verification.report import RunFacts, render
+from verification.snapshot import ClientCheckout
+from verification.stack import ChaosStack, fresh_database, kill_targets, running_stack
+
+log = logging.getLogger("verification.chaos")
+EXIT_VIOLATION = 1
+EXIT_HARNESS_ERROR = 2
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChaosOptions:
+    """One run's knobs."""
+
+    seed: int
+    checkouts: int
+    kills: int
+    redis_restarts: int
+    concurrency: int
+    settle_within: float
+    data_dir: Path
+    database_server: str | None  # None: an embedded PostgreSQL for the run
+
+
+def parse_options(argv: Sequence[str]) -> ChaosOptions:
+    """The command line (DATABASE_URL names a server to create the run's database on)."""
+    parser = argparse.ArgumentParser(prog="python -m verification.chaos", description=__doc__)
+    parser.add_argument("--seed", type=int, default=None, help="replay a run (default: random)")
+    parser.add_argument("--checkouts", type=int, default=2000, help="customers (default 2000)")
+    parser.add_argument("--kills", type=int, default=20, help="SIGKILLs during the load")
+    parser.add_argument("--redis-restarts", type=int, default=1, help="Redis kills")
+    parser.add_argument("--concurrency", type=int, default=32, help="customers at once")
+    parser.add_argument(
+        "--settle-within", type=float, default=300.0, help="seconds for orders to settle"
+    )
+    parser.add_argument("--data-dir", type=Path, default=None, help="logs and embedded data")
+    args = parser.parse_args(argv)
+    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="chaos-"))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return ChaosOptions(
+        seed=args.seed if args.seed is not None else secrets.randbelow(2**31),
+        checkouts=args.checkouts,
+        kills=args.kills,
+        redis_restarts=args.redis_restarts,
+        concurrency=args.concurrency,
+        settle_within=args.settle_within,
+        data_dir=data_dir.resolve(),
+        database_server=os.environ.get("DATABASE_URL") or None,
+    )
+
+
+def replay_command(options: ChaosOptions) -> str:
+    """The command that replays this run's plan."""
+    return (
+        f"python -m verification.chaos --seed {options.seed} --checkouts {options.checkouts} "
+        f"--kills {options.kills} --redis-restarts {options.redis_restarts} "
+        f"--concurrency {options.concurrency}"
+    )
+
+
+async def drive_load(
+    stack: ChaosStack, plan: ChaosPlan, options: ChaosOptions, traffic: customers.Traffic
+) -> tuple[list[customers.CheckoutResult], faults.FaultLog]:
+    """Every planned customer against the gateway while the planned faults strike."""
+    fault_log = faults.FaultLog()
+    progress = faults.Progress(len(plan.checkouts))
+    limits = httpx.Limits(max_connections=options.concurrency * 5)
+    async with (
+        httpx.AsyncClient(base_url=stack.url("gateway"), limits=limits) as gateway,
+        httpx.AsyncClient(base_url=stack.url("psp")) as psp,
+    ):
+        await customers.stock_catalog(
+            gateway, traffic, prices=plan.prices, initial_stock=plan.initial_stock
+        )
+        injectors = [
+            asyncio.create_task(faults.run_kills(stack, plan.kills, progress, fault_log)),
+            asyncio.create_task(faults.run_psp_phases(psp, plan.psp_phases, progress, fault_log)),
+            asyncio.create_task(
+                faults.run_redis_restarts(stack, plan.redis_restarts, progress, fault_log)
+            ),
+        ]
+        seats = asyncio.Semaphore(options.concurrency)
+        tenth = max(len(plan.checkouts) // 10, 1)
+
+        async def customer(checkout: CheckoutPlan) -> customers.CheckoutResult:
+            async with seats:
+                result = await customers.check_out(gateway, traffic, checkout)
+            await progress.advance()
+            if progress.done % tenth == 0:
+                log.info("%d/%d checkouts done, %d kills", progress.done, progress.total,
+                         len(fault_log.kills))  # fmt: skip
+            return result
+
+        results = await asyncio.gather(*(customer(c) for c in plan.checkouts))
+        await asyncio.gather(*injectors)
+        await faults.set_psp_faults(psp, {})  # the faults stop here; settling starts
+    return list(results), fault_log
+
+
+async def run(options: ChaosOptions) -> int:
+    """One full chaos run; the exit code."""
+    plan = make_plan(
+        seed=options.seed,
+        checkouts=options.checkouts,
+        kills=options.kills,
+        kill_targets=kill_targets(),
+        redis_restarts=options.redis_restarts,
+    )
+    scope = collect.Scope(f"chaos-{plan.run_id}-", tuple(plan.initial_stock))
+    traffic = customers.Traffic()
+    rng = random.Random(options.seed)
+    async with (
+        fresh_database(options.database_server, options.data_dir) as database_url,
+        running_stack(database_url=database_url, data_dir=options.data_dir, rng=rng) as stack,
+    ):
+        log.info("stack SERVING; %d checkouts, %d kills", options.checkouts, options.kills)
+        started = time.monotonic()
+        results, fault_log = await drive_load(stack, plan, options, traffic)
+        load_seconds = time.monotonic() - started
+        processes = set(stack.processes())
+        pipeline = collect.has_relay(processes)
+        waited, unsettled = await collect.settle(
+            stack, scope, within=options.settle_within, pipeline=pipeline
+        )
+        log.info("settled in %.0fs (%d orders unsettled)", waited, unsettled)
+        checkouts = [
+            ClientCheckout(
+                customer_id=r.plan.customer_id,
+                idempotency_key=r.plan.idempotency_key,
+                cart_id=r.cart_id,
+                order_ids=frozenset(r.order_ids),
+            )
+            for r in results
+            if r.cart_id is not None
+        ]
+        async with httpx.AsyncClient(base_url=stack.url("psp")) as psp:
+            snapshot, orphans = await collect.take_snapshot(
+                stack,
+                psp,
+                scope,
+                initial_stock=plan.initial_stock,
+                client_checkouts=checkouts,
+                settle_seconds=options.settle_within if unsettled else waited,
+            )
+        restarts = stack.restarts_seen()
+    results_checked = check_all(snapshot)
+    facts = RunFacts(
+        seed=options.seed,
+        replay=replay_command(options),
+        checkouts=options.checkouts,
+        load_seconds=load_seconds,
+        settle_seconds=waited,
+        restarts_seen=restarts,
+        orphans_voided=orphans,
+        data_dir=str(options.data_dir),
+    )
+    print(render(facts, snapshot, traffic, fault_log, results_checked), flush=True)
+    failed = any(r.verdict is Verdict.FAIL for r in results_checked)
+    return EXIT_VIOLATION if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse, print the seed, run; 0 when every checked invariant holds."""
+    logging.basicConfig(
+        level=logging.INFO, format="chaos | %(message)s", stream=sys.stderr, force=True
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the run
+    options = parse_options(sys.argv[1:] if argv is None else argv)
+    print(f"chaos seed {options.seed}; replay with: {replay_command(options)}", flush=True)
+    try:
+        return asyncio.run(run(options))
+    except Exception:
+        log.exception("the chaos run could not complete (seed %d)", options.seed)
+        return EXIT_HARNESS_ERROR
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

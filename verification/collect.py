@@ -1,0 +1,271 @@
+"""Wait for the system to settle, run reconciliation and the stock audit, then read the
+databases and the PSP simulator's own records into a Snapshot (read-only SQL and read rpcs)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+import grpc
+import httpx
+from google.protobuf.duration_pb2 import Duration
+
+from marketplace.common.v1 import ids_pb2
+from marketplace.inventory.v1 import inventory_service_pb2 as inventory_pb
+from marketplace.inventory.v1 import inventory_service_pb2_grpc as inventory_grpc
+from marketplace.payment.v1 import payment_service_pb2 as payment_pb
+from marketplace.payment.v1 import payment_service_pb2_grpc as payment_grpc
+from verification.snapshot import (
+    CONFIRMED_STATUSES,
+    ClientCheckout,
+    Intent,
+    MessageFlow,
+    Order,
+    OrderLine,
+    Snapshot,
+    StockLevel,
+)
+from verification.stack import ChaosStack
+
+# ReconcilePayments voids authorizations with no CONFIRMED order once they are this old (the
+# contract's minimum), so the checker waits for suspects to age past it before it runs.
+ORPHAN_AFTER_SECONDS = 60
+RPC_ATTEMPTS = 30
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What belongs to this run: its customers' prefix and its SKUs."""
+
+    customer_prefix: str
+    skus: tuple[str, ...]
+
+
+async def _orders(db: asyncpg.Connection, scope: Scope) -> list[Order]:
+    rows = await db.fetch(
+        """SELECT order_id::text AS order_id, customer_id, cart_id::text AS cart_id, status,
+                  failure_reason, subtotal + coalesce(tax, 0) AS total
+             FROM checkout.orders WHERE customer_id LIKE $1""",
+        scope.customer_prefix + "%",
+    )
+    lines: dict[str, list[OrderLine]] = {}
+    for line in await db.fetch(
+        """SELECT l.order_id::text AS order_id, l.sku, l.merchant_id, l.quantity
+             FROM checkout.order_lines l JOIN checkout.orders o USING (order_id)
+            WHERE o.customer_id LIKE $1""",
+        scope.customer_prefix + "%",
+    ):
+        lines.setdefault(line["order_id"], []).append(
+            OrderLine(sku=line["sku"], merchant_id=line["merchant_id"], quantity=line["quantity"])
+        )
+    return [
+        Order(
+            order_id=row["order_id"],
+            customer_id=row["customer_id"],
+            cart_id=row["cart_id"],
+            status=row["status"],
+            failure_reason=row["failure_reason"],
+            total_minor=int(row["total"]),
+            lines=tuple(lines.get(row["order_id"], ())),
+        )
+        for row in rows
+    ]
+
+
+async def _running_sagas(db: asyncpg.Connection, order_ids: Sequence[str]) -> list[str]:
+    rows = await db.fetch(
+        "SELECT name FROM saga.executions WHERE status = 'RUNNING' AND name = ANY($1::text[])",
+        list(order_ids),
+    )
+    return sorted(row["name"] for row in rows)
+
+
+async def _message_flow(db: asyncpg.Connection) -> MessageFlow:
+    schemas = await db.fetch(
+        "SELECT table_schema FROM information_schema.tables WHERE table_name = 'outbox'"
+    )
+    unpublished = {}
+    for row in schemas:
+        schema = row["table_schema"]
+        unpublished[schema] = await db.fetchval(
+            f'SELECT count(*) FROM "{schema}".outbox WHERE published_at IS NULL'
+        )
+    depths = {r["queue"]: r["n"] for r in await db.fetch(
+        "SELECT queue, count(*) AS n FROM queues.messages GROUP BY queue"
+    )}  # fmt: skip
+    return MessageFlow(
+        unpublished_outbox=unpublished,
+        queue_depths={q: n for q, n in depths.items() if not q.endswith("-dlq")},
+        dead_letters={q: n for q, n in depths.items() if q.endswith("-dlq")},
+    )
+
+
+async def _shipments(db: asyncpg.Connection, order_ids: Sequence[str]) -> dict[str, int]:
+    rows = await db.fetch(
+        """SELECT order_id::text AS order_id, count(*) AS n FROM consumers.shipments
+            WHERE status = 'CREATED' AND order_id = ANY($1::uuid[]) GROUP BY order_id""",
+        list(order_ids),
+    )
+    return {row["order_id"]: int(row["n"]) for row in rows}
+
+
+def has_relay(processes: Iterable[str]) -> bool:
+    """Whether the stack runs an outbox relay (without one no event reaches any queue)."""
+    return any("relay" in name for name in processes)
+
+
+async def settle(
+    stack: ChaosStack, scope: Scope, *, within: float, pipeline: bool
+) -> tuple[float, int]:
+    """Wait until no order is PENDING (and, with the event pipeline, the queues are drained);
+    return the seconds waited and the orders still unsettled at the bound."""
+    started = time.monotonic()
+    db = await asyncpg.connect(stack.database_url)
+    try:
+        while True:
+            pending = await db.fetchval(
+                """SELECT count(*) FROM checkout.orders
+                    WHERE customer_id LIKE $1
+                      AND status NOT IN ('CONFIRMED', 'CANCELLED', 'SHIPPED')""",
+                scope.customer_prefix + "%",
+            )
+            busy = 0
+            if pipeline:
+                flow = await _message_flow(db)
+                busy = sum(flow.unpublished_outbox.values()) + sum(flow.queue_depths.values())
+            waited = time.monotonic() - started
+            if (pending == 0 and busy == 0) or waited > within:
+                return waited, int(pending)
+            await asyncio.sleep(1.0)
+    finally:
+        await db.close()
+
+
+async def list_intents(psp: httpx.AsyncClient) -> list[Intent]:
+    """Every payment intent at the PSP simulator, page by page."""
+    intents: list[Intent] = []
+    after: str | None = None
+    while True:
+        params = {"limit": "100"} | ({"starting_after": after} if after else {})
+        answer = await psp.get("/v1/payment_intents", params=params, timeout=30)
+        answer.raise_for_status()
+        page: dict[str, Any] = answer.json()
+        for item in page["data"]:
+            intents.append(
+                Intent(
+                    intent_id=item["id"],
+                    order_id=item["metadata"].get("order_id"),
+                    status=item["status"],
+                    amount=item["amount"],
+                    amount_capturable=item["amount_capturable"],
+                    amount_received=item["amount_received"],
+                    amount_refunded=item.get("amount_refunded", 0),
+                )
+            )
+            after = item["id"]
+        if not page.get("has_more") or not page["data"]:
+            return intents
+
+
+async def _with_retries(call: Any, request: Any) -> Any:
+    """A read or reconcile rpc, retried while a restarted service comes back."""
+    for attempt in range(RPC_ATTEMPTS):
+        try:
+            return await call(request, timeout=60)
+        except grpc.aio.AioRpcError as error:
+            retryable = error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL,
+                                         grpc.StatusCode.DEADLINE_EXCEEDED)  # fmt: skip
+            if not retryable or attempt == RPC_ATTEMPTS - 1:
+                raise
+            await asyncio.sleep(1.0)
+    raise AssertionError("unreachable")
+
+
+async def reconcile_payments(stack: ChaosStack, psp: httpx.AsyncClient, orders: list[Order]) -> int:
+    """Let suspect authorizations age past the orphan threshold, then run ReconcilePayments;
+    return how many orphans it reported."""
+    confirmed = {o.order_id for o in orders if o.status in CONFIRMED_STATUSES}
+    intents = await list_intents(psp)
+    suspects = [
+        i for i in intents if i.status == "requires_capture" and i.order_id not in confirmed
+    ]
+    if suspects:
+        # Creation times are on the PSP's clock; waiting the full threshold after the last
+        # suspect was seen is enough, since it was created before we listed it.
+        await asyncio.sleep(ORPHAN_AFTER_SECONDS + 12)
+    async with grpc.aio.insecure_channel(stack.grpc_address("payment")) as channel:
+        stub = payment_grpc.PaymentServiceStub(channel)
+        request = payment_pb.ReconcilePaymentsRequest(
+            idempotency_key=f"chaos-reconcile-{uuid.uuid4().hex}",
+            orphan_after=Duration(seconds=ORPHAN_AFTER_SECONDS),
+        )
+        response = await _with_retries(stub.ReconcilePayments, request)
+    return len(response.report.orphan_authorizations)
+
+
+async def audit_stock(stack: ChaosStack, skus: Sequence[str]) -> list[str]:
+    """Inventory's own audit of the SKUs against its movement ledger."""
+    async with grpc.aio.insecure_channel(stack.grpc_address("inventory")) as channel:
+        stub = inventory_grpc.InventoryServiceStub(channel)
+        request = inventory_pb.AuditStockRequest(skus=[ids_pb2.Sku(value=s) for s in skus])
+        response = await _with_retries(stub.AuditStock, request)
+    return [f"{d.sku.value}: {d.description}" for d in response.discrepancies]
+
+
+async def take_snapshot(
+    stack: ChaosStack,
+    psp: httpx.AsyncClient,
+    scope: Scope,
+    *,
+    initial_stock: dict[str, int],
+    client_checkouts: Sequence[ClientCheckout],
+    settle_seconds: float,
+) -> tuple[Snapshot, int]:
+    """Reconcile, audit and read everything the invariants need; also the orphans voided."""
+    processes = set(stack.processes())
+    relay = has_relay(processes)
+    db = await asyncpg.connect(stack.database_url)
+    try:
+        orders = await _orders(db, scope)
+        orphans = await reconcile_payments(stack, psp, orders)
+        orders = await _orders(db, scope)  # reconciliation may take a while: read again
+        order_ids = [o.order_id for o in orders]
+        stock = [
+            StockLevel(sku=r["sku"], on_hand=r["on_hand"], reserved=r["reserved"], sold=r["sold"])
+            for r in await db.fetch(
+                "SELECT sku, on_hand, reserved, sold FROM inventory.stock_items"
+                " WHERE sku = ANY($1::text[])",
+                list(scope.skus),
+            )
+        ]
+        running = await _running_sagas(db, order_ids)
+        shipments = await _shipments(db, order_ids) if relay and "shipping" in processes else None
+        flow = await _message_flow(db) if relay else None
+    finally:
+        await db.close()
+    why_not = (
+        "the stack runs no outbox relay, so no event reaches the shipping queue"
+        if "shipping" in processes
+        else "no shipping consumer in the stack yet"
+    )
+    snapshot = Snapshot(
+        orders=tuple(orders),
+        client_checkouts=tuple(client_checkouts),
+        initial_stock=initial_stock,
+        stock=tuple(stock),
+        audit_discrepancies=tuple(await audit_stock(stack, scope.skus)),
+        intents=tuple(await list_intents(psp)),
+        reconciliation_ran=True,
+        running_sagas=tuple(running),
+        settle_seconds=settle_seconds,
+        shipments=shipments,
+        shipments_not_checked=why_not,
+        message_flow=flow,
+        message_flow_not_checked="the stack runs no outbox relay, so no event is queued",
+    )
+    return snapshot, orphans

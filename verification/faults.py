@@ -1,0 +1,134 @@
+"""Fault injectors driven by the load's progress: SIGKILLs of supervised processes, PSP fault
+phases through its admin API, and Redis restarts. Each records what it actually did."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import httpx
+
+from verification.plan import Kill, PspPhase
+from verification.stack import ChaosStack
+
+log = logging.getLogger("verification.faults")
+PID_WAIT = 30.0  # a process being restarted gets this long to come back before a kill is skipped
+
+
+@dataclass
+class FaultLog:
+    """Every fault injected, in order, with when (as load progress) it happened."""
+
+    kills: list[tuple[float, str, int]] = field(default_factory=list)  # progress, name, pid
+    skipped_kills: list[str] = field(default_factory=list)
+    psp_phases: list[tuple[float, dict[str, float]]] = field(default_factory=list)
+    redis_restarts: list[float] = field(default_factory=list)
+
+
+class Progress:
+    """The share of checkouts finished, and a way to wait for a given share."""
+
+    def __init__(self, total: int) -> None:
+        self.total = max(total, 1)
+        self.done = 0
+        self._changed = asyncio.Condition()
+
+    @property
+    def share(self) -> float:
+        """Finished checkouts / planned checkouts."""
+        return self.done / self.total
+
+    async def advance(self) -> None:
+        """One more checkout finished."""
+        async with self._changed:
+            self.done += 1
+            self._changed.notify_all()
+
+    async def reach(self, share: float) -> None:
+        """Return once at least `share` of the checkouts finished."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.share >= share)
+
+
+async def _pid_of(stack: ChaosStack, name: str) -> int | None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + PID_WAIT
+    while loop.time() < deadline:
+        pid = stack.processes().get(name)
+        if pid:
+            return int(pid)
+        await asyncio.sleep(0.2)
+    return None
+
+
+async def sigkill(stack: ChaosStack, name: str) -> int | None:
+    """SIGKILL the named supervised process now; its pid, or None when it was not running."""
+    pid = await _pid_of(stack, name)
+    if pid is None:
+        return None
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return None
+    return pid
+
+
+async def run_kills(
+    stack: ChaosStack, kills: Sequence[Kill], progress: Progress, faults: FaultLog
+) -> None:
+    """SIGKILL each planned process when the load reaches its moment."""
+    for kill in kills:
+        await progress.reach(kill.at_progress)
+        pid = await sigkill(stack, kill.target)
+        if pid is None:
+            faults.skipped_kills.append(f"{kill.target} (no pid within {PID_WAIT:.0f}s)")
+            continue
+        faults.kills.append((progress.share, kill.target, pid))
+        log.info("SIGKILL %s (pid %d) at %.0f%%", kill.target, pid, progress.share * 100)
+
+
+async def set_psp_faults(psp: httpx.AsyncClient, faults: dict[str, float]) -> None:
+    """Put `faults` in force at the PSP simulator (an empty dict clears them)."""
+    for _ in range(50):
+        try:
+            answer = await psp.put("/admin/faults", json=faults, timeout=5)
+            if answer.status_code == 200:
+                return
+        except httpx.TransportError:
+            pass  # the PSP itself may be restarting after a kill
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"the PSP simulator refused its faults {faults}")
+
+
+async def run_psp_phases(
+    psp: httpx.AsyncClient, phases: Sequence[PspPhase], progress: Progress, faults: FaultLog
+) -> None:
+    """Change the PSP's faults at each planned moment."""
+    for phase in phases:
+        await progress.reach(phase.at_progress)
+        await set_psp_faults(psp, phase.faults)
+        faults.psp_phases.append((progress.share, phase.faults))
+        log.info("PSP faults at %.0f%%: %s", progress.share * 100, phase.faults or "none")
+
+
+async def run_redis_restarts(
+    stack: ChaosStack, moments: Sequence[float], progress: Progress, faults: FaultLog
+) -> None:
+    """Kill the embedded Redis (the supervisor restarts it) at each planned moment."""
+    for moment in moments:
+        await progress.reach(moment)
+        if await sigkill(stack, "redis") is not None:
+            faults.redis_restarts.append(progress.share)
+            log.info("Redis killed at %.0f%%", progress.share * 100)
+
+
+def count_by_target(faults: FaultLog) -> dict[str, int]:
+    """Kills per process name."""
+    counts: dict[str, int] = {}
+    for _, name, _ in faults.kills:
+        counts[name] = counts.get(name, 0) + 1
+    return counts

@@ -1,0 +1,138 @@
+"""The seeded plan of a chaos run: every customer's checkout and every fault, decided up front
+from one seed, so a run can be replayed from the seed it printed."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+CARDS = (
+    ("pm_card_visa", 0.86),
+    ("pm_card_chargeDeclined", 0.08),
+    ("pm_card_riskLevelHighest", 0.06),
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckoutPlan:
+    """One customer's checkout: what they buy, with which card, and how hard they retry."""
+
+    index: int
+    customer_id: str
+    idempotency_key: str
+    lines: tuple[tuple[str, int], ...]  # (sku, quantity)
+    card: str
+    storm: int  # identical requests sent at once under the same key
+    timeout_seconds: float  # the client's patience per request; short ones force re-sends
+    replay_after_seconds: float | None  # send the same key once more, this long after
+
+
+@dataclass(frozen=True, kw_only=True)
+class Kill:
+    """SIGKILL one process once this share of the checkouts has finished."""
+
+    at_progress: float
+    target: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class PspPhase:
+    """PSP faults put in force once this share of the checkouts has finished."""
+
+    at_progress: float
+    faults: dict[str, float]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChaosPlan:
+    """Everything a run will do, derived from its seed."""
+
+    seed: int
+    run_id: str
+    initial_stock: dict[str, int]
+    prices: dict[str, int]
+    checkouts: tuple[CheckoutPlan, ...]
+    kills: tuple[Kill, ...]
+    psp_phases: tuple[PspPhase, ...]
+    redis_restarts: tuple[float, ...]  # progress shares at which Redis is killed
+
+
+def _card(roll: float) -> str:
+    for card, share in CARDS:
+        if roll < share:
+            return card
+        roll -= share
+    return CARDS[0][0]
+
+
+def _psp_faults(rng: random.Random) -> dict[str, float]:
+    kind = rng.choice(("latency", "errors", "hangs", "ambiguous", "mixed"))
+    if kind == "latency":
+        return {"latency_ms": rng.choice((100, 250, 500)), "response_delay_ms": 100}
+    if kind == "errors":
+        return {"error_rate": rng.choice((0.1, 0.25, 0.4))}
+    if kind == "hangs":
+        return {"hang_rate": rng.choice((0.05, 0.1)), "hang_seconds": rng.choice((3.0, 6.0))}
+    if kind == "ambiguous":
+        return {"ambiguous_rate": rng.choice((0.15, 0.3, 0.5))}
+    return {
+        "latency_ms": 50,
+        "error_rate": 0.1,
+        "hang_rate": 0.03,
+        "hang_seconds": 3.0,
+        "ambiguous_rate": 0.2,
+    }
+
+
+def make_plan(
+    *,
+    seed: int,
+    checkouts: int,
+    kills: int,
+    kill_targets: Sequence[str],
+    redis_restarts: int = 1,
+    skus: int = 12,
+) -> ChaosPlan:
+    """The plan for `checkouts` customers and `kills` SIGKILLs over `kill_targets`."""
+    rng = random.Random(seed)
+    run_id = f"{seed:x}-{rng.getrandbits(24):06x}"
+    names = [f"SKU-{run_id}-{n:02d}" for n in range(skus)]
+    # Stock tight enough that some SKUs sell out under the load and some never do.
+    units = max(4, checkouts // skus)
+    initial_stock = {sku: rng.randint(units // 3, units * 2) for sku in names}
+    prices = {sku: rng.randint(199, 19_999) for sku in names}
+    plans = []
+    for index in range(checkouts):
+        picked = rng.sample(names, k=rng.choice((1, 1, 1, 2)))
+        card = _card(rng.random())
+        plans.append(
+            CheckoutPlan(
+                index=index,
+                customer_id=f"chaos-{run_id}-c{index:05d}",
+                idempotency_key=f"chk-{run_id}-{index:05d}-{rng.getrandbits(32):08x}",
+                lines=tuple((sku, rng.choice((1, 1, 1, 2, 3))) for sku in sorted(picked)),
+                card=card,
+                storm=rng.choice((1, 2, 2, 3, 4)),
+                timeout_seconds=rng.choice((0.25, 0.5, 5.0, 5.0, 5.0)),
+                replay_after_seconds=rng.choice((None, None, 0.5, 2.0)),
+            )
+        )
+    # Every kind of process dies at least once (when kills allow), the rest at random.
+    order = rng.sample(list(kill_targets), k=len(kill_targets))
+    targets = (order + [rng.choice(kill_targets) for _ in range(kills)])[:kills]
+    moments = sorted(rng.uniform(0.05, 0.9) for _ in range(kills))
+    phase_starts = sorted(rng.uniform(0.05, 0.85) for _ in range(5))
+    phases = [PspPhase(at_progress=at, faults=_psp_faults(rng)) for at in phase_starts]
+    # The faults stop before the last customers, so the tail of the load runs on a healthy PSP.
+    phases.append(PspPhase(at_progress=0.92, faults={}))
+    return ChaosPlan(
+        seed=seed,
+        run_id=run_id,
+        initial_stock=initial_stock,
+        prices=prices,
+        checkouts=tuple(plans),
+        kills=tuple(Kill(at_progress=m, target=t) for m, t in zip(moments, targets, strict=True)),
+        psp_phases=tuple(phases),
+        redis_restarts=tuple(sorted(rng.uniform(0.1, 0.8) for _ in range(redis_restarts))),
+    )

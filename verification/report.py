@@ -1,0 +1,80 @@
+"""The run's report: orders and outcomes, client traffic, faults injected, each invariant."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from verification.customers import Traffic
+from verification.faults import FaultLog, count_by_target
+from verification.invariants import InvariantResult, Verdict, violations
+from verification.snapshot import Snapshot
+
+SHOWN_COUNTEREXAMPLES = 20
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunFacts:
+    """The figures of one run that are not in the snapshot."""
+
+    seed: int
+    replay: str
+    checkouts: int
+    load_seconds: float
+    settle_seconds: float
+    restarts_seen: int
+    orphans_voided: int
+    data_dir: str
+
+
+def outcomes(snapshot: Snapshot) -> Counter[str]:
+    """Orders by final status (and reason for CANCELLED)."""
+    return Counter(
+        f"{o.status} {o.failure_reason}" if o.failure_reason else o.status for o in snapshot.orders
+    )
+
+
+def render(
+    facts: RunFacts,
+    snapshot: Snapshot,
+    traffic: Traffic,
+    faults: FaultLog,
+    results: Sequence[InvariantResult],
+) -> str:
+    """The human-readable report."""
+    out = [
+        f"chaos run, seed {facts.seed}  (replay: {facts.replay})",
+        f"data and logs: {facts.data_dir}",
+        "",
+        f"orders: {facts.checkouts} checkouts planned, {len(snapshot.orders)} orders in "
+        f"{facts.load_seconds:.0f}s of load, settled in {facts.settle_seconds:.0f}s",
+    ]
+    out += [f"  {n:6d}  {label}" for label, n in sorted(outcomes(snapshot).items())]
+    answers = ", ".join(f"{k} x{n}" for k, n in sorted(traffic.answers.items()))
+    out += [f"client answers: {answers}", f"client gave up: {len(traffic.abandoned)}"]
+    out += [f"  {line}" for line in traffic.abandoned[:5]]
+    kills = ", ".join(f"{name} {n}" for name, n in sorted(count_by_target(faults).items()))
+    out += [
+        "",
+        f"faults: {len(faults.kills)} SIGKILLs ({kills}); supervisor restarts seen "
+        f"{facts.restarts_seen}; Redis restarts {len(faults.redis_restarts)}",
+    ]
+    out += [f"  kill skipped: {why}" for why in faults.skipped_kills]
+    out += [f"  PSP at {share:4.0%}: {phase or 'no faults'}" for share, phase in faults.psp_phases]
+    out += [f"  reconciliation voided {facts.orphans_voided} orphan authorization(s)", ""]
+    out.append("invariants:")
+    for result in results:
+        out.append(f"  [{result.verdict.value}] {result.number}. {result.title}: {result.examined}")
+        out += [f"      - {c}" for c in result.counterexamples[:SHOWN_COUNTEREXAMPLES]]
+        hidden = len(result.counterexamples) - SHOWN_COUNTEREXAMPLES
+        if hidden > 0:
+            out.append(f"      ... and {hidden} more")
+    failed = [r for r in results if r.verdict is Verdict.FAIL]
+    verdict = (
+        f"FAIL: {violations(results)} violation(s) in {len(failed)} invariant(s)"
+        if failed
+        else "PASS: zero invariant violations"
+    )
+    out += ["", f"result: {verdict} (seed {facts.seed})"]
+    return "\n".join(out)
