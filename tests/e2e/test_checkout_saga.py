@@ -137,10 +137,15 @@ async def settled_order(clients: Clients, customer: str, order_id: str) -> check
 
 
 async def stock_of(clients: Clients, sku: str) -> inventory_pb.StockLevel:
-    response = await clients.inventory.GetStock(
-        inventory_pb.GetStockRequest(sku=ids_pb2.Sku(value=sku)), timeout=10
-    )
-    return response.stock_level
+    """The SKU's stock once nothing is reserved: the saga commits a CONFIRMED order's stock just
+    after confirming it, and releases a cancelled one's before cancelling (polled, bounded)."""
+    request = inventory_pb.GetStockRequest(sku=ids_pb2.Sku(value=sku))
+    async with asyncio.timeout(SETTLES_WITHIN):
+        while True:
+            level = (await clients.inventory.GetStock(request, timeout=10)).stock_level
+            if level.reserved == 0:
+                return level
+            await asyncio.sleep(0.2)
 
 
 async def test_orders_end_confirmed_or_cancelled_with_the_right_reason(clients: Clients) -> None:

@@ -79,10 +79,18 @@ async def settled(http: httpx.AsyncClient, customer: str, order_id: str) -> dict
 
 
 async def stock(http: httpx.AsyncClient, sku: str) -> dict[str, Any]:
-    answer = await http.get(f"/v1/admin/inventory/{sku}", headers=bearer("ops", ADMIN_SCOPE))
-    assert answer.status_code == 200, answer.text
-    level: dict[str, Any] = answer.json()
-    return level
+    """The SKU's stock once nothing is reserved (a CONFIRMED order's stock is committed just
+    after it is confirmed; polled, bounded)."""
+    async with asyncio.timeout(SETTLES_WITHIN):
+        while True:
+            answer = await http.get(
+                f"/v1/admin/inventory/{sku}", headers=bearer("ops", ADMIN_SCOPE)
+            )
+            assert answer.status_code == 200, answer.text
+            level: dict[str, Any] = answer.json()
+            if level["reserved"] == 0:
+                return level
+            await asyncio.sleep(0.2)
 
 
 async def test_checkouts_through_the_gateway_end_as_the_customer_would_expect(
