@@ -940,14 +940,14 @@ def _service(deployable: Deployable) -> dict[str, Any]:
         "ServiceConnectConfiguration": service_connect,
     }
     if deployable.port is not None:
-        port_name = "http" if deployable.http else "grpc"
-        service_connect["Services"] = [
-            {
-                "PortName": port_name,
-                "DiscoveryName": deployable.name,
-                "ClientAliases": [{"Port": deployable.port, "DnsName": deployable.name}],
-            }
-        ]
+        if not deployable.http:  # the gateway is called by the VPC link only, not in the mesh
+            service_connect["Services"] = [
+                {
+                    "PortName": "grpc",
+                    "DiscoveryName": deployable.name,
+                    "ClientAliases": [{"Port": deployable.port, "DnsName": deployable.name}],
+                }
+            ]
         registry: dict[str, Any] = {"RegistryArn": {"Fn::GetAtt": [f"{prefix}Discovery", "Arn"]}}
         if deployable.http:
             registry |= {"ContainerName": "app", "ContainerPort": deployable.port}
