@@ -1,0 +1,387 @@
+"""SQL statements and commits per checkout, counted (not timed) on each service's own engine:
+PlaceOrder, every saga step of one confirmed order, and the durable saga engine's own
+bookkeeping for that order. Each count must stay within a budget justified below, so a change
+that adds a round trip to the hot path fails here before it shows up in `make bench`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import pytest
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from marketplace.cart.v1 import cart_service_pb2 as cart_pb
+from marketplace.cart.v1 import cart_service_pb2_grpc as cart_grpc
+from marketplace.checkout.v1 import checkout_service_pb2 as checkout_pb
+from marketplace.checkout.v1 import checkout_service_pb2_grpc as checkout_grpc
+from marketplace.common.v1 import address_pb2, ids_pb2, money_pb2
+from marketplace.inventory.v1 import inventory_service_pb2 as inventory_pb
+from marketplace.inventory.v1 import inventory_service_pb2_grpc as inventory_grpc
+from marketplace_platform.db import create_engine
+from marketplace_platform.grpc_server import RunningServer, start_server
+from marketplace_platform.ids import new_id
+from marketplace_platform.settings import ServiceSettings
+from services.cart import bootstrap as cart
+from services.checkout import bootstrap as checkout
+from services.inventory import bootstrap as inventory
+from services.payment import bootstrap as payment
+from tests.support.psp import RunningPsp, running_psp
+from workers.saga_adapters import clients
+from workers.saga_adapters.registry import HANDLERS
+from workers.saga_engine.asl.machine import StateMachine
+from workers.saga_engine.engine import EngineOptions, SagaEngine
+from workers.saga_engine.handlers import HandlerInvoker
+
+if TYPE_CHECKING:
+    from marketplace.cart.v1.cart_service_pb2_grpc import CartServiceAsyncStub as CartStub
+    from marketplace.checkout.v1.checkout_service_pb2_grpc import (
+        CheckoutServiceAsyncStub as CheckoutStub,
+    )
+    from marketplace.inventory.v1.inventory_service_pb2_grpc import (
+        InventoryServiceAsyncStub as InventoryStub,
+    )
+
+REPO = Path(__file__).resolve().parents[2]
+SERVICES = ("cart", "inventory", "payment", "checkout", "saga")
+
+
+@dataclass
+class Tally:
+    """Statements and transaction ends seen on one engine."""
+
+    statements: list[str] = field(default_factory=list)
+    commits: int = 0
+    rollbacks: int = 0
+
+    def snapshot(self) -> tuple[int, int, int]:
+        return len(self.statements), self.commits, self.rollbacks
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What one operation cost on one engine."""
+
+    statements: int
+    commits: int
+    rollbacks: int
+    sql: tuple[str, ...]
+
+
+class Meter:
+    """One counted engine per service; `measure` returns what a block cost on each."""
+
+    def __init__(self, engines: Mapping[str, AsyncEngine]) -> None:
+        self.engines = dict(engines)
+        self.tallies = {name: Tally() for name in engines}
+        for name, engine in engines.items():
+            tally = self.tallies[name]
+            event.listen(engine.sync_engine, "before_cursor_execute", _recorder(tally))
+            event.listen(engine.sync_engine, "commit", _ender(tally, "commits"))
+            event.listen(engine.sync_engine, "rollback", _ender(tally, "rollbacks"))
+
+    def snapshot(self) -> dict[str, tuple[int, int, int]]:
+        return {name: tally.snapshot() for name, tally in self.tallies.items()}
+
+    def since(self, before: Mapping[str, tuple[int, int, int]]) -> dict[str, Cost]:
+        """The cost on each engine since `before` (engines that did nothing are left out)."""
+        costs = {}
+        for name, tally in self.tallies.items():
+            statements, commits, rollbacks = before[name]
+            cost = Cost(
+                statements=len(tally.statements) - statements,
+                commits=tally.commits - commits,
+                rollbacks=tally.rollbacks - rollbacks,
+                sql=tuple(tally.statements[statements:]),
+            )
+            if cost.statements or cost.commits or cost.rollbacks:
+                costs[name] = cost
+        return costs
+
+
+def _recorder(tally: Tally) -> Any:
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        tally.statements.append(" ".join(statement.split())[:160])
+
+    return record
+
+
+def _ender(tally: Tally, attribute: str) -> Any:
+    def end(conn: Any) -> None:
+        setattr(tally, attribute, getattr(tally, attribute) + 1)
+
+    return end
+
+
+async def always_ready() -> None:
+    """A readiness probe that issues no SQL, so probes never land in a count."""
+
+
+@pytest.fixture(scope="module")
+async def meter(migrated_database_url: str) -> AsyncIterator[Meter]:
+    engines = {
+        name: create_engine(ServiceSettings(database_url=migrated_database_url, db_pool_size=4))
+        for name in SERVICES
+    }
+    yield Meter(engines)
+    for engine in engines.values():
+        await engine.dispose()
+
+
+@pytest.fixture(scope="module")
+async def psp(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningPsp]:
+    async with running_psp(tmp_path_factory.mktemp("psp")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+async def servers(
+    meter: Meter, psp: RunningPsp, redis_server_url: str
+) -> AsyncIterator[dict[str, RunningServer]]:
+    running: dict[str, RunningServer] = {}
+    # The cart cache off: a cold cart (the common case at checkout) reads PostgreSQL.
+    cart_settings = cart.CartSettings(
+        grpc_port=0, redis_url=redis_server_url, cart_cache_enabled=False
+    )
+    running["cart"] = await start_server(
+        cart_settings, cart.build(cart_settings)(meter.engines["cart"]).services, always_ready
+    )
+    inventory_parts = inventory.build(inventory.InventorySettings())(meter.engines["inventory"])
+    running["inventory"] = await start_server(
+        ServiceSettings(service_name="inventory", grpc_port=0),
+        inventory_parts.services,
+        always_ready,
+    )
+    payment_settings = payment.PaymentSettings(
+        psp_url=psp.url, psp_timeout_seconds=2.0, psp_breaker_failures=1000, grpc_port=0
+    )
+    payment_parts = payment.build(payment_settings)(meter.engines["payment"])
+    running["payment"] = await start_server(payment_settings, payment_parts.services, always_ready)
+    checkout_settings = checkout.CheckoutSettings(
+        grpc_port=0,
+        cart_target=f"127.0.0.1:{running['cart'].port}",
+        payment_target=f"127.0.0.1:{running['payment'].port}",
+    )
+    # The saga starter as the local stack wires it: on checkout's own engine.
+    checkout_parts = checkout.build(checkout_settings)(meter.engines["checkout"])
+    running["checkout"] = await start_server(
+        checkout_settings, checkout_parts.services, always_ready
+    )
+    yield running
+    for server in running.values():
+        await server.stop(1)
+
+
+@pytest.fixture(scope="module")
+def module_targets(servers: dict[str, RunningServer]) -> Iterator[None]:
+    """Point the saga's adapters at the test servers, as the stack's *_TARGET variables do."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("inventory", "payment", "checkout"):
+            patch.setenv(f"{name.upper()}_TARGET", f"127.0.0.1:{servers[name].port}")
+        clients.reset()
+        yield
+    clients.reset()
+
+
+@dataclass(frozen=True)
+class Shop:
+    cart: CartStub
+    checkout: CheckoutStub
+    inventory: InventoryStub
+
+
+@pytest.fixture(scope="module")
+async def shop_for_module(
+    servers: dict[str, RunningServer], module_targets: None
+) -> AsyncIterator[Shop]:
+    channels = {
+        name: grpc.aio.insecure_channel(f"127.0.0.1:{servers[name].port}")
+        for name in ("cart", "checkout", "inventory")
+    }
+    yield Shop(
+        cart_grpc.CartServiceStub(channels["cart"]),
+        checkout_grpc.CheckoutServiceStub(channels["checkout"]),
+        inventory_grpc.InventoryServiceStub(channels["inventory"]),
+    )
+    for channel in channels.values():
+        await channel.close()
+
+
+async def filled_cart(shop: Shop) -> tuple[ids_pb2.CustomerId, ids_pb2.CartId]:
+    """A stocked product and a customer's cart holding 2 of it."""
+    unique = new_id().hex
+    sku = ids_pb2.Sku(value=f"BUDGET-{unique[-12:]}")
+    customer = ids_pb2.CustomerId(value=f"customer-{unique[-12:]}")
+    await shop.inventory.SetStock(
+        inventory_pb.SetStockRequest(idempotency_key=f"stock-{unique}", sku=sku, on_hand=10)
+    )
+    await shop.cart.UpsertProduct(
+        cart_pb.UpsertProductRequest(
+            idempotency_key=f"product-{unique}", sku=sku, name="Mug",
+            price=money_pb2.Money(amount_minor=1250, currency="USD"),
+            merchant_id=ids_pb2.MerchantId(value="acme"),
+        )
+    )  # fmt: skip
+    created = await shop.cart.CreateCart(
+        cart_pb.CreateCartRequest(idempotency_key=f"cart-{unique}", customer_id=customer)
+    )
+    await shop.cart.SetItemQuantity(
+        cart_pb.SetItemQuantityRequest(
+            idempotency_key=f"line-{unique}", cart_id=created.cart.cart_id,
+            customer_id=customer, sku=sku, quantity=2,
+        )
+    )  # fmt: skip
+    return customer, created.cart.cart_id
+
+
+def place_request(customer: ids_pb2.CustomerId, cart_id: ids_pb2.CartId) -> Any:
+    return checkout_pb.PlaceOrderRequest(
+        idempotency_key=f"place-{new_id().hex}", customer_id=customer, cart_id=cart_id,
+        payment_method="pm_card_visa",
+        shipping_address=address_pb2.Address(
+            name="Ada Lovelace", line1="1 Main St", city="Springfield", postal_code="12345",
+            country="US",
+        ),
+    )  # fmt: skip
+
+
+def describe(costs: Mapping[str, Cost]) -> str:
+    """Every statement per engine, for the failure message."""
+    return json.dumps({name: list(cost.sql) for name, cost in costs.items()}, indent=1)
+
+
+# Budgets per operation and service: (statements, commits). What each must do, and why:
+PLACE_ORDER_BUDGET = {
+    # Cart's CheckoutCart: claim the idempotency key (with the database's now() for its
+    # expiry), read the cart, its lines and their products' current prices, mark the cart
+    # checked out (version bump), record the cache invalidation, store the response: one
+    # transaction for the key, one for the change; 10 statements.
+    "cart": (10, 2),
+    # Checkout: claim the idempotency key and read it back (a replay or a conflict answers from
+    # it), then order + lines + OrderPending outbox row + the completed key in ONE transaction,
+    # then start the saga (execution + its first history row) and stamp saga_started_at, each
+    # its own transaction so a crash between them is found by the completer; 9 statements.
+    "checkout": (9, 4),
+}
+SAGA_STEP_BUDGET = {
+    # Read the order aggregate (order, lines, shipments) and store the tax: 1 write, 4 statements.
+    "CalculateTaxFunctionArn": {"checkout": (4, 1)},
+    # The same reads, and store the fraud decision.
+    "FraudCheckFunctionArn": {"checkout": (4, 1)},
+    # Look the order's reservation up (a repeat returns it), insert it with its lines, take the
+    # stock of every SKU in one UPDATE, and its outbox row: one transaction, 5 statements
+    # whatever the number of lines.
+    "ReserveInventoryFunctionArn": {"inventory": (5, 1)},
+    # Record the payment and the operation BEFORE calling the PSP (a crash leaves a known
+    # pending operation, resolved by querying the PSP), then record the outcome with its outbox
+    # row, then read the result back: 3 transactions, 9 statements.
+    "AuthorizePaymentFunctionArn": {"payment": (9, 3)},
+    # Read the order aggregate, set CONFIRMED, one shipment request per merchant, OrderPlaced and
+    # ShipmentRequested outbox rows: one transaction.
+    "ConfirmOrderFunctionArn": {"checkout": (7, 1)},
+    # Read the reservation, the clock, close it, one movement, one outbox row, move the stock
+    # from reserved to sold in one UPDATE: one transaction.
+    "CommitReservationFunctionArn": {"inventory": (6, 1)},
+}
+# The durable saga engine for one execution of 6 Task states (the Parallel counts as one state
+# that holds two): claim it, and per state entered one history row + one position update, per
+# Task one scheduled/succeeded history pair, each state's move committed before the next one
+# runs (that is what makes a SIGKILLed engine resume where it was); then end it.
+SAGA_ENGINE_BUDGET = {"saga": (28, 15)}
+
+
+async def place_and_run(shop: Shop, meter: Meter) -> tuple[dict[str, Cost], dict[str, Any]]:
+    """Place one order and run its saga to the end; the costs of PlaceOrder and of each step."""
+    customer, cart_id = await filled_cart(shop)
+    before = meter.snapshot()
+    placed = await shop.checkout.PlaceOrder(place_request(customer, cart_id))
+    place_costs = meter.since(before)
+    machine = StateMachine.from_definition(
+        json.loads((REPO / "deploy" / "ecs" / "checkout_saga.asl.json").read_text())
+    )
+    step_costs: dict[str, dict[str, Cost]] = {}
+
+    def counted(resource: str) -> Any:
+        def handler(event_: dict[str, Any], context: Any) -> Any:
+            before = meter.snapshot()
+            try:
+                return HANDLERS[resource](event_, context)
+            finally:
+                step_costs[resource] = meter.since(before)
+
+        return handler
+
+    # One task thread: the Parallel's two branches run one after the other, so each step's
+    # statements are its own (nothing else runs on these engines meanwhile).
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        invoker = HandlerInvoker({resource: counted(resource) for resource in HANDLERS}, executor)
+        saga = SagaEngine.on(meter.engines["saga"], machine, invoker, EngineOptions(owner="budget"))
+        before = meter.snapshot()
+        await saga.run_until_idle()
+        whole = meter.since(before)
+    order = await shop.checkout.GetOrder(
+        checkout_pb.GetOrderRequest(order_id=placed.order_id, customer_id=customer)
+    )
+    assert order.order.status == checkout_pb.ORDER_STATUS_CONFIRMED
+    return place_costs, {"steps": step_costs, "whole": whole}
+
+
+@pytest.fixture(scope="module")
+async def one_checkout(shop_for_module: Shop, meter: Meter) -> tuple[dict[str, Cost], Any]:
+    """The costs of the second order: the first warms pools, channels and first-connect SQL."""
+    await place_and_run(shop_for_module, meter)
+    return await place_and_run(shop_for_module, meter)
+
+
+def within(costs: Mapping[str, Cost], budget: Mapping[str, tuple[int, int]]) -> list[str]:
+    """Each way `costs` exceeds `budget` (an engine with no budget may not be touched)."""
+    over = []
+    for name, cost in costs.items():
+        statements, commits = budget.get(name, (0, 0))
+        if cost.statements > statements or cost.commits > commits:
+            over.append(
+                f"{name}: {cost.statements} statements, {cost.commits} commits"
+                f" > budget {statements}, {commits}"
+            )
+    return over
+
+
+async def test_place_order_stays_within_its_statement_and_commit_budget(
+    one_checkout: tuple[dict[str, Cost], Any],
+) -> None:
+    place_costs, _ = one_checkout
+    assert set(place_costs) == set(PLACE_ORDER_BUDGET), describe(place_costs)
+    assert within(place_costs, PLACE_ORDER_BUDGET) == [], describe(place_costs)
+    assert all(cost.rollbacks == 0 for cost in place_costs.values())
+
+
+async def test_each_saga_step_of_a_confirmed_order_stays_within_its_budget(
+    one_checkout: tuple[dict[str, Cost], Any],
+) -> None:
+    _, saga = one_checkout
+    steps: dict[str, dict[str, Cost]] = saga["steps"]
+    assert set(steps) == set(SAGA_STEP_BUDGET)
+    for step, costs in steps.items():
+        assert within(costs, SAGA_STEP_BUDGET[step]) == [], f"{step}: {describe(costs)}"
+        assert all(cost.rollbacks == 0 for cost in costs.values()), f"{step}: {describe(costs)}"
+
+
+async def test_the_saga_engines_own_bookkeeping_for_one_order_stays_within_its_budget(
+    one_checkout: tuple[dict[str, Cost], Any],
+) -> None:
+    _, saga = one_checkout
+    whole: dict[str, Cost] = saga["whole"]
+    engine = {"saga": whole["saga"]}
+    assert within(engine, SAGA_ENGINE_BUDGET) == [], describe(engine)
+    # Everything the saga did on the services' engines is accounted for by its steps.
+    for service in ("inventory", "payment", "checkout"):
+        by_steps = sum(
+            costs[service].statements for costs in saga["steps"].values() if service in costs
+        )
+        assert whole[service].statements == by_steps
