@@ -11,7 +11,7 @@ PROTO_FILES := $(shell find protos -name '*.proto')
 BUF := node_modules/.bin/buf
 BREAKING_AGAINST ?= main
 
-.PHONY: help install protos build run test test-embedded lint fmt bench clean token deploy
+.PHONY: help install protos build run test test-embedded lint fmt bench clean token deploy chaos
 
 help:
 	@echo "make run      start every service locally (embedded PostgreSQL/Redis unless DATABASE_URL/REDIS_URL)"
@@ -22,6 +22,7 @@ help:
 	@echo "make token    print a development JWT for the gateway (TOKEN_ARGS='--sub ID --scope admin')"
 	@echo "make deploy   package and deploy to AWS (DEPLOY_ENV, DEPLOY_REGION; AWS CLI + Docker; not in CI)"
 	@echo "make bench    inventory reservations/s (hot SKU vs 1,000 SKUs) and cart reads/s (cache vs none)"
+	@echo "make chaos    2,000 checkouts under retry storms, 20 SIGKILLs, PSP faults, a Redis restart; check every invariant (SEED=N replays)"
 
 install: $(PROTOS_STAMP)
 
@@ -68,6 +69,13 @@ $(BUF): package.json package-lock.json
 bench: $(PROTOS_STAMP)
 	$(PY) -m bench.inventory_reservations
 	$(PY) -m bench.cart_reads
+
+# The whole stack under a seeded storm of customers and faults; exits non-zero on any invariant
+# violation. The seed is printed; SEED=N replays a run's plan.
+CHAOS_CHECKOUTS ?= 2000
+CHAOS_KILLS ?= 20
+chaos: $(PROTOS_STAMP)
+	$(PY) -m verification.chaos --checkouts $(CHAOS_CHECKOUTS) --kills $(CHAOS_KILLS) $(if $(SEED),--seed $(SEED))
 
 # Images to ECR, templates + the saga definition + the adapter Lambdas' zip to S3, then the
 # stacks (deploy/ecs/README.md). Needs AWS credentials, the AWS CLI and Docker; CI never runs it.

@@ -183,10 +183,11 @@ async def run(options: ChaosOptions) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse, print the seed, run; 0 when every checked invariant holds."""
+    # Only the harness's own progress at INFO: libraries' per-request lines drown the run.
     logging.basicConfig(
-        level=logging.INFO, format="chaos | %(message)s", stream=sys.stderr, force=True
+        level=logging.WARNING, format="chaos | %(message)s", stream=sys.stderr, force=True
     )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the run
+    logging.getLogger("verification").setLevel(logging.INFO)
     options = parse_options(sys.argv[1:] if argv is None else argv)
     print(f"chaos seed {options.seed}; replay with: {replay_command(options)}", flush=True)
     try:

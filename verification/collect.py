@@ -30,7 +30,8 @@ from verification.snapshot import (
     Snapshot,
     StockLevel,
 )
-from verification.stack import ChaosStack
+from verification.stack import REPO, ChaosStack
+from workers.queues.definitions import DEFAULT_RULES_FILE, load_queue_definitions
 
 # ReconcilePayments voids authorizations with no CONFIRMED order once they are this old (the
 # contract's minimum), so the checker waits for suspects to age past it before it runs.
@@ -95,13 +96,18 @@ async def _message_flow(db: asyncpg.Connection) -> MessageFlow:
         unpublished[schema] = await db.fetchval(
             f'SELECT count(*) FROM "{schema}".outbox WHERE published_at IS NULL'
         )
-    depths = {r["queue"]: r["n"] for r in await db.fetch(
-        "SELECT queue, count(*) AS n FROM queues.messages GROUP BY queue"
-    )}  # fmt: skip
+    # Every declared queue and DLQ is reported, the empty ones too.
+    depths: dict[str, int] = {}
+    dead_letter_queues = set()
+    for queue in load_queue_definitions(REPO / DEFAULT_RULES_FILE):
+        depths |= {queue.name: 0, queue.dead_letter_queue: 0}
+        dead_letter_queues.add(queue.dead_letter_queue)
+    for row in await db.fetch("SELECT queue, count(*) AS n FROM queues.messages GROUP BY queue"):
+        depths[row["queue"]] = int(row["n"])
     return MessageFlow(
         unpublished_outbox=unpublished,
-        queue_depths={q: n for q, n in depths.items() if not q.endswith("-dlq")},
-        dead_letters={q: n for q, n in depths.items() if q.endswith("-dlq")},
+        queue_depths={q: n for q, n in depths.items() if q not in dead_letter_queues},
+        dead_letters={q: n for q, n in depths.items() if q in dead_letter_queues},
     )
 
 

@@ -73,7 +73,7 @@ def one_order_per_key_and_all_settle(snapshot: Snapshot) -> InvariantResult:
     )
     examined = (
         f"{len(snapshot.client_checkouts)} keys, {len(snapshot.orders)} orders, "
-        f"settle bound {snapshot.settle_seconds:.0f}s"
+        f"settled within {snapshot.settle_seconds:.0f}s"
     )
     return _result(1, "one order per idempotency key; every order settles", examined, problems)
 
