@@ -40,6 +40,8 @@ STACK: tuple[StackEntry, ...] = (
     StackEntry(
         "saga-engine", "workers.saga_engine", None, env={"SAGA_DEFINITION": str(SAGA_DEFINITION)}
     ),
+    # Publishes every schema's outbox to the event bus, which routes into the consumers' queues.
+    StackEntry("outbox-relay", "workers.outbox_relay", None),
     # Side-effect consumers, one process each, reading their queues (routing: EVENT_RULES).
     StackEntry("shipping", "workers.consumers.shipping", None),
     StackEntry("email", "workers.consumers.email", None),
@@ -111,6 +113,7 @@ def local_outputs(data_dir: Path) -> dict[str, str]:
     """Where the local stack's side effects land (emails, invoices, analytics), under data_dir."""
     return {
         "EVENT_RULES_FILE": str(EVENT_RULES),
+        "RELAY_RULES_FILE": str(EVENT_RULES),
         "MAILER_URL": str(data_dir / "email-outbox"),
         "INVOICE_STORE_URL": str(data_dir / "documents"),
         "ANALYTICS_SINK_URL": str(data_dir / "analytics" / "order_facts.jsonl"),

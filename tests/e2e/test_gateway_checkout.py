@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -67,15 +68,51 @@ async def check_out(
     return await http.post("/v1/checkouts", json=body, headers=headers)
 
 
-async def settled(http: httpx.AsyncClient, customer: str, order_id: str) -> dict[str, Any]:
+async def settled(
+    http: httpx.AsyncClient, customer: str, order_id: str, *, past: tuple[str, ...] = ("PENDING",)
+) -> dict[str, Any]:
+    """The order once its status has moved beyond `past` (polled, bounded)."""
     async with asyncio.timeout(SETTLES_WITHIN):
         while True:
             answer = await http.get(f"/v1/orders/{order_id}", headers=bearer(customer))
             assert answer.status_code == 200, answer.text
             order: dict[str, Any] = answer.json()
-            if order["status"] != "PENDING":
+            if order["status"] not in past:
                 return order
             await asyncio.sleep(0.2)
+
+
+async def captured_order(http: httpx.AsyncClient, customer: str, order_id: str) -> dict[str, Any]:
+    """The order once its payment is captured (polled, bounded)."""
+    async with asyncio.timeout(SETTLES_WITHIN):
+        while True:
+            answer = await http.get(f"/v1/orders/{order_id}", headers=bearer(customer))
+            order: dict[str, Any] = answer.json()
+            if order["payment"]["status"] == "CAPTURED":
+                return order
+            await asyncio.sleep(0.2)
+
+
+async def eventually_one_file(folder: Path, order_id: str) -> None:
+    """Wait until exactly one file under `folder` names or mentions the order."""
+    async with asyncio.timeout(SETTLES_WITHIN):
+        while True:
+            found = await asyncio.to_thread(files_about, folder, order_id)
+            if found:
+                assert len(found) == 1, found
+                return
+            await asyncio.sleep(0.2)
+
+
+def files_about(folder: Path, order_id: str) -> list[Path]:
+    """Files under `folder` whose name or text mentions the order."""
+    if not folder.exists():
+        return []
+    return [
+        path
+        for path in folder.rglob("*")
+        if path.is_file() and (order_id in path.name or order_id in path.read_text())
+    ]
 
 
 async def stock(http: httpx.AsyncClient, sku: str) -> dict[str, Any]:
@@ -94,7 +131,7 @@ async def stock(http: httpx.AsyncClient, sku: str) -> dict[str, Any]:
 
 
 async def test_checkouts_through_the_gateway_end_as_the_customer_would_expect(
-    http: httpx.AsyncClient,
+    http: httpx.AsyncClient, stack: RunningStack
 ) -> None:
     sku = await stocked_sku(http, on_hand=4, price_minor=3_000)
     customer = f"cust-{uuid.uuid4().hex[:8]}"
@@ -109,6 +146,16 @@ async def test_checkouts_through_the_gateway_end_as_the_customer_would_expect(
     assert order["status"] == "CONFIRMED", order
     assert order["payment"]["authorized"] == order["total"]
     assert order["total"]["amount_minor"] == 3_000 + order["tax"]["amount_minor"]
+
+    # Events: OrderPlaced/ShipmentRequested -> relay -> shipping consumer -> carrier ->
+    # ShipmentCreated -> shipped and captured; the invoice and the confirmation email are written.
+    # (The shipping consumer marks the order shipped, then captures.)
+    shipped = await settled(http, customer, order_id, past=("PENDING", "CONFIRMED"))
+    assert shipped["status"] == "SHIPPED", shipped
+    captured = await captured_order(http, customer, order_id)
+    assert captured["payment"]["captured"] == captured["total"]
+    await eventually_one_file(stack.data_dir / "documents", order_id)
+    await eventually_one_file(stack.data_dir / "email-outbox", order_id)
 
     replay = await check_out(http, customer, cart_id, "pm_card_visa", key)
     assert replay.status_code == 202, replay.text
