@@ -61,25 +61,28 @@ async def pgbench_simple_update(server_url: str, *, seconds: int, scale: int) ->
     if binary is None:
         return Baseline(name="pgbench -N", per_second=None, detail="unavailable: no pgbench")
     name = f"bench_pgbench_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(server_url)
+    await _admin(server_url, f'CREATE DATABASE "{name}"')
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            url = make_url(server_url).set(database=name)
-            conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
-            await _pgbench(binary, "-i", "-q", "-s", str(scale), conninfo)
-            output = await _pgbench(
-                binary, "-N", "-c", "8", "-j", "2", "-T", str(seconds), conninfo
-            )
-        finally:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        url = make_url(server_url).set(database=name)
+        conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        await _pgbench(binary, "-i", "-q", "-s", str(scale), conninfo)
+        output = await _pgbench(binary, "-N", "-c", "8", "-j", "2", "-T", str(seconds), conninfo)
     finally:
-        await admin.close()
+        await _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     match = TPS_LINE.search(output)
     if match is None:
         return Baseline(name="pgbench -N", per_second=None, detail=f"unparsed: {output[-300:]}")
     detail = f"{binary} -N -c 8 -j 2 -T {seconds}, scale {scale}"
     return Baseline(name="pgbench -N", per_second=float(match.group(1)), detail=detail)
+
+
+async def _admin(server_url: str, statement: str) -> None:
+    # A connection per statement: one held idle through a long pgbench run may be cut.
+    connection = await asyncpg.connect(server_url)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
 
 
 async def _pgbench(binary: str, *args: str) -> str:
