@@ -160,8 +160,12 @@ async def test_a_poison_message_goes_to_the_dlq_after_the_maximum_receives_and_r
 
 
 async def test_racing_receivers_never_share_a_message_in_flight(
-    queues: Queues, definition: QueueDefinition
+    queues: Queues, definition: QueueDefinition, request: pytest.FixtureRequest
 ) -> None:
+    if request.node.callspec.params["queues"] == "sqs":
+        # SQS standard queues are at-least-once: a copy may reach a second receiver (and moto's
+        # server does so under load). The local queue promises more; consumers dedupe either way.
+        pytest.skip("SQS standard queues do not promise exclusive receives")
     ids = await queues.send_batch(definition.name, [f"r{i}" for i in range(40)])
     claims: list[str] = []
 
