@@ -42,6 +42,7 @@ from workers.saga_engine.starter import LocalSagaStarter
 
 SECRET = "integration-test-secret-0123456789abcdef"
 WITHIN = 10.0  # seconds any awaited condition may take before the test fails
+PROCESS_START_WITHIN = 90.0  # a cold `python -m gateway` on a busy 2-core machine is slow
 
 
 # -- fixtures -------------------------------------------------------------------------------
@@ -885,7 +886,9 @@ async def test_python_m_gateway_serves_and_stops_cleanly_on_sigterm(redis_server
                 except httpx.TransportError:
                     return False
 
-            await until(healthy, what="python -m gateway answers /healthz")
+            await until(
+                healthy, what="python -m gateway answers /healthz", within=PROCESS_START_WITHIN
+            )
         process.send_signal(signal.SIGTERM)
         async with asyncio.timeout(WITHIN):
             output, _ = await process.communicate()
@@ -905,7 +908,7 @@ async def test_production_refuses_to_start_with_the_development_secret() -> None
         sys.executable, "-m", "gateway", env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
-    async with asyncio.timeout(WITHIN):
+    async with asyncio.timeout(PROCESS_START_WITHIN):
         output, _ = await process.communicate()
     assert process.returncode != 0
     assert b"GATEWAY_JWT_SECRET" in output
