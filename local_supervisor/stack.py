@@ -15,6 +15,9 @@ GRPC_HOST = "127.0.0.1"
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "ecs"
 SAGA_DEFINITION = DEPLOY / "checkout_saga.asl.json"
 EVENT_RULES = DEPLOY / "event_rules.json"
+# Workers that handle one batch at a time need few connections; PostgreSQL's default of 100
+# connections is shared by every process of the stack.
+SMALL_POOL = {"DB_POOL_SIZE": "2"}
 
 
 @dataclass(frozen=True)
@@ -41,12 +44,12 @@ STACK: tuple[StackEntry, ...] = (
         "saga-engine", "workers.saga_engine", None, env={"SAGA_DEFINITION": str(SAGA_DEFINITION)}
     ),
     # Publishes every schema's outbox to the event bus, which routes into the consumers' queues.
-    StackEntry("outbox-relay", "workers.outbox_relay", None),
+    StackEntry("outbox-relay", "workers.outbox_relay", None, env=SMALL_POOL),
     # Side-effect consumers, one process each, reading their queues (routing: EVENT_RULES).
-    StackEntry("shipping", "workers.consumers.shipping", None),
-    StackEntry("email", "workers.consumers.email", None),
-    StackEntry("invoice", "workers.consumers.invoice", None),
-    StackEntry("analytics", "workers.consumers.analytics", None),
+    StackEntry("shipping", "workers.consumers.shipping", None, env=SMALL_POOL),
+    StackEntry("email", "workers.consumers.email", None, env=SMALL_POOL),
+    StackEntry("invoice", "workers.consumers.invoice", None, env=SMALL_POOL),
+    StackEntry("analytics", "workers.consumers.analytics", None, env=SMALL_POOL),
     # /readyz answers 200 only once cart, inventory and checkout are SERVING.
     StackEntry("gateway", "gateway", None, http_port_env="GATEWAY_PORT", ready_path="/readyz"),
 )
