@@ -165,9 +165,14 @@ async def settled_outcomes(database_url: str, order_ids: Sequence[str]) -> list[
                 if not pending:
                     break
                 await asyncio.sleep(0.1)
+        # Confirmed when OrderPlaced was written (in ConfirmOrder's transaction): updated_at
+        # moves on when the shipping consumer marks the order SHIPPED.
         rows = await connection.fetch(
-            "SELECT order_id, status, failure_reason, updated_at FROM checkout.orders"
-            " WHERE order_id = ANY($1::uuid[])",
+            "SELECT o.order_id, o.status, o.failure_reason,"
+            " coalesce(e.occurred_at, o.updated_at) AS settled_at"
+            " FROM checkout.orders AS o LEFT JOIN checkout.outbox AS e"
+            " ON e.aggregate_id = o.order_id::text AND e.event_type LIKE '%.OrderPlaced'"
+            " WHERE o.order_id = ANY($1::uuid[])",
             ids,
         )
     finally:
@@ -177,7 +182,7 @@ async def settled_outcomes(database_url: str, order_ids: Sequence[str]) -> list[
             order_id=str(row["order_id"]),
             status=row["status"],
             failure_reason=row["failure_reason"],
-            settled_at=_epoch(row["updated_at"]),
+            settled_at=_epoch(row["settled_at"]),
         )
         for row in rows
     ]
