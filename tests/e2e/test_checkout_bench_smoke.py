@@ -52,7 +52,10 @@ async def test_the_checkout_benchmark_runs_and_writes_its_figures_and_plot(
         (0, "closed", 2), (0, "open", None), (50, "closed", 2), (50, "open", None),
     ]  # fmt: skip
     for step in steps:
-        assert step["confirmed"] == step["accepted"] == step["sent"] == 6, step
+        assert step["sent"] == 6, step
+        # A loaded machine may shed some checkouts (503); every accepted one must confirm.
+        assert step["confirmed"] == step["accepted"] >= 1, step
+        assert set(step["answers"]) <= {"202", "503"}, step
         assert step["confirmed_per_second"] > 0
         assert step["confirmed_ms"]["p99"] >= step["confirmed_ms"]["p50"] > 0
         assert step["accept_ms"]["p99"] >= step["accept_ms"]["p50"] > 0
