@@ -194,7 +194,7 @@ async def _with_retries(call: Any, request: Any) -> Any:
 
 async def reconcile_payments(stack: ChaosStack, psp: httpx.AsyncClient, orders: list[Order]) -> int:
     """Let suspect authorizations age past the orphan threshold, then run ReconcilePayments;
-    return how many orphans it reported."""
+    return how many orphan authorizations it voided."""
     confirmed = {o.order_id for o in orders if o.status in CONFIRMED_STATUSES}
     intents = await list_intents(psp)
     suspects = [
@@ -211,7 +211,7 @@ async def reconcile_payments(stack: ChaosStack, psp: httpx.AsyncClient, orders: 
             orphan_after=Duration(seconds=ORPHAN_AFTER_SECONDS),
         )
         response = await _with_retries(stub.ReconcilePayments, request)
-    return len(response.report.orphan_authorizations)
+    return sum(orphan.voided for orphan in response.report.orphan_authorizations)
 
 
 async def audit_stock(stack: ChaosStack, skus: Sequence[str]) -> list[str]:

@@ -10,7 +10,7 @@ import random
 import signal
 import sys
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,8 +171,3 @@ async def _stop(process: asyncio.subprocess.Process, grace: float = 30.0) -> Non
 def kill_targets() -> list[str]:
     """The processes a run may SIGKILL: every supervised service and worker (Redis apart)."""
     return [entry.name for entry in STACK]
-
-
-def supervisor_env_summary() -> Mapping[str, str]:
-    """The settings a chaos run gives the stack, for the report."""
-    return dict(STACK_ENV)
