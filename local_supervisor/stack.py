@@ -113,13 +113,15 @@ def service_targets(
 
 
 def local_outputs(data_dir: Path) -> dict[str, str]:
-    """Where the local stack's side effects land (emails, invoices, analytics), under data_dir."""
+    """Where the local stack keeps its side effects and the PSP its ledger, under data_dir."""
     return {
         "EVENT_RULES_FILE": str(EVENT_RULES),
         "RELAY_RULES_FILE": str(EVENT_RULES),
         "MAILER_URL": str(data_dir / "email-outbox"),
         "INVOICE_STORE_URL": str(data_dir / "documents"),
         "ANALYTICS_SINK_URL": str(data_dir / "analytics" / "order_facts.jsonl"),
+        # Each stack its own PSP ledger: reconciliation must not see another stack's intents.
+        "PSP_DATA_DIR": str(data_dir / "psp"),
     }
 
 
