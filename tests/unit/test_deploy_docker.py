@@ -3,39 +3,21 @@ bases, a non-root user, a health check the task definition repeats, the deployab
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shlex
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+
+from tools import deploy
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER_DIR = REPO / "deploy" / "docker"
 # name:tag with a full X.Y.Z version (no floating "3.12" or "latest"), or a digest.
 PINNED = re.compile(r"^[\w./-]+(:\d+\.\d+\.\d+[\w.-]*)?(@sha256:[0-9a-f]{64})?$")
-
-
-def load_deploy_tool() -> ModuleType:
-    """tools/deploy.py as a module (tools/ is a folder of scripts, not a package)."""
-    if "checkout_deploy_tool" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "checkout_deploy_tool", REPO / "tools/deploy.py"
-        )
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    return sys.modules["checkout_deploy_tool"]
-
-
-deploy = load_deploy_tool()
 
 
 @dataclass(frozen=True)

@@ -3,41 +3,23 @@ byte for byte, importable from the zip alone (third-party libraries aside)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
+from tools import deploy
 from workers.saga_adapters.registry import HANDLERS
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def load_deploy_tool() -> ModuleType:
-    """tools/deploy.py as a module (tools/ is a folder of scripts, not a package)."""
-    if "checkout_deploy_tool" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "checkout_deploy_tool", REPO / "tools/deploy.py"
-        )
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    return sys.modules["checkout_deploy_tool"]
-
-
-deploy = load_deploy_tool()
-
-
 @pytest.fixture(scope="module")
 def adapter_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The zip as `tools/deploy.py build` makes it, without the pip-installed libraries."""
+    """The zip as `python -m tools.deploy build` makes it, without the pip-installed libraries."""
     out = tmp_path_factory.mktemp("lambda") / "saga-adapters.zip"
     return Path(deploy.build_lambda_zip(out, dependencies=False))
 

@@ -3,38 +3,20 @@ the same routing rules, a task definition for every deployable, DLQs, encryption
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
 from local_supervisor.stack import STACK
+from tools import deploy
 from workers.saga_adapters.registry import HANDLERS
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def load_deploy_tool() -> ModuleType:
-    """tools/deploy.py as a module (tools/ is a folder of scripts, not a package)."""
-    if "checkout_deploy_tool" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "checkout_deploy_tool", REPO / "tools/deploy.py"
-        )
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    return sys.modules["checkout_deploy_tool"]
-
-
-deploy = load_deploy_tool()
 
 
 @pytest.fixture(scope="module")

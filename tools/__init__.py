@@ -1,0 +1,1 @@
+"""Developer and release tools, run from the repository root."""

@@ -1,0 +1,65 @@
+"""The deploy step: bootstrap the Region, push images, upload a build, deploy (AWS CLI)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from .deployables import present_deployables
+from .paths import IMAGE_REPOSITORY_PREFIX, REPO
+from .stage import root_parameters, stage
+
+
+def _aws(*args: str) -> str:
+    result = subprocess.run(["aws", *args], check=True, capture_output=True, text=True)
+    return result.stdout.strip()
+
+
+def push_images(*, region: str, image_tag: str, registry: str) -> None:
+    """Build every present deployable's image and push it to its ECR repository."""
+    login = _aws("ecr", "get-login-password", "--region", region)
+    subprocess.run(["docker", "login", "--username", "AWS", "--password-stdin", registry],
+                   input=login, text=True, check=True)  # fmt: skip
+    for deployable in present_deployables():
+        image = f"{registry}/{IMAGE_REPOSITORY_PREFIX}/{deployable.name}:{image_tag}"
+        dockerfile = REPO / "deploy" / "docker" / f"{deployable.name}.Dockerfile"
+        subprocess.run(["docker", "build", "--platform", "linux/arm64", "-f", str(dockerfile),
+                        "-t", image, str(REPO)], check=True)  # fmt: skip
+        subprocess.run(["docker", "push", image], check=True)
+
+
+def deploy(*, env: str, region: str, image_tag: str, out: Path) -> None:
+    """Bootstrap the Region, push images, upload a build and deploy the platform (AWS CLI)."""
+    build = stage(out)
+    registry_stack = f"checkout-{env}-registry"
+    _aws("cloudformation", "deploy", "--region", region, "--stack-name", registry_stack,
+         "--template-file", str(build.directory / "templates" / "registry.json"),
+         "--no-fail-on-empty-changeset")  # fmt: skip
+    bucket = _aws("cloudformation", "describe-stacks", "--region", region, "--stack-name",
+                  registry_stack, "--query",
+                  "Stacks[0].Outputs[?OutputKey=='ArtifactBucketName'].OutputValue",
+                  "--output", "text")  # fmt: skip
+    account = _aws("sts", "get-caller-identity", "--query", "Account", "--output", "text")
+    push_images(
+        region=region, image_tag=image_tag, registry=f"{account}.dkr.ecr.{region}.amazonaws.com"
+    )
+    _aws("s3", "sync", "--region", region, str(build.directory), f"s3://{bucket}/{build.build_id}")
+    parameters = root_parameters(build, env=env, region=region) | {
+        "ArtifactBucket": bucket,
+        "ImageTag": image_tag,
+    }
+    if parameters.get("DatabaseGlobalRole") == "secondary":
+        # The primary's credentials secret, replicated here: its ARN ends in a random suffix.
+        parameters.setdefault(
+            "PrimaryDatabaseSecretArn",
+            _aws("secretsmanager", "describe-secret", "--region", region, "--secret-id",
+                 f"checkout/{parameters['EnvironmentName']}/database", "--query", "ARN",
+                 "--output", "text"),
+        )  # fmt: skip
+    overrides = [f"{key}={value}" for key, value in sorted(parameters.items())]
+    _aws("cloudformation", "deploy", "--region", region, "--stack-name", f"checkout-{env}",
+         "--template-file", str(build.directory / "templates" / "root.yaml"),
+         "--s3-bucket", bucket, "--s3-prefix", f"{build.build_id}/root",
+         "--capabilities", "CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND",
+         "--no-fail-on-empty-changeset", "--parameter-overrides", *overrides)  # fmt: skip
+    print(f"deployed build {build.build_id} (images :{image_tag}) to checkout-{env} in {region}")

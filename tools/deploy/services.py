@@ -1,0 +1,236 @@
+"""The services template: per deployable its task, roles, ECS service, scaling and alarms."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from .cfn import logical_id, ref, skeleton, sub, unless_standby
+from .deployables import Deployable
+from .iam import capability_statements, consumer_statements, role, telemetry_statements
+from .paths import IMAGE_REPOSITORY_PREFIX
+from .tasks import SECRETS, task_definition
+
+SERVICES_PARAMETERS: Mapping[str, Any] = {
+    "EnvironmentName": {"Type": "String"},
+    "ClusterName": {"Type": "String"},
+    "ServiceConnectNamespaceArn": {"Type": "String"},
+    "DiscoveryNamespaceId": {"Type": "String"},
+    "ServicesSecurityGroupId": {"Type": "AWS::EC2::SecurityGroup::Id"},
+    "AppSubnetIds": {"Type": "List<AWS::EC2::Subnet::Id>"},
+    "ImageRegistry": {"Type": "String", "Description": "<account>.dkr.ecr.<region>.amazonaws.com"},
+    "ImageTag": {"Type": "String"},
+    "DatabaseHost": {"Type": "String"},
+    "DatabasePort": {"Type": "String", "Default": "5432"},
+    "DatabaseName": {"Type": "String", "Default": "marketplace"},
+    "DatabaseSecretArn": {"Type": "String"},
+    "RedisHost": {"Type": "String"},
+    "RedisSecretArn": {"Type": "String"},
+    "JwtSecretArn": {"Type": "String"},
+    "PspSecretArn": {"Type": "String"},
+    "PspUrl": {"Type": "String"},
+    "SecretsKeyArn": {"Type": "String"},
+    "QueueKeyArn": {"Type": "String"},
+    "StorageKeyArn": {"Type": "String"},
+    "EventBusName": {"Type": "String"},
+    "InvoiceBucketName": {"Type": "String"},
+    "ExportBucketName": {"Type": "String"},
+    "EmailIdentity": {"Type": "String"},
+    "AlarmTopicArn": {"Type": "String"},
+    "LogRetentionDays": {"Type": "Number", "Default": 30},
+    # A warm standby Region (the Global Database secondary) runs no tasks until failover.
+    "Standby": {"Type": "String", "AllowedValues": ["true", "false"], "Default": "false"},
+}
+
+
+def render_services(deployables: Iterable[Deployable], rules: Mapping[str, Any]) -> dict[str, Any]:
+    """One Fargate service per deployable: task definition, roles, logs, scaling and alarms."""
+    queues = [name for q in rules["queues"] for name in (q["name"], q["dead_letter_queue"])]
+    template = skeleton(
+        "ECS on Fargate: one service per gRPC service, the gateway and each worker.",
+        SERVICES_PARAMETERS,
+    )
+    template["Conditions"] = {"IsStandby": {"Fn::Equals": [ref("Standby"), "true"]}}
+    # The workers' parameters stay declared while a declared worker is not yet in the repo.
+    template["Metadata"] = {"cfn-lint": {"config": {"ignore_checks": ["W2001"]}}}
+    for deployable in deployables:
+        template["Resources"].update(_service_resources(deployable, queues))
+        if deployable.port is not None:
+            prefix = logical_id(deployable.name)
+            template["Outputs"][f"{prefix}DiscoveryServiceArn"] = {
+                "Value": {"Fn::GetAtt": [f"{prefix}Discovery", "Arn"]}
+            }
+    return template
+
+
+def _service_resources(deployable: Deployable, queues: Sequence[str]) -> dict[str, Any]:
+    prefix = logical_id(deployable.name)
+    secret_arns = sorted({param for kind in deployable.secrets for _, param, _ in SECRETS[kind]})
+    task_statements = telemetry_statements(deployable)
+    for capability in deployable.permissions:
+        task_statements += capability_statements(capability, queues)
+    if deployable.queue is not None:
+        task_statements += consumer_statements(deployable.queue)
+    resources: dict[str, Any] = {
+        f"{prefix}Logs": {
+            "Type": "AWS::Logs::LogGroup",
+            "Properties": {
+                "LogGroupName": sub(f"/checkout/${{EnvironmentName}}/{deployable.name}"),
+                "RetentionInDays": ref("LogRetentionDays"),
+            },
+        },
+        f"{prefix}ExecutionRole": role(
+            "ecs-tasks.amazonaws.com",
+            "pull-image-read-secrets",
+            [
+                {
+                    "Effect": "Allow",
+                    "Action": ["ecr:GetAuthorizationToken"],
+                    "Resource": "*",  # the action has no resource-level permissions
+                },
+                {
+                    "Effect": "Allow",
+                    "Action": [
+                        "ecr:BatchGetImage",
+                        "ecr:GetDownloadUrlForLayer",
+                        "ecr:BatchCheckLayerAvailability",
+                    ],
+                    "Resource": sub(
+                        "arn:${AWS::Partition}:ecr:${AWS::Region}:${AWS::AccountId}:repository/"
+                        f"{IMAGE_REPOSITORY_PREFIX}/{deployable.name}"
+                    ),
+                },
+                {
+                    "Effect": "Allow",
+                    "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                    "Resource": {"Fn::GetAtt": [f"{prefix}Logs", "Arn"]},
+                },
+                {
+                    "Effect": "Allow",
+                    "Action": ["secretsmanager:GetSecretValue"],
+                    "Resource": [ref(param) for param in secret_arns],
+                },
+                {"Effect": "Allow", "Action": ["kms:Decrypt"], "Resource": ref("SecretsKeyArn")},
+            ],
+        ),
+        f"{prefix}TaskRole": role("ecs-tasks.amazonaws.com", "least-privilege", task_statements),
+        f"{prefix}TaskDefinition": task_definition(deployable),
+        f"{prefix}Service": _service(deployable),
+        f"{prefix}ScalableTarget": {
+            "Type": "AWS::ApplicationAutoScaling::ScalableTarget",
+            "Properties": {
+                "ServiceNamespace": "ecs",
+                "ScalableDimension": "ecs:service:DesiredCount",
+                "ResourceId": sub(f"service/${{ClusterName}}/${{{prefix}Service.Name}}"),
+                "MinCapacity": unless_standby(deployable.min_tasks, 0),
+                "MaxCapacity": deployable.max_tasks,
+            },
+        },
+        f"{prefix}CpuScaling": {
+            "Type": "AWS::ApplicationAutoScaling::ScalingPolicy",
+            "Properties": {
+                "PolicyName": sub(f"${{EnvironmentName}}-{deployable.name}-cpu"),
+                "PolicyType": "TargetTrackingScaling",
+                "ScalingTargetId": ref(f"{prefix}ScalableTarget"),
+                "TargetTrackingScalingPolicyConfiguration": {
+                    "TargetValue": 60,
+                    "ScaleInCooldown": 120,
+                    "ScaleOutCooldown": 30,
+                    "PredefinedMetricSpecification": {
+                        "PredefinedMetricType": "ECSServiceAverageCPUUtilization"
+                    },
+                },
+            },
+        },
+        f"{prefix}RunningTasksAlarm": {
+            "Type": "AWS::CloudWatch::Alarm",
+            "Properties": {
+                "AlarmDescription": f"{deployable.name}: fewer tasks running than its minimum",
+                "Namespace": "ECS/ContainerInsights",
+                "MetricName": "RunningTaskCount",
+                "Dimensions": [
+                    {"Name": "ClusterName", "Value": ref("ClusterName")},
+                    {"Name": "ServiceName", "Value": {"Fn::GetAtt": [f"{prefix}Service", "Name"]}},
+                ],
+                "Statistic": "Minimum",
+                "Period": 60,
+                "EvaluationPeriods": 5,
+                "Threshold": deployable.min_tasks,
+                "ComparisonOperator": "LessThanThreshold",
+                "TreatMissingData": "breaching",
+                "ActionsEnabled": unless_standby(True, False),
+                "AlarmActions": [ref("AlarmTopicArn")],
+                "OKActions": [ref("AlarmTopicArn")],
+            },
+        },
+    }
+    if not deployable.long_running:
+        for part in ("Service", "ScalableTarget", "CpuScaling", "RunningTasksAlarm"):
+            del resources[f"{prefix}{part}"]
+        return resources
+    if deployable.port is not None:
+        # The adapter Lambdas and API Gateway are outside Service Connect: they find the
+        # service in Cloud Map private DNS (SRV carries the port API Gateway needs).
+        record = {"Type": "SRV", "TTL": 10} if deployable.http else {"Type": "A", "TTL": 10}
+        resources[f"{prefix}Discovery"] = {
+            "Type": "AWS::ServiceDiscovery::Service",
+            "Properties": {
+                "Name": deployable.name,
+                "NamespaceId": ref("DiscoveryNamespaceId"),
+                "DnsConfig": {"DnsRecords": [record], "RoutingPolicy": "MULTIVALUE"},
+                "HealthCheckCustomConfig": {"FailureThreshold": 1},
+            },
+        }
+    return resources
+
+
+def _service(deployable: Deployable) -> dict[str, Any]:
+    prefix = logical_id(deployable.name)
+    if deployable.critical:
+        strategy = [{"CapacityProvider": "FARGATE", "Weight": 1}]
+    else:
+        # Interruptions only delay work: the queue keeps each message until it is deleted.
+        strategy = [
+            {"CapacityProvider": "FARGATE_SPOT", "Weight": 4},
+            {"CapacityProvider": "FARGATE", "Weight": 1},
+        ]
+    service_connect: dict[str, Any] = {
+        "Enabled": True,
+        "Namespace": ref("ServiceConnectNamespaceArn"),
+    }
+    properties: dict[str, Any] = {
+        "ServiceName": deployable.name,
+        "Cluster": ref("ClusterName"),
+        "TaskDefinition": ref(f"{prefix}TaskDefinition"),
+        "DesiredCount": unless_standby(deployable.min_tasks, 0),
+        "CapacityProviderStrategy": strategy,
+        "PropagateTags": "SERVICE",
+        "EnableECSManagedTags": True,
+        "DeploymentConfiguration": {
+            "MinimumHealthyPercent": 100,
+            "MaximumPercent": 200,
+            "DeploymentCircuitBreaker": {"Enable": True, "Rollback": True},
+        },
+        "NetworkConfiguration": {
+            "AwsvpcConfiguration": {
+                "AssignPublicIp": "DISABLED",
+                "Subnets": ref("AppSubnetIds"),
+                "SecurityGroups": [ref("ServicesSecurityGroupId")],
+            }
+        },
+        "ServiceConnectConfiguration": service_connect,
+    }
+    if deployable.port is not None:
+        if not deployable.http:  # the gateway is called by the VPC link only, not in the mesh
+            service_connect["Services"] = [
+                {
+                    "PortName": "grpc",
+                    "DiscoveryName": deployable.name,
+                    "ClientAliases": [{"Port": deployable.port, "DnsName": deployable.name}],
+                }
+            ]
+        registry: dict[str, Any] = {"RegistryArn": {"Fn::GetAtt": [f"{prefix}Discovery", "Arn"]}}
+        if deployable.http:
+            registry |= {"ContainerName": "app", "ContainerPort": deployable.port}
+        properties["ServiceRegistries"] = [registry]
+    return {"Type": "AWS::ECS::Service", "Properties": properties}
