@@ -15,8 +15,10 @@ GRPC_HOST = "127.0.0.1"
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "ecs"
 SAGA_DEFINITION = DEPLOY / "checkout_saga.asl.json"
 EVENT_RULES = DEPLOY / "event_rules.json"
-# Workers that handle one batch at a time need few connections; PostgreSQL's default of 100
-# connections is shared by every process of the stack.
+# PostgreSQL's default of 100 connections is shared by every process of the stack: a service
+# (one asyncio loop on a 2-core machine) keeps at most 2 x 5, a worker that handles one batch at
+# a time 2 x 2.
+SERVICE_POOL = {"DB_POOL_SIZE": "5"}
 SMALL_POOL = {"DB_POOL_SIZE": "2"}
 
 
@@ -73,6 +75,7 @@ def service_specs(
             "DATABASE_URL": database_url,
             "REDIS_URL": redis_url,
             "SERVICE_NAME": entry.name,
+            **SERVICE_POOL,
             **targets,
             **(extra_env or {}),
             **entry.env,

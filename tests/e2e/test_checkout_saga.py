@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.stack
 
 SETTLES_WITHIN = 60.0
+# A confirmed order: the shipping consumer may already have shipped it by the time we look.
+PLACED = (checkout_pb.ORDER_STATUS_CONFIRMED, checkout_pb.ORDER_STATUS_SHIPPED)
 ADDRESS = address_pb2.Address(
     name="Ada Lovelace", line1="12 St James's Square", city="London", postal_code="SW1Y 4JH",
     country="GB",
@@ -160,7 +162,7 @@ async def test_orders_end_confirmed_or_cancelled_with_the_right_reason(clients: 
     )
     assert placed.status == checkout_pb.ORDER_STATUS_PENDING
     confirmed = await settled_order(clients, customer, placed.order_id.value)
-    assert confirmed.status == checkout_pb.ORDER_STATUS_CONFIRMED, confirmed
+    assert confirmed.status in PLACED, confirmed
     assert confirmed.subtotal.amount_minor == 2_500
     assert (
         confirmed.total.amount_minor == confirmed.subtotal.amount_minor + confirmed.tax.amount_minor
@@ -242,7 +244,7 @@ async def test_100_identical_place_orders_make_one_order_one_execution_one_psp_i
     assert len(order_ids) == 1, answers
     (order_id,) = order_ids
     order = await settled_order(clients, customer, order_id)
-    assert order.status == checkout_pb.ORDER_STATUS_CONFIRMED
+    assert order.status in PLACED
     connection = await asyncpg.connect(database_url)
     try:
         orders = await connection.fetchval(
@@ -288,7 +290,7 @@ async def test_killing_the_saga_engine_mid_flight_completes_every_order_once(
     assert kills >= 1
 
     settled = [await settled_order(clients, customer, p.order_id.value) for p in placed]
-    assert [o.status for o in settled] == [checkout_pb.ORDER_STATUS_CONFIRMED] * orders
+    assert all(o.status in PLACED for o in settled), [o.status for o in settled]
     level = await stock_of(clients, sku)
     assert (level.on_hand, level.reserved) == (0, 0)  # each reservation committed exactly once
     async with httpx.AsyncClient(base_url=stack.url("psp"), timeout=10) as psp:

@@ -143,7 +143,7 @@ async def test_checkouts_through_the_gateway_end_as_the_customer_would_expect(
     order_id = accepted.json()["order_id"]
     assert accepted.headers["Location"] == f"/v1/orders/{order_id}"
     order = await settled(http, customer, order_id)
-    assert order["status"] == "CONFIRMED", order
+    assert order["status"] in ("CONFIRMED", "SHIPPED"), order  # shipping may already be done
     assert order["payment"]["authorized"] == order["total"]
     assert order["total"]["amount_minor"] == 3_000 + order["tax"]["amount_minor"]
 
