@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1.7
 # The checkout service: orders, idempotent PlaceOrder, saga starts (gRPC).
-# Built from the repository root after `make protos` (tools/deploy.py does both):
+# Built from the repository root after `make protos` (`python -m tools.deploy` does both):
 #   docker build -f deploy/docker/checkout.Dockerfile -t checkout/checkout:<tag> .
 # Two stages on the same pinned slim image: the build stage makes a virtualenv with the
 # project, the generated contracts and their dependencies; the runtime stage copies only that

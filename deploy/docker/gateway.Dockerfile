@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1.7
 # The HTTP gateway behind API Gateway's VPC link.
-# Built from the repository root after `make protos` (tools/deploy.py does both):
+# Built from the repository root after `make protos` (`python -m tools.deploy` does both):
 #   docker build -f deploy/docker/gateway.Dockerfile -t checkout/gateway:<tag> .
 # Two stages on the same pinned slim image: the build stage makes a virtualenv with the
 # project, the generated contracts and their dependencies; the runtime stage copies only that
