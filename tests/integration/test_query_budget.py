@@ -6,6 +6,7 @@ that adds a round trip to the hot path fails here before it shows up in `make be
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from workers.saga_adapters.registry import HANDLERS
 from workers.saga_engine.asl.machine import StateMachine
 from workers.saga_engine.engine import EngineOptions, SagaEngine
 from workers.saga_engine.handlers import HandlerInvoker
+from workers.saga_engine.starter import LocalSagaStarter
 
 if TYPE_CHECKING:
     from marketplace.cart.v1.cart_service_pb2_grpc import CartServiceAsyncStub as CartStub
@@ -50,6 +52,8 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICES = ("cart", "inventory", "payment", "checkout", "saga")
+
+STATE_MACHINE = f"checkout-budget-{uuid.uuid4().hex[:8]}"
 
 
 @dataclass
@@ -168,8 +172,11 @@ async def servers(
         cart_target=f"127.0.0.1:{running['cart'].port}",
         payment_target=f"127.0.0.1:{running['payment'].port}",
     )
-    # The saga starter as the local stack wires it: on checkout's own engine.
-    checkout_parts = checkout.build(checkout_settings)(meter.engines["checkout"])
+    # The saga starter as the local stack wires it, on checkout's own engine, but under a state
+    # machine name of this module's: executions other tests of the session started and left
+    # are not this engine's to run (they would land in the counts).
+    starter = LocalSagaStarter(meter.engines["checkout"], state_machine=STATE_MACHINE)
+    checkout_parts = checkout.build(checkout_settings, saga=starter)(meter.engines["checkout"])
     running["checkout"] = await start_server(
         checkout_settings, checkout_parts.services, always_ready
     )
@@ -323,7 +330,7 @@ async def place_and_run(shop: Shop, meter: Meter) -> tuple[dict[str, Cost], dict
     # One task thread: the Parallel's two branches run one after the other, so each step's
     # statements are its own (nothing else runs on these engines meanwhile).
     # A lease far longer than the test: no renewal lands in the count.
-    options = EngineOptions(owner="budget", lease_seconds=3_600)
+    options = EngineOptions(owner="budget", state_machine_name=STATE_MACHINE, lease_seconds=3_600)
     with ThreadPoolExecutor(max_workers=1) as executor:
         invoker = HandlerInvoker({resource: counted(resource) for resource in HANDLERS}, executor)
         saga = SagaEngine.on(meter.engines["saga"], machine, invoker, options)
