@@ -4,6 +4,7 @@ idempotency by order, commit/release rules, expiry, bad input, the ledger audit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import uuid
 from collections import Counter
@@ -202,7 +203,7 @@ async def test_a_different_request_for_the_same_order_is_refused(
     assert (await stock(stub, a)).reserved == 2
 
 
-async def test_commit_sells_and_repeats_safely_and_release_after_it_is_refused(
+async def test_commit_sells_and_repeats_safely_and_a_release_after_it_restocks_once(
     stub: Stub,
 ) -> None:
     [a] = fresh_skus(1)
@@ -213,21 +214,50 @@ async def test_commit_sells_and_repeats_safely_and_release_after_it_is_refused(
 
     first = await stub.CommitReservation(commit)
     again = await stub.CommitReservation(commit)
-    release = stub.ReleaseReservation(
-        pb.ReleaseReservationRequest(
-            idempotency_key="release-key-1",
-            order_id=order,
-            reason=pb.RELEASE_REASON_CUSTOMER_CANCELLED,
-        )
+    sold = await stock(stub, a)
+    release = pb.ReleaseReservationRequest(
+        idempotency_key="release-key-1", order_id=order, reason=pb.RELEASE_REASON_CUSTOMER_CANCELLED
     )
-    error = await refusal(release)
+    # A cancelled order's sold units come back exactly once, however many releases race.
+    returned = await asyncio.gather(*(stub.ReleaseReservation(release) for _ in range(20)))
+    recommit = await refusal(stub.CommitReservation(commit))
 
     assert first.reservation.status == again.reservation.status == pb.RESERVATION_STATUS_COMMITTED
+    assert (sold.on_hand, sold.reserved, sold.sold, sold.available) == (6, 0, 4, 6)
+    assert {r.reservation.status for r in returned} == {pb.RESERVATION_STATUS_RETURNED}
     level = await stock(stub, a)
-    assert (level.on_hand, level.reserved, level.sold, level.available) == (6, 0, 4, 6)
-    assert isinstance(error, errors.FailedPrecondition)
-    assert error.reason == "RESERVATION_CLOSED"
+    assert (level.on_hand, level.reserved, level.sold, level.available) == (10, 0, 0, 10)
+    assert recommit.reason == "RESERVATION_CLOSED"
     assert list((await audit(stub, [a])).discrepancies) == []
+
+
+async def test_a_commit_and_a_release_racing_end_with_the_units_back_once(stub: Stub) -> None:
+    skus = fresh_skus(1)
+    await set_stock(stub, skus[0], 100)
+    orders = [ids_pb2.OrderId(value=str(new_id())) for _ in range(30)]
+    for order in orders:
+        await stub.ReserveStock(reserve_request(order.value, [(skus[0], 2)]))
+
+    async def commit(order: ids_pb2.OrderId) -> None:
+        with contextlib.suppress(grpc.aio.AioRpcError):  # refused when the release won
+            await stub.CommitReservation(
+                pb.CommitReservationRequest(idempotency_key=f"c-{order.value}", order_id=order)
+            )
+
+    async def release(order: ids_pb2.OrderId) -> None:
+        await stub.ReleaseReservation(
+            pb.ReleaseReservationRequest(
+                idempotency_key=f"r-{order.value}",
+                order_id=order,
+                reason=pb.RELEASE_REASON_CUSTOMER_CANCELLED,
+            )
+        )
+
+    await asyncio.gather(*(step(order) for order in orders for step in (commit, release)))
+
+    level = await stock(stub, skus[0])
+    assert (level.on_hand, level.reserved, level.sold, level.available) == (100, 0, 0, 100)
+    assert list((await audit(stub, skus)).discrepancies) == []
 
 
 async def test_release_gives_units_back_repeats_safely_and_blocks_a_later_commit(

@@ -62,15 +62,19 @@ def test_commit_is_refused_after_expiry_release_or_expiry_sweep() -> None:
             rules.check_commit(refused, NOW)
 
 
-def test_release_is_refused_only_after_commit() -> None:
-    for allowed in (
-        ReservationStatus.ACTIVE,
-        ReservationStatus.RELEASED,
-        ReservationStatus.EXPIRED,
-    ):
-        rules.check_release(reservation(allowed))
-    with pytest.raises(ReservationClosed):
-        rules.check_release(reservation(ReservationStatus.COMMITTED))
+def test_a_release_releases_a_hold_returns_sold_units_and_repeats_without_effect() -> None:
+    assert rules.released_as(reservation(ReservationStatus.ACTIVE)) is ReservationStatus.RELEASED
+    assert rules.released_as(reservation(ReservationStatus.COMMITTED)) is ReservationStatus.RETURNED
+    for done in (ReservationStatus.RELEASED, ReservationStatus.EXPIRED, ReservationStatus.RETURNED):
+        assert rules.released_as(reservation(done)) is None
+
+
+def test_returned_units_go_back_on_hand_without_touching_reserved() -> None:
+    sold = reservation(ReservationStatus.COMMITTED)
+    commit = rules.commit_movements(sold)
+    back = rules.return_movements(sold)
+    assert sum(m.on_hand_delta for m in commit + back) == 0
+    assert all(m.reserved_delta == 0 for m in back)
 
 
 def test_the_ledger_rows_of_each_transition_balance() -> None:

@@ -19,7 +19,8 @@ _AUDIT = text(
       LEFT JOIN (
             SELECT sku, sum(on_hand_delta)::bigint AS on_hand,
                    sum(reserved_delta)::bigint AS reserved,
-                   (sum(-on_hand_delta) FILTER (WHERE reason = 'committed'))::bigint AS sold
+                   (sum(-on_hand_delta) FILTER (WHERE reason IN ('committed', 'returned')))::bigint
+                   AS sold
               FROM inventory.stock_movements GROUP BY sku
       ) m ON m.sku = s.sku
       LEFT JOIN (

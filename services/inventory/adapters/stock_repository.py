@@ -100,6 +100,15 @@ _MOVE = text(
     """
 )
 
+_RESTOCK = text(
+    """
+    UPDATE inventory.stock_items AS s
+       SET on_hand = s.on_hand + v.quantity, sold = s.sold - v.quantity, updated_at = now()
+      FROM unnest(CAST(:skus AS text[]), CAST(:quantities AS bigint[])) AS v(sku, quantity)
+     WHERE s.sku = v.sku
+    """
+)
+
 
 class StockHolds:
     """Moves of reserved units on stock rows, always locking SKUs in the same (sorted) order.
@@ -126,6 +135,15 @@ class StockHolds:
     async def give_back(self, lines: Sequence[ReservationLine]) -> None:
         """Reserved units become available again."""
         await self._move(lines, on_hand_sign=0, sold_sign=0)
+
+    async def restock(self, lines: Sequence[ReservationLine]) -> None:
+        """Sold units of a cancelled order go back on hand and no longer count as sold."""
+        if not lines:
+            return
+        skus, quantities = _columns(lines)
+        if len(lines) > 1:
+            await self.session.execute(_LOCK_IN_SKU_ORDER, {"skus": skus})
+        await self.session.execute(_RESTOCK, {"skus": skus, "quantities": quantities})
 
     async def available(self, skus: Sequence[str]) -> dict[str, int]:
         """Available units of each known SKU (unknown SKUs are absent)."""

@@ -20,6 +20,7 @@ class ReservationStatus(StrEnum):
     COMMITTED = "COMMITTED"
     RELEASED = "RELEASED"
     EXPIRED = "EXPIRED"
+    RETURNED = "RETURNED"  # sold, then the order was cancelled: the units went back on hand
 
 
 class ReleaseReason(StrEnum):
@@ -70,7 +71,7 @@ class ReservationMismatch(FailedPrecondition):
 
 
 class ReservationClosed(FailedPrecondition):
-    """The reservation can no longer change that way (e.g. release after commit)."""
+    """The reservation can no longer change that way (e.g. commit after release)."""
 
     reason = "RESERVATION_CLOSED"
 
@@ -122,13 +123,14 @@ def check_commit(existing: Reservation, now: datetime) -> None:
         )
 
 
-def check_release(existing: Reservation) -> None:
-    """Refuse releasing a committed reservation; releasing twice (or after expiry) is fine."""
+def released_as(existing: Reservation) -> ReservationStatus | None:
+    """What releasing the reservation makes of it: ACTIVE units are RELEASED, sold ones
+    RETURNED to stock; None when its units are already back (released, returned, expired)."""
+    if existing.status is ReservationStatus.ACTIVE:
+        return ReservationStatus.RELEASED
     if existing.status is ReservationStatus.COMMITTED:
-        raise ReservationClosed(
-            f"reservation for order {existing.order_id} is committed (sold), cannot release",
-            metadata={"order_id": str(existing.order_id), "status": existing.status},
-        )
+        return ReservationStatus.RETURNED
+    return None
 
 
 def reserve_movements(order_id: uuid.UUID, lines: tuple[ReservationLine, ...]) -> list[Movement]:
@@ -140,6 +142,14 @@ def commit_movements(reservation: Reservation) -> list[Movement]:
     """Ledger rows of reserved units sold: they leave on hand and reserved."""
     return [
         Movement(line.sku, -line.quantity, -line.quantity, "committed", reservation.order_id)
+        for line in reservation.lines
+    ]
+
+
+def return_movements(reservation: Reservation) -> list[Movement]:
+    """Ledger rows of sold units back on hand: the order was cancelled after its commit."""
+    return [
+        Movement(line.sku, line.quantity, 0, "returned", reservation.order_id)
         for line in reservation.lines
     ]
 

@@ -116,10 +116,11 @@ async def commit_reservation(order_id: uuid.UUID, uow: UnitOfWork) -> Reservatio
 
 
 async def release_reservation(command: ReleaseReservation, uow: UnitOfWork) -> Reservation:
-    """Give the order's units back. Repeating it is harmless; after commit it is refused.
+    """Give the order's units back: a hold is released, sold units are returned to stock, once.
 
-    Releasing an order that has no reservation leaves a released mark, so a reservation request
-    that arrives after its caller gave up (and compensated) is refused instead of holding stock.
+    Repeating it is harmless. Releasing an order that has no reservation leaves a released
+    mark, so a reservation request that arrives after its caller gave up (and compensated) is
+    refused instead of holding stock.
     """
     async with uow:
         reservations = ReservationRepository(uow.session)
@@ -136,13 +137,19 @@ async def release_reservation(command: ReleaseReservation, uow: UnitOfWork) -> R
             if tombstone is None:  # a reservation appeared meanwhile; the caller retries
                 raise rules.ReservationMismatch(f"order {command.order_id} changed; retry")
             return tombstone
-        rules.check_release(existing)
-        if existing.status is not ReservationStatus.ACTIVE:
+        after = rules.released_as(existing)
+        if after is None:
             return existing
-        released = await reservations.close(existing, ReservationStatus.RELEASED, command.reason)
-        await _record_release(uow, released, "released")
-        await StockHolds(uow.session).give_back(released.lines)
-    return released
+        closed = await reservations.close(existing, after, command.reason)
+        if after is ReservationStatus.RETURNED:
+            await StockRepository(uow.session).record(*rules.return_movements(closed))
+            await _publish_release(uow, closed)
+            await StockHolds(uow.session).restock(closed.lines)
+            log.info("returned the sold units of cancelled order %s", command.order_id)
+        else:
+            await _record_release(uow, closed, "released")
+            await StockHolds(uow.session).give_back(closed.lines)
+    return closed
 
 
 async def expire_reservations(
@@ -172,6 +179,10 @@ async def expire_all_due(unit_of_work: Callable[[], UnitOfWork], *, batch: int) 
 
 async def _record_release(uow: UnitOfWork, reservation: Reservation, reason: str) -> None:
     await StockRepository(uow.session).record(*rules.release_movements(reservation, reason))
+    await _publish_release(uow, reservation)
+
+
+async def _publish_release(uow: UnitOfWork, reservation: Reservation) -> None:
     await uow.publish(
         events.released(reservation),
         aggregate_type=events.AGGREGATE,
