@@ -7,6 +7,7 @@ cart service)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -24,7 +25,6 @@ from marketplace.checkout.v1 import checkout_service_pb2 as pb
 from marketplace.checkout.v1 import checkout_service_pb2_grpc as pb_grpc
 from marketplace.common.v1 import address_pb2, ids_pb2
 from marketplace.events.v1 import envelope_pb2, order_events_pb2, shipping_events_pb2
-from marketplace.payment.v1 import payment_service_pb2 as payment_pb
 from marketplace_platform import errors
 from marketplace_platform.channels import open_channel
 from marketplace_platform.db import UnitOfWork, create_engine, ping, unit_of_work_factory
@@ -127,28 +127,12 @@ class RecordingSagaStarter(SagaStarter):
 
 @dataclass
 class FakePayments(Payments):
-    """Payments in memory, with a ledger of the void and refund calls."""
+    """Payments in memory: what order reads show."""
 
     payments: dict[uuid.UUID, PaymentSummary] = field(default_factory=dict)
-    voids: list[tuple[uuid.UUID, str]] = field(default_factory=list)
-    refunds: list[tuple[uuid.UUID, Money, str]] = field(default_factory=list)
 
     async def summary(self, order_id: uuid.UUID) -> PaymentSummary | None:
         return self.payments.get(order_id)
-
-    async def void(self, order_id: uuid.UUID, *, idempotency_key: str) -> PaymentSummary:
-        self.voids.append((order_id, idempotency_key))
-        held = self.payments[order_id]
-        self.payments[order_id] = PaymentSummary("VOIDED", held.authorized, usd(0), usd(0))
-        return self.payments[order_id]
-
-    async def refund(
-        self, order_id: uuid.UUID, amount: Money, *, idempotency_key: str
-    ) -> PaymentSummary:
-        self.refunds.append((order_id, amount, idempotency_key))
-        paid = self.payments[order_id]
-        self.payments[order_id] = PaymentSummary("REFUNDED", paid.authorized, paid.captured, amount)
-        return self.payments[order_id]
 
 
 def usd(amount: int) -> Money:
@@ -708,7 +692,9 @@ async def confirmed_order(rig: Rig) -> tuple[str, str]:
 
 
 @pytest.mark.parametrize("captured", [False, True])
-async def test_cancelling_a_confirmed_order_voids_or_refunds(rig: Rig, captured: bool) -> None:
+async def test_cancelling_a_confirmed_order_decides_the_state_and_leaves_money_to_payment(
+    rig: Rig, captured: bool
+) -> None:
     buyer, order_id = await confirmed_order(rig)
     oid = uuid.UUID(order_id)
     rig.payments.payments[oid] = PaymentSummary(
@@ -722,12 +708,8 @@ async def test_cancelling_a_confirmed_order_voids_or_refunds(rig: Rig, captured:
 
     assert order.status == again.status == pb.ORDER_STATUS_CANCELLED
     assert order.failure_reason == pb.FAILURE_REASON_CUSTOMER_CANCELLED
-    if captured:
-        assert [(o, m) for o, m, _ in rig.payments.refunds if o == oid] == [(oid, usd(2681))]
-        assert order.payment.refunded.amount_minor == 2681
-    else:
-        assert [o for o, _ in rig.payments.voids if o == oid] == [oid]
-        assert order.payment.status == payment_pb.PAYMENT_STATUS_VOIDED
+    # The money is settled by the payment service from OrderCancelled (the end-to-end tests
+    # show the PSP's side); checkout's port can no longer move it.
     cancelled = [
         e for e in await outbox_events(rig.engine, order_id) if e.event_type.endswith("Cancelled")
     ]
@@ -735,6 +717,104 @@ async def test_cancelling_a_confirmed_order_voids_or_refunds(rig: Rig, captured:
     event = order_events_pb2.OrderCancelled()
     cancelled[0].payload.Unpack(event)
     assert event.previous_status == pb.ORDER_STATUS_CONFIRMED
+
+
+async def requested_shipments(
+    rig: Rig, order_id: str
+) -> list[shipping_events_pb2.ShipmentRequested]:
+    found = []
+    for envelope in await outbox_events(rig.engine, order_id):
+        if envelope.event_type.endswith("ShipmentRequested"):
+            requested = shipping_events_pb2.ShipmentRequested()
+            envelope.payload.Unpack(requested)
+            found.append(requested)
+    return found
+
+
+def mark_shipped(order_id: str, requested: shipping_events_pb2.ShipmentRequested) -> Any:
+    return pb.MarkOrderShippedRequest(
+        idempotency_key=f"{requested.shipment_id.value}:shipped",
+        shipment=pb.Shipment(
+            shipment_id=requested.shipment_id,
+            merchant_id=requested.merchant_id,
+            carrier="UPS",
+            tracking_number="1Z",
+        ),
+        **ids(order_id),
+    )
+
+
+async def test_a_partly_shipped_order_cannot_be_cancelled_and_its_payment_is_untouched(
+    rig: Rig,
+) -> None:
+    buyer, order_id = await confirmed_order(rig)
+    oid = uuid.UUID(order_id)
+    rig.payments.payments[oid] = PaymentSummary("AUTHORIZED", usd(2681), usd(0), usd(0))
+    first, *rest = await requested_shipments(rig, order_id)
+    assert rest, "the order needs two merchants for a partial shipment"
+    await rig.stub.MarkOrderShipped(mark_shipped(order_id, first))
+
+    error = await refusal(
+        rig.stub.CancelOrder(
+            pb.CancelOrderRequest(
+                idempotency_key=new_key(),
+                customer_id=ids_pb2.CustomerId(value=buyer),
+                **ids(order_id),
+            )
+        )
+    )
+
+    assert isinstance(error, errors.FailedPrecondition)
+    for requested in rest:  # the rest still ships
+        await rig.stub.MarkOrderShipped(mark_shipped(order_id, requested))
+    order = (
+        await rig.stub.GetOrder(
+            pb.GetOrderRequest(customer_id=ids_pb2.CustomerId(value=buyer), **ids(order_id))
+        )
+    ).order
+    assert order.status == pb.ORDER_STATUS_SHIPPED
+
+
+async def test_a_cancel_racing_shipping_either_cancels_unshipped_or_is_refused(rig: Rig) -> None:
+    confirmed = [await confirmed_order(rig) for _ in range(12)]
+    for _, order_id in confirmed:
+        rig.payments.payments[uuid.UUID(order_id)] = PaymentSummary(
+            "AUTHORIZED", usd(2681), usd(0), usd(0)
+        )
+
+    async def ship(order_id: str) -> None:
+        for requested in await requested_shipments(rig, order_id):
+            with contextlib.suppress(grpc.aio.AioRpcError):  # refused once cancelled
+                await rig.stub.MarkOrderShipped(mark_shipped(order_id, requested))
+
+    async def cancel(buyer: str, order_id: str) -> None:
+        with contextlib.suppress(grpc.aio.AioRpcError):  # refused once (partly) shipped
+            await rig.stub.CancelOrder(
+                pb.CancelOrderRequest(
+                    idempotency_key=new_key(),
+                    customer_id=ids_pb2.CustomerId(value=buyer),
+                    **ids(order_id),
+                )
+            )
+
+    await asyncio.gather(
+        *(ship(order_id) for _, order_id in confirmed),
+        *(cancel(buyer, order_id) for buyer, order_id in confirmed),
+    )
+
+    outcomes = []
+    for buyer, order_id in confirmed:
+        order = (
+            await rig.stub.GetOrder(
+                pb.GetOrderRequest(customer_id=ids_pb2.CustomerId(value=buyer), **ids(order_id))
+            )
+        ).order
+        outcomes.append(order.status)
+        if order.status == pb.ORDER_STATUS_CANCELLED:
+            assert not any(s.HasField("shipped_at") for s in order.shipments), order_id
+        else:
+            assert order.status == pb.ORDER_STATUS_SHIPPED, order_id
+    assert set(outcomes) <= {pb.ORDER_STATUS_CANCELLED, pb.ORDER_STATUS_SHIPPED}
 
 
 async def test_a_shipped_order_cannot_be_cancelled(rig: Rig) -> None:

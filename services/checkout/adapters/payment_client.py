@@ -6,7 +6,7 @@ import uuid
 
 import grpc
 
-from marketplace.common.v1 import ids_pb2, money_pb2
+from marketplace.common.v1 import ids_pb2
 from marketplace.payment.v1 import payment_service_pb2 as pb
 from marketplace.payment.v1 import payment_service_pb2_grpc as pb_grpc
 from marketplace_platform.errors import NotFound
@@ -18,7 +18,7 @@ SERVICE = pb.DESCRIPTOR.services_by_name["PaymentService"].full_name
 
 
 class GrpcPayments(Payments):
-    """Calls PaymentService.GetPayment, VoidPayment and RefundPayment with deadlines."""
+    """Calls PaymentService.GetPayment with a deadline."""
 
     def __init__(self, channel: grpc.aio.Channel, *, timeout: float) -> None:
         self._stub = pb_grpc.PaymentServiceStub(channel)
@@ -36,39 +36,6 @@ class GrpcPayments(Payments):
             )
         except NotFound:
             return None
-        return payment_summary(response.payment)
-
-    async def void(self, order_id: uuid.UUID, *, idempotency_key: str) -> PaymentSummary:
-        """Release the authorization hold because the customer cancelled."""
-        response: pb.VoidPaymentResponse = await called(
-            "payment",
-            self._stub.VoidPayment(
-                pb.VoidPaymentRequest(
-                    idempotency_key=idempotency_key,
-                    order_id=ids_pb2.OrderId(value=str(order_id)),
-                    reason=pb.VOID_REASON_CUSTOMER_CANCELLED,
-                ),
-                timeout=self._timeout,
-            ),
-        )
-        return payment_summary(response.payment)
-
-    async def refund(
-        self, order_id: uuid.UUID, amount: Money, *, idempotency_key: str
-    ) -> PaymentSummary:
-        """Return captured money because the customer cancelled."""
-        response: pb.RefundPaymentResponse = await called(
-            "payment",
-            self._stub.RefundPayment(
-                pb.RefundPaymentRequest(
-                    idempotency_key=idempotency_key,
-                    order_id=ids_pb2.OrderId(value=str(order_id)),
-                    amount=money_pb2.Money(amount_minor=amount.amount, currency=amount.currency),
-                    reason=pb.REFUND_REASON_CUSTOMER_CANCELLED,
-                ),
-                timeout=self._timeout,
-            ),
-        )
         return payment_summary(response.payment)
 
 

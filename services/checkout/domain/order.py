@@ -257,10 +257,19 @@ class Order:
         return True
 
     def cancel_confirmed(self) -> bool:
-        """CONFIRMED -> CANCELLED by the customer, once the payment was voided or refunded."""
+        """CONFIRMED -> CANCELLED by the customer while nothing has shipped; the payment and
+        the stock are given back afterwards, from OrderCancelled. A parcel with the carrier
+        refuses the cancellation: the order ships whole and is charged whole."""
         if self.status is OrderStatus.CANCELLED:
             return False
         self._require(OrderStatus.CONFIRMED, "cancel")
+        shipped = [str(s.shipment_id) for s in self.shipments if s.shipped]
+        if shipped:
+            raise IllegalTransition(
+                f"cannot cancel order {self.order_id}: {len(shipped)} of its"
+                f" {len(self.shipments)} shipments are with the carrier",
+                metadata={"order_id": str(self.order_id), "shipped": ",".join(shipped)},
+            )
         self._cancel(FailureReason.CUSTOMER_CANCELLED, "")
         return True
 

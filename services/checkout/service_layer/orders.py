@@ -6,15 +6,9 @@ import logging
 import uuid
 from dataclasses import dataclass
 
-from marketplace_platform.errors import (
-    DependencyUnavailable,
-    DomainError,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-)
+from marketplace_platform.errors import DomainError, InvalidArgument, NotFound
 from services.checkout.adapters.order_repository import OrderRepository
-from services.checkout.domain.order import Money, Order, OrderStatus
+from services.checkout.domain.order import Order, OrderStatus
 from services.checkout.service_layer import events
 from services.checkout.service_layer.placement import Checkout
 from services.checkout.service_layer.ports import PaymentSummary
@@ -55,27 +49,22 @@ async def list_orders(
 
 
 async def cancel_order(order_id: uuid.UUID, customer_id: str, deps: Checkout) -> OrderView:
-    """Customer cancellation.
+    """Customer cancellation, decided under the order's lock before any money moves.
 
     A PENDING order records the request (its saga refuses to confirm, compensates and fails it
-    with CUSTOMER_CANCELLED). A CONFIRMED order's payment is voided, or refunded if captured,
-    and then the order is CANCELLED. A CANCELLED order is returned as it is; SHIPPED is refused.
+    with CUSTOMER_CANCELLED). A CONFIRMED order with nothing shipped becomes CANCELLED with
+    OrderCancelled in the same transaction; the payment service (void or refund) and inventory
+    (the units back) settle from that event, retried until done. A CANCELLED order is returned
+    as it is; a SHIPPED or partly shipped order is refused and its payment stays as it was.
     """
-    view = await get_order(order_id, customer_id, deps)
-    if view.order.status is OrderStatus.CONFIRMED:
-        await _settle_payment(order_id, view.payment, deps)
     async with deps.unit_of_work() as uow:
         orders = OrderRepository(uow.session)
         order = await locked(orders, order_id)
+        if order.customer_id != customer_id:
+            raise NotFound(f"no order {order_id}", metadata={"order_id": str(order_id)})
         previous = order.status
         if previous is OrderStatus.PENDING:
             changed = order.request_cancel()
-        elif previous is OrderStatus.CONFIRMED and view.order.status is OrderStatus.PENDING:
-            # Confirmed between our read and our lock: the payment was not settled yet.
-            raise FailedPrecondition(
-                f"order {order_id} was just confirmed; retry the cancellation",
-                metadata={"order_id": str(order_id)},
-            )
         else:
             changed = order.cancel_confirmed()
         if changed:
@@ -87,36 +76,6 @@ async def cancel_order(order_id: uuid.UUID, customer_id: str, deps: Checkout) ->
                 aggregate_id=str(order_id),
             )
     return OrderView(order, await _payment_of(order, deps))
-
-
-async def _settle_payment(
-    order_id: uuid.UUID, payment: PaymentSummary | None, deps: Checkout
-) -> None:
-    """Void a held authorization, or refund what was captured and not yet refunded."""
-    if payment is None:
-        payment = await deps.payments.summary(order_id)
-    if payment is None or payment.status in ("VOIDED", "REFUNDED", "FAILED"):
-        return
-    if payment.status == "PENDING":
-        raise DependencyUnavailable(
-            f"the payment of order {order_id} is still being resolved; retry shortly"
-        )
-    if payment.status == "AUTHORIZED":
-        try:
-            await deps.payments.void(order_id, idempotency_key=f"{order_id}:cancel-void")
-            return
-        except FailedPrecondition:
-            # Captured between our read and the void: refund instead.
-            payment = await deps.payments.summary(order_id)
-            if payment is None:
-                raise
-    outstanding = payment.captured.amount - payment.refunded.amount
-    if outstanding > 0:
-        await deps.payments.refund(
-            order_id,
-            Money(outstanding, payment.captured.currency),
-            idempotency_key=f"{order_id}:cancel-refund",
-        )
 
 
 async def _payment_of(order: Order, deps: Checkout) -> PaymentSummary | None:

@@ -64,18 +64,8 @@ class PaymentSummary:
 
 
 class Payments(abc.ABC):
-    """The payment service as order reads and cancellation use it."""
+    """The payment service as order reads use it (cancellations settle money from events)."""
 
     @abc.abstractmethod
     async def summary(self, order_id: uuid.UUID) -> PaymentSummary | None:
         """The order's payment, or None when it has none."""
-
-    @abc.abstractmethod
-    async def void(self, order_id: uuid.UUID, *, idempotency_key: str) -> PaymentSummary:
-        """Release the authorization hold (the customer cancelled before capture)."""
-
-    @abc.abstractmethod
-    async def refund(
-        self, order_id: uuid.UUID, amount: Money, *, idempotency_key: str
-    ) -> PaymentSummary:
-        """Return captured money (the customer cancelled after capture)."""
