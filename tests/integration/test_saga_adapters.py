@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -263,7 +264,7 @@ async def test_compensating_an_order_that_never_reserved_or_paid_succeeds(
 
 
 @pytest.mark.usefixtures("targets")
-async def test_commit_is_repeatable_and_releasing_a_committed_reservation_is_a_defect(
+async def test_commit_is_repeatable_and_releasing_a_committed_reservation_restocks_it(
     stock: InventoryStub,
 ) -> None:
     order = str(new_id())
@@ -276,15 +277,15 @@ async def test_commit_is_repeatable_and_releasing_a_committed_reservation_is_a_d
     assert commits[0] == commits[1]
     assert commits[0]["status"] == "COMMITTED"
 
-    # The saga never compensates after the commit, so this refusal is not an outcome it routes.
-    with pytest.raises(errors.StepFailed, match="RESERVATION_CLOSED"):
+    # A cancel seen at ConfirmOrder compensates after the commit: the sold unit comes back once.
+    for _ in range(2):
         await run(
             "ReleaseInventoryFunctionArn", {"order_id": order, "reason": "customer_cancelled"}
         )
     level = (
         await stock.GetStock(inventory_pb.GetStockRequest(sku=ids_pb2.Sku(value=sku)))
     ).stock_level
-    assert (level.sold, level.reserved) == (1, 0)
+    assert (level.on_hand, level.sold, level.reserved) == (2, 0, 0)
 
 
 @pytest.mark.usefixtures("targets")
@@ -608,10 +609,8 @@ async def test_the_engine_runs_the_definition_through_the_adapters_to_either_end
 
     with ThreadPoolExecutor(max_workers=4) as executor:
         interpreter = Interpreter(machine, HandlerInvoker(HANDLERS, executor))
-        confirmed, _ = await interpreter.run(good, {"Execution": {"Name": good["order_id"]}})
-        cancelled, _ = await interpreter.run(
-            declined, {"Execution": {"Name": declined["order_id"]}}
-        )
+        confirmed, _ = await interpreter.run(good, execution(good))
+        cancelled, _ = await interpreter.run(declined, execution(declined))
 
     assert confirmed.status == "SUCCEEDED"
     assert (await order_of(shop, good)).status == checkout_pb.ORDER_STATUS_CONFIRMED
@@ -626,6 +625,12 @@ async def test_the_engine_runs_the_definition_through_the_adapters_to_either_end
         await shop.inventory.GetStock(inventory_pb.GetStockRequest(sku=ids_pb2.Sku(value=sku)))
     ).stock_level
     assert (level.sold, level.reserved, level.available) == (2, 0, 8)
+
+
+def execution(saga_input: dict[str, Any]) -> dict[str, Any]:
+    """The `$$` context object of an execution of `saga_input` starting now."""
+    started = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return {"Execution": {"Name": saga_input["order_id"], "StartTime": started}}
 
 
 def cancelling_after(step: str) -> dict[str, Any]:
@@ -659,9 +664,7 @@ async def test_the_engine_compensates_a_cancel_asked_for_after_the_pivot_down_to
     with ThreadPoolExecutor(max_workers=4) as executor:
         handlers = cancelling_after("AuthorizePaymentFunctionArn")
         interpreter = Interpreter(machine, HandlerInvoker(handlers, executor))
-        ended, _ = await interpreter.run(
-            saga_input, {"Execution": {"Name": saga_input["order_id"]}}
-        )
+        ended, _ = await interpreter.run(saga_input, execution(saga_input))
 
     assert (ended.error, ended.cause) == ("OrderCancelled", "customer_cancelled")
     order = await order_of(shop, saga_input)

@@ -1,7 +1,7 @@
 """The checkout saga's state machine (deploy/ecs/checkout_saga.asl.json) held to its promises:
 every Task has a handler, every named error is retried or caught where it can occur, every
-state can end, compensations retry until parked, nothing after the pivot cancels an order
-without voiding its payment first, and nothing is committed before the order is confirmed."""
+state can end, compensations retry until parked, nothing cancels an order without voiding its
+payment and releasing its stock first, and no order is confirmed before its stock is sold."""
 
 from __future__ import annotations
 
@@ -29,9 +29,11 @@ VALIDATOR = REPO / "node_modules" / ".bin" / "asl-validator"
 
 State = dict[str, Any]
 
-PIVOT = "AuthorizePayment"
-BEFORE_PIVOT = ("CalculateTax", "FraudCheck", "ReserveInventory", PIVOT)
-AFTER_PIVOT = ("ConfirmOrder", "CommitReservation")
+AUTHORIZE = "AuthorizePayment"
+PIVOT = "ConfirmOrder"
+BOUNDED = ("CalculateTax", "FraudCheck", "ReserveInventory", "CommitReservation")
+BEFORE_PIVOT = ("CalculateTax", "FraudCheck", "ReserveInventory", AUTHORIZE, "CommitReservation")
+AFTER_PIVOT = (PIVOT,)
 COMPENSATIONS = ("VoidPayment", "ReleaseInventory", "FailOrder")
 OVERALL_TIMEOUT = 600
 
@@ -42,8 +44,8 @@ REASON_BY_OUTCOME = {
     "FraudRejected": "fraud_rejected",
     "OrderCancelRequested": "customer_cancelled",
 }
-# Errors that must be routed by name and never retried (an expired hold after ConfirmOrder is
-# an alarmed end, not a cancel).
+# Errors that must be routed by name and never retried (an expired hold at the commit
+# compensates at once; retrying cannot bring it back).
 ROUTED = {*REASON_BY_OUTCOME, "ReservationExpired"}
 
 
@@ -184,7 +186,7 @@ def test_business_outcomes_end_the_order_with_their_reason() -> None:
 
 
 def test_any_other_failure_before_the_pivot_cancels_with_timeout() -> None:
-    for name in ("CheckOrder", "ReserveInventory", PIVOT):
+    for name in ("CheckOrder", "ReserveInventory", AUTHORIZE, "CommitReservation"):
         catchers = top_level()[name]["Catch"]
         assert catchers[-1]["ErrorEquals"] == ["States.ALL"]
         assert top_level()[catchers[-1]["Next"]]["Parameters"]["reason"] == "timeout"
@@ -220,39 +222,42 @@ def succeeds(names: set[str]) -> bool:
     return any(top_level()[n]["Type"] == "Succeed" for n in names)
 
 
-def test_the_pivot_and_confirm_never_fail_the_order_without_voiding_first() -> None:
-    for start in (PIVOT, "ConfirmOrder"):
+def test_nothing_fails_the_order_without_voiding_and_releasing_first() -> None:
+    for start in (AUTHORIZE, "CommitReservation", PIVOT):
         assert "FailOrder" in reachable(definition(), start)
         assert "FailOrder" not in reachable(definition(), start, frozenset({"VoidPayment"}))
         assert "FailOrder" not in reachable(definition(), start, frozenset({"ReleaseInventory"}))
-        # and no failure after the pivot ends as a success
-        assert not succeeds(reachable(definition(), start, frozenset({"ConfirmOrder"})))
-        assert not succeeds(reachable(definition(), start, frozenset({"CommitReservation"})))
+    # and nothing succeeds without selling the stock and confirming the order
+    assert not succeeds(reachable(definition(), AUTHORIZE, frozenset({"CommitReservation"})))
+    assert not succeeds(reachable(definition(), AUTHORIZE, frozenset({PIVOT})))
 
 
-def test_nothing_is_committed_before_confirm_and_nothing_compensates_after_it() -> None:
+def test_the_stock_is_sold_before_confirm_and_nothing_compensates_after_it() -> None:
     machine = definition()
-    assert top_level()[PIVOT]["Next"] == "ConfirmOrder"
-    assert top_level()["ConfirmOrder"]["Next"] == "CommitReservation"
-    # Every compensation runs before the commit, so ReleaseInventory always finds stock held.
-    assert "CommitReservation" not in reachable(machine, "VoidPayment")
-    unconfirmed = reachable(machine, machine["StartAt"], frozenset({"ConfirmOrder"}))
-    assert "CommitReservation" not in unconfirmed
-    after_commit = reachable(machine, "CommitReservation")
-    assert not after_commit & {*COMPENSATIONS, "CancelledBecause"}
-    assert {top_level()[n].get("Error") for n in after_commit if n != "CommitReservation"} == {
-        None, "ConfirmedWithReservationLost", "ConfirmationParked",
+    assert top_level()[AUTHORIZE]["Next"] == "CommitReservation"
+    assert top_level()["CommitReservation"]["Next"] == PIVOT
+    assert top_level()[PIVOT]["Next"] == "OrderConfirmed"
+    # A CONFIRMED order never rests on a hold the sweeper could expire.
+    assert "OrderConfirmed" not in reachable(
+        machine, machine["StartAt"], frozenset({"CommitReservation"})
+    )
+    # The compensation after a commit (a cancel seen at confirm) releases: sold units return.
+    assert "ReleaseInventory" in reachable(machine, "CommitReservation")
+    # A confirmation that keeps failing may have happened: it parks, it never compensates.
+    retrier, catcher = handling(PIVOT, "StepFailed")
+    assert catcher is not None
+    assert top_level()[catcher["Next"]] == top_level()[catcher["Next"]] | {
+        "Type": "Fail", "Error": "ConfirmationParked",
     }  # fmt: skip
 
 
-def test_a_reservation_lost_after_confirm_ends_alarmed_not_cancelled_or_retried() -> None:
+def test_a_reservation_lost_before_confirm_compensates_as_a_timeout_without_retrying() -> None:
     retrier, catcher = handling("CommitReservation", "ReservationExpired")
 
     assert retrier is not None
     assert retrier["MaxAttempts"] == 0
     assert catcher is not None
-    lost = top_level()[catcher["Next"]]
-    assert lost == lost | {"Type": "Fail", "Error": "ConfirmedWithReservationLost"}
+    assert top_level()[catcher["Next"]]["Parameters"]["reason"] == "timeout"
 
 
 def test_compensations_retry_with_backoff_and_are_parked_not_dropped() -> None:
@@ -271,14 +276,24 @@ def test_compensations_retry_with_backoff_and_are_parked_not_dropped() -> None:
         assert parked == parked | {"Type": "Fail", "Error": "CompensationParked"}
 
 
+def mean_delays(retrier: dict[str, Any]) -> float:
+    """The expected total backoff of every retry under full jitter."""
+    return worst_delays(retrier) / 2
+
+
 def test_retries_are_bounded_before_the_pivot_and_large_after_it() -> None:
-    for name in BEFORE_PIVOT:
+    for name in BOUNDED:
         retrier = first_match(states()[name]["Retry"], "RetryableError")
         assert retrier is not None, name
-        assert 1 <= retrier["MaxAttempts"] <= 5, name
+        assert 1 <= retrier["MaxAttempts"] <= 6, name
         assert retrier["BackoffRate"] == 2
         assert retrier["JitterStrategy"] == "FULL"
         assert retrier["MaxDelaySeconds"] > 0
+    # Authorization is bounded by its budget, not its attempts: the attempts last well past it.
+    retrier = first_match(top_level()[AUTHORIZE]["Retry"], "RetryableError")
+    assert retrier is not None
+    assert mean_delays(retrier) >= 1.5 * AdapterSettings().authorization_budget_seconds
+    assert top_level()[AUTHORIZE]["Parameters"]["saga_started_at.$"] == "$$.Execution.StartTime"
     for name in AFTER_PIVOT:
         state = top_level()[name]
         retrier = first_match(state["Retry"], "RetryableError")
@@ -321,6 +336,10 @@ def worst_case_seconds(state: State) -> float:
     retrier = first_match(state["Retry"], "RetryableError")
     assert retrier is not None
     attempts = retrier["MaxAttempts"] + 1
+    if "saga_started_at.$" in state.get("Parameters", {}):
+        # Bounded by the authorization budget: the attempt running when it is spent, then out.
+        budget = AdapterSettings().authorization_budget_seconds
+        return budget + retrier["MaxDelaySeconds"] + state["TimeoutSeconds"]
     return float(attempts * state["TimeoutSeconds"]) + worst_delays(retrier)
 
 
@@ -413,7 +432,8 @@ async def execute(**failures: tuple[str, int | None]) -> tuple[Ended, ScriptedTa
     interpreter = Interpreter(
         StateMachine.from_definition(definition()), tasks, clock=lambda: now[0], sleep=sleep
     )
-    ended, _ = await interpreter.run(dict(SAGA_INPUT), {"Execution": {"Name": ORDER_ID}})
+    context = {"Execution": {"Name": ORDER_ID, "StartTime": "2026-01-01T00:00:00.000Z"}}
+    ended, _ = await interpreter.run(dict(SAGA_INPUT), context)
     return ended, tasks
 
 
@@ -423,7 +443,7 @@ async def test_the_happy_path_confirms_the_order_and_compensates_nothing() -> No
     assert ended.status == "SUCCEEDED"
     assert sorted(tasks.steps()[:2]) == ["CalculateTax", "FraudCheck"]
     assert tasks.steps()[2:] == [
-        "ReserveInventory", "AuthorizePayment", "ConfirmOrder", "CommitReservation",
+        "ReserveInventory", "AuthorizePayment", "CommitReservation", "ConfirmOrder",
     ]  # fmt: skip
     assert tasks.payload("AuthorizePayment")["amount"] == ANSWERS["CalculateTax"]["total"]
     assert tasks.payload("ConfirmOrder") == {
@@ -462,17 +482,28 @@ async def test_retryable_errors_before_the_pivot_are_retried_then_cancel_with_ti
     assert once.status == "SUCCEEDED"
     assert tasks.count("ReserveInventory") == 3
 
-    ended, tasks = await execute(AuthorizePayment=("RetryableError", None))
-    assert tasks.count("AuthorizePayment") == 4
+    ended, tasks = await execute(CommitReservation=("RetryableError", None))
+    assert tasks.count("CommitReservation") == 7
+    assert PIVOT not in tasks.steps()
     assert tasks.steps()[-3:] == COMPENSATION
     assert (ended.error, ended.cause) == ("OrderCancelled", "timeout")
 
 
-async def test_a_cancel_seen_at_confirm_releases_the_stock_and_never_commits_it() -> None:
+async def test_authorization_retries_until_its_budget_is_spent_then_cancels_as_timeout() -> None:
+    retried, tasks = await execute(AuthorizePayment=("RetryableError", 12))
+    assert retried.status == "SUCCEEDED"
+    assert tasks.count("AuthorizePayment") == 13
+
+    ended, tasks = await execute(AuthorizePayment=("AuthorizationBudgetSpent", None))
+    assert tasks.count("AuthorizePayment") == 1
+    assert tasks.steps()[-3:] == COMPENSATION
+    assert (ended.error, ended.cause) == ("OrderCancelled", "timeout")
+
+
+async def test_a_cancel_seen_at_confirm_gives_the_sold_stock_back() -> None:
     ended, tasks = await execute(ConfirmOrder=("OrderCancelRequested", None))
 
-    assert "CommitReservation" not in tasks.steps()
-    assert tasks.steps()[-4:] == ["ConfirmOrder", *COMPENSATION]
+    assert tasks.steps()[-5:] == ["CommitReservation", "ConfirmOrder", *COMPENSATION]
     assert tasks.payload("ReleaseInventory") == {
         "order_id": ORDER_ID, "reason": "customer_cancelled",
     }  # fmt: skip
@@ -481,13 +512,13 @@ async def test_a_cancel_seen_at_confirm_releases_the_stock_and_never_commits_it(
     )  # fmt: skip
 
 
-async def test_a_reservation_lost_after_confirm_ends_alarmed_without_compensating() -> None:
+async def test_a_reservation_lost_at_the_commit_compensates_and_never_confirms() -> None:
     ended, tasks = await execute(CommitReservation=("ReservationExpired", None))
 
-    assert tasks.steps()[-2:] == ["ConfirmOrder", "CommitReservation"]
     assert tasks.count("CommitReservation") == 1  # never retried
-    assert not set(COMPENSATION) & set(tasks.steps())
-    assert (ended.status, ended.error) == ("FAILED", "ConfirmedWithReservationLost")
+    assert PIVOT not in tasks.steps()
+    assert tasks.steps()[-4:] == ["CommitReservation", *COMPENSATION]
+    assert (ended.status, ended.error, ended.cause) == ("FAILED", "OrderCancelled", "timeout")
 
 
 async def test_a_compensation_that_keeps_failing_is_retried_then_parked_never_skipped() -> None:
@@ -522,8 +553,8 @@ async def test_a_step_after_the_pivot_that_keeps_failing_is_parked_without_compe
 
 
 async def test_a_commit_that_fails_for_a_while_still_confirms() -> None:
-    ended, tasks = await execute(CommitReservation=("RetryableError", 10))
+    ended, tasks = await execute(CommitReservation=("RetryableError", 5))
 
-    assert tasks.count("CommitReservation") == 11
+    assert tasks.count("CommitReservation") == 6
     assert tasks.count("ConfirmOrder") == 1
     assert ended.status == "SUCCEEDED"

@@ -2,11 +2,15 @@
 
 A decline is not an RPC error: the payment comes back FAILED with the PSP's failure code.
 PENDING means the PSP's outcome is still unknown; the next attempt (same order, same key)
-resolves it before anything is sent again.
+resolves it before anything is sent again. A retryable failure stays retryable while the
+authorization budget lasts (from the execution's start, `saga_started_at`); once it is spent the
+step raises AuthorizationBudgetSpent, so a PSP that fails briefly costs no sale and one that
+stays down ends the order as a timeout.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -14,15 +18,39 @@ import grpc
 from marketplace.common.v1 import ids_pb2
 from marketplace.payment.v1 import payment_service_pb2 as pb
 from workers.saga_adapters import clients, wire
-from workers.saga_adapters.errors import PaymentDeclined, RetryableError, StepFailed, translate
+from workers.saga_adapters.errors import (
+    AuthorizationBudgetSpent,
+    PaymentDeclined,
+    RetryableError,
+    StepFailed,
+    translate,
+)
 
 STEP = "authorize"
-RAISES = frozenset({"RetryableError", "StepFailed", "PaymentDeclined"})
+RAISES = frozenset({"RetryableError", "StepFailed", "PaymentDeclined", "AuthorizationBudgetSpent"})
 REQUIRES = frozenset({"order_id", "customer_id", "payment_method", "amount"})
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """{"order_id", "customer_id", "payment_method", "amount": money} -> the authorization."""
+    """{"order_id", "customer_id", "payment_method", "amount": money, "saga_started_at"?} ->
+    the authorization."""
+    try:
+        return _authorize(event, context)
+    except RetryableError as error:
+        if budget_spent(event.get("saga_started_at"), datetime.now(UTC)):
+            raise AuthorizationBudgetSpent(f"{error} (authorization budget spent)") from error
+        raise
+
+
+def budget_spent(started_at: object, now: datetime) -> bool:
+    """Whether the authorization budget, counted from the saga's start, is used up."""
+    if not isinstance(started_at, str) or not started_at:
+        return False  # an execution that does not say when it started keeps its Retry bound
+    started = datetime.fromisoformat(started_at.replace("Z", "+00:00"))
+    return (now - started).total_seconds() >= clients.settings().authorization_budget_seconds
+
+
+def _authorize(event: dict[str, Any], context: Any) -> dict[str, Any]:
     key = wire.step_key(event, STEP)
     request = pb.AuthorizePaymentRequest(
         idempotency_key=key,

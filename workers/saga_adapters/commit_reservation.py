@@ -1,7 +1,8 @@
-"""Task CommitReservation, after ConfirmOrder: the confirmed order's held stock becomes sold.
+"""Task CommitReservation, after AuthorizePayment and before ConfirmOrder: the held stock
+becomes sold, so a confirmed order never rests on a hold that can expire.
 
 A reservation no longer ACTIVE (expired or released) is ReservationExpired, which the
-definition sends to an alarmed end rather than retrying or compensating.
+definition compensates (a timeout) rather than retrying.
 """
 
 from __future__ import annotations

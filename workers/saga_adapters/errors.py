@@ -29,6 +29,10 @@ class PaymentDeclined(SagaStepError):
     """The payment provider declined the authorization."""
 
 
+class AuthorizationBudgetSpent(SagaStepError):
+    """The PSP kept failing for longer than the authorization budget; the saga compensates."""
+
+
 class OutOfStock(SagaStepError):
     """Some line of the order cannot be reserved; nothing was held."""
 

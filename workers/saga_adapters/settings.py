@@ -19,6 +19,9 @@ class AdapterSettings(BaseSettings):
     call_timeout_seconds: float = Field(default=8.0, gt=0)
     # The payment service may try the PSP several times (and resolve lost answers) per call.
     payment_call_timeout_seconds: float = Field(default=18.0, gt=0)
+    # How long authorization keeps retrying while the PSP fails, counted from the saga's start;
+    # only past it is the order cancelled as a timeout. Well inside the execution's 600 s.
+    authorization_budget_seconds: float = Field(default=60.0, gt=0, le=400)
     # What is kept back from the invocation's remaining time to report the error.
     deadline_margin_seconds: float = Field(default=0.5, ge=0)
     # Longer than the state machine's overall TimeoutSeconds (600), so a running saga never
