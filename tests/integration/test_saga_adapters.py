@@ -676,3 +676,35 @@ async def test_the_engine_compensates_a_cancel_asked_for_after_the_pivot_down_to
         await shop.inventory.GetStock(inventory_pb.GetStockRequest(sku=ids_pb2.Sku(value=sku)))
     ).stock_level
     assert (level.on_hand, level.reserved, level.sold, level.available) == (10, 0, 0, 10)
+
+
+async def test_a_commit_that_keeps_failing_never_leaves_a_confirmed_order_on_a_hold(
+    shop: Shop, psp: RunningPsp
+) -> None:
+    # Before the fix the order was CONFIRMED first and a parked commit left its units on an
+    # ACTIVE reservation that the sweeper later expired: sold units back on sale.
+    machine = StateMachine.from_definition(
+        json.loads((REPO / "deploy" / "ecs" / "checkout_saga.asl.json").read_text())
+    )
+    sku = await stocked_sku(shop.inventory, 10)
+    saga_input = await placed_order(shop, sku=sku)
+
+    def inventory_down(event: dict[str, Any], context: Any) -> Any:
+        raise errors.RetryableError("commit: UNAVAILABLE -: inventory is restarting")
+
+    async def no_wait(seconds: float) -> None:
+        await asyncio.sleep(0)
+
+    handlers = HANDLERS | {"CommitReservationFunctionArn": inventory_down}
+    with ThreadPoolExecutor(max_workers=4) as executor:
+        interpreter = Interpreter(machine, HandlerInvoker(handlers, executor), sleep=no_wait)
+        ended, _ = await interpreter.run(saga_input, execution(saga_input))
+
+    assert (ended.error, ended.cause) == ("OrderCancelled", "timeout")
+    order = await order_of(shop, saga_input)
+    assert order.status == checkout_pb.ORDER_STATUS_CANCELLED
+    assert [i["status"] for i in await psp.intents(order_id=saga_input["order_id"])] == ["canceled"]
+    level = (
+        await shop.inventory.GetStock(inventory_pb.GetStockRequest(sku=ids_pb2.Sku(value=sku)))
+    ).stock_level
+    assert (level.on_hand, level.reserved, level.sold, level.available) == (10, 0, 0, 10)
