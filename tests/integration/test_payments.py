@@ -526,3 +526,153 @@ async def test_voiding_a_payment_whose_authorization_is_unknown_is_refused_not_s
     assert (error.reason, error.metadata["status"]) == ("PAYMENT_STATE", "PENDING")
     assert read.payment.status == pb.PAYMENT_STATUS_PENDING
     assert await ledger_operations(engine, read.payment.payment_id.value, "VOID") == 0
+
+
+# --- ReleaseOrderPayment: a cancelled order keeps no hold -----------------------------------
+
+
+def release_request(order_id: str, key: str | None = None) -> pb.ReleaseOrderPaymentRequest:
+    return pb.ReleaseOrderPaymentRequest(
+        idempotency_key=key or f"release-{order_id}", order_id=order_ref(order_id)
+    )
+
+
+def capture_request(order_id: str, amount: int = 2500) -> pb.CapturePaymentRequest:
+    return pb.CapturePaymentRequest(
+        idempotency_key=f"{order_id}:capture", order_id=order_ref(order_id), amount=usd(amount)
+    )
+
+
+async def test_releasing_an_authorized_payment_voids_it_once_and_a_repeat_is_harmless(
+    stub: Stub, psp: RunningPsp, engine: AsyncEngine
+) -> None:
+    order = str(new_id())
+    authorized = await stub.AuthorizePayment(authorize_request(order))
+
+    first = await stub.ReleaseOrderPayment(release_request(order), timeout=WITHIN)
+    again = await stub.ReleaseOrderPayment(release_request(order, f"other-{order}"))
+
+    assert (first.settled, again.settled) == (True, True)
+    assert first.payment.status == again.payment.status == pb.PAYMENT_STATUS_VOIDED
+    assert await ledger_operations(engine, authorized.payment.payment_id.value, "VOID") == 1
+    assert [i["status"] for i in await psp.intents(order_id=order)] == ["canceled"]
+
+
+async def test_releasing_a_captured_payment_refunds_what_is_left(
+    stub: Stub, psp: RunningPsp, engine: AsyncEngine
+) -> None:
+    order = str(new_id())
+    await stub.AuthorizePayment(authorize_request(order, amount=5000))
+    await stub.CapturePayment(capture_request(order, 5000))
+    await stub.RefundPayment(
+        pb.RefundPaymentRequest(
+            idempotency_key=f"goodwill-{order}",
+            order_id=order_ref(order),
+            amount=usd(1000),
+            reason=pb.REFUND_REASON_REQUESTED_BY_CUSTOMER,
+        )
+    )
+
+    released = await stub.ReleaseOrderPayment(release_request(order), timeout=WITHIN)
+    again = await stub.ReleaseOrderPayment(release_request(order))
+
+    assert released.settled
+    assert again.settled
+    assert released.payment.status == pb.PAYMENT_STATUS_REFUNDED
+    assert released.payment.refunded.amount_minor == 5000
+    payment_id = released.payment.payment_id.value
+    assert await ledger_operations(engine, payment_id, "REFUND") == 2  # goodwill + release
+    [intent] = await psp.intents(order_id=order)
+    assert (intent["amount_received"], intent["amount_refunded"]) == (5000, 5000)
+
+
+async def test_a_release_before_any_payment_refuses_the_authorization_that_comes_later(
+    stub: Stub, psp: RunningPsp
+) -> None:
+    order = str(new_id())
+
+    released = await stub.ReleaseOrderPayment(release_request(order))
+    error = await refusal(stub.AuthorizePayment(authorize_request(order)))
+    again = await stub.ReleaseOrderPayment(release_request(order))
+
+    assert released.settled
+    assert not released.HasField("payment")
+    assert isinstance(error, errors.FailedPrecondition)
+    assert (error.reason, error.metadata["order_id"]) == ("ORDER_CANCELLED", order)
+    assert again.settled
+    assert not again.HasField("payment")
+    assert await psp.intents(order_id=order) == []
+
+
+async def test_a_declined_payment_is_released_without_a_psp_call(
+    stub: Stub, engine: AsyncEngine
+) -> None:
+    order = str(new_id())
+    declined = await stub.AuthorizePayment(
+        authorize_request(order, method="pm_card_chargeDeclined")
+    )
+
+    released = await stub.ReleaseOrderPayment(release_request(order))
+
+    assert released.settled
+    assert released.payment.status == pb.PAYMENT_STATUS_FAILED
+    payment_id = declined.payment.payment_id.value
+    assert await ledger_operations(engine, payment_id, "VOID") == 0
+
+
+async def test_an_authorization_in_flight_at_the_release_is_voided_by_reconciliation(
+    stub: Stub, psp: RunningPsp, direct: payments.Payments
+) -> None:
+    order = str(new_id())
+    await psp.set_faults(latency_ms=700)  # below the service's 1 s PSP timeout
+    authorizing = asyncio.ensure_future(
+        stub.AuthorizePayment(authorize_request(order), timeout=WITHIN)
+    )
+    try:
+        async with asyncio.timeout(WITHIN):
+            while True:  # the payment is recorded PENDING before the PSP is called
+                try:
+                    await payments.get_payment(uuid.UUID(order), direct)
+                    break
+                except errors.NotFound:
+                    await asyncio.sleep(0.02)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.ReleaseOrderPayment(release_request(order))
+        authorized = await authorizing
+    finally:
+        authorizing.cancel()
+    await psp.set_faults()
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert authorized.payment.status == pb.PAYMENT_STATUS_AUTHORIZED  # landed after the release
+
+    report = await reconciliation.reconcile(direct)
+
+    assert order in {str(p.order_id) for p, _ in report.released}
+    after, _ = await payments.get_payment(uuid.UUID(order), direct)
+    assert after.status is PaymentStatus.VOIDED
+    assert [i["status"] for i in await psp.intents(order_id=order)] == ["canceled"]
+    settled = await stub.ReleaseOrderPayment(release_request(order))
+    assert settled.settled
+    assert settled.payment.status == pb.PAYMENT_STATUS_VOIDED
+
+
+@pytest.mark.parametrize("how", ["release", "void"])
+async def test_a_capture_after_a_void_is_refused(stub: Stub, psp: RunningPsp, how: str) -> None:
+    order = str(new_id())
+    await stub.AuthorizePayment(authorize_request(order))
+    if how == "release":
+        await stub.ReleaseOrderPayment(release_request(order))
+    else:
+        await stub.VoidPayment(void_request(order, f"void-{order}"))
+
+    error = await refusal(stub.CapturePayment(capture_request(order)))
+
+    assert isinstance(error, errors.FailedPrecondition)
+    [intent] = await psp.intents(order_id=order)
+    assert (intent["status"], intent["amount_received"]) == ("canceled", 0)
+
+
+async def test_a_release_with_a_bad_key_is_invalid(stub: Stub) -> None:
+    error = await refusal(stub.ReleaseOrderPayment(release_request(str(new_id()), "short")))
+    assert isinstance(error, errors.InvalidArgument)
+    assert "idempotency_key" in {v.field for v in error.violations}

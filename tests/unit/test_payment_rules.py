@@ -104,3 +104,13 @@ def test_an_open_breaker_lets_one_trial_through_after_its_pause() -> None:
     breaker = CircuitBreaker(failures_to_open=1, open_seconds=0)
     breaker.record(healthy=False)
     assert breaker.allow()  # the pause (0 s) is over: one trial call
+
+
+def test_a_release_voids_before_capture_refunds_after_and_skips_what_holds_nothing() -> None:
+    assert rules.release_operation(payment(PaymentStatus.AUTHORIZED)) == (OperationKind.VOID, 1000)
+    partly = payment(PaymentStatus.PARTIALLY_REFUNDED, captured=800, refunded=300)
+    assert rules.release_operation(partly) == (OperationKind.REFUND, 500)
+    for status in (PaymentStatus.FAILED, PaymentStatus.VOIDED, PaymentStatus.PENDING):
+        assert rules.release_operation(payment(status)) is None
+    refunded = payment(PaymentStatus.REFUNDED, captured=800, refunded=800)
+    assert (rules.held(refunded), rules.release_operation(refunded)) == (0, None)

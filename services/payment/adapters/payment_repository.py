@@ -7,11 +7,11 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import exists, func, literal, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.payment.adapters.tables import payment_operations, payments
+from services.payment.adapters.tables import cancelled_orders, payment_operations, payments
 from services.payment.domain.payment import (
     OPEN_STATES,
     Operation,
@@ -39,13 +39,20 @@ class PaymentRepository:
         self.session = session
 
     async def create(self, payment: Payment) -> Payment | None:
-        """Insert the order's payment; None when the order already has one."""
+        """Insert the order's payment; None when the order already has one or was cancelled.
+
+        The cancellation check is part of the insert, so a first authorization costs no extra
+        statement; which of the two it was is for the caller to find out.
+        """
         values = {k: v for k, v in asdict(payment).items() if k not in ("created_at", "updated_at")}
+        source = select(
+            *(literal(value, payments.c[name].type).label(name) for name, value in values.items())
+        ).where(~exists().where(cancelled_orders.c.order_id == payment.order_id))
         row = (
             (
                 await self.session.execute(
                     insert(payments)
-                    .values(**values)
+                    .from_select(list(values), source)
                     .on_conflict_do_nothing(index_elements=[payments.c.order_id])
                     .returning(*payments.c)
                 )
@@ -54,6 +61,44 @@ class PaymentRepository:
             .one_or_none()
         )
         return _payment(row) if row else None
+
+    async def mark_cancelled(self, order_id: uuid.UUID) -> None:
+        """Remember that the order was cancelled (once; a repeat changes nothing)."""
+        await self.session.execute(
+            insert(cancelled_orders).values(order_id=order_id).on_conflict_do_nothing()
+        )
+
+    async def is_cancelled(self, order_id: uuid.UUID) -> bool:
+        """Whether the order's payment was released because the order was cancelled."""
+        found = await self.session.execute(
+            select(cancelled_orders.c.order_id).where(cancelled_orders.c.order_id == order_id)
+        )
+        return found.first() is not None
+
+    async def cancelled_holding_money(self) -> list[Payment]:
+        """Payments of cancelled orders that still hold money and have no open operation."""
+        still_open = exists().where(
+            payment_operations.c.payment_id == payments.c.payment_id,
+            payment_operations.c.state.in_(OPEN_STATES),
+        )
+        rows = (
+            await self.session.execute(
+                select(payments)
+                .join(cancelled_orders, cancelled_orders.c.order_id == payments.c.order_id)
+                .where(
+                    payments.c.status.in_(
+                        (
+                            PaymentStatus.AUTHORIZED,
+                            PaymentStatus.CAPTURED,
+                            PaymentStatus.PARTIALLY_REFUNDED,
+                        )
+                    ),
+                    ~still_open,
+                )
+                .order_by(cancelled_orders.c.cancelled_at)
+            )
+        ).mappings()
+        return [_payment(row) for row in rows]
 
     async def by_order(self, order_id: uuid.UUID, *, for_update: bool = False) -> Payment | None:
         """The order's payment (row-locked when for_update)."""

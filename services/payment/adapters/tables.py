@@ -60,4 +60,13 @@ payment_operations = Table(
     UniqueConstraint("payment_id", "kind", "request_key", name="operation_per_request"),
 )
 
+# Orders whose payment was released (ReleaseOrderPayment): they are never authorized again, and
+# reconciliation releases whatever a late authorization of theirs holds.
+cancelled_orders = Table(
+    "cancelled_orders",
+    metadata,
+    Column("order_id", Uuid, primary_key=True),
+    Column("cancelled_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
 outbox = define_outbox_table(metadata)

@@ -7,7 +7,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
-from marketplace_platform.errors import FailedPrecondition, FieldViolation, InvalidArgument
+from marketplace_platform.errors import (
+    DependencyUnavailable,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+)
 
 
 class PaymentStatus(StrEnum):
@@ -102,6 +107,18 @@ class AmountExceeded(FailedPrecondition):
     reason = "AMOUNT_EXCEEDED"
 
 
+class OrderCancelled(FailedPrecondition):
+    """The order's payment was released (the order was cancelled): no new hold or capture."""
+
+    reason = "ORDER_CANCELLED"
+
+
+class OperationInProgress(DependencyUnavailable):
+    """Another operation on the payment has no known outcome yet; ask again later."""
+
+    reason = "OPERATION_IN_PROGRESS"
+
+
 # ISO 4217 currencies this platform settles in; anything else is refused before the PSP sees it.
 SUPPORTED_CURRENCIES = frozenset(
     {"USD", "EUR", "GBP", "CAD", "AUD", "JPY", "CHF", "SEK", "NOK", "DKK"}
@@ -134,6 +151,25 @@ NOTHING_HELD = frozenset({PaymentStatus.FAILED, PaymentStatus.VOIDED})
 def holds_nothing(payment: Payment) -> bool:
     """True when a void of the payment succeeds without effect (declined or already voided)."""
     return payment.status in NOTHING_HELD
+
+
+def held(payment: Payment) -> int:
+    """The customer's money the payment holds now: the authorization until it is captured or
+    voided, then what was captured and not refunded."""
+    if payment.status is PaymentStatus.AUTHORIZED:
+        return payment.authorized
+    if payment.status in (PaymentStatus.CAPTURED, PaymentStatus.PARTIALLY_REFUNDED):
+        return payment.captured - payment.refunded
+    return 0
+
+
+def release_operation(payment: Payment) -> tuple[OperationKind, int] | None:
+    """What gives back all the payment holds: a void before capture, a refund after (or None)."""
+    if payment.status is PaymentStatus.AUTHORIZED:
+        return OperationKind.VOID, payment.authorized
+    if held(payment) > 0:
+        return OperationKind.REFUND, held(payment)
+    return None
 
 
 def check_operation(payment: Payment, kind: OperationKind, amount: int, currency: str) -> None:

@@ -11,7 +11,7 @@ from marketplace.common.v1 import ids_pb2
 from marketplace.payment.v1 import payment_service_pb2 as pb
 from marketplace.payment.v1 import payment_service_pb2_grpc as pb_grpc
 from services.payment.domain.payment import Operation, OperationKind, Payment
-from services.payment.service_layer import payments, reconciliation
+from services.payment.service_layer import payments, reconciliation, release
 from services.payment.service_layer.events import money
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
@@ -87,6 +87,17 @@ class PaymentServicer(pb_grpc.PaymentServiceServicer):
             dry_run=request.dry_run,
         )
         return pb.ReconcilePaymentsResponse(report=reconciliation.report_to_proto(report))
+
+    async def ReleaseOrderPayment(
+        self, request: pb.ReleaseOrderPaymentRequest, context: Context
+    ) -> pb.ReleaseOrderPaymentResponse:
+        released = await release.release(
+            release.Release(order_id=uuid.UUID(request.order_id.value)), self.deps
+        )
+        response = pb.ReleaseOrderPaymentResponse(settled=released.settled)
+        if released.payment is not None:  # unset: the order never had a payment
+            response.payment.CopyFrom(await self._wire(released.payment))
+        return response
 
     async def _operate(
         self, request: Any, kind: OperationKind, amount: int, currency: str

@@ -29,6 +29,7 @@ from services.payment.domain.payment import (
     Operation,
     OperationKind,
     OperationState,
+    OrderCancelled,
     Payment,
     PaymentStatus,
 )
@@ -80,7 +81,8 @@ class Void:
 
 
 async def authorize(command: Authorize, deps: Payments) -> Payment:
-    """Authorize once per order: repeats return the first outcome, another amount is refused."""
+    """Authorize once per order: repeats return the first outcome, another amount is refused,
+    and an order whose payment was released (cancelled) is refused."""
     rules.check_currency(command.currency)
     async with deps.unit_of_work() as uow:
         payments = PaymentRepository(uow.session)
@@ -93,8 +95,11 @@ async def authorize(command: Authorize, deps: Payments) -> Payment:
             amount=command.amount,
             status=PaymentStatus.PENDING,
         )
-        payment = await payments.create(fresh) or await payments.by_order(command.order_id)
-        assert payment is not None
+        payment = await payments.create(fresh)
+        if payment is None:  # the order has a payment already, or it was cancelled
+            payment = await payments.by_order(command.order_id)
+            if payment is None or await payments.is_cancelled(command.order_id):
+                raise _cancelled(command.order_id)
         rules.check_same_authorization(
             payment,
             amount=command.amount,
@@ -160,6 +165,10 @@ async def _operate(command: Operate, deps: Payments) -> Payment | None:
             if command.kind is OperationKind.VOID and rules.holds_nothing(payment):
                 return payment  # nothing to release: no ledger entry, no PSP call, no event
             rules.check_operation(payment, command.kind, command.amount, command.currency)
+            if command.kind is OperationKind.CAPTURE and await payments.is_cancelled(
+                command.order_id
+            ):
+                raise _cancelled(command.order_id)
             # A void gives back the whole authorization, whatever amount the request carried.
             amount = payment.authorized if command.kind is OperationKind.VOID else command.amount
             operation = await payments.add_operation(
@@ -176,6 +185,13 @@ async def _operate(command: Operate, deps: Payments) -> Payment | None:
     if operation.state not in OPEN_STATES:
         return payment
     return await drive(operation, payment, deps)
+
+
+def _cancelled(order_id: uuid.UUID) -> OrderCancelled:
+    return OrderCancelled(
+        f"order {order_id} was cancelled and its payment released",
+        metadata={"order_id": str(order_id)},
+    )
 
 
 async def get_payment(order_id: uuid.UUID, deps: Payments) -> tuple[Payment, list[Operation]]:

@@ -1,6 +1,7 @@
-"""Reconciliation with the PSP: resolve operations whose outcome we never learned, void
-authorizations our ledger does not stand behind, and flag authorizations near their
-capture-before time. Runs on a schedule in the payment service and on demand."""
+"""Reconciliation with the PSP: resolve operations whose outcome we never learned, release what
+payments of cancelled orders still hold, void authorizations our ledger does not stand behind,
+and flag authorizations near their capture-before time. Runs on a schedule in the payment
+service and on demand."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from datetime import UTC, datetime, timedelta
 
 from marketplace.common.v1 import ids_pb2
 from marketplace.payment.v1 import payment_service_pb2 as pb
+from marketplace_platform.errors import DomainError
 from services.payment.adapters.payment_repository import PaymentRepository
 from services.payment.adapters.psp import Approved, Declined, Intent
+from services.payment.domain import payment as rules
 from services.payment.domain.payment import Operation, OperationState, Payment, PaymentStatus
-from services.payment.service_layer import payments
+from services.payment.service_layer import payments, release
 from services.payment.service_layer.events import money
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,8 @@ class Report:
     resolved: list[tuple[Operation, Payment, OperationState]] = field(default_factory=list)
     orphans: list[tuple[Intent, Payment | None, bool]] = field(default_factory=list)
     capture_deadlines: list[Payment] = field(default_factory=list)
+    # Payments of cancelled orders found holding money, and whether they hold nothing now.
+    released: list[tuple[Payment, bool]] = field(default_factory=list)
 
 
 async def reconcile(
@@ -49,15 +54,17 @@ async def reconcile(
     now = datetime.now(UTC)
     report = Report(started_at=now, dry_run=dry_run)
     await _resolve_open_operations(deps, report, older_than=now - in_flight_grace)
+    await _release_cancelled(deps, report)
     await _void_orphans(
         deps, report, older_than=now - orphan_after, warn_before=now + capture_warning_window
     )
     report.finished_at = datetime.now(UTC)
     log.info(
-        "reconciliation: %d intents examined, %d operations resolved, %d orphans, %d near"
-        " capture deadline%s",
+        "reconciliation: %d intents examined, %d operations resolved, %d cancelled orders"
+        " released, %d orphans, %d near capture deadline%s",
         report.examined,
         len(report.resolved),
+        len(report.released),
         len(report.orphans),
         len(report.capture_deadlines),
         " (dry run)" if dry_run else "",
@@ -79,6 +86,22 @@ async def _resolve_open_operations(
         if not report.dry_run:
             await payments.settle(operation, outcome, deps)
         report.resolved.append((operation, payment, state))
+
+
+async def _release_cancelled(deps: payments.Payments, report: Report) -> None:
+    """Release every payment of a cancelled order that still holds money, e.g. an
+    authorization that was in flight when the order's release arrived."""
+    async with deps.unit_of_work() as uow:
+        holding = await PaymentRepository(uow.session).cancelled_holding_money()
+    for payment in holding:
+        settled = False
+        if not report.dry_run:
+            try:
+                released = await release.release(release.Release(order_id=payment.order_id), deps)
+                settled = released.settled
+            except DomainError as error:  # this one waits for the next pass; go on with others
+                log.warning("release of cancelled order %s: %s", payment.order_id, error)
+        report.released.append((payment, settled))
 
 
 async def _void_orphans(
@@ -159,4 +182,13 @@ def report_to_proto(report: Report) -> pb.ReconciliationReport:
         if payment.capture_before is not None:
             deadline.capture_before.FromDatetime(payment.capture_before)
         message.capture_deadlines.append(deadline)
+    for payment, settled in report.released:
+        message.released_payments.append(
+            pb.ReleasedPayment(
+                payment_id=ids_pb2.PaymentId(value=str(payment.payment_id)),
+                order_id=ids_pb2.OrderId(value=str(payment.order_id)),
+                held=money(rules.held(payment), payment.currency),
+                settled=settled,
+            )
+        )
     return message
