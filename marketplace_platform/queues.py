@@ -5,6 +5,11 @@ or it comes back (at least once). Every receive counts; once a message has been 
 `max_receive_count` times without being deleted, the next receive moves it to the queue's
 dead-letter queue instead. `redrive` moves dead letters back to their source queue.
 
+`retry_later` is the way around that budget for a message that failed only because something it
+needs is unavailable: the message comes back after a delay with a fresh receive count and its
+`retry_attempt` one higher, so a dependency down for longer than the receives last does not
+send a message that would succeed to the DLQ.
+
 Message bodies are EventBridge events as JSON: decode them with
 `marketplace_platform.event_bus.decode_message_body`. Queue definitions (name, DLQ, maximum
 receives, visibility timeout) live in `deploy/ecs/event_rules.json`.
@@ -19,6 +24,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+# SQS's longest message delay; both adapters accept `retry_later` delays up to it.
+MAX_RETRY_DELAY_SECONDS = 900
+
 
 @dataclass(frozen=True)
 class QueueDefinition:
@@ -32,13 +40,18 @@ class QueueDefinition:
 
 @dataclass(frozen=True)
 class ReceivedMessage:
-    """A message as a receive hands it out; the receipt handle names this receive."""
+    """A message as a receive hands it out; the receipt handle names this receive.
+
+    `retry_attempt` counts the `retry_later`s behind this message (0 as sent), so the caller's
+    backoff keeps growing across them.
+    """
 
     message_id: str
     receipt_handle: str
     body: str
     receive_count: int
     sent_at: datetime
+    retry_attempt: int = 0
 
 
 @dataclass(frozen=True)
@@ -55,8 +68,15 @@ class UnknownQueue(LookupError):
     """The named queue is not declared."""
 
 
+def check_retry_delay(delay_seconds: int) -> int:
+    """The delay itself, or ValueError when SQS would refuse it (negative or over 15 minutes)."""
+    if not 0 <= delay_seconds <= MAX_RETRY_DELAY_SECONDS:
+        raise ValueError(f"retry delay {delay_seconds}s is outside 0..{MAX_RETRY_DELAY_SECONDS}s")
+    return delay_seconds
+
+
 class Queues(abc.ABC):
-    """Send, receive, delete and redrive messages on the declared queues (by name)."""
+    """Send, receive, delete, retry later and redrive messages on the declared queues."""
 
     @abc.abstractmethod
     async def send(self, queue: str, body: str) -> str:
@@ -90,6 +110,16 @@ class Queues(abc.ABC):
         self, queue: str, receipt_handle: str, visibility_timeout_seconds: int
     ) -> None:
         """Hide a received message for this long from now (0 makes it visible again)."""
+
+    @abc.abstractmethod
+    async def retry_later(self, queue: str, message: ReceivedMessage, delay_seconds: int) -> None:
+        """Put a received message back, visible in `delay_seconds`, its receive budget fresh.
+
+        It comes back with the same body, `receive_count` 1 at its next receive and
+        `retry_attempt` one higher; its message id may change. A stale receipt handle may leave
+        a duplicate (at least once) but never loses the message. `delay_seconds` is 0 to
+        `MAX_RETRY_DELAY_SECONDS`.
+        """
 
     @abc.abstractmethod
     async def stats(self, queue: str) -> QueueStats:

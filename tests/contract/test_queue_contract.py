@@ -1,5 +1,6 @@
 """One contract for both adapters of the queue port: PostgreSQL queues and SQS (moto in server
-mode). Visibility, receive counts, dead-lettering after the maximum receives, redrive, stats."""
+mode). Visibility, receive counts, dead-lettering after the maximum receives, retry_later (a
+fresh receive budget after a delay), redrive, stats."""
 
 from __future__ import annotations
 
@@ -12,7 +13,13 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from marketplace_platform.db import create_engine
-from marketplace_platform.queues import QueueDefinition, Queues, ReceivedMessage, UnknownQueue
+from marketplace_platform.queues import (
+    MAX_RETRY_DELAY_SECONDS,
+    QueueDefinition,
+    Queues,
+    ReceivedMessage,
+    UnknownQueue,
+)
 from marketplace_platform.settings import ServiceSettings
 from workers.queues.local import PostgresQueues
 from workers.queues.provision import create_sqs_queues
@@ -157,6 +164,55 @@ async def test_a_poison_message_goes_to_the_dlq_after_the_maximum_receives_and_r
     assert returned.receive_count == 1
     dlq_stats = await queues.stats(definition.dead_letter_queue)
     assert (dlq_stats.visible, dlq_stats.in_flight) == (0, 0)
+
+
+async def test_retry_later_gives_a_fresh_receive_budget_so_the_message_never_dead_letters(
+    queues: Queues, definition: QueueDefinition
+) -> None:
+    await queues.send(definition.name, "dependency down")
+    for attempt in range(3):
+        # Use up the receive budget but for the last receive, then retry later instead.
+        for receive in range(1, MAX_RECEIVES + 1):
+            (message,) = await eventually(lambda: queues.receive(definition.name))
+            assert (message.body, message.receive_count) == ("dependency down", receive)
+            assert message.retry_attempt == attempt
+            if receive < MAX_RECEIVES:
+                await queues.change_visibility(definition.name, message.receipt_handle, 0)
+        await queues.retry_later(definition.name, message, 0)
+
+    (back,) = await eventually(lambda: queues.receive(definition.name))
+    assert (back.body, back.receive_count, back.retry_attempt) == ("dependency down", 1, 3)
+    await queues.delete(definition.name, back.receipt_handle)
+    dlq_stats = await queues.stats(definition.dead_letter_queue)
+    assert (dlq_stats.visible, dlq_stats.in_flight) == (0, 0)
+    queue_stats = await queues.stats(definition.name)
+    assert (queue_stats.visible, queue_stats.in_flight) == (0, 0)
+
+
+async def test_retry_later_hides_the_message_for_its_delay(
+    queues: Queues, definition: QueueDefinition
+) -> None:
+    await queues.send(definition.name, "later")
+    (first,) = await queues.receive(definition.name, visibility_timeout_seconds=60)
+    retried_at = time.monotonic()
+    await queues.retry_later(definition.name, first, 2)
+    assert await queues.receive(definition.name) == []
+    (back,) = await eventually(lambda: queues.receive(definition.name))
+    assert time.monotonic() - retried_at >= 1.0  # SQS timestamps have second granularity
+    assert (back.body, back.retry_attempt) == ("later", 1)
+
+
+async def test_retry_later_refuses_a_delay_sqs_cannot_take(
+    queues: Queues, definition: QueueDefinition
+) -> None:
+    await queues.send(definition.name, "too late")
+    (message,) = await queues.receive(definition.name, visibility_timeout_seconds=60)
+    for delay in (-1, MAX_RETRY_DELAY_SECONDS + 1):
+        with pytest.raises(ValueError, match="retry delay"):
+            await queues.retry_later(definition.name, message, delay)
+    await queues.delete(definition.name, message.receipt_handle)
+    stats = await queues.stats(definition.name)
+    assert (stats.visible, stats.in_flight) == (0, 0)
 
 
 async def test_racing_receivers_never_share_a_message_in_flight(

@@ -1,6 +1,8 @@
 """The consumer loop on the real PostgreSQL queues, and a consumer as its own process: messages
 delivered twice have one effect and are deleted; a poison message lands in the DLQ after the
-maximum receives; `python -m workers.consumers.invoice` consumes and stops cleanly on SIGTERM."""
+maximum receives; a message whose dependency is down (a real gRPC UNAVAILABLE) outlives its
+receive budget and is handled once the dependency is back; `python -m workers.consumers.invoice`
+consumes and stops cleanly on SIGTERM."""
 
 from __future__ import annotations
 
@@ -11,21 +13,30 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
+import sqlalchemy.exc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from local_supervisor.embedded import free_port
+from marketplace.events.v1 import order_events_pb2
+from marketplace_platform.channels import open_channel
 from marketplace_platform.db import UnitOfWork, create_engine, unit_of_work_factory
 from marketplace_platform.ids import new_id
 from marketplace_platform.object_store import LocalObjectStore
 from marketplace_platform.outbox import OutboxWriter
-from marketplace_platform.queues import QueueDefinition
+from marketplace_platform.queues import QueueDefinition, ReceivedMessage
 from marketplace_platform.settings import ServiceSettings
 from tests.integration.test_consumers import order_placed
 from workers.consumers import tables
-from workers.consumers.consumer import Consumer
+from workers.consumers.consumer import Consumer, DeliveredEvent
 from workers.consumers.invoice import handlers as invoice
-from workers.consumers.loop import ConsumerLoop, LoopOptions
+from workers.consumers.loop import ConsumerLoop, LoopOptions, is_transient
 from workers.event_bus.local import bus_event
 from workers.queues.local import PostgresQueues
 
@@ -48,6 +59,69 @@ def unit_of_work(engine: AsyncEngine) -> Callable[[], UnitOfWork]:
 def a_queue(max_receives: int = 3) -> QueueDefinition:
     name = f"invoice-{new_id().hex[-10:]}"
     return QueueDefinition(name, f"{name}-dlq", max_receives, 30)
+
+
+class HealthCaller:
+    """A handler whose dependency is a real gRPC call: health Check of `service` at `target`."""
+
+    def __init__(self, target: str, service: str = "") -> None:
+        self.target = target
+        self.service = service
+        self.failures: list[grpc.StatusCode] = []
+        self.handled: list[str] = []
+
+    def consumer(self) -> Consumer:
+        """A consumer of its own (its own inbox key) that calls the dependency per OrderPlaced."""
+        name = f"probe-{new_id().hex[-10:]}"
+        return Consumer(name, {order_events_pb2.OrderPlaced.DESCRIPTOR.full_name: self.handle})
+
+    async def handle(self, event: DeliveredEvent, uow: UnitOfWork) -> None:
+        """Call the dependency; its failure (the AioRpcError itself) fails the delivery."""
+        # A channel per delivery, as fresh as a restarted consumer's: no reconnect backoff
+        # carried over from the outage decides when the test may end.
+        channel = open_channel(self.target, default_timeout=2.0)
+        stub: Any = health_pb2_grpc.HealthStub(channel)  # the stub types lack aio methods
+        try:
+            await stub.Check(health_pb2.HealthCheckRequest(service=self.service))
+        except grpc.aio.AioRpcError as error:
+            self.failures.append(error.code())
+            raise
+        finally:
+            await channel.close()
+        self.handled.append(str(event.event_id))
+
+
+async def serving_health(port: int) -> grpc.aio.Server:
+    """A real grpc.aio server on 127.0.0.1:`port` answering health checks (SERVING for '')."""
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    return server
+
+
+class RecordingQueues(PostgresQueues):
+    """The real PostgreSQL queues, noting each retry_later's attempt counter and delay."""
+
+    def __init__(self, engine: AsyncEngine, definitions: list[QueueDefinition]) -> None:
+        super().__init__(engine, definitions)
+        self.retries: list[tuple[int, int]] = []
+
+    async def retry_later(self, queue: str, message: ReceivedMessage, delay_seconds: int) -> None:
+        """Note (attempts so far, delay), then retry later for real."""
+        self.retries.append((message.retry_attempt, delay_seconds))
+        await super().retry_later(queue, message, delay_seconds)
+
+
+def fast_retries() -> LoopOptions:
+    """Failed messages of either kind come straight back (no backoff), so retries add up at once."""
+    return LoopOptions(
+        wait_seconds=0,
+        retry_base_seconds=0.001,
+        retry_max_seconds=0.001,
+        unavailable_base_seconds=0.001,
+        unavailable_max_seconds=0.001,
+    )
 
 
 async def drain(loop: ConsumerLoop) -> None:
@@ -105,6 +179,104 @@ async def test_a_poison_message_ends_in_the_dead_letter_queue(
     (dead,) = await queues.peek(queue.dead_letter_queue)
     assert dead.body == "not an event"
     assert (await queues.stats(queue.name)).visible == 0
+
+
+async def test_a_message_outlives_a_dependency_down_for_longer_than_its_receive_budget(
+    engine: AsyncEngine, unit_of_work: Callable[[], UnitOfWork]
+) -> None:
+    queue = a_queue(max_receives=2)
+    queues = RecordingQueues(engine, [queue])
+    port = free_port()
+    caller = HealthCaller(f"127.0.0.1:{port}")  # nothing listens there yet: UNAVAILABLE
+    loop = ConsumerLoop(caller.consumer(), queues, queue.name, unit_of_work, fast_retries())
+    placed = order_placed(str(new_id()))
+    await queues.send(queue.name, json.dumps(bus_event(placed)))
+
+    async with asyncio.timeout(WITHIN):
+        while len(caller.failures) < 3 * queue.max_receive_count:
+            await loop.poll_once()
+            assert (await queues.stats(queue.dead_letter_queue)).visible == 0, "dead-lettered"
+    assert set(caller.failures) == {grpc.StatusCode.UNAVAILABLE}
+
+    server = await serving_health(port)  # the dependency is back
+    try:
+        async with asyncio.timeout(WITHIN):
+            while not caller.handled:
+                await loop.poll_once()
+    finally:
+        await server.stop(None)
+
+    assert caller.handled == [placed.event_id]
+    # Every failure was retried later, its attempt counter carried by the queue from one to
+    # the next (so the backoff grows), and the receive budget never ran out.
+    attempts = [attempt for attempt, _ in queues.retries]
+    assert attempts == list(range(len(caller.failures)))
+    assert await queues.peek(queue.dead_letter_queue) == []
+    stats = await queues.stats(queue.name)
+    assert (stats.visible, stats.in_flight) == (0, 0)
+
+
+async def test_a_database_that_is_away_is_transient_and_a_bad_statement_is_not(
+    engine: AsyncEngine,
+) -> None:
+    failures: dict[str, BaseException] = {}
+    async with engine.connect() as connection:
+        await connection.execute(text("SET LOCAL statement_timeout = 50"))
+        with pytest.raises(sqlalchemy.exc.DBAPIError) as timed_out:
+            await connection.execute(text("SELECT pg_sleep(5)"))
+        failures["statement timeout"] = timed_out.value
+    async with engine.connect() as connection:
+        with pytest.raises(sqlalchemy.exc.DBAPIError) as bug:
+            await connection.execute(text("SELECT 1 / 0"))
+        failures["division by zero"] = bug.value
+    async with engine.connect() as victim, engine.connect() as admin:
+        pid = (await victim.execute(text("SELECT pg_backend_pid()"))).scalar()
+        await admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        with pytest.raises(sqlalchemy.exc.DBAPIError) as terminated:
+            await victim.execute(text("SELECT 1"))
+        failures["terminated (a restart)"] = terminated.value
+    unreachable = create_engine(
+        ServiceSettings(database_url=f"postgresql://postgres@127.0.0.1:{free_port()}/none")
+    )
+    try:
+        with pytest.raises(ConnectionRefusedError) as refused:
+            async with unreachable.connect():
+                pass
+        failures["connection refused"] = refused.value
+    finally:
+        await unreachable.dispose()
+
+    assert {name: is_transient(error) for name, error in failures.items()} == {
+        "statement timeout": True,
+        "division by zero": False,
+        "terminated (a restart)": True,
+        "connection refused": True,
+    }
+
+
+async def test_a_refusal_from_a_dependency_still_ends_in_the_dead_letter_queue(
+    engine: AsyncEngine, unit_of_work: Callable[[], UnitOfWork]
+) -> None:
+    queue = a_queue(max_receives=2)
+    queues = PostgresQueues(engine, [queue])
+    port = free_port()
+    server = await serving_health(port)
+    # The server is up and refuses: NOT_FOUND for a service it does not know, every time.
+    caller = HealthCaller(f"127.0.0.1:{port}", service="nobody.Knows")
+    loop = ConsumerLoop(caller.consumer(), queues, queue.name, unit_of_work, fast_retries())
+    body = json.dumps(bus_event(order_placed(str(new_id()))))
+    await queues.send(queue.name, body)
+    try:
+        async with asyncio.timeout(WITHIN):
+            while (await queues.stats(queue.dead_letter_queue)).visible == 0:
+                await loop.poll_once()
+    finally:
+        await server.stop(None)
+
+    assert caller.failures == [grpc.StatusCode.NOT_FOUND] * queue.max_receive_count
+    (dead,) = await queues.peek(queue.dead_letter_queue)
+    assert dead.body == body
+    assert caller.handled == []
 
 
 async def test_the_invoice_consumer_process_consumes_and_stops_on_sigterm(

@@ -1,9 +1,17 @@
 """The consumer loop: receive from the consumer's queue, process each event, delete it.
 
 A message is deleted only after its event was processed (or was a duplicate, or not for this
-consumer). A failure leaves it on the queue, hidden for a capped exponential backoff with
-jitter; the queue moves it to the dead-letter queue after its maximum receives, so nothing is
-dropped: it is handled, or it waits in the DLQ for an operator.
+consumer). A failure is one of two kinds:
+
+- transient: something the handler depends on is unavailable (a service answering UNAVAILABLE
+  while it restarts, a deadline, the database away). The message is put back with
+  `Queues.retry_later`, which does not use up its receives, after a backoff that grows to
+  minutes: it waits out the outage and is handled when the dependency is back.
+- anything else (a bug, a malformed message, a refusal): the message stays on the queue, hidden
+  for a capped exponential backoff with jitter, and the queue moves it to the dead-letter queue
+  after its maximum receives.
+
+Nothing is dropped: a message is handled, or it waits in the DLQ for an operator.
 """
 
 from __future__ import annotations
@@ -12,33 +20,140 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import cast
 
+import grpc
+import sqlalchemy.exc
+from botocore.exceptions import (  # type: ignore[import-untyped]
+    ClientError,
+    HTTPClientError,
+)
+from botocore.exceptions import ConnectionError as AwsConnectionError
 from opentelemetry import trace
 
 from marketplace_platform.db import UnitOfWork
+from marketplace_platform.errors import DependencyUnavailable
 from marketplace_platform.event_bus import decode_message_body
-from marketplace_platform.queues import Queues, ReceivedMessage
+from marketplace_platform.grpc_errors import from_rpc_error
+from marketplace_platform.queues import MAX_RETRY_DELAY_SECONDS, Queues, ReceivedMessage
 from workers.consumers.consumer import Consumer, process
 
 log = logging.getLogger(__name__)
 
+# Statuses of a call that met a dependency down, overloaded or too slow, not a refusal.
+TRANSIENT_GRPC_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
+)
+# SQLSTATEs of a database that is away or overloaded, not of a bad statement: connection
+# exceptions (08), insufficient resources (53, e.g. too many connections), shutting down,
+# crashed or starting up (57P01-57P03), and a statement timeout (57014).
+_TRANSIENT_SQLSTATE_CLASSES = ("08", "53")
+_TRANSIENT_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "57014"})
+_AWS_THROTTLING_CODES = frozenset(
+    {"Throttling", "ThrottlingException", "TooManyRequestsException", "SlowDown"}
+)
+# How far `raise ... from cause` chains are followed (a wrapped driver error is two deep).
+_MAX_CAUSES = 8
+
 
 @dataclass(frozen=True, kw_only=True)
 class LoopOptions:
-    """How much to take at once, how long to long-poll, how to back off a failing message."""
+    """How much to take at once, how long to long-poll, how to back off each kind of failure."""
 
     batch_size: int = 10
     wait_seconds: float = 1.0
     retry_base_seconds: float = 1.0
     retry_max_seconds: float = 300.0
+    unavailable_base_seconds: float = 1.0
+    unavailable_max_seconds: float = 300.0
 
 
 def retry_delay(receive_count: int, options: LoopOptions, rng: random.Random) -> int:
     """Seconds to hide a failed message: full jitter under base * 2^(receives - 1), capped."""
     ceiling = min(options.retry_max_seconds, options.retry_base_seconds * 2 ** (receive_count - 1))
     return max(0, round(rng.uniform(0, ceiling)))
+
+
+def unavailable_delay(retry_attempt: int, options: LoopOptions, rng: random.Random) -> int:
+    """Seconds before the `retry_attempt`-th retry of a transient failure: full jitter, capped."""
+    # The exponent is bounded: an outage of days must not overflow the float.
+    growth = 2.0 ** min(max(retry_attempt - 1, 0), 60)
+    ceiling = min(
+        options.unavailable_max_seconds,
+        MAX_RETRY_DELAY_SECONDS,
+        options.unavailable_base_seconds * growth,
+    )
+    return max(0, round(rng.uniform(0, ceiling)))
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether a failure means a dependency is unavailable for now, not that the message is bad."""
+    return any(_is_unavailable(link) for link in _causes(error))
+
+
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    # Explicit causes only: SQLAlchemy wraps the driver's error this way. An implicit
+    # __context__ (raised while handling another error) says nothing about this failure.
+    link: BaseException | None = error
+    for _ in range(_MAX_CAUSES):
+        if link is None:
+            return
+        yield link
+        link = link.__cause__
+
+
+def _is_unavailable(error: BaseException) -> bool:
+    if isinstance(error, DependencyUnavailable | ConnectionError | TimeoutError):
+        return True
+    if isinstance(error, grpc.RpcError):
+        return _grpc_unavailable(error)
+    if isinstance(error, sqlalchemy.exc.DBAPIError) and error.connection_invalidated:
+        return True
+    if isinstance(error, sqlalchemy.exc.TimeoutError):  # no pooled connection in time
+        return True
+    if isinstance(error, AwsConnectionError | HTTPClientError):
+        return True
+    if isinstance(error, ClientError):
+        return _aws_unavailable(error)
+    sqlstate = getattr(error, "sqlstate", None)
+    return isinstance(sqlstate, str) and _transient_sqlstate(sqlstate)
+
+
+def _grpc_unavailable(error: grpc.RpcError) -> bool:
+    code = getattr(error, "code", None)
+    if not callable(code) or code() not in TRANSIENT_GRPC_CODES:
+        return False
+    if code() is not grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return True
+    # RESOURCE_EXHAUSTED with a service's own reason is a refusal (OUT_OF_STOCK), not a quota.
+    refusal = from_rpc_error(cast(grpc.aio.AioRpcError, error))  # same accessors on sync calls
+    return refusal is None or refusal.reason == "RESOURCE_EXHAUSTED"
+
+
+def _aws_unavailable(error: ClientError) -> bool:
+    response = getattr(error, "response", {})
+    status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+    code = str(response.get("Error", {}).get("Code", ""))
+    return status >= 500 or code in _AWS_THROTTLING_CODES
+
+
+def _transient_sqlstate(sqlstate: str) -> bool:
+    return sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES or sqlstate in _TRANSIENT_SQLSTATES
+
+
+def describe(error: BaseException) -> str:
+    """One line about a failure: a call's status and details, or the exception's type and text."""
+    code = getattr(error, "code", None)
+    if isinstance(error, grpc.RpcError) and callable(code):
+        details = getattr(error, "details", None)
+        return f"{code().name}: {details() if callable(details) else ''}"
+    return f"{type(error).__name__}: {error}"
 
 
 class ConsumerLoop:
@@ -92,18 +207,40 @@ class ConsumerLoop:
         try:
             envelope = decode_message_body(message.body)
             await process(self.consumer, envelope, self._unit_of_work, tracer=self._tracer)
-        except Exception:
-            delay = retry_delay(message.receive_count, self.options, self._rng)
-            log.exception(
-                "%s failed message %s (receive %d); visible again in %ds",
-                self.consumer.name,
-                message.message_id,
-                message.receive_count,
-                delay,
-            )
-            await self.queues.change_visibility(self.queue, message.receipt_handle, delay)
+        except Exception as error:
+            if is_transient(error):
+                await self._retry_later(message, error)
+            else:
+                await self._back_off(message, error)
             return
         await self.queues.delete(self.queue, message.receipt_handle)
+
+    async def _retry_later(self, message: ReceivedMessage, error: Exception) -> None:
+        attempt = message.retry_attempt + 1
+        delay = unavailable_delay(attempt, self.options, self._rng)
+        # No traceback: during an outage every message fails the same way, and the line says how.
+        log.warning(
+            "%s: a dependency is unavailable for message %s (%s); retry %d in %ds, "
+            "its receives not counted",
+            self.consumer.name,
+            message.message_id,
+            describe(error),
+            attempt,
+            delay,
+        )
+        await self.queues.retry_later(self.queue, message, delay)
+
+    async def _back_off(self, message: ReceivedMessage, error: Exception) -> None:
+        delay = retry_delay(message.receive_count, self.options, self._rng)
+        log.error(
+            "%s failed message %s (receive %d); visible again in %ds",
+            self.consumer.name,
+            message.message_id,
+            message.receive_count,
+            delay,
+            exc_info=error,
+        )
+        await self.queues.change_visibility(self.queue, message.receipt_handle, delay)
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

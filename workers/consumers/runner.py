@@ -78,6 +78,8 @@ async def run(settings: S, wire: Wire[S]) -> None:
             wait_seconds=settings.consumer_wait_seconds,
             retry_base_seconds=settings.consumer_retry_base_seconds,
             retry_max_seconds=settings.consumer_retry_max_seconds,
+            unavailable_base_seconds=settings.consumer_unavailable_base_seconds,
+            unavailable_max_seconds=settings.consumer_unavailable_max_seconds,
         ),
     )
     running = asyncio.get_running_loop()

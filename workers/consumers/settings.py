@@ -18,6 +18,10 @@ class ConsumerSettings(ServiceSettings):
     consumer_wait_seconds: float = Field(default=1.0, ge=0, le=20)
     consumer_retry_base_seconds: float = Field(default=1.0, gt=0)
     consumer_retry_max_seconds: float = Field(default=300.0, gt=0)
+    # Backoff of a message whose dependency is unavailable (retried without using up receives);
+    # SQS delays a message by 15 minutes at most.
+    consumer_unavailable_base_seconds: float = Field(default=1.0, gt=0)
+    consumer_unavailable_max_seconds: float = Field(default=300.0, gt=0, le=900)
     # postgres: the local queues in PostgreSQL; sqs: Amazon SQS (AWS_ENDPOINT_URL for moto).
     queue_backend: Literal["postgres", "sqs"] = "postgres"
     event_rules_file: Path = Path("deploy/ecs/event_rules.json")

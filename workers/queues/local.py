@@ -3,6 +3,7 @@
 Receivers claim rows with `FOR UPDATE SKIP LOCKED` and hide them by moving `visible_at`
 forward, so several consumers share a queue without handing one message to two of them at once.
 A receive first moves the visible messages that already used up their receives to the DLQ.
+`retry_later` is one UPDATE of the row (same message id, fresh receive count), so it is atomic.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from marketplace_platform.queues import (
     QueueStats,
     ReceivedMessage,
     UnknownQueue,
+    check_retry_delay,
 )
 
 log = logging.getLogger(__name__)
@@ -64,7 +66,8 @@ _RECEIVE = text(
         FOR UPDATE SKIP LOCKED
     ) AS picked
     WHERE m.id = picked.id
-    RETURNING m.id, m.message_id, m.receipt_token, m.body, m.receive_count, m.sent_at
+    RETURNING m.id, m.message_id, m.receipt_token, m.body, m.receive_count, m.sent_at,
+        m.retry_attempt
     """
 )
 
@@ -90,6 +93,16 @@ _CHANGE_VISIBILITY = text(
     """
 )
 
+# The receive budget starts again and the old receipt handle stops working; sent_at stays, so
+# the queue's oldest-message age still tells operators how long the message has waited.
+_RETRY_LATER = text(
+    """
+    UPDATE queues.messages SET receive_count = 0, retry_attempt = retry_attempt + 1,
+        visible_at = clock_timestamp() + make_interval(secs => :delay), receipt_token = NULL
+    WHERE queue = :queue AND message_id = :message_id AND receipt_token = :token
+    """
+)
+
 _STATS = text(
     """
     SELECT count(*) FILTER (WHERE visible_at <= clock_timestamp()) AS visible,
@@ -100,14 +113,14 @@ _STATS = text(
 )
 
 _PEEK = text(
-    "SELECT message_id, body, receive_count, sent_at FROM queues.messages"
+    "SELECT message_id, body, receive_count, sent_at, retry_attempt FROM queues.messages"
     " WHERE queue = :queue ORDER BY id LIMIT :limit"
 )
 
 _REDRIVE = text(
     """
     UPDATE queues.messages SET queue = :queue, dead_from = NULL, receive_count = 0,
-        receipt_token = NULL, visible_at = clock_timestamp()
+        retry_attempt = 0, receipt_token = NULL, visible_at = clock_timestamp()
     WHERE id IN (
         SELECT id FROM queues.messages
         WHERE queue = :dlq AND visible_at <= clock_timestamp()
@@ -232,6 +245,7 @@ class PostgresQueues(Queues):
                 body=row.body,
                 receive_count=row.receive_count,
                 sent_at=row.sent_at,
+                retry_attempt=row.retry_attempt,
             )
             for row in sorted(rows, key=lambda row: row.id)
         ]
@@ -262,6 +276,22 @@ class PostgresQueues(Queues):
                 },
             )
 
+    async def retry_later(self, queue: str, message: ReceivedMessage, delay_seconds: int) -> None:
+        """Hide the message for `delay_seconds` with a fresh receive budget, in one UPDATE."""
+        self._policy(queue)
+        check_retry_delay(delay_seconds)
+        message_id, token = _parse_receipt_handle(message.receipt_handle)
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                _RETRY_LATER,
+                {
+                    "queue": queue,
+                    "message_id": message_id,
+                    "token": token,
+                    "delay": float(delay_seconds),
+                },
+            )
+
     async def stats(self, queue: str) -> QueueStats:
         """Depth and oldest-message age of `queue`."""
         self._policy(queue)
@@ -276,12 +306,14 @@ class PostgresQueues(Queues):
         async with self._engine.connect() as connection:
             rows = (await connection.execute(_PEEK, {"queue": queue, "limit": max_messages})).all()
         return [
-            ReceivedMessage(str(row.message_id), "", row.body, row.receive_count, row.sent_at)
+            ReceivedMessage(
+                str(row.message_id), "", row.body, row.receive_count, row.sent_at, row.retry_attempt
+            )
             for row in rows
         ]
 
     async def redrive(self, queue: str, *, max_messages: int | None = None) -> int:
-        """Move visible dead letters of `queue` back to it, with fresh receive counts."""
+        """Move visible dead letters of `queue` back to it, with fresh receive and retry counts."""
         policy = self._policy(queue)
         if policy.dead_letter_queue is None:
             raise UnknownQueue(f"{queue} has no dead-letter queue")

@@ -2,7 +2,9 @@
 
 SQS itself enforces the redrive policy (set when the queues are created, see
 `workers.queues.provision`); `redrive` here moves dead letters back by receive, send, delete,
-so a crash in between duplicates a message but never drops one.
+so a crash in between duplicates a message but never drops one. SQS cannot give a receive back,
+so `retry_later` is the same: send the body again (delayed, its attempt counter in a message
+attribute), then delete the received copy.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from marketplace_platform.queues import (
     QueueStats,
     ReceivedMessage,
     UnknownQueue,
+    check_retry_delay,
 )
 
 log = logging.getLogger(__name__)
@@ -28,6 +31,8 @@ SQS_BATCH_LIMIT = 10
 SQS_MAX_WAIT_SECONDS = 20
 # Long enough to send a batch to the source queue and delete it from the DLQ.
 REDRIVE_VISIBILITY_TIMEOUT_SECONDS = 60
+# The message attribute that carries ReceivedMessage.retry_attempt across retry_later.
+RETRY_ATTEMPT_ATTRIBUTE = "RetryAttempt"
 
 
 class SqsSendFailed(RuntimeError):
@@ -100,6 +105,7 @@ class SqsQueues(Queues):
             "MaxNumberOfMessages": max(1, min(max_messages, SQS_BATCH_LIMIT)),
             "WaitTimeSeconds": min(math.ceil(wait_seconds), SQS_MAX_WAIT_SECONDS),
             "AttributeNames": ["ApproximateReceiveCount", "SentTimestamp"],
+            "MessageAttributeNames": [RETRY_ATTEMPT_ATTRIBUTE],
         }
         if visibility_timeout_seconds is not None:
             arguments["VisibilityTimeout"] = visibility_timeout_seconds
@@ -123,6 +129,25 @@ class SqsQueues(Queues):
             QueueUrl=await self._url(queue),
             ReceiptHandle=receipt_handle,
             VisibilityTimeout=visibility_timeout_seconds,
+        )
+
+    async def retry_later(self, queue: str, message: ReceivedMessage, delay_seconds: int) -> None:
+        """Send the body again, delayed and with the attempt counted, then delete this copy."""
+        url = await self._url(queue)
+        attempt = str(message.retry_attempt + 1)
+        await asyncio.to_thread(
+            self._client.send_message,
+            QueueUrl=url,
+            MessageBody=message.body,
+            DelaySeconds=check_retry_delay(delay_seconds),
+            MessageAttributes={
+                RETRY_ATTEMPT_ATTRIBUTE: {"DataType": "Number", "StringValue": attempt}
+            },
+        )
+        # Send first: a crash (or a failed delete) before this line leaves two copies, a
+        # duplicate delivery the consumers' inbox makes harmless; the other order could lose it.
+        await asyncio.to_thread(
+            self._client.delete_message, QueueUrl=url, ReceiptHandle=message.receipt_handle
         )
 
     async def stats(self, queue: str) -> QueueStats:
@@ -182,12 +207,14 @@ class SqsQueues(Queues):
 def _received(message: dict[str, Any]) -> ReceivedMessage:
     attributes = message.get("Attributes", {})
     sent_ms = int(attributes.get("SentTimestamp", "0"))
+    retry_attempt = message.get("MessageAttributes", {}).get(RETRY_ATTEMPT_ATTRIBUTE, {})
     return ReceivedMessage(
         message_id=str(message["MessageId"]),
         receipt_handle=str(message["ReceiptHandle"]),
         body=str(message["Body"]),
         receive_count=int(attributes.get("ApproximateReceiveCount", "1")),
         sent_at=datetime.fromtimestamp(sent_ms / 1000, UTC),
+        retry_attempt=int(retry_attempt.get("StringValue", "0")),
     )
 
 
