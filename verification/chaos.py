@@ -20,10 +20,11 @@ import httpx
 
 from verification import collect, customers, faults
 from verification.invariants import Verdict, check_all
-from verification.plan import ChaosPlan, CheckoutPlan, make_plan
+from verification.plan import OUTAGE_SECONDS, ChaosPlan, CheckoutPlan, make_plan
 from verification.report import RunFacts, render
 from verification.snapshot import ClientCheckout
-from verification.stack import ChaosStack, fresh_database, kill_targets, running_stack
+from verification.stack import REPO, ChaosStack, fresh_database, kill_targets, running_stack
+from workers.queues.definitions import DEFAULT_RULES_FILE, load_queue_definitions
 
 log = logging.getLogger("verification.chaos")
 EXIT_VIOLATION = 1
@@ -40,6 +41,7 @@ class ChaosOptions:
     redis_restarts: int
     concurrency: int
     settle_within: float
+    outage_seconds: float
     data_dir: Path
     database_server: str | None  # None: an embedded PostgreSQL for the run
 
@@ -55,6 +57,10 @@ def parse_options(argv: Sequence[str]) -> ChaosOptions:
     parser.add_argument(
         "--settle-within", type=float, default=300.0, help="seconds for orders to settle"
     )
+    parser.add_argument(
+        "--outage-seconds", type=float, default=OUTAGE_SECONDS,
+        help=f"each long PSP outage (default {OUTAGE_SECONDS:.0f}; 0: none)",
+    )  # fmt: skip
     parser.add_argument("--data-dir", type=Path, default=None, help="logs and embedded data")
     args = parser.parse_args(argv)
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="chaos-"))
@@ -66,6 +72,7 @@ def parse_options(argv: Sequence[str]) -> ChaosOptions:
         redis_restarts=args.redis_restarts,
         concurrency=args.concurrency,
         settle_within=args.settle_within,
+        outage_seconds=args.outage_seconds,
         data_dir=data_dir.resolve(),
         database_server=os.environ.get("DATABASE_URL") or None,
     )
@@ -76,7 +83,7 @@ def replay_command(options: ChaosOptions) -> str:
     return (
         f"python -m verification.chaos --seed {options.seed} --checkouts {options.checkouts} "
         f"--kills {options.kills} --redis-restarts {options.redis_restarts} "
-        f"--concurrency {options.concurrency}"
+        f"--concurrency {options.concurrency} --outage-seconds {options.outage_seconds:g}"
     )
 
 
@@ -100,6 +107,7 @@ async def drive_load(
             asyncio.create_task(
                 faults.run_redis_restarts(stack, plan.redis_restarts, progress, fault_log)
             ),
+            asyncio.create_task(faults.run_poison(stack, plan.poison, progress, fault_log)),
         ]
         seats = asyncio.Semaphore(options.concurrency)
         tenth = max(len(plan.checkouts) // 10, 1)
@@ -127,6 +135,8 @@ async def run(options: ChaosOptions) -> int:
         kills=options.kills,
         kill_targets=kill_targets(),
         redis_restarts=options.redis_restarts,
+        outage_seconds=options.outage_seconds,
+        poison_queues=[q.name for q in load_queue_definitions(REPO / DEFAULT_RULES_FILE)],
     )
     scope = collect.Scope(f"chaos-{plan.run_id}-", tuple(plan.initial_stock))
     traffic = customers.Traffic()
@@ -155,13 +165,18 @@ async def run(options: ChaosOptions) -> int:
             for r in results
             if r.cart_id is not None
         ]
+        clients = collect.ClientRecords(
+            checkouts=checkouts,
+            cancels=[r.cancel for r in results if r.cancel is not None],
+            poison=fault_log.poison,
+        )
         async with httpx.AsyncClient(base_url=stack.url("psp")) as psp:
             snapshot, orphans = await collect.take_snapshot(
                 stack,
                 psp,
                 scope,
                 initial_stock=plan.initial_stock,
-                client_checkouts=checkouts,
+                clients=clients,
                 settle_seconds=options.settle_within if unsettled else waited,
             )
         restarts = stack.restarts_seen()

@@ -1,9 +1,12 @@
-"""Wait for the system to settle, run reconciliation and the stock audit, then read the
-databases and the PSP simulator's own records into a Snapshot (read-only SQL and read rpcs)."""
+"""Wait for the system to settle, read the databases, the PSP simulator's own records and the
+carrier's bookings into a Snapshot (read-only SQL and read rpcs), then run the harness's own
+reconciliation and the stock audit. The PSP is listed before that reconciliation, so a hold
+only the checker's ReconcilePayments would release still counts against the system."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -20,22 +23,30 @@ from marketplace.inventory.v1 import inventory_service_pb2 as inventory_pb
 from marketplace.inventory.v1 import inventory_service_pb2_grpc as inventory_grpc
 from marketplace.payment.v1 import payment_service_pb2 as payment_pb
 from marketplace.payment.v1 import payment_service_pb2_grpc as payment_grpc
+from marketplace_platform.event_bus import decode_message_body
 from verification.snapshot import (
     CONFIRMED_STATUSES,
+    CarrierBooking,
     ClientCheckout,
+    CustomerCancel,
+    InjectedPoison,
     Intent,
     MessageFlow,
     Order,
     OrderLine,
+    QueuedMessage,
     Snapshot,
     StockLevel,
+    StoredKey,
 )
-from verification.stack import REPO, ChaosStack
+from verification.stack import REPO, ChaosStack, carrier_bookings_path
+from workers.carrier_simulator.bookings import read_bookings
 from workers.queues.definitions import DEFAULT_RULES_FILE, load_queue_definitions
 
 # ReconcilePayments voids authorizations with no CONFIRMED order once they are this old (the
 # contract's minimum), so the checker waits for suspects to age past it before it runs.
 ORPHAN_AFTER_SECONDS = 60
+ORPHAN_MARGIN_SECONDS = 3  # the PSP's creation times are whole seconds
 RPC_ATTEMPTS = 30
 
 
@@ -100,24 +111,72 @@ async def _message_flow(db: asyncpg.Connection) -> MessageFlow:
     depths: dict[str, int] = {}
     dead_letter_queues = set()
     for queue in load_queue_definitions(REPO / DEFAULT_RULES_FILE):
-        depths |= {queue.name: 0, queue.dead_letter_queue: 0}
+        depths[queue.name] = 0
         dead_letter_queues.add(queue.dead_letter_queue)
-    for row in await db.fetch("SELECT queue, count(*) AS n FROM queues.messages GROUP BY queue"):
-        depths[row["queue"]] = int(row["n"])
+    messages = [
+        QueuedMessage(
+            queue=row["queue"],
+            message_id=row["message_id"],
+            dead_letter=row["queue"] in dead_letter_queues,
+            describes=_describe(row["body"]),
+        )
+        for row in await db.fetch(
+            "SELECT queue, message_id::text AS message_id, body FROM queues.messages ORDER BY id"
+        )
+    ]
+    for message in messages:
+        if not message.dead_letter:
+            depths[message.queue] = depths.get(message.queue, 0) + 1
     return MessageFlow(
         unpublished_outbox=unpublished,
-        queue_depths={q: n for q, n in depths.items() if q not in dead_letter_queues},
-        dead_letters={q: n for q, n in depths.items() if q in dead_letter_queues},
+        queue_depths=depths,
+        dead_letter_queues=tuple(sorted(dead_letter_queues)),
+        messages=tuple(messages),
     )
 
 
-async def _shipments(db: asyncpg.Connection, order_ids: Sequence[str]) -> dict[str, int]:
+def _describe(body: str) -> str:
+    """A queued message's event type and aggregate, as its body tells them."""
+    try:
+        envelope = decode_message_body(body)
+    except (ValueError, TypeError, json.JSONDecodeError):
+        return "not an event"
+    kind = envelope.event_type.rsplit(".", 1)[-1] or "an event of no type"
+    return f"{kind} of {envelope.aggregate_type} {envelope.aggregate_id}"
+
+
+async def _stored_keys(db: asyncpg.Connection, scope: Scope) -> list[StoredKey]:
     rows = await db.fetch(
-        """SELECT order_id::text AS order_id, count(*) AS n FROM consumers.shipments
-            WHERE status = 'CREATED' AND order_id = ANY($1::uuid[]) GROUP BY order_id""",
-        list(order_ids),
+        """SELECT customer_id, key, state, response->>'order_id' AS order_id
+             FROM checkout.idempotency_keys WHERE customer_id LIKE $1""",
+        scope.customer_prefix + "%",
     )
-    return {row["order_id"]: int(row["n"]) for row in rows}
+    return [
+        StoredKey(
+            customer_id=row["customer_id"],
+            key=row["key"],
+            state=row["state"],
+            order_id=row["order_id"],
+        )
+        for row in rows
+    ]
+
+
+def carrier_bookings(stack: ChaosStack) -> tuple[CarrierBooking, ...] | None:
+    """What the carrier simulator booked for the run; None when it kept no bookings file."""
+    try:
+        found = read_bookings(carrier_bookings_path(stack.data_dir))
+    except FileNotFoundError:
+        return None
+    return tuple(
+        CarrierBooking(
+            shipment_id=b.shipment_id,
+            order_id=b.order_id,
+            merchant_id=b.merchant_id,
+            called_back=b.called_back,
+        )
+        for b in found
+    )
 
 
 def has_relay(processes: Iterable[str]) -> bool:
@@ -171,6 +230,7 @@ async def list_intents(psp: httpx.AsyncClient) -> list[Intent]:
                     amount_capturable=item["amount_capturable"],
                     amount_received=item["amount_received"],
                     amount_refunded=item.get("amount_refunded", 0),
+                    created=int(item.get("created", 0)),
                 )
             )
             after = item["id"]
@@ -192,18 +252,29 @@ async def _with_retries(call: Any, request: Any) -> Any:
     raise AssertionError("unreachable")
 
 
-async def reconcile_payments(stack: ChaosStack, psp: httpx.AsyncClient, orders: list[Order]) -> int:
-    """Let suspect authorizations age past the orphan threshold, then run ReconcilePayments;
-    return how many orphan authorizations it voided."""
+async def reconcile_payments(
+    stack: ChaosStack, psp: httpx.AsyncClient, orders: Sequence[Order], before: Sequence[Intent]
+) -> tuple[int, tuple[str, ...]]:
+    """Let suspect authorizations in `before` age past the orphan threshold, run
+    ReconcilePayments; the orphans it says it voided, and the holds it released."""
     confirmed = {o.order_id for o in orders if o.status in CONFIRMED_STATUSES}
-    intents = await list_intents(psp)
-    suspects = [
-        i for i in intents if i.status == "requires_capture" and i.order_id not in confirmed
-    ]
+    suspects = [i for i in before if i.held and i.order_id not in confirmed]
     if suspects:
-        # Creation times are on the PSP's clock; waiting the full threshold after the last
-        # suspect was seen is enough, since it was created before we listed it.
-        await asyncio.sleep(ORPHAN_AFTER_SECONDS + 12)
+        # The PSP runs on this machine, so its creation times are on our wall clock.
+        youngest = max(i.created for i in suspects)
+        wait = youngest + ORPHAN_AFTER_SECONDS + ORPHAN_MARGIN_SECONDS - time.time()
+        await asyncio.sleep(max(wait, 0.0))
+    voided = await _reconcile(stack)
+    after = {i.intent_id: i for i in await list_intents(psp)}
+    released = tuple(
+        i.intent_id
+        for i in before
+        if i.held and i.intent_id in after and not after[i.intent_id].held
+    )
+    return voided, released
+
+
+async def _reconcile(stack: ChaosStack) -> int:
     async with grpc.aio.insecure_channel(stack.grpc_address("payment")) as channel:
         stub = payment_grpc.PaymentServiceStub(channel)
         request = payment_pb.ReconcilePaymentsRequest(
@@ -223,24 +294,48 @@ async def audit_stock(stack: ChaosStack, skus: Sequence[str]) -> list[str]:
     return [f"{d.sku.value}: {d.description}" for d in response.discrepancies]
 
 
+@dataclass(frozen=True, kw_only=True)
+class ClientRecords:
+    """What the harness itself did and was answered: checkouts, cancels, poison injected."""
+
+    checkouts: Sequence[ClientCheckout]
+    cancels: Sequence[CustomerCancel] = ()
+    poison: Sequence[InjectedPoison] = ()
+
+
+def _not_checked_why(processes: set[str], relay: bool, stack: ChaosStack) -> str:
+    if "shipping" not in processes:
+        return "no shipping consumer in the stack"
+    if not relay:
+        return "the stack runs no outbox relay, so no event reaches the shipping queue"
+    return (
+        f"the carrier kept no bookings file at {carrier_bookings_path(stack.data_dir)}: the "
+        "shipping consumer does not pass CARRIER_BOOKINGS_PATH to its carrier simulator"
+    )
+
+
 async def take_snapshot(
     stack: ChaosStack,
     psp: httpx.AsyncClient,
     scope: Scope,
     *,
     initial_stock: dict[str, int],
-    client_checkouts: Sequence[ClientCheckout],
+    clients: ClientRecords,
     settle_seconds: float,
 ) -> tuple[Snapshot, int]:
-    """Reconcile, audit and read everything the invariants need; also the orphans voided."""
+    """Read everything the invariants need, the PSP before the harness reconciles; then
+    reconcile and audit. Also the orphans ReconcilePayments says it voided."""
     processes = set(stack.processes())
     relay = has_relay(processes)
     db = await asyncpg.connect(stack.database_url)
     try:
         orders = await _orders(db, scope)
-        orphans = await reconcile_payments(stack, psp, orders)
-        orders = await _orders(db, scope)  # reconciliation may take a while: read again
+        intents = await list_intents(psp)  # before any reconciliation of the harness's own
         order_ids = [o.order_id for o in orders]
+        stored_keys = await _stored_keys(db, scope)
+        running = await _running_sagas(db, order_ids)
+        flow = await _message_flow(db) if relay else None
+        bookings = carrier_bookings(stack) if relay and "shipping" in processes else None
         stock = [
             StockLevel(sku=r["sku"], on_hand=r["on_hand"], reserved=r["reserved"], sold=r["sold"])
             for r in await db.fetch(
@@ -249,29 +344,25 @@ async def take_snapshot(
                 list(scope.skus),
             )
         ]
-        running = await _running_sagas(db, order_ids)
-        shipments = await _shipments(db, order_ids) if relay and "shipping" in processes else None
-        flow = await _message_flow(db) if relay else None
+        orphans, released = await reconcile_payments(stack, psp, orders, intents)
     finally:
         await db.close()
-    why_not = (
-        "the stack runs no outbox relay, so no event reaches the shipping queue"
-        if "shipping" in processes
-        else "no shipping consumer in the stack yet"
-    )
     snapshot = Snapshot(
         orders=tuple(orders),
-        client_checkouts=tuple(client_checkouts),
+        client_checkouts=tuple(clients.checkouts),
         initial_stock=initial_stock,
         stock=tuple(stock),
         audit_discrepancies=tuple(await audit_stock(stack, scope.skus)),
-        intents=tuple(await list_intents(psp)),
-        reconciliation_ran=True,
+        intents=tuple(intents),
+        released_by_reconciliation=released,
+        stored_keys=tuple(stored_keys),
+        cancels=tuple(clients.cancels),
         running_sagas=tuple(running),
         settle_seconds=settle_seconds,
-        shipments=shipments,
-        shipments_not_checked=why_not,
+        bookings=bookings,
+        bookings_not_checked=_not_checked_why(processes, relay, stack),
         message_flow=flow,
         message_flow_not_checked="the stack runs no outbox relay, so no event is queued",
+        injected_poison=tuple(clients.poison),
     )
     return snapshot, orphans

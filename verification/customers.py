@@ -1,5 +1,6 @@
 """Customers through the public HTTP API: catalog set-up by an admin, then carts and checkouts
-sent as retry storms (the same Idempotency-Key at once, again after timeouts, and replayed)."""
+sent as retry storms (the same Idempotency-Key at once, again after timeouts, and replayed),
+and some customers cancelling their order a while after it was placed."""
 
 from __future__ import annotations
 
@@ -15,6 +16,12 @@ import httpx
 from gateway.auth import ADMIN_SCOPE, issue_token
 from gateway.settings import DEV_JWT_SECRET
 from verification.plan import CheckoutPlan
+from verification.snapshot import (
+    CANCEL_ACCEPTED,
+    CANCEL_GAVE_UP,
+    CANCEL_REFUSED,
+    CustomerCancel,
+)
 
 ADDRESS = {
     "name": "Chaos Monkey", "line1": "1 Infinite Loop", "city": "Cupertino",
@@ -50,6 +57,7 @@ class CheckoutResult:
     cart_id: str | None = None
     order_ids: set[str] = field(default_factory=set)
     replayed: int = 0
+    cancel: CustomerCancel | None = None
 
 
 async def _send(
@@ -144,7 +152,59 @@ async def check_out(
     async with asyncio.TaskGroup() as storm:
         for _ in range(plan.storm):
             storm.create_task(one_request())
-    if plan.replay_after_seconds is not None:
-        await asyncio.sleep(plan.replay_after_seconds)
-        await one_request()
+
+    async def replay() -> None:
+        if plan.replay_after_seconds is not None:
+            await asyncio.sleep(plan.replay_after_seconds)
+            await one_request()
+
+    async def cancel() -> None:
+        if plan.cancel_after_seconds is not None and result.order_ids:
+            await asyncio.sleep(plan.cancel_after_seconds)
+            order_id = min(result.order_ids)
+            result.cancel = await cancel_order(client, traffic, plan, order_id)
+
+    async with asyncio.TaskGroup() as later:
+        later.create_task(replay())
+        later.create_task(cancel())
     return result
+
+
+async def _order_status(
+    client: httpx.AsyncClient, traffic: Traffic, headers: Mapping[str, str], order_id: str
+) -> str | None:
+    answer = await _send(client, traffic, "GET", f"/v1/orders/{order_id}", headers=headers,
+                         expect=frozenset({200}))  # fmt: skip
+    return None if answer is None else str(answer.json()["status"])
+
+
+async def cancel_order(
+    client: httpx.AsyncClient, traffic: Traffic, plan: CheckoutPlan, order_id: str
+) -> CustomerCancel:
+    """Ask to cancel as a careful client: 202 is final; a 409 is final once the order reads
+    SHIPPED, otherwise (in flight, just confirmed) the same request is sent again."""
+    me = bearer(plan.customer_id)
+    headers = me | {"Idempotency-Key": f"cancel-{plan.idempotency_key}"}
+    answers: list[str] = []
+
+    def ended(outcome: str, status: str | None) -> CustomerCancel:
+        return CustomerCancel(customer_id=plan.customer_id, order_id=order_id, outcome=outcome,
+                              answered_status=status, answers=tuple(answers))  # fmt: skip
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + GIVE_UP_AFTER
+    while loop.time() < deadline:
+        answer = await _send(client, traffic, "POST", f"/v1/orders/{order_id}/cancel",
+                             headers=headers, body={},
+                             expect=frozenset({202, 409}))  # fmt: skip
+        if answer is None:
+            break
+        if answer.status_code == 202:
+            accepted = str(answer.json()["status"])
+            answers.append(f"202 {accepted}")
+            return ended(CANCEL_ACCEPTED, accepted)
+        answers.append(f"409 {str(answer.json().get('type', '')).rsplit('/', 1)[-1]}")
+        if await _order_status(client, traffic, me, order_id) == "SHIPPED":
+            return ended(CANCEL_REFUSED, "SHIPPED")
+        await asyncio.sleep(random.uniform(0.2, 1.0))
+    return ended(CANCEL_GAVE_UP, None)

@@ -1,5 +1,5 @@
 """Fault injectors driven by the load's progress: SIGKILLs of supervised processes, PSP fault
-phases through its admin API, and Redis restarts. Each records what it actually did."""
+phases through its admin API, Redis restarts and poison messages. Each records what it did."""
 
 from __future__ import annotations
 
@@ -11,12 +11,30 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import httpx
+from sqlalchemy.ext.asyncio import create_async_engine
 
-from verification.plan import Kill, PspPhase
-from verification.stack import ChaosStack
+from marketplace_platform.settings import to_asyncpg_url
+from verification.plan import Kill, Poison, PspPhase
+from verification.snapshot import InjectedPoison
+from verification.stack import REPO, ChaosStack
+from workers.queues.definitions import DEFAULT_RULES_FILE, load_queue_definitions
+from workers.queues.local import PostgresQueues
 
 log = logging.getLogger("verification.faults")
 PID_WAIT = 30.0  # a process being restarted gets this long to come back before a kill is skipped
+# Not JSON, so no consumer can read an event out of it: every receive fails until the queue
+# parks it in its DLQ.
+POISON_BODY = "chaos poison: this message is not an event"
+
+
+@dataclass(frozen=True)
+class AppliedPhase:
+    """A PSP fault phase as it happened: at which share, what, and for how long."""
+
+    share: float
+    faults: dict[str, float]
+    lasts_seconds: float | None = None
+    why: str = ""
 
 
 @dataclass
@@ -25,8 +43,9 @@ class FaultLog:
 
     kills: list[tuple[float, str, int]] = field(default_factory=list)  # progress, name, pid
     skipped_kills: list[str] = field(default_factory=list)
-    psp_phases: list[tuple[float, dict[str, float]]] = field(default_factory=list)
+    psp_phases: list[AppliedPhase] = field(default_factory=list)
     redis_restarts: list[float] = field(default_factory=list)
+    poison: list[InjectedPoison] = field(default_factory=list)
 
 
 class Progress:
@@ -107,12 +126,20 @@ async def set_psp_faults(psp: httpx.AsyncClient, faults: dict[str, float]) -> No
 async def run_psp_phases(
     psp: httpx.AsyncClient, phases: Sequence[PspPhase], progress: Progress, faults: FaultLog
 ) -> None:
-    """Change the PSP's faults at each planned moment."""
+    """Change the PSP's faults at each planned moment; lift a timed phase after its time."""
     for phase in phases:
         await progress.reach(phase.at_progress)
         await set_psp_faults(psp, phase.faults)
-        faults.psp_phases.append((progress.share, phase.faults))
-        log.info("PSP faults at %.0f%%: %s", progress.share * 100, phase.faults or "none")
+        faults.psp_phases.append(
+            AppliedPhase(progress.share, phase.faults, phase.lasts_seconds, phase.why)
+        )
+        log.info("PSP faults at %.0f%%: %s%s", progress.share * 100, phase.faults or "none",
+                 f" for {phase.lasts_seconds:.0f}s" if phase.lasts_seconds else "")  # fmt: skip
+        if phase.lasts_seconds:
+            # Wall time, not load progress: the outage must outlast the run's deadlines even
+            # when the load finishes meanwhile.
+            await asyncio.sleep(phase.lasts_seconds)
+            await set_psp_faults(psp, {})
 
 
 async def run_redis_restarts(
@@ -124,6 +151,29 @@ async def run_redis_restarts(
         if await sigkill(stack, "redis") is not None:
             faults.redis_restarts.append(progress.share)
             log.info("Redis killed at %.0f%%", progress.share * 100)
+
+
+async def inject_poison(stack: ChaosStack, queue: str) -> InjectedPoison:
+    """Put one message no consumer can process on `queue`, through the local queue adapter."""
+    engine = create_async_engine(to_asyncpg_url(stack.database_url), pool_size=1)
+    try:
+        queues = PostgresQueues(engine, load_queue_definitions(REPO / DEFAULT_RULES_FILE))
+        message_id = await queues.send(queue, POISON_BODY)
+    finally:
+        await engine.dispose()
+    return InjectedPoison(queue=queue, message_id=message_id)
+
+
+async def run_poison(
+    stack: ChaosStack, poison: Sequence[Poison], progress: Progress, faults: FaultLog
+) -> None:
+    """Put each planned poison message on its queue when the load reaches its moment."""
+    for planned in poison:
+        await progress.reach(planned.at_progress)
+        injected = await inject_poison(stack, planned.queue)
+        faults.poison.append(injected)
+        log.info("poison message %s on %s at %.0f%%", injected.message_id, injected.queue,
+                 progress.share * 100)  # fmt: skip
 
 
 def count_by_target(faults: FaultLog) -> dict[str, int]:

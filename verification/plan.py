@@ -12,6 +12,15 @@ CARDS = (
     ("pm_card_chargeDeclined", 0.08),
     ("pm_card_riskLevelHighest", 0.06),
 )
+CANCEL_SHARE = 0.12  # customers who ask to cancel their order
+# When they ask, in seconds after their checkout was answered: before the saga confirms, right
+# after it, and around the time the shipping consumer books the parcel and captures.
+CANCEL_MOMENTS = ((0.0, 0.3), (0.5, 2.0), (2.0, 8.0))
+# Everything the PSP refuses while it is "down" (no fault field for a timed outage yet: the
+# harness lifts it after the phase's duration).
+PSP_OUTAGE: dict[str, float] = {"error_rate": 1.0}
+OUTAGE_SECONDS = 40.0  # past the run's authorization budget and order timeout (verification.stack)
+POISON_QUEUES = ("shipping", "email", "invoice", "analytics")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -26,6 +35,7 @@ class CheckoutPlan:
     storm: int  # identical requests sent at once under the same key
     timeout_seconds: float  # the client's patience per request; short ones force re-sends
     replay_after_seconds: float | None  # send the same key once more, this long after
+    cancel_after_seconds: float | None = None  # ask to cancel, this long after the answer
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,10 +48,21 @@ class Kill:
 
 @dataclass(frozen=True, kw_only=True)
 class PspPhase:
-    """PSP faults put in force once this share of the checkouts has finished."""
+    """PSP faults put in force once this share of the checkouts has finished (and lifted after
+    `lasts_seconds` of wall time, whatever the load does meanwhile, when that is set)."""
 
     at_progress: float
     faults: dict[str, float]
+    lasts_seconds: float | None = None
+    why: str = ""  # what the phase is meant to hit
+
+
+@dataclass(frozen=True, kw_only=True)
+class Poison:
+    """A message no consumer can process, put on a queue once this share has finished."""
+
+    at_progress: float
+    queue: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,6 +77,7 @@ class ChaosPlan:
     kills: tuple[Kill, ...]
     psp_phases: tuple[PspPhase, ...]
     redis_restarts: tuple[float, ...]  # progress shares at which Redis is killed
+    poison: tuple[Poison, ...] = ()
 
 
 def _card(roll: float) -> str:
@@ -85,6 +107,29 @@ def _psp_faults(rng: random.Random) -> dict[str, float]:
     }
 
 
+def _cancel_after(rng: random.Random) -> float | None:
+    if rng.random() >= CANCEL_SHARE:
+        return None
+    return round(rng.uniform(*rng.choice(CANCEL_MOMENTS)), 2)
+
+
+def _long_phases(rng: random.Random, outage_seconds: float) -> list[PspPhase]:
+    """Faults that outlast the run's deadlines: an outage while confirmed orders ship and are
+    captured or cancelled (after the pivot), then lost answers followed by an outage while the
+    sagas that lost them give up and compensate."""
+    after_pivot = rng.uniform(0.3, 0.5)
+    compensation = rng.uniform(0.55, 0.75)
+    return [
+        PspPhase(at_progress=after_pivot, faults=dict(PSP_OUTAGE), lasts_seconds=outage_seconds,
+                 why="outage after the pivot: captures and cancels of confirmed orders"),
+        PspPhase(at_progress=compensation, faults={"ambiguous_rate": 0.6}, lasts_seconds=5.0,
+                 why="lost answers: authorizations applied that payment does not know of"),
+        PspPhase(at_progress=compensation + 0.001, faults=dict(PSP_OUTAGE),
+                 lasts_seconds=outage_seconds,
+                 why="outage during compensation: voids of the sagas that gave up"),
+    ]  # fmt: skip
+
+
 def make_plan(
     *,
     seed: int,
@@ -93,9 +138,14 @@ def make_plan(
     kill_targets: Sequence[str],
     redis_restarts: int = 1,
     skus: int = 12,
+    outage_seconds: float = OUTAGE_SECONDS,
+    poison_queues: Sequence[str] = POISON_QUEUES,
 ) -> ChaosPlan:
     """The plan for `checkouts` customers and `kills` SIGKILLs over `kill_targets`."""
     rng = random.Random(seed)
+    # Cancels, long outages and poison draw from their own stream, so adding them left every
+    # other decision of an existing seed as it was.
+    later = random.Random(f"{seed}:cancels-outages-poison")
     run_id = f"{seed:x}-{rng.getrandbits(24):06x}"
     names = [f"SKU-{run_id}-{n:02d}" for n in range(skus)]
     # Stock tight enough that some SKUs sell out under the load and some never do.
@@ -116,6 +166,7 @@ def make_plan(
                 storm=rng.choice((1, 2, 2, 3, 4)),
                 timeout_seconds=rng.choice((0.25, 0.5, 5.0, 5.0, 5.0)),
                 replay_after_seconds=rng.choice((None, None, 0.5, 2.0)),
+                cancel_after_seconds=_cancel_after(later),
             )
         )
     # Every kind of process dies at least once (when kills allow), the rest at random.
@@ -124,8 +175,14 @@ def make_plan(
     moments = sorted(rng.uniform(0.05, 0.9) for _ in range(kills))
     phase_starts = sorted(rng.uniform(0.05, 0.85) for _ in range(5))
     phases = [PspPhase(at_progress=at, faults=_psp_faults(rng)) for at in phase_starts]
+    if outage_seconds > 0:
+        phases = sorted(phases + _long_phases(later, outage_seconds), key=lambda p: p.at_progress)
     # The faults stop before the last customers, so the tail of the load runs on a healthy PSP.
     phases.append(PspPhase(at_progress=0.92, faults={}))
+    poison = tuple(
+        Poison(at_progress=later.uniform(0.1, 0.5), queue=later.choice(poison_queues))
+        for _ in range(1 if poison_queues else 0)
+    )
     return ChaosPlan(
         seed=seed,
         run_id=run_id,
@@ -135,4 +192,5 @@ def make_plan(
         kills=tuple(Kill(at_progress=m, target=t) for m, t in zip(moments, targets, strict=True)),
         psp_phases=tuple(phases),
         redis_restarts=tuple(sorted(rng.uniform(0.1, 0.8) for _ in range(redis_restarts))),
+        poison=poison,
     )

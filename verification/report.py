@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from verification.customers import Traffic
-from verification.faults import FaultLog, count_by_target
+from verification.faults import AppliedPhase, FaultLog, count_by_target
 from verification.invariants import InvariantResult, Verdict, violations
 from verification.snapshot import Snapshot
 
@@ -33,6 +33,21 @@ def outcomes(snapshot: Snapshot) -> Counter[str]:
     return Counter(
         f"{o.status} {o.failure_reason}" if o.failure_reason else o.status for o in snapshot.orders
     )
+
+
+def _phase_line(phase: AppliedPhase) -> str:
+    lasts = f" for {phase.lasts_seconds:.0f}s" if phase.lasts_seconds else ""
+    why = f" ({phase.why})" if phase.why else ""
+    return f"  PSP at {phase.share:4.0%}: {phase.faults or 'no faults'}{lasts}{why}"
+
+
+def _cancel_lines(snapshot: Snapshot) -> list[str]:
+    """Customer cancels by outcome, and the order status each was answered."""
+    if not snapshot.cancels:
+        return ["  customer cancels: none"]
+    counts = Counter(f"{c.outcome} ({c.answered_status or 'no answer'})" for c in snapshot.cancels)
+    shown = ", ".join(f"{label} x{n}" for label, n in sorted(counts.items()))
+    return [f"  customer cancels: {len(snapshot.cancels)}: {shown}"]
 
 
 def render(
@@ -61,8 +76,15 @@ def render(
         f"{facts.restarts_seen}; Redis restarts {len(faults.redis_restarts)}",
     ]
     out += [f"  kill skipped: {why}" for why in faults.skipped_kills]
-    out += [f"  PSP at {share:4.0%}: {phase or 'no faults'}" for share, phase in faults.psp_phases]
-    out += [f"  reconciliation voided {facts.orphans_voided} orphan authorization(s)", ""]
+    out += [_phase_line(phase) for phase in faults.psp_phases]
+    out += [f"  poison message {p.message_id} put on {p.queue}" for p in faults.poison]
+    out += _cancel_lines(snapshot)
+    released = len(snapshot.released_by_reconciliation)
+    out += [
+        f"  the harness's ReconcilePayments voided {facts.orphans_voided} orphan "
+        f"authorization(s); holds it alone released: {released}",
+        "",
+    ]
     out.append("invariants:")
     for result in results:
         out.append(f"  [{result.verdict.value}] {result.number}. {result.title}: {result.examined}")

@@ -33,6 +33,20 @@ STACK_ENV = {
     "GATEWAY_BURST": "2000",
     "GATEWAY_MAX_CONCURRENT_REQUESTS": "512",
 }
+# Deadlines shortened for the run, so faults that outlast them (verification.plan's
+# OUTAGE_SECONDS) fit in minutes: authorization gives up on a PSP that stays down, the timeout
+# sweep fails orders still PENDING, and a consumer retries soon after its dependency returns.
+DEADLINE_ENV = {
+    "AUTHORIZATION_BUDGET_SECONDS": "20",  # saga adapters (default 60)
+    "ORDER_TIMEOUT_SECONDS": "30",  # checkout's timeout sweep (default 780)
+    "TIMEOUT_SWEEP_INTERVAL_SECONDS": "5",  # (default 30)
+    "CONSUMER_UNAVAILABLE_MAX_SECONDS": "10",  # consumers' backoff cap (default 300)
+}
+
+
+def carrier_bookings_path(data_dir: Path) -> Path:
+    """Where the shipping consumer's carrier simulator keeps its bookings for a run."""
+    return data_dir / "carrier" / "bookings.sqlite3"
 
 
 @dataclass
@@ -135,7 +149,12 @@ async def running_stack(
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     # The PSP keeps its ledger under the run's folder: a shared one would mix other stacks'
     # intents into the ground truth (and let this run's reconciliation void them).
-    env |= STACK_ENV | {"DATABASE_URL": database_url, "PSP_DATA_DIR": str(data_dir / "psp")}
+    env |= STACK_ENV | DEADLINE_ENV
+    env |= {
+        "DATABASE_URL": database_url,
+        "PSP_DATA_DIR": str(data_dir / "psp"),
+        "CARRIER_BOOKINGS_PATH": str(carrier_bookings_path(data_dir)),
+    }
     argv = ["-m", "local_supervisor", "--data-dir", str(data_dir), "--base-port", str(base_port),
             "--gateway-port", str(http_ports["gateway"]), "--psp-port", str(http_ports["psp"]),
             "--ready-timeout", str(ready_within)]  # fmt: skip

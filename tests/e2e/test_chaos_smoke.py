@@ -1,6 +1,7 @@
 """A short chaos run as part of `make test`: `python -m verification.chaos` with a fixed seed
-starts the whole stack, drives retry storms while it SIGKILLs processes, restarts Redis and
-injects PSP faults, then checks every invariant; it must print its seed and exit 0."""
+starts the whole stack, drives retry storms and customer cancels while it SIGKILLs processes,
+restarts Redis, injects PSP faults (two outages past the run's deadlines) and a poison message,
+then checks every invariant; it must print its seed, check all five, and exit 0."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ pytestmark = pytest.mark.stack
 SEED = 7
 CHECKOUTS = 40
 KILLS = 3
+OUTAGE_SECONDS = 30  # past the run's authorization budget (20 s) and order timeout (30 s)
 
 
 @pytest.mark.timeout(600)
@@ -30,7 +32,8 @@ async def test_a_short_chaos_run_keeps_every_invariant(
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "verification.chaos", "--seed", str(SEED),
         "--checkouts", str(CHECKOUTS), "--kills", str(KILLS), "--concurrency", "16",
-        "--settle-within", "180", "--data-dir", str(tmp_path / "chaos"),
+        "--outage-seconds", str(OUTAGE_SECONDS), "--settle-within", "180",
+        "--data-dir", str(tmp_path / "chaos"),
         cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     output, _ = await process.communicate()
@@ -43,6 +46,8 @@ async def test_a_short_chaos_run_keeps_every_invariant(
     kills = re.search(r"faults: (\d+) SIGKILLs", report)
     assert kills is not None
     assert int(kills.group(1)) == KILLS
-    for number in (1, 2, 3):
+    for number in (1, 2, 3, 4, 5):
         assert re.search(rf"\[PASS\] {number}\. ", report), report
     assert "[FAIL]" not in report
+    assert "[NOT CHECKED]" not in report
+    assert "poison message" in report  # the one DLQ message the run may leave

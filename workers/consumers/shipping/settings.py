@@ -1,6 +1,8 @@
-"""The shipping consumer's settings: the services it calls."""
+"""The shipping consumer's settings: the services it calls, and where the carrier keeps books."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from workers.consumers.settings import ConsumerSettings
 
@@ -12,3 +14,5 @@ class ShippingSettings(ConsumerSettings):
     consumer_queue: str = "shipping"
     checkout_target: str = "127.0.0.1:50054"
     payment_target: str = "127.0.0.1:50053"
+    # The carrier simulator's bookings (SQLite): kept across restarts, read by the chaos harness.
+    carrier_bookings_path: Path = Path(".local/carrier/bookings.sqlite3")
