@@ -1,25 +1,50 @@
-"""The saga engine port: start a checkout saga execution by name.
+"""The saga engine port, and its AWS adapter: start a checkout saga execution by name.
 
 Step Functions Standard semantics: starting an execution under a name that already exists
 returns that execution instead of starting a second one. The local adapter is the saga
-engine's own (workers.saga_engine), the AWS adapter calls Step Functions' StartExecution.
+engine's own (workers.saga_engine.starter); the AWS adapter, here beside the port so checkout
+needs nothing of the local engine to use it, calls Step Functions' StartExecution.
 """
 
 from __future__ import annotations
 
 import abc
+import asyncio
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 
 @dataclass(frozen=True)
 class StartedExecution:
-    """An execution as StartExecution reports it."""
+    """An execution as StartExecution reports it.
+
+    `already_existed` is True when the start found an execution of that name. Step Functions
+    answers a repeat with the same input of a still running execution exactly as it answered
+    the first start, so there False does not prove that a new execution began.
+    """
 
     execution_id: str
     name: str
     already_existed: bool
+
+
+@dataclass(frozen=True)
+class ExecutionDescription:
+    """What DescribeExecution tells about one execution."""
+
+    execution_id: str
+    name: str
+    status: str
+    input: Any
+    output: Any
+    error: str | None
+    cause: str | None
+    current_state: str | None
+    started_at: datetime
+    stopped_at: datetime | None
 
 
 class SagaStarter(abc.ABC):
@@ -28,3 +53,83 @@ class SagaStarter(abc.ABC):
     @abc.abstractmethod
     async def start_execution(self, *, name: str, payload: Mapping[str, Any]) -> StartedExecution:
         """Start `name` with `payload` as its input, or return the execution of that name."""
+
+
+def execution_arn(state_machine_arn: str, name: str) -> str:
+    """The ARN Step Functions gives execution `name` of a state machine (Standard workflow)."""
+    prefix, marker, machine = state_machine_arn.rpartition(":stateMachine:")
+    if not marker:
+        raise ValueError(f"not a state machine ARN: {state_machine_arn}")
+    return f"{prefix}:execution:{machine}:{name}"
+
+
+class StepFunctionsSagaStarter(SagaStarter):
+    """Starts executions of one Step Functions state machine through a boto3 client."""
+
+    def __init__(self, client: Any, state_machine_arn: str) -> None:
+        self._client = client
+        self._state_machine_arn = state_machine_arn
+
+    async def start_execution(self, *, name: str, payload: Mapping[str, Any]) -> StartedExecution:
+        """StartExecution named `name`; ExecutionAlreadyExists is that execution, already there."""
+        # StartExecution alone, no DescribeExecution first: this is on PlaceOrder's path, and
+        # DescribeExecution is throttled far lower than StartExecution.
+        try:
+            response = await asyncio.to_thread(
+                self._client.start_execution,
+                stateMachineArn=self._state_machine_arn,
+                name=name,
+                # Sorted keys: a repeated start sends the very same input, which Step Functions
+                # answers with the running execution instead of ExecutionAlreadyExists.
+                input=json.dumps(dict(payload), sort_keys=True),
+            )
+        except self._client.exceptions.ExecutionAlreadyExists:
+            # Another input, or a closed execution, under the name: the name is the order id,
+            # so it is this order's saga, started before.
+            arn = execution_arn(self._state_machine_arn, name)
+            return StartedExecution(arn, name, already_existed=True)
+        return StartedExecution(response["executionArn"], name, already_existed=False)
+
+    async def describe(self, name: str) -> ExecutionDescription | None:
+        """Status, output or error of the execution called `name` (None if there is none)."""
+        arn = execution_arn(self._state_machine_arn, name)
+        try:
+            raw = await asyncio.to_thread(self._client.describe_execution, executionArn=arn)
+        except self._client.exceptions.ExecutionDoesNotExist:
+            return None
+        output = raw.get("output")
+        return ExecutionDescription(
+            execution_id=raw["executionArn"],
+            name=raw["name"],
+            status=raw["status"],
+            input=json.loads(raw.get("input") or "null"),
+            output=None if output is None else json.loads(output),
+            error=raw.get("error"),
+            cause=raw.get("cause"),
+            current_state=None,
+            started_at=raw["startDate"],
+            stopped_at=raw.get("stopDate"),
+        )
+
+
+def stepfunctions_starter(
+    state_machine_arn: str, *, region: str | None = None, endpoint_url: str | None = None
+) -> StepFunctionsSagaStarter:
+    """A starter with its own boto3 client (call from bootstrap, never at import time).
+
+    The region defaults to the state machine's own (its ARN's), the only one that can start
+    it; the endpoint to boto3's resolution (AWS_ENDPOINT_URL).
+    """
+    import boto3  # type: ignore[import-untyped]
+
+    region = region or _arn_region(state_machine_arn)
+    client = boto3.client("stepfunctions", region_name=region, endpoint_url=endpoint_url)
+    return StepFunctionsSagaStarter(client, state_machine_arn)
+
+
+def _arn_region(arn: str) -> str:
+    # arn:partition:states:region:account:stateMachine:name
+    parts = arn.split(":")
+    if len(parts) < 7 or parts[2] != "states" or not parts[3]:
+        raise ValueError(f"not a state machine ARN: {arn}")
+    return parts[3]

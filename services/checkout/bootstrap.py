@@ -18,7 +18,7 @@ from marketplace_platform.channels import open_channel
 from marketplace_platform.db import unit_of_work_factory
 from marketplace_platform.grpc_server import ServiceRegistration
 from marketplace_platform.outbox import OutboxWriter
-from marketplace_platform.saga import SagaStarter
+from marketplace_platform.saga import SagaStarter, stepfunctions_starter
 from marketplace_platform.service_main import (
     BackgroundLoop,
     ServiceFactory,
@@ -27,10 +27,7 @@ from marketplace_platform.service_main import (
 )
 from marketplace_platform.settings import ServiceSettings
 from services.checkout.adapters import cart_client, payment_client, tables
-from services.checkout.adapters.saga_starters import (
-    StepFunctionsSagaStarter,
-    UnavailableSagaStarter,
-)
+from services.checkout.adapters.saga_starters import UnavailableSagaStarter
 from services.checkout.entrypoints.grpc_servicer import CheckoutServicer
 from services.checkout.service_layer import housekeeping
 from services.checkout.service_layer.placement import Checkout
@@ -124,10 +121,7 @@ def saga_starter(settings: CheckoutSettings, engine: AsyncEngine) -> SagaStarter
     if settings.saga_backend == "stepfunctions":
         if not settings.saga_state_machine_arn:
             raise ValueError("SAGA_BACKEND=stepfunctions needs SAGA_STATE_MACHINE_ARN")
-        boto3 = importlib.import_module("boto3")
-        return StepFunctionsSagaStarter(
-            boto3.client("stepfunctions"), settings.saga_state_machine_arn
-        )
+        return stepfunctions_starter(settings.saga_state_machine_arn)
     try:
         starter_module = importlib.import_module("workers.saga_engine.starter")
     except ImportError as error:

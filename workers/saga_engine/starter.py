@@ -7,8 +7,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from marketplace_platform.saga import SagaStarter, StartedExecution
-from workers.saga_engine.store import ExecutionDescription, ExecutionStore, HistoryEvent
+from marketplace_platform.saga import ExecutionDescription, SagaStarter, StartedExecution
+from workers.saga_engine.store import ExecutionStore, HistoryEvent
 
 
 class LocalSagaStarter(SagaStarter):

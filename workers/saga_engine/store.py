@@ -14,6 +14,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from marketplace_platform.ids import new_id
+from marketplace_platform.saga import ExecutionDescription
 from workers.saga_engine.asl.interpreter import Event, Position
 from workers.saga_engine.tables import SCHEMA, executions, history
 
@@ -36,22 +37,6 @@ class Claim:
     position: Position | None
     previous_owner: str | None
     database_now: datetime
-
-
-@dataclass(frozen=True)
-class ExecutionDescription:
-    """What DescribeExecution tells about one execution."""
-
-    execution_id: str
-    name: str
-    status: str
-    input: Any
-    output: Any
-    error: str | None
-    cause: str | None
-    current_state: str | None
-    started_at: datetime
-    stopped_at: datetime | None
 
 
 @dataclass(frozen=True)
