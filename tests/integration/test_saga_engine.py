@@ -1,10 +1,12 @@
 """The saga engine against a real PostgreSQL: idempotent start by name, lease fencing, several
-engines racing over many executions, durable retries and the overall timeout."""
+engines racing over many executions, durable retries, the overall timeout, and executions that
+finish on the definition they began on across a deploy."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import random
 import threading
 import time
@@ -362,3 +364,98 @@ async def _wait_for_event(starter: LocalSagaStarter, name: str, kind: str) -> No
     while kind not in [event.type for event in await starter.history(name)]:
         assert time.monotonic() < deadline, f"no {kind} in {name}'s history"
         await asyncio.sleep(0.05)
+
+
+def marking(path: str, version: str, **extra: Any) -> dict[str, Any]:
+    """A Pass state that records which definition ran it."""
+    return {"Type": "Pass", "Result": version, "ResultPath": f"$.{path}", **extra}
+
+
+# Two deploys of one state machine: both stop at a Wait named Hold, then go on differently.
+DEFINITION_V1 = {
+    "StartAt": "Reserve",
+    "States": {
+        "Reserve": marking("reserved_by", "v1", Next="Hold"),
+        "Hold": {"Type": "Wait", "Seconds": 1, "Next": "ConfirmV1"},
+        "ConfirmV1": marking("confirmed_by", "v1", End=True),
+    },
+}
+DEFINITION_V2 = {
+    "StartAt": "Price",
+    "States": {
+        "Price": marking("priced_by", "v2", Next="Hold"),
+        "Hold": {"Type": "Wait", "Seconds": 1, "Next": "ConfirmV2"},
+        "ConfirmV2": marking("confirmed_by", "v2", End=True),
+    },
+}
+
+
+async def test_an_execution_in_flight_over_a_deploy_finishes_on_the_definition_it_began_on(
+    engine: AsyncEngine, starter: LocalSagaStarter, machine_name: str
+) -> None:
+    in_flight, new = str(uuid.uuid4()), str(uuid.uuid4())
+    await starter.start_execution(name=in_flight, payload={})
+    # The engine on v1 takes it as far as the Wait, then the deploy replaces it.
+    await saga_engine(engine, machine_name, DEFINITION_V1, {}).run_until_idle()
+    paused = await starter.describe(in_flight)
+    assert paused is not None
+    assert (paused.status, paused.current_state) == ("RUNNING", "Hold")
+
+    await starter.start_execution(name=new, payload={})
+    deployed = saga_engine(engine, machine_name, DEFINITION_V2, {})
+    run = asyncio.create_task(deployed.run())
+    try:
+        statuses = await wait_for_status(starter, [in_flight, new], within=15)
+    finally:
+        deployed.stop()
+        await run
+    assert statuses == {in_flight: "SUCCEEDED", new: "SUCCEEDED"}
+    assert await _outputs_and_states(starter, in_flight) == (
+        {"reserved_by": "v1", "confirmed_by": "v1"},
+        ["Reserve", "Hold", "ConfirmV1"],
+    )
+    assert await _outputs_and_states(starter, new) == (
+        {"priced_by": "v2", "confirmed_by": "v2"},
+        ["Price", "Hold", "ConfirmV2"],
+    )
+    assert await _pinned_definitions(engine, [in_flight, new]) == [DEFINITION_V1, DEFINITION_V2]
+
+
+async def test_an_execution_whose_definition_was_never_stored_goes_on_with_the_current_one(
+    engine: AsyncEngine, starter: LocalSagaStarter, machine_name: str
+) -> None:
+    name = str(uuid.uuid4())
+    await starter.start_execution(name=name, payload={})
+    await saga_engine(engine, machine_name, DEFINITION_V1, {}).run_until_idle()
+    # As an execution begun before the engine stored definitions has it.
+    async with engine.begin() as connection:
+        await connection.execute(
+            text("UPDATE saga.executions SET definition_digest = 'unknown' WHERE name = :name"),
+            {"name": name},
+        )
+    deployed = saga_engine(engine, machine_name, DEFINITION_V2, {})
+    run = asyncio.create_task(deployed.run())
+    try:
+        statuses = await wait_for_status(starter, [name], within=15)
+    finally:
+        deployed.stop()
+        await run
+    assert statuses == {name: "SUCCEEDED"}
+    _, states = await _outputs_and_states(starter, name)
+    assert states == ["Reserve", "Hold", "ConfirmV2"]
+
+
+async def _outputs_and_states(starter: LocalSagaStarter, name: str) -> tuple[Any, list[str]]:
+    description = await starter.describe(name)
+    assert description is not None
+    entered = [e.state for e in await starter.history(name) if e.type.endswith("StateEntered")]
+    return description.output, [state for state in entered if state is not None]
+
+
+async def _pinned_definitions(engine: AsyncEngine, names: list[str]) -> list[Any]:
+    query = text(
+        "SELECT d.definition FROM saga.executions e"
+        " JOIN saga.definitions d ON d.digest = e.definition_digest WHERE e.name = :name"
+    )
+    async with engine.connect() as connection:
+        return [json.loads(await connection.scalar(query, {"name": n})) for n in names]

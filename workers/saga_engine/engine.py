@@ -3,6 +3,8 @@ each step before the next starts, and give the execution up when it must wait.
 
 A Task that was in flight when its runner died runs again on the runner that takes over
 (at-least-once, as Step Functions runs Tasks); handlers are idempotent by (order_id, step).
+An execution runs on the definition it was begun on, as Step Functions pins it: a new engine
+begins new executions on its own definition and finishes older ones on theirs.
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ class SagaEngine:
     ) -> None:
         self._store = store
         self._machine = machine
+        # Definitions older executions were begun on, read from the store once each.
+        self._pinned: dict[str, StateMachine] = {machine.digest: machine}
         self._invoker = invoker
         self._options = options
         self._stopping = asyncio.Event()
@@ -163,7 +167,29 @@ class SagaEngine:
             except Exception:
                 log.exception("could not renew the lease on %s; trying again", claim.name)
 
+    async def _machine_for(self, claim: Claim) -> StateMachine:
+        """The definition `claim` was begun on; this engine's own for one not begun yet."""
+        digest = claim.definition_digest
+        if claim.position is None or digest is None:
+            return self._machine
+        machine = self._pinned.get(digest)
+        if machine is None:
+            machine = await self._store.definition(digest)
+            if machine is None:
+                # Begun before the engine stored definitions: nothing else to run it on.
+                log.warning(
+                    "execution %s began on definition %s, which was never stored; "
+                    "it goes on with %s",
+                    claim.name,
+                    digest,
+                    self._machine.digest,
+                )
+                return self._machine
+            self._pinned[digest] = machine
+        return machine
+
     async def _drive(self, claim: Claim) -> None:
+        machine = await self._machine_for(claim)
         started = time.monotonic()
 
         def now() -> datetime:
@@ -174,7 +200,7 @@ class SagaEngine:
         async def record(event: Event) -> None:
             await self._store.append(claim, [event])
 
-        interpreter = Interpreter(self._machine, self._invoker, clock=now, on_scheduled=record)
+        interpreter = Interpreter(machine, self._invoker, clock=now, on_scheduled=record)
         execution = context_object(
             execution_id=str(claim.execution_id),
             name=claim.name,
@@ -190,13 +216,13 @@ class SagaEngine:
         deadline = claim.deadline
         position = claim.position
         if position is None:
-            if self._machine.timeout_seconds is not None:
-                deadline = claim.started_at + timedelta(seconds=self._machine.timeout_seconds)
+            if machine.timeout_seconds is not None:
+                deadline = claim.started_at + timedelta(seconds=machine.timeout_seconds)
             position, entered = interpreter.start(claim.input)
             await self._store.begin(
                 claim,
                 position,
-                digest=self._machine.digest,
+                machine=machine,
                 deadline=deadline,
                 events=[*events, entered],
             )

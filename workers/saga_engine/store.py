@@ -1,8 +1,10 @@
 """The durable store of executions: start by name, claim with a lease, commit each step
-fenced by the lease token, and read status and history back."""
+fenced by the lease token, keep the definition each execution runs on, and read status and
+history back."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -16,7 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from marketplace_platform.ids import new_id
 from marketplace_platform.saga import ExecutionDescription
 from workers.saga_engine.asl.interpreter import Event, Position
-from workers.saga_engine.tables import SCHEMA, executions, history
+from workers.saga_engine.asl.machine import StateMachine
+from workers.saga_engine.tables import SCHEMA, definitions, executions, history
 
 
 class LeaseLost(Exception):
@@ -35,6 +38,8 @@ class Claim:
     started_at: datetime
     deadline: datetime | None
     position: Position | None
+    # The digest of the definition it was begun on; None until a runner begins it.
+    definition_digest: str | None
     previous_owner: str | None
     database_now: datetime
 
@@ -71,7 +76,8 @@ _CLAIM = sa.text(
     FROM candidate
     WHERE e.id = candidate.id
     RETURNING e.id, e.name, e.input, e.started_at, e.deadline, e.current_state, e.state_input,
-              e.state_memo, e.state_entered_at, candidate.previous_owner, now() AS database_now
+              e.state_memo, e.state_entered_at, e.definition_digest, candidate.previous_owner,
+              now() AS database_now
     """
 )
 
@@ -81,6 +87,8 @@ class ExecutionStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        # Digests this store has seen committed to `definitions`; rows are never deleted.
+        self._stored_digests: set[str] = set()
 
     async def start(
         self, *, name: str, payload: Mapping[str, Any], state_machine: str
@@ -147,6 +155,7 @@ class ExecutionStore:
             started_at=row.started_at,
             deadline=row.deadline,
             position=position,
+            definition_digest=row.definition_digest,
             previous_owner=row.previous_owner,
             database_now=row.database_now,
         )
@@ -172,20 +181,33 @@ class ExecutionStore:
         claim: Claim,
         position: Position,
         *,
-        digest: str,
+        machine: StateMachine,
         deadline: datetime | None,
         events: Sequence[Event],
     ) -> None:
-        """Record the first state of an execution that no runner had picked up yet."""
+        """Record the first state of an execution no runner had picked up, pinned to `machine`."""
+        storing = None if machine.digest in self._stored_digests else machine
         async with self._engine.begin() as connection:
             await self._fenced_update(
                 connection,
                 claim,
                 events,
-                definition_digest=digest,
+                storing=storing,
+                definition_digest=machine.digest,
                 deadline=deadline,
                 **_position_values(position),
             )
+        self._stored_digests.add(machine.digest)
+
+    async def definition(self, digest: str) -> StateMachine | None:
+        """The stored definition of that digest, or None if it was never stored."""
+        async with self._engine.connect() as connection:
+            text = await connection.scalar(
+                sa.select(definitions.c.definition).where(definitions.c.digest == digest)
+            )
+        if text is None:
+            return None
+        return StateMachine.from_definition(json.loads(text))
 
     async def advance(
         self,
@@ -240,16 +262,23 @@ class ExecutionStore:
         connection: AsyncConnection,
         claim: Claim,
         events: Sequence[Event],
+        *,
+        storing: StateMachine | None = None,
         **values: Any,
     ) -> None:
         # The lease token fences every write: a runner whose lease was taken over finds no
         # row to update and drops its result instead of overwriting the new holder's.
-        last_seq = await connection.scalar(
+        update = (
             executions.update()
             .where(executions.c.id == claim.execution_id, executions.c.lease_token == claim.token)
             .values(last_seq=executions.c.last_seq + len(events), **values)
             .returning(executions.c.last_seq)
         )
+        if storing is not None:
+            # Stored in the same statement as the pin: no pinned digest lacks its definition,
+            # and beginning an execution costs no statement more.
+            update = update.add_cte(_store_definition(storing))
+        last_seq = await connection.scalar(update)
         if last_seq is None:
             raise LeaseLost(f"{claim.name}: lease {claim.token} is no longer held")
         if events:
@@ -307,6 +336,15 @@ class ExecutionStore:
 
 
 _RELEASED: dict[str, Any] = {"lease_owner": None, "lease_token": None, "lease_expires_at": None}
+
+
+def _store_definition(machine: StateMachine) -> sa.CTE:
+    return (
+        insert(definitions)
+        .values(digest=machine.digest, definition=machine.canonical)
+        .on_conflict_do_nothing(index_elements=[definitions.c.digest])
+        .cte("stored_definition")
+    )
 
 
 def _position_values(position: Position) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The saga engine's tables in its own `saga` schema: executions and their append-only history."""
+"""The saga engine's tables in its own `saga` schema: executions, their append-only history,
+and the definitions they run on."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ executions = sa.Table(
     sa.Column("id", sa.Uuid, primary_key=True),
     sa.Column("name", sa.Text, nullable=False, unique=True),
     sa.Column("state_machine", sa.Text, nullable=False),
-    # The digest of the definition that first ran it, to tell definitions apart in debugging.
+    # The definition it runs on, pinned by the runner that begins it (a row of `definitions`):
+    # every later step interprets that one, whatever definition the engines have now.
     sa.Column("definition_digest", sa.Text),
     sa.Column("status", sa.Text, nullable=False),
     sa.Column("input", JSONB, nullable=False),
@@ -55,4 +57,18 @@ history = sa.Table(
     sa.Column("payload", JSONB),
     sa.Column("owner", sa.Text),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+)
+
+# Every definition an execution was begun on, by digest. Rows are never changed or deleted:
+# an execution in flight over a deploy finishes on its own. No foreign key from executions,
+# since executions begun before this table existed have digests that were never stored.
+definitions = sa.Table(
+    "definitions",
+    metadata,
+    sa.Column("digest", sa.Text, primary_key=True),
+    # StateMachine.canonical: the exact text the digest is taken over.
+    sa.Column("definition", sa.Text, nullable=False),
+    sa.Column(
+        "stored_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
 )

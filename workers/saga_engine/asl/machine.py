@@ -23,6 +23,9 @@ class StateMachine:
     states: Mapping[str, Mapping[str, Any]]
     timeout_seconds: float | None
     digest: str
+    # The definition as canonical JSON (sorted keys, no spaces): the text the digest is taken
+    # over, so the definition stored and read back is this machine, digest and all.
+    canonical: str = field(repr=False)
     branches: Mapping[str, tuple[StateMachine, ...]] = field(default_factory=dict)
 
     @classmethod
@@ -46,6 +49,7 @@ class StateMachine:
             states=states,
             timeout_seconds=None if timeout is None else float(timeout),
             digest=hashlib.sha256(canonical.encode()).hexdigest()[:16],
+            canonical=canonical,
             branches=branches,
         )
 
