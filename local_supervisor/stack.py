@@ -52,6 +52,9 @@ STACK: tuple[StackEntry, ...] = (
     StackEntry("email", "workers.consumers.email", None, env=SMALL_POOL),
     StackEntry("invoice", "workers.consumers.invoice", None, env=SMALL_POOL),
     StackEntry("analytics", "workers.consumers.analytics", None, env=SMALL_POOL),
+    # Whatever cancelled an order, these give its money and its units back (OrderCancelled).
+    StackEntry("payment-release", "workers.consumers.payment_release", None, env=SMALL_POOL),
+    StackEntry("stock-release", "workers.consumers.stock_release", None, env=SMALL_POOL),
     # /readyz answers 200 only once cart, inventory and checkout are SERVING.
     StackEntry("gateway", "gateway", None, http_port_env="GATEWAY_PORT", ready_path="/readyz"),
 )

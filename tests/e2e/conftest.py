@@ -6,7 +6,8 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,12 @@ import pytest
 from tests.support.stack import REPO, WITHIN, RunningStack, free_ports
 
 
-@pytest.fixture
-async def stack(database_url: str, tmp_path: Path) -> AsyncIterator[RunningStack]:
+@asynccontextmanager
+async def running_stack(
+    database_url: str, data_dir: Path, settings: Mapping[str, str] | None = None
+) -> AsyncIterator[RunningStack]:
+    """`python -m local_supervisor` on free ports until the block ends; `settings` go to every
+    process's environment."""
     base_port, http_ports = free_ports()
     env = {
         **os.environ,
@@ -23,13 +28,14 @@ async def stack(database_url: str, tmp_path: Path) -> AsyncIterator[RunningStack
         "PYTHONUNBUFFERED": "1",
         # A killed saga runner's executions are taken over once its lease lapses: keep it short.
         "SAGA_LEASE_SECONDS": "5",
+        **(settings or {}),
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "local_supervisor",
         "--data-dir",
-        str(tmp_path),
+        str(data_dir),
         "--base-port",
         str(base_port),
         "--gateway-port",
@@ -41,7 +47,7 @@ async def stack(database_url: str, tmp_path: Path) -> AsyncIterator[RunningStack
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
-    running = RunningStack(process, base_port, http_ports, tmp_path)
+    running = RunningStack(process, base_port, http_ports, data_dir)
     pump = asyncio.create_task(running.pump())
     try:
         yield running
@@ -56,3 +62,9 @@ async def stack(database_url: str, tmp_path: Path) -> AsyncIterator[RunningStack
                 await process.wait()
         pump.cancel()
         print("\n".join(running.lines[-200:]))
+
+
+@pytest.fixture
+async def stack(database_url: str, tmp_path: Path) -> AsyncIterator[RunningStack]:
+    async with running_stack(database_url, tmp_path) as running:
+        yield running

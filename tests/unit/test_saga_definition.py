@@ -244,7 +244,7 @@ def test_the_stock_is_sold_before_confirm_and_nothing_compensates_after_it() -> 
     # The compensation after a commit (a cancel seen at confirm) releases: sold units return.
     assert "ReleaseInventory" in reachable(machine, "CommitReservation")
     # A confirmation that keeps failing may have happened: it parks, it never compensates.
-    retrier, catcher = handling(PIVOT, "StepFailed")
+    _, catcher = handling(PIVOT, "StepFailed")
     assert catcher is not None
     assert top_level()[catcher["Next"]] == top_level()[catcher["Next"]] | {
         "Type": "Fail", "Error": "ConfirmationParked",
@@ -339,7 +339,7 @@ def worst_case_seconds(state: State) -> float:
     if "saga_started_at.$" in state.get("Parameters", {}):
         # Bounded by the authorization budget: the attempt running when it is spent, then out.
         budget = AdapterSettings().authorization_budget_seconds
-        return budget + retrier["MaxDelaySeconds"] + state["TimeoutSeconds"]
+        return float(budget + retrier["MaxDelaySeconds"] + state["TimeoutSeconds"])
     return float(attempts * state["TimeoutSeconds"]) + worst_delays(retrier)
 
 

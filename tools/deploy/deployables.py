@@ -83,6 +83,19 @@ DEPLOYABLES: tuple[Deployable, ...] = (
         permissions=("write_exports",),
         min_tasks=1,
     ),
+    # Whatever cancelled an order, these give back its money and its units (OrderCancelled).
+    Deployable(
+        "payment-release-consumer",
+        "workers.consumers.payment_release",
+        queue="payment-release",
+        calls=("payment",),
+    ),
+    Deployable(
+        "stock-release-consumer",
+        "workers.consumers.stock_release",
+        queue="stock-release",
+        calls=("inventory",),
+    ),
     # The operators' queue tool (list, inspect DLQs, redrive), run as a one-off task.
     Deployable(
         "queue-admin",

@@ -7,6 +7,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
+from marketplace_platform.errors import DependencyUnavailable
+
 
 @dataclass(frozen=True, kw_only=True)
 class ParcelRequest:
@@ -31,8 +33,9 @@ class Parcel:
     shipped_at: datetime
 
 
-class CarrierUnavailable(Exception):
-    """The carrier did not accept the request this time; asking again is safe."""
+class CarrierUnavailable(DependencyUnavailable):
+    """The carrier did not accept the request this time; asking again is safe (the consumer
+    retries it with a growing backoff, without using up the message's receives)."""
 
 
 class Carrier(abc.ABC):

@@ -34,6 +34,7 @@ from marketplace.checkout.v1 import checkout_service_pb2 as checkout_pb
 from marketplace.events.v1 import order_events_pb2, shipping_events_pb2
 from marketplace.payment.v1 import payment_service_pb2 as payment_pb
 from marketplace_platform.db import UnitOfWork
+from marketplace_platform.errors import DependencyUnavailable
 from workers.consumers.consumer import DeliveredEvent, Handler
 from workers.consumers.shipping.carrier import Carrier, ParcelRequest
 from workers.consumers.tables import cancelled_orders, shipments
@@ -61,8 +62,9 @@ class ShippingDeps:
     payment: PaymentStub
 
 
-class CaptureIncomplete(Exception):
-    """The capture's outcome is not known yet; the event is retried."""
+class CaptureIncomplete(DependencyUnavailable):
+    """The capture's outcome is not known yet; the event is retried until it is (a shipped
+    order must be charged), never dead-lettered for it."""
 
 
 def handlers(deps: ShippingDeps) -> Mapping[str, Handler]:

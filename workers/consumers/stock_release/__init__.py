@@ -1,0 +1,1 @@
+"""The stock-release consumer: a cancelled order's units go back on sale, once."""
