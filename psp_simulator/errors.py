@@ -79,3 +79,37 @@ class ApiError(PspError):
 
     status = 500
     error_type = "api_error"
+
+
+class KeyInUse(PspError):
+    """Another request with this Idempotency-Key is in flight (Stripe: 409, same type and code);
+    nothing was applied by this one, and a retry once the other is done gets its answer."""
+
+    status = 409
+    error_type = "idempotency_error"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "There is currently another in-progress request using this Idempotency-Key; "
+            "retry this request later.",
+            code="idempotency_key_in_use",
+        )
+
+
+class RateLimited(PspError):
+    """Too many requests (Stripe: 429 with code `rate_limit`); nothing was applied."""
+
+    status = 429
+
+    def __init__(self) -> None:
+        super().__init__("Too many requests hit the API too quickly.", code="rate_limit")
+
+
+class ServiceUnavailable(PspError):
+    """The PSP is down (an injected outage); nothing was applied."""
+
+    status = 503
+    error_type = "api_error"
+
+    def __init__(self) -> None:
+        super().__init__("injected outage: the PSP is unavailable", code="service_unavailable")

@@ -1,4 +1,6 @@
-"""ASGI middleware: one structured log line per request, and fault injection on /v1 POSTs."""
+"""ASGI middleware: one structured log line per request, and on /v1 POSTs the idempotency keys
+in flight (a second request under a key whose first is still running gets 409, as from a real
+PSP) and fault injection."""
 
 from __future__ import annotations
 
@@ -7,11 +9,12 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from psp_simulator.errors import ApiError
+from psp_simulator.errors import ApiError, KeyInUse, PspError, RateLimited, ServiceUnavailable
 from psp_simulator.faults import FaultInjector, FaultPlan, Refusal
 
 # A server that can drop a connection offers `scope["extensions"][DROP_EXTENSION]["abort"]`.
@@ -71,11 +74,15 @@ class RequestLog:
 
 
 class FaultInjection:
-    """Apply the configured faults to POSTs under /v1 (GETs and /admin are never faulted)."""
+    """Apply the configured faults to POSTs under /v1 (GETs and /admin are never faulted), and
+    refuse a POST whose Idempotency-Key is held by a request still in flight."""
 
     def __init__(self, app: ASGIApp, *, faults: FaultInjector) -> None:
         self.app = app
         self.faults = faults
+        # Keys of requests between their arrival and the storing of their answer. Everything
+        # runs on one event loop, so a plain set is enough.
+        self.keys_in_flight: set[str] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Delay, refuse, or apply and then delay or lose the response, as the dice say."""
@@ -83,34 +90,83 @@ class FaultInjection:
             await self.app(scope, receive, send)
             return
         plan = self.faults.plan()
-        fault = plan.describe()
-        if fault is not None:
-            if _NOTE in scope:
-                scope[_NOTE].fault = fault
-            log.warning(
-                "injecting fault %s into %s %s",
-                fault,
-                scope["method"],
-                scope["path"],
-                extra={"fault": fault, "path": scope["path"]},
-            )
-        await _apply(plan, self.app, scope, receive, send)
+        _note_fault(scope, plan)
+        if plan.refusal is not None:  # refused before processing: it never holds its key
+            await _refuse(plan, send)
+            return
+        key = _idempotency_key(scope)
+        if key is not None and key in self.keys_in_flight:
+            await _send_error(send, KeyInUse())
+            return
+        if key is not None:
+            self.keys_in_flight.add(key)
+        try:
+            await _process(plan, self.app, scope, receive, send, stored=lambda: self._free(key))
+        finally:
+            self._free(key)
+
+    def _free(self, key: str | None) -> None:
+        """Let the key go once the answer is stored: a retry during a held-back answer replays."""
+        if key is not None:
+            self.keys_in_flight.discard(key)
 
 
-async def _apply(plan: FaultPlan, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+def _note_fault(scope: Scope, plan: FaultPlan) -> None:
+    fault = plan.describe()
+    if fault is None:
+        return
+    if _NOTE in scope:
+        scope[_NOTE].fault = fault
+    log.warning(
+        "injecting fault %s into %s %s",
+        fault,
+        scope["method"],
+        scope["path"],
+        extra={"fault": fault, "path": scope["path"]},
+    )
+
+
+_REFUSALS: dict[Refusal, Callable[[], PspError]] = {
+    Refusal.ERROR: lambda: ApiError("injected fault: the PSP failed"),
+    Refusal.HANG: lambda: ApiError("injected fault: the PSP failed"),
+    Refusal.CONFLICT: KeyInUse,
+    Refusal.RATE_LIMIT: RateLimited,
+    Refusal.OUTAGE: ServiceUnavailable,
+}
+
+
+async def _refuse(plan: FaultPlan, send: Send) -> None:
+    """Answer the plan's refusal (after its latency and hang) without applying anything."""
+    assert plan.refusal is not None
     if plan.latency_seconds:
         await asyncio.sleep(plan.latency_seconds)
-    if plan.refusal is Refusal.HANG:
+    if plan.hang_seconds:
         await asyncio.sleep(plan.hang_seconds)
-    if plan.refusal is not None:
-        await _send_api_error(send)
-        return
+    headers = {}
+    if plan.refusal is Refusal.RATE_LIMIT and plan.retry_after_seconds:
+        headers["retry-after"] = str(plan.retry_after_seconds)
+    await _send_error(send, _REFUSALS[plan.refusal](), headers)
+
+
+async def _process(
+    plan: FaultPlan,
+    app: ASGIApp,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    *,
+    stored: Callable[[], None],
+) -> None:
+    """Apply the request (after its latency), then lose or hold back the answer as planned."""
+    if plan.latency_seconds:
+        await asyncio.sleep(plan.latency_seconds)
     held: list[Message] = []
 
     async def hold(message: Message) -> None:
         held.append(message)
 
     await app(scope, receive, hold)  # applied (and its idempotent response stored) here
+    stored()
     if plan.ambiguous:
         await _drop_connection(scope, receive, send)
         return
@@ -120,20 +176,28 @@ async def _apply(plan: FaultPlan, app: ASGIApp, scope: Scope, receive: Receive, 
         await send(message)
 
 
+def _idempotency_key(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"idempotency-key" and value:
+            return bytes(value).decode(errors="replace")
+    return None
+
+
 def _faultable(scope: Scope) -> bool:
     path: str = scope.get("path", "")
     return scope["type"] == "http" and scope["method"] == "POST" and path.startswith("/v1/")
 
 
-async def _send_api_error(send: Send) -> None:
-    body = json.dumps(ApiError("injected fault: the PSP failed").body()).encode()
+async def _send_error(send: Send, error: PspError, headers: dict[str, str] | None = None) -> None:
+    body = json.dumps(error.body()).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 500,
+            "status": error.status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
+                *((name.encode(), value.encode()) for name, value in (headers or {}).items()),
             ],
         }
     )

@@ -33,6 +33,12 @@ class PspSettings(BaseSettings):
     fault_hang_seconds: float = Field(default=30.0, ge=0.0)
     fault_ambiguous_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     fault_response_delay_ms: int = Field(default=0, ge=0)
+    fault_conflict_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    fault_rate_limit_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    fault_rate_limit_seconds: float = Field(default=0.0, ge=0.0)  # counted from the start
+    fault_retry_after_seconds: int = Field(default=1, ge=0)
+    fault_outage_seconds: float = Field(default=0.0, ge=0.0)  # counted from the start
+    fault_outage_hang: bool = False
 
     @property
     def database_path(self) -> Path:
@@ -48,4 +54,10 @@ class PspSettings(BaseSettings):
             hang_seconds=self.fault_hang_seconds,
             ambiguous_rate=self.fault_ambiguous_rate,
             response_delay_ms=self.fault_response_delay_ms,
+            conflict_rate=self.fault_conflict_rate,
+            rate_limit_rate=self.fault_rate_limit_rate,
+            rate_limit_seconds=self.fault_rate_limit_seconds,
+            retry_after_seconds=self.fault_retry_after_seconds,
+            outage_seconds=self.fault_outage_seconds,
+            outage_hang=self.fault_outage_hang,
         )

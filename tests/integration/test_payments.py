@@ -10,6 +10,7 @@ import signal
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -676,3 +677,131 @@ async def test_a_release_with_a_bad_key_is_invalid(stub: Stub) -> None:
     error = await refusal(stub.ReleaseOrderPayment(release_request(str(new_id()), "short")))
     assert isinstance(error, errors.InvalidArgument)
     assert "idempotency_key" in {v.field for v in error.violations}
+
+
+# --- PSP answers that mean "not applied, try again" ------------------------------------------
+
+
+async def operation_states(engine: AsyncEngine, order_id: str) -> list[tuple[str, str, str]]:
+    """(kind, state, failure code) of every ledger operation of the order's payment."""
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            select(
+                payment_operations.c.kind,
+                payment_operations.c.state,
+                payment_operations.c.failure_code,
+            )
+            .join(tables.payments, tables.payments.c.payment_id == payment_operations.c.payment_id)
+            .where(tables.payments.c.order_id == uuid.UUID(order_id))
+            .order_by(payment_operations.c.created_at)
+        )
+        return [(kind, state, code or "") for kind, state, code in rows]
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [{"rate_limit_rate": 1.0, "retry_after_seconds": 0}, {"conflict_rate": 1.0}],
+    ids=["429", "409-in-use"],
+)
+async def test_a_429_or_a_409_in_use_is_not_a_decline_and_a_retry_authorizes(
+    stub: Stub, psp: RunningPsp, engine: AsyncEngine, fault: dict[str, float]
+) -> None:
+    await psp.set_faults(**fault)
+    order = str(new_id())
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.AuthorizePayment(authorize_request(order), timeout=WITHIN)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    read = await stub.GetPayment(pb.GetPaymentRequest(order_id=order_ref(order)))
+    assert read.payment.status == pb.PAYMENT_STATUS_PENDING  # no decline in the ledger
+    assert [state for _, state, _ in await operation_states(engine, order)] == ["PENDING"]
+
+    await psp.set_faults()
+    response = await stub.AuthorizePayment(authorize_request(order), timeout=WITHIN)
+
+    assert response.payment.status == pb.PAYMENT_STATUS_AUTHORIZED
+    assert len(await psp.intents(order_id=order)) == 1
+
+
+async def test_a_429_burst_is_waited_out_as_retry_after_says(stub: Stub, psp: RunningPsp) -> None:
+    # Without honouring Retry-After the service's three tries (jittered 0.2 s, 0.4 s) would all
+    # fall inside the burst.
+    await psp.set_faults(rate_limit_seconds=0.8, retry_after_seconds=1)
+    order = str(new_id())
+    started = asyncio.get_running_loop().time()
+
+    response = await stub.AuthorizePayment(authorize_request(order), timeout=WITHIN)
+
+    assert response.payment.status == pb.PAYMENT_STATUS_AUTHORIZED
+    assert asyncio.get_running_loop().time() - started >= 1.0
+    assert len(await psp.intents(order_id=order)) == 1
+
+
+async def test_two_payment_processes_driving_one_authorization_at_once_both_authorize(
+    engine: AsyncEngine, psp: RunningPsp, direct: payments.Payments
+) -> None:
+    # Two instances of the service (e.g. a saga retry landing on another one) send the same
+    # operation under one key at once: the PSP answers the second 409 while the first runs.
+    other_psp = HttpPsp(psp.url, timeout=5, breaker=CircuitBreaker())
+    other = payments.Payments(
+        unit_of_work=unit_of_work_factory(engine, OutboxWriter(tables.outbox, producer="payment")),
+        psp=other_psp,
+        attempts=8,  # jittered waits that cannot all fall inside the first one's 300 ms
+    )
+    await psp.set_faults(latency_ms=300)
+    order = uuid.UUID(str(new_id()))
+    command = payments.Authorize(
+        order_id=order,
+        customer_id="customer-1",
+        amount=2500,
+        currency="USD",
+        payment_method="pm_card_visa",
+    )
+    try:
+        results = await asyncio.gather(
+            payments.authorize(command, replace(direct, attempts=8)),
+            payments.authorize(command, other),
+        )
+    finally:
+        await other_psp.close()
+
+    assert {r.status for r in results} == {PaymentStatus.AUTHORIZED}
+    assert len(await psp.intents(order_id=str(order))) == 1
+
+
+async def test_an_outage_longer_than_the_callers_tries_gives_unavailable_then_one_intent(
+    stub: Stub, psp: RunningPsp, engine: AsyncEngine
+) -> None:
+    await psp.set_faults(outage_seconds=3)
+    order = str(new_id())
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.AuthorizePayment(authorize_request(order), timeout=WITHIN)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert [state for _, state, _ in await operation_states(engine, order)] == ["UNKNOWN"]
+
+    codes = []
+    async with asyncio.timeout(WITHIN):  # the outage ends on its own; the owner keeps trying
+        while True:
+            try:
+                response = await stub.AuthorizePayment(authorize_request(order), timeout=WITHIN)
+                break
+            except grpc.aio.AioRpcError as error:
+                codes.append(error.code())
+                await asyncio.sleep(0.2)
+
+    assert set(codes) <= {grpc.StatusCode.UNAVAILABLE}
+    assert response.payment.status == pb.PAYMENT_STATUS_AUTHORIZED
+    assert len(await psp.intents(order_id=order)) == 1
+
+
+async def test_an_answer_later_than_the_timeout_is_resolved_by_asking_the_psp(
+    stub: Stub, psp: RunningPsp
+) -> None:
+    order = str(new_id())
+    await psp.set_faults(response_delay_ms=2500)  # applied, answered after the 1 s timeout
+    authorized = await stub.AuthorizePayment(authorize_request(order), timeout=WITHIN)
+    captured = await stub.CapturePayment(capture_request(order), timeout=WITHIN)
+
+    assert authorized.payment.status == pb.PAYMENT_STATUS_AUTHORIZED
+    assert captured.payment.status == pb.PAYMENT_STATUS_CAPTURED
+    [intent] = await psp.intents(order_id=order)
+    assert (intent["status"], intent["amount_received"]) == ("succeeded", 2500)

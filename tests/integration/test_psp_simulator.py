@@ -388,9 +388,12 @@ async def test_a_replayed_decline_is_the_same_decline(http: httpx.AsyncClient) -
     assert len(await listed(http, order_id=order["order_id"])) == 1
 
 
-async def test_twenty_concurrent_posts_with_one_key_apply_once(http: httpx.AsyncClient) -> None:
-    # The latency keeps all twenty in flight at once before any of them is handled.
-    await http.put("/admin/faults", json={"latency_ms": 200})
+async def test_twenty_overlapping_posts_with_one_key_apply_once_and_the_rest_get_409(
+    http: httpx.AsyncClient,
+) -> None:
+    # The latency keeps the first in flight while the other nineteen arrive: as a real PSP,
+    # the simulator refuses them (409, nothing applied) rather than queueing them.
+    await http.put("/admin/faults", json={"latency_ms": 1000})
     order = new_order()
     headers = {"Idempotency-Key": new_key()}
     responses = await asyncio.gather(
@@ -399,10 +402,35 @@ async def test_twenty_concurrent_posts_with_one_key_apply_once(http: httpx.Async
             for _ in range(20)
         )
     )
-    assert {r.status_code for r in responses} == {200}
-    assert len({r.json()["id"] for r in responses}) == 1
-    assert sum("Idempotent-Replayed" not in r.headers for r in responses) == 1
+    assert sorted(r.status_code for r in responses) == [200] + [409] * 19
+    refused = [error_of(r) for r in responses if r.status_code == 409]
+    assert {(e["type"], e["code"]) for e in refused} == {
+        ("idempotency_error", "idempotency_key_in_use")
+    }
+    [applied] = [r for r in responses if r.status_code == 200]
     assert len(await listed(http, order_id=order["order_id"])) == 1
+
+    retried = await http.post("/v1/payment_intents", json=authorization(order), headers=headers)
+    assert retried.headers["Idempotent-Replayed"] == "true"  # once the first is done: its answer
+    assert retried.json()["id"] == applied.json()["id"]
+
+
+async def test_requests_under_other_keys_are_not_held_up_by_a_key_in_flight(
+    http: httpx.AsyncClient,
+) -> None:
+    await http.put("/admin/faults", json={"latency_ms": 300})
+    orders = [new_order() for _ in range(3)]
+    responses = await asyncio.gather(
+        *(
+            http.post(
+                "/v1/payment_intents",
+                json=authorization(order),
+                headers={"Idempotency-Key": new_key()},
+            )
+            for order in orders
+        )
+    )
+    assert [r.status_code for r in responses] == [200, 200, 200]
 
 
 async def test_intents_and_keys_survive_a_restart(tmp_path: Path) -> None:
@@ -447,8 +475,21 @@ async def test_faults_are_read_and_replaced_whole(http: httpx.AsyncClient) -> No
         "hang_seconds": 30.0,
         "ambiguous_rate": 0.0,
         "response_delay_ms": 0,
+        "conflict_rate": 0.0,
+        "rate_limit_rate": 0.0,
+        "rate_limit_seconds": 0.0,
+        "retry_after_seconds": 1,
+        "outage_seconds": 0.0,
+        "outage_hang": False,
     }
-    for bad in ({"error_rate": 1.5}, {"latency_ms": -1}, {"surprise": 1}):
+    for bad in (
+        {"error_rate": 1.5},
+        {"latency_ms": -1},
+        {"surprise": 1},
+        {"conflict_rate": 2},
+        {"outage_seconds": -1},
+        {"retry_after_seconds": -1},
+    ):
         assert (await http.put("/admin/faults", json=bad)).status_code == 400
 
 
@@ -532,6 +573,116 @@ async def test_latency_delays_posts_but_not_gets(http: httpx.AsyncClient) -> Non
     started = time.monotonic()
     assert (await http.get("/v1/payment_intents", params={"limit": "1"})).is_success
     assert time.monotonic() - started < 0.3
+
+
+async def test_an_answer_held_back_past_the_clients_timeout_was_applied_and_replays(
+    http: httpx.AsyncClient, psp: Simulator
+) -> None:
+    await http.put("/admin/faults", json={"response_delay_ms": 2000})
+    order = new_order()
+    headers = {"Idempotency-Key": new_key()}
+    with pytest.raises(httpx.TimeoutException):  # the client gives up first...
+        await http.post(
+            "/v1/payment_intents", json=authorization(order), headers=headers, timeout=0.5
+        )
+    [applied] = await listed(http, order_id=order["order_id"])  # ...on an applied operation
+    assert applied["status"] == "requires_capture"
+
+    retried = await http.post(  # during the delay: the key is free, its answer stored
+        "/v1/payment_intents", json=authorization(order), headers=headers, timeout=5.0
+    )
+    assert retried.status_code == 200
+    assert retried.headers["Idempotent-Replayed"] == "true"
+    assert retried.json()["id"] == applied["id"]
+
+
+async def test_an_injected_conflict_is_a_409_that_applies_nothing(
+    http: httpx.AsyncClient, psp: Simulator
+) -> None:
+    await http.put("/admin/faults", json={"conflict_rate": 1.0})
+    order = new_order()
+    headers = {"Idempotency-Key": new_key()}
+    refused = await http.post("/v1/payment_intents", json=authorization(order), headers=headers)
+    assert refused.status_code == 409
+    assert (error_of(refused)["type"], error_of(refused)["code"]) == (
+        "idempotency_error",
+        "idempotency_key_in_use",
+    )
+    assert await listed(http, order_id=order["order_id"]) == []
+
+    await http.put("/admin/faults", json={})
+    retried = await http.post("/v1/payment_intents", json=authorization(order), headers=headers)
+    assert retried.status_code == 200
+    assert "Idempotent-Replayed" not in retried.headers  # the refusal was not stored
+    assert _faulted(psp, headers["Idempotency-Key"]) == ["conflict"]
+
+
+async def test_rate_limiting_answers_429_with_retry_after_and_applies_nothing(
+    http: httpx.AsyncClient,
+) -> None:
+    await http.put("/admin/faults", json={"rate_limit_rate": 1.0, "retry_after_seconds": 3})
+    order = new_order()
+    headers = {"Idempotency-Key": new_key()}
+    limited = await http.post("/v1/payment_intents", json=authorization(order), headers=headers)
+    assert limited.status_code == 429
+    assert limited.headers["Retry-After"] == "3"
+    assert (error_of(limited)["type"], error_of(limited)["code"]) == (
+        "invalid_request_error",
+        "rate_limit",
+    )
+    assert await listed(http, order_id=order["order_id"]) == []
+    await http.put("/admin/faults", json={"rate_limit_rate": 1.0, "retry_after_seconds": 0})
+    bare = await http.post("/v1/payment_intents", json=authorization(new_order()))
+    assert (bare.status_code, "Retry-After" in bare.headers) == (429, False)
+
+    await http.put("/admin/faults", json={})
+    retried = await http.post("/v1/payment_intents", json=authorization(order), headers=headers)
+    assert (retried.status_code, "Idempotent-Replayed" in retried.headers) == (200, False)
+
+
+@pytest.mark.parametrize(
+    ("window", "status", "code"),
+    [("rate_limit_seconds", 429, "rate_limit"), ("outage_seconds", 503, "service_unavailable")],
+)
+async def test_a_burst_or_an_outage_refuses_every_post_then_ends_on_its_own(
+    http: httpx.AsyncClient, window: str, status: int, code: str
+) -> None:
+    set_at = time.monotonic()
+    await http.put("/admin/faults", json={window: 1.5})
+    order = new_order()
+    headers = {"Idempotency-Key": new_key()}
+    answers: list[httpx.Response] = []
+
+    async def accepted() -> bool:
+        response = await http.post(
+            "/v1/payment_intents", json=authorization(order), headers=headers
+        )
+        answers.append(response)
+        if response.status_code != 200:
+            assert await listed(http, order_id=order["order_id"]) == []  # nothing applied
+        return response.status_code == 200
+
+    await until(accepted, what=f"the {window} window ends")
+
+    assert time.monotonic() - set_at >= 1.5
+    refused = answers[:-1]
+    assert refused, "the first POST came after the window"
+    assert {(r.status_code, error_of(r)["code"]) for r in refused} == {(status, code)}
+    assert len(await listed(http, order_id=order["order_id"])) == 1
+
+
+async def test_an_outage_can_hold_posts_until_it_ends(http: httpx.AsyncClient) -> None:
+    await http.put("/admin/faults", json={"outage_seconds": 1.5, "outage_hang": True})
+    order = new_order()
+    started = time.monotonic()
+    with pytest.raises(httpx.TimeoutException):
+        await http.post("/v1/payment_intents", json=authorization(order), timeout=0.5)
+    held = await http.post("/v1/payment_intents", json=authorization(order), timeout=WITHIN)
+    assert held.status_code == 503  # answered when the outage ended, nothing applied
+    assert time.monotonic() - started >= 1.4
+    assert await listed(http, order_id=order["order_id"]) == []
+    after = await http.post("/v1/payment_intents", json=authorization(order))
+    assert after.status_code == 200
 
 
 def _request_logged(psp: Simulator, key: str) -> bool:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
+import httpx
 import pytest
 
 from marketplace_platform.errors import InvalidArgument
+from services.payment.adapters import psp as psp_adapter
 from services.payment.adapters.psp import CircuitBreaker
 from services.payment.domain import payment as rules
 from services.payment.domain.payment import (
@@ -114,3 +118,19 @@ def test_a_release_voids_before_capture_refunds_after_and_skips_what_holds_nothi
         assert rules.release_operation(payment(status)) is None
     refunded = payment(PaymentStatus.REFUNDED, captured=800, refunded=800)
     assert (rules.held(refunded), rules.release_operation(refunded)) == (0, None)
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [(None, None), ("3", 3.0), ("0.5", 0.5), ("-2", 0.0), ("soon", None)],
+)
+def test_retry_after_is_read_in_seconds(header: str | None, seconds: float | None) -> None:
+    headers = {"Retry-After": header} if header is not None else {}
+    assert psp_adapter._retry_after(httpx.Response(429, headers=headers)) == seconds
+
+
+def test_retry_after_may_be_an_http_date() -> None:
+    when = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    waited = psp_adapter._retry_after(httpx.Response(429, headers={"Retry-After": when}))
+    assert waited is not None
+    assert 25 <= waited <= 30

@@ -1,7 +1,20 @@
 """The payment provider port and its HTTP adapter (the PSP simulator, or a Stripe-like PSP).
 
-Every mutating call carries an Idempotency-Key derived from our operation id. A call whose
-answer is lost (timeout, dropped connection, 5xx) is reported as Unknown, never guessed.
+Every mutating call carries an Idempotency-Key derived from our operation id. How an answer is
+read:
+
+- 2xx: Approved.
+- 400, 402, 404: Declined: the PSP considered the request and refused it (card declined, amount
+  or state refused, no such intent). A 400 `idempotency_error` (the key reused with other
+  parameters) is a bug of ours and raises.
+- 408, 409, 425, 429: TryAgain: the PSP did not apply this request and asks for it again (409 is
+  Stripe's `idempotency_key_in_use`: another request under the key is in flight; 429 is a rate
+  limit, with the Retry-After it gives). Never a decline.
+- Other 4xx (401, 403, ...): PspUnavailable: nothing was applied, and no retry helps until an
+  operator fixes it; never a decline either.
+- 5xx, timeout, dropped connection: Unknown: the PSP may or may not have applied it; never
+  guessed, resolved by asking the PSP.
+
 A circuit breaker answers at once while the PSP keeps failing, instead of piling up calls.
 """
 
@@ -12,6 +25,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -60,7 +74,21 @@ class Unknown:
     cause: str
 
 
-PspOutcome = Approved | Declined | Unknown
+@dataclass(frozen=True)
+class TryAgain:
+    """The PSP did not apply this request and asks for it again (busy key, rate limit), after
+    `after_seconds` when it said so."""
+
+    cause: str
+    after_seconds: float | None = None
+
+
+PspOutcome = Approved | Declined | Unknown | TryAgain
+
+# Statuses that mean "not applied by this request; send it again" (never a decline).
+TRY_AGAIN_STATUSES = frozenset({408, 409, 425, 429})
+# Statuses that mean the PSP considered the request and refused it.
+REFUSAL_STATUSES = frozenset({400, 402, 404})
 
 
 class PspUnavailable(DependencyUnavailable):
@@ -174,8 +202,9 @@ class HttpPsp:
         except httpx.HTTPError as error:
             self._breaker.record(healthy=False)
             raise PspUnavailable(f"PSP read failed: {error!r}") from error
-        self._breaker.record(healthy=response.status_code < 500)
-        if response.status_code >= 500:
+        healthy = response.status_code < 500 and response.status_code != 429
+        self._breaker.record(healthy=healthy)
+        if response.status_code >= 400 and response.status_code != 404:
             raise PspUnavailable(f"PSP read answered {response.status_code}")
         return response
 
@@ -190,22 +219,60 @@ class HttpPsp:
             self._breaker.record(healthy=False)
             log.warning("PSP %s: no answer (%r); outcome unknown", path, error)
             return Unknown(repr(error))
-        if response.status_code >= 500:
+        status = response.status_code
+        if status >= 500:
             self._breaker.record(healthy=False)
-            return Unknown(f"PSP answered {response.status_code}")
-        self._breaker.record(healthy=True)
-        payload = response.json()
-        if response.status_code < 300:
+            return Unknown(f"PSP answered {status}")
+        # A rate limit is the PSP saying it is overloaded: it counts towards opening the breaker.
+        self._breaker.record(healthy=status != 429)
+        payload = _json(response)
+        problem = payload.get("error") or {}
+        if status in TRY_AGAIN_STATUSES:
+            log.info("PSP %s answered %s (%s): not applied, trying again", path, status, problem)
+            return TryAgain(
+                f"PSP answered {status} {problem.get('code') or ''}".strip(),
+                after_seconds=_retry_after(response),
+            )
+        if status < 300:
             intent = _intent(payload) if payload.get("object") == "payment_intent" else None
             return Approved(intent=intent, reference=str(payload["id"]))
-        problem = payload.get("error", {})
         if problem.get("type") == "idempotency_error":
             raise RuntimeError(
                 f"PSP idempotency key {idempotency_key} reused with other parameters"
             )
+        if status not in REFUSAL_STATUSES:
+            log.error("PSP %s answered %s (%s): not applied, not a refusal", path, status, problem)
+            raise PspUnavailable(f"the PSP answered {status}; nothing was applied")
         code = problem.get("decline_code") or problem.get("code") or problem.get("type", "refused")
         intent_id = (problem.get("payment_intent") or {}).get("id")
         return Declined(code=str(code), intent_id=intent_id)
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    """The JSON object of an answer ({} when it has none, e.g. a proxy's HTML page)."""
+    try:
+        payload = response.json()
+    except ValueError:
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds the Retry-After header asks us to wait (seconds or an HTTP date), if any."""
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _intent(data: dict[str, Any]) -> Intent:

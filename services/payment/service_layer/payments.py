@@ -8,12 +8,13 @@ import asyncio
 import logging
 import random
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
 
 from marketplace_platform.db import UnitOfWork
 from marketplace_platform.errors import NotFound
 from marketplace_platform.ids import new_id
+from marketplace_platform.request_context import remaining_budget
 from services.payment.adapters.payment_repository import PaymentRepository
 from services.payment.adapters.psp import (
     Approved,
@@ -21,6 +22,7 @@ from services.payment.adapters.psp import (
     HttpPsp,
     PspOutcome,
     PspUnavailable,
+    TryAgain,
     Unknown,
 )
 from services.payment.domain import payment as rules
@@ -38,6 +40,34 @@ from services.payment.service_layer import events
 log = logging.getLogger(__name__)
 
 AUTHORIZE_REQUEST = "authorize"  # one authorization per order, whatever key the caller used
+# The longest Retry-After we wait out within one call; a longer one ends the call UNAVAILABLE.
+MAX_RETRY_AFTER_SECONDS = 10.0
+
+
+class DrivesInFlight:
+    """The operations this process is driving: a concurrent caller joins the drive under way
+    instead of sending the same operation again (which the PSP would answer 409)."""
+
+    def __init__(self) -> None:
+        self._drives: dict[uuid.UUID, asyncio.Future[Payment]] = {}
+
+    async def join(
+        self, operation_id: uuid.UUID, start: Callable[[], Awaitable[Payment]]
+    ) -> Payment:
+        """The outcome of the operation's drive, starting one if none is under way."""
+        drive = self._drives.get(operation_id)
+        if drive is None:
+            drive = asyncio.ensure_future(start())
+            self._drives[operation_id] = drive
+            drive.add_done_callback(lambda done: self._finished(operation_id, done))
+        # A caller that gives up (its deadline) does not stop the drive: it settles the ledger.
+        return await asyncio.shield(drive)
+
+    def _finished(self, operation_id: uuid.UUID, drive: asyncio.Future[Payment]) -> None:
+        if self._drives.get(operation_id) is drive:
+            del self._drives[operation_id]
+        if not drive.cancelled():
+            drive.exception()  # retrieved here too, in case every caller gave up
 
 
 @dataclass(frozen=True)
@@ -48,6 +78,7 @@ class Payments:
     psp: HttpPsp
     attempts: int = 3
     backoff_seconds: float = 0.2
+    in_flight: DrivesInFlight = field(default_factory=DrivesInFlight)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -207,29 +238,54 @@ async def get_payment(order_id: uuid.UUID, deps: Payments) -> tuple[Payment, lis
 async def drive(operation: Operation, payment: Payment, deps: Payments) -> Payment:
     """Get an open operation to a known outcome: resolve, send (same key), settle.
 
-    Bounded: after `attempts` lost answers the operation stays UNKNOWN, the caller gets
-    UNAVAILABLE, and a later call or the reconciliation resolves it.
+    Bounded: after `attempts` tries without an outcome the operation stays open, the caller
+    gets UNAVAILABLE, and a later call or the reconciliation resolves it. Concurrent callers in
+    this process share one drive.
     """
+    return await deps.in_flight.join(
+        operation.operation_id, lambda: _drive(operation, payment, deps)
+    )
+
+
+async def _drive(operation: Operation, payment: Payment, deps: Payments) -> Payment:
     state = operation.state
+    asked_to_wait: float | None = None
+    cause = "no attempt"
     for attempt in range(deps.attempts):
-        if attempt:
-            delay = deps.backoff_seconds * 2 ** (attempt - 1)
-            await asyncio.sleep(random.uniform(0, delay))  # full jitter
-        outcome = (
+        if attempt and not await _pause(attempt, asked_to_wait, deps):
+            break
+        outcome: PspOutcome | None = (
             await resolve(operation, payment, deps) if state is OperationState.UNKNOWN else None
         )
         if outcome is None:
             outcome = await send(operation, payment, deps)
         if isinstance(outcome, Unknown):
-            state = OperationState.UNKNOWN
+            state, asked_to_wait, cause = OperationState.UNKNOWN, None, outcome.cause
             await mark_unknown(operation, deps)
+            continue
+        if isinstance(outcome, TryAgain):  # not applied: the same key is sent again
+            asked_to_wait, cause = outcome.after_seconds, outcome.cause
             continue
         return await settle(operation, outcome, deps)
     raise PspUnavailable(
-        f"the PSP's answer to {operation.kind.lower()} of order {payment.order_id} is unknown;"
-        " it will be resolved before any retry",
+        f"no outcome from the PSP for the {operation.kind.lower()} of order {payment.order_id}"
+        f" ({cause}); it will be resolved before anything is sent again",
         metadata={"order_id": str(payment.order_id), "operation_id": str(operation.operation_id)},
     )
+
+
+async def _pause(attempt: int, asked_to_wait: float | None, deps: Payments) -> bool:
+    """Wait before another try: what the PSP asked for, else backoff with full jitter. False
+    when that wait would outlast the caller's deadline (or our patience): give up now."""
+    if asked_to_wait is None:
+        delay = random.uniform(0, deps.backoff_seconds * 2 ** (attempt - 1))
+    else:
+        delay = asked_to_wait
+    budget = remaining_budget()
+    if delay > MAX_RETRY_AFTER_SECONDS or (budget is not None and delay >= budget):
+        return False
+    await asyncio.sleep(delay)
+    return True
 
 
 async def send(operation: Operation, payment: Payment, deps: Payments) -> PspOutcome:
@@ -257,7 +313,9 @@ async def send(operation: Operation, payment: Payment, deps: Payments) -> PspOut
     return await deps.psp.refund(intent_id, amount=operation.amount, idempotency_key=key)
 
 
-async def resolve(operation: Operation, payment: Payment, deps: Payments) -> PspOutcome | None:
+async def resolve(
+    operation: Operation, payment: Payment, deps: Payments
+) -> Approved | Declined | None:
     """Ask the PSP whether an operation with a lost answer was applied (None: it was not)."""
     if operation.kind is OperationKind.AUTHORIZE:
         found = await deps.psp.find(operation_id=str(operation.operation_id))
@@ -287,7 +345,7 @@ async def mark_unknown(operation: Operation, deps: Payments) -> None:
             await PaymentRepository(uow.session).set_state(operation, OperationState.UNKNOWN)
 
 
-async def settle(operation: Operation, outcome: PspOutcome, deps: Payments) -> Payment:
+async def settle(operation: Operation, outcome: Approved | Declined, deps: Payments) -> Payment:
     """Write the PSP's answer to the ledger and the payment, with its event, once."""
     async with deps.unit_of_work() as uow:
         payments = PaymentRepository(uow.session)
