@@ -34,7 +34,7 @@ from marketplace_platform.outbox import OutboxWriter
 from marketplace_platform.settings import ServiceSettings
 from services.payment import bootstrap as payment
 from services.payment.adapters import tables
-from services.payment.adapters.psp import CircuitBreaker, HttpPsp
+from services.payment.adapters.psp import CircuitBreaker, HttpPsp, Intent
 from services.payment.adapters.tables import payment_operations
 from services.payment.domain.payment import PaymentStatus
 from services.payment.service_layer import payments, reconciliation
@@ -805,3 +805,99 @@ async def test_an_answer_later_than_the_timeout_is_resolved_by_asking_the_psp(
     assert captured.payment.status == pb.PAYMENT_STATUS_CAPTURED
     [intent] = await psp.intents(order_id=order)
     assert (intent["status"], intent["amount_received"]) == ("succeeded", 2500)
+
+
+# --- what an intent found by lookup says about an authorization ------------------------------
+
+
+async def lost_authorization(
+    psp: RunningPsp, direct: payments.Payments, order: str, method: str = "pm_card_visa"
+) -> None:
+    """An authorization the PSP applied whose answer was lost: left UNKNOWN in the ledger."""
+    await psp.set_faults(ambiguous_rate=1.0)
+    command = payments.Authorize(
+        order_id=uuid.UUID(order),
+        customer_id="customer-1",
+        amount=2500,
+        currency="USD",
+        payment_method=method,
+    )
+    with pytest.raises(errors.DependencyUnavailable):
+        await payments.authorize(command, replace(direct, attempts=1))
+    await psp.set_faults()
+
+
+async def retry_authorization(direct: payments.Payments, order: str, method: str) -> None:
+    command = payments.Authorize(
+        order_id=uuid.UUID(order),
+        customer_id="customer-1",
+        amount=2500,
+        currency="USD",
+        payment_method=method,
+    )
+    await payments.authorize(command, direct)
+
+
+@pytest.mark.parametrize("resolver", ["owner", "reconciliation"])
+async def test_an_authorization_voided_at_the_psp_is_not_read_as_authorized(
+    psp: RunningPsp, direct: payments.Payments, resolver: str
+) -> None:
+    order = str(new_id())
+    await lost_authorization(psp, direct, order)
+    [intent] = await psp.intents(order_id=order)
+    voided = await psp.http.post(
+        f"/v1/payment_intents/{intent['id']}/cancel", headers={"Idempotency-Key": f"x-{order}"}
+    )
+    assert voided.status_code == 200
+
+    if resolver == "owner":
+        await retry_authorization(direct, order, "pm_card_visa")
+    else:
+        await reconciliation.reconcile(direct, in_flight_grace=timedelta(0))
+
+    after, operations = await payments.get_payment(uuid.UUID(order), direct)
+    assert (after.status, after.failure_code, after.authorized) == (
+        PaymentStatus.FAILED,
+        "canceled",
+        0,
+    )
+    assert [(o.kind.value, o.state.value) for o in operations] == [("AUTHORIZE", "FAILED")]
+
+
+async def test_a_decline_found_by_lookup_keeps_the_psps_decline_code(
+    psp: RunningPsp, direct: payments.Payments
+) -> None:
+    order = str(new_id())
+    await lost_authorization(psp, direct, order, method="pm_card_chargeDeclined")
+
+    await retry_authorization(direct, order, "pm_card_chargeDeclined")
+
+    after, _ = await payments.get_payment(uuid.UUID(order), direct)
+    assert (after.status, after.failure_code) == (PaymentStatus.FAILED, "generic_decline")
+
+
+class UndecidedPsp(HttpPsp):
+    """The real adapter, except that every intent it finds is still `processing`."""
+
+    async def find(self, **metadata: str) -> list[Intent]:
+        return [replace(intent, status="processing") for intent in await super().find(**metadata)]
+
+
+async def test_an_intent_still_processing_is_left_open_not_settled(
+    engine: AsyncEngine, psp: RunningPsp, direct: payments.Payments
+) -> None:
+    order = str(new_id())
+    await lost_authorization(psp, direct, order)
+    undecided = UndecidedPsp(psp.url, timeout=5, breaker=CircuitBreaker())
+    try:
+        report = await reconciliation.reconcile(
+            replace(direct, psp=undecided), in_flight_grace=timedelta(0)
+        )
+    finally:
+        await undecided.close()
+
+    assert order not in {str(p.order_id) for _, p, _ in report.resolved}
+    assert [state for _, state, _ in await operation_states(engine, order)] == ["UNKNOWN"]
+    await retry_authorization(direct, order, "pm_card_visa")  # once decided, it settles
+    after, _ = await payments.get_payment(uuid.UUID(order), direct)
+    assert after.status is PaymentStatus.AUTHORIZED

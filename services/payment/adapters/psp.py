@@ -49,6 +49,7 @@ class Intent:
     metadata: dict[str, str] = field(default_factory=dict)
     capture_before: datetime | None = None
     created: datetime | None = None
+    decline_code: str | None = None  # why the last authorization attempt failed, if it did
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,34 @@ PspOutcome = Approved | Declined | Unknown | TryAgain
 TRY_AGAIN_STATUSES = frozenset({408, 409, 425, 429})
 # Statuses that mean the PSP considered the request and refused it.
 REFUSAL_STATUSES = frozenset({400, 402, 404})
+
+
+# Intent statuses after an authorization attempt, and what each means for it. Stripe's full list;
+# the simulator shows requires_payment_method, requires_capture, succeeded and canceled.
+AUTHORIZED_STATUSES = frozenset({"requires_capture", "succeeded"})  # held (succeeded: captured)
+UNDECIDED_STATUSES = frozenset({"processing"})  # the PSP has not decided yet: ask again later
+DECLINED_STATUSES = {
+    "requires_payment_method": "card_declined",  # declined; last_payment_error says why
+    "canceled": "canceled",  # voided at the PSP (e.g. by reconciliation): nothing held
+    # Needs the customer (3-D Secure) or was never confirmed: nothing is held, and without the
+    # customer it never will be.
+    "requires_action": "authentication_required",
+    "requires_confirmation": "not_confirmed",
+}
+
+
+def authorization_outcome(intent: Intent) -> Approved | Declined | Unknown:
+    """What the intent created for one of our authorizations says became of it: authorized,
+    declined (nothing held, final), or not decided yet (also for a status we do not know:
+    never guessed)."""
+    if intent.status in AUTHORIZED_STATUSES:
+        return Approved(intent=intent, reference=intent.id)
+    if intent.status in DECLINED_STATUSES:
+        code = intent.decline_code or DECLINED_STATUSES[intent.status]
+        return Declined(code=code, intent_id=intent.id)
+    if intent.status not in UNDECIDED_STATUSES:
+        log.warning("intent %s has a status we do not know: %s", intent.id, intent.status)
+    return Unknown(f"intent {intent.id} is {intent.status}")
 
 
 class PspUnavailable(DependencyUnavailable):
@@ -277,6 +306,7 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 def _intent(data: dict[str, Any]) -> Intent:
     capture_before = data.get("capture_before")
+    error = data.get("last_payment_error") or {}
     return Intent(
         id=data["id"],
         status=data["status"],
@@ -288,4 +318,5 @@ def _intent(data: dict[str, Any]) -> Intent:
         metadata=dict(data.get("metadata") or {}),
         capture_before=datetime.fromtimestamp(capture_before, UTC) if capture_before else None,
         created=datetime.fromtimestamp(data["created"], UTC) if data.get("created") else None,
+        decline_code=error.get("decline_code") or error.get("code"),
     )

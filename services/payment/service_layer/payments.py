@@ -17,6 +17,7 @@ from marketplace_platform.ids import new_id
 from marketplace_platform.request_context import remaining_budget
 from services.payment.adapters.payment_repository import PaymentRepository
 from services.payment.adapters.psp import (
+    UNDECIDED_STATUSES,
     Approved,
     Declined,
     HttpPsp,
@@ -24,6 +25,7 @@ from services.payment.adapters.psp import (
     PspUnavailable,
     TryAgain,
     Unknown,
+    authorization_outcome,
 )
 from services.payment.domain import payment as rules
 from services.payment.domain.payment import (
@@ -257,7 +259,7 @@ async def _drive(operation: Operation, payment: Payment, deps: Payments) -> Paym
         outcome: PspOutcome | None = (
             await resolve(operation, payment, deps) if state is OperationState.UNKNOWN else None
         )
-        if outcome is None:
+        if outcome is None:  # not applied (or never sent): send it, under its own key
             outcome = await send(operation, payment, deps)
         if isinstance(outcome, Unknown):
             state, asked_to_wait, cause = OperationState.UNKNOWN, None, outcome.cause
@@ -315,22 +317,21 @@ async def send(operation: Operation, payment: Payment, deps: Payments) -> PspOut
 
 async def resolve(
     operation: Operation, payment: Payment, deps: Payments
-) -> Approved | Declined | None:
-    """Ask the PSP whether an operation with a lost answer was applied (None: it was not)."""
+) -> Approved | Declined | Unknown | None:
+    """Ask the PSP what became of an operation whose answer was lost: its outcome, Unknown while
+    the PSP has not decided, or None when it was not applied (so it may be sent again)."""
     if operation.kind is OperationKind.AUTHORIZE:
         found = await deps.psp.find(operation_id=str(operation.operation_id))
-        if not found:
-            return None
-        intent = found[0]
-        if intent.status == "requires_payment_method":
-            return Declined(code="card_declined", intent_id=intent.id)
-        return Approved(intent=intent, reference=intent.id)
+        return authorization_outcome(found[0]) if found else None
     assert payment.psp_intent_id is not None
     current = await deps.psp.retrieve(payment.psp_intent_id)
     if current is None:
         return None
+    if current.status in UNDECIDED_STATUSES:
+        return Unknown(f"intent {current.id} is {current.status}")
     applied = {
-        OperationKind.CAPTURE: current.amount_received >= operation.amount,
+        OperationKind.CAPTURE: current.status == "succeeded"
+        and current.amount_received >= operation.amount,
         OperationKind.VOID: current.status == "canceled",
         OperationKind.REFUND: current.amount_refunded >= payment.refunded + operation.amount,
     }[operation.kind]

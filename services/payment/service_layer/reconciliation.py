@@ -13,7 +13,7 @@ from marketplace.common.v1 import ids_pb2
 from marketplace.payment.v1 import payment_service_pb2 as pb
 from marketplace_platform.errors import DomainError
 from services.payment.adapters.payment_repository import PaymentRepository
-from services.payment.adapters.psp import Approved, Declined, Intent
+from services.payment.adapters.psp import Approved, Declined, Intent, Unknown
 from services.payment.domain import payment as rules
 from services.payment.domain.payment import Operation, OperationState, Payment, PaymentStatus
 from services.payment.service_layer import payments, release
@@ -79,6 +79,9 @@ async def _resolve_open_operations(
         open_operations = await PaymentRepository(uow.session).open_operations(older_than)
     for operation, payment in open_operations:
         outcome = await payments.resolve(operation, payment, deps)
+        if isinstance(outcome, Unknown):
+            log.info("%s of order %s: %s", operation.kind.lower(), payment.order_id, outcome.cause)
+            continue  # the PSP has not decided: ask again next time
         # Not applied at the PSP: the operation failed; any late success there is an orphan
         # that the next step voids.
         outcome = outcome or Declined(code="not_applied")
