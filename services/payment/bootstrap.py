@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 
 from pydantic import Field
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -35,6 +36,9 @@ class PaymentSettings(ServiceSettings):
     psp_breaker_failures: int = Field(default=5, ge=1)
     psp_breaker_open_seconds: float = Field(default=5.0, gt=0)
     reconcile_interval_seconds: float = Field(default=60.0, gt=0)
+    # How long an operation's owner may still be retrying it (the saga: about a minute; the
+    # shipping consumer: minutes): before that, reconciliation never settles it "not applied".
+    reconcile_owner_horizon_seconds: float = Field(default=900.0, gt=0)
 
 
 def build(settings: PaymentSettings) -> ServiceFactory:
@@ -55,6 +59,7 @@ def build(settings: PaymentSettings) -> ServiceFactory:
             ),
             psp=psp,
             attempts=settings.psp_attempts,
+            owner_horizon=timedelta(seconds=settings.reconcile_owner_horizon_seconds),
         )
         servicer = PaymentServicer(deps)
 

@@ -901,3 +901,156 @@ async def test_an_intent_still_processing_is_left_open_not_settled(
     await retry_authorization(direct, order, "pm_card_visa")  # once decided, it settles
     after, _ = await payments.get_payment(uuid.UUID(order), direct)
     assert after.status is PaymentStatus.AUTHORIZED
+
+
+# --- reconciliation never races an operation's owner ----------------------------------------
+
+
+async def test_an_owner_retrying_a_lost_authorization_is_not_overtaken_by_reconciliation(
+    stub: Stub, psp: RunningPsp, direct: payments.Payments, engine: AsyncEngine
+) -> None:
+    # The saga's first AuthorizePayment loses every answer (nothing applied); reconciliation
+    # runs before the saga's retry: within the owner horizon it must leave the operation open.
+    order = str(new_id())
+    await psp.set_faults(error_rate=1.0)
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stub.AuthorizePayment(authorize_request(order), timeout=WITHIN)
+    await psp.set_faults()
+
+    report = await reconciliation.reconcile(direct, in_flight_grace=timedelta(0))
+    retried = await stub.AuthorizePayment(authorize_request(order), timeout=WITHIN)
+
+    assert order not in {str(p.order_id) for _, p, _ in report.resolved}
+    assert retried.payment.status == pb.PAYMENT_STATUS_AUTHORIZED
+    assert len(await psp.intents(order_id=order)) == 1
+    assert await operation_states(engine, order) == [("AUTHORIZE", "SUCCEEDED", "")]
+
+
+async def test_an_authorization_resolved_not_applied_is_tried_again_by_its_owner(
+    stub: Stub, psp: RunningPsp, direct: payments.Payments, engine: AsyncEngine
+) -> None:
+    # Past the owner horizon reconciliation settles it FAILED not_applied; an owner that still
+    # retries (a late saga attempt, an operator) gets it tried again, not a decline.
+    order = str(new_id())
+    await psp.set_faults(error_rate=1.0)
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stub.AuthorizePayment(authorize_request(order), timeout=WITHIN)
+    await psp.set_faults()
+    report = await reconciliation.reconcile(
+        direct, in_flight_grace=timedelta(0), owner_horizon=timedelta(0)
+    )
+    assert order in {str(p.order_id) for _, p, _ in report.resolved}
+    assert await operation_states(engine, order) == [("AUTHORIZE", "FAILED", "not_applied")]
+
+    retried = await stub.AuthorizePayment(authorize_request(order), timeout=WITHIN)
+
+    assert retried.payment.status == pb.PAYMENT_STATUS_AUTHORIZED
+    assert retried.payment.failure_code == ""
+    assert len(await psp.intents(order_id=order)) == 1
+    assert await operation_states(engine, order) == [("AUTHORIZE", "SUCCEEDED", "")]
+
+
+@pytest.mark.parametrize("horizon", [None, timedelta(0)], ids=["within-horizon", "past-horizon"])
+async def test_a_capture_that_failed_transiently_captures_on_a_later_call_with_its_key(
+    stub: Stub,
+    psp: RunningPsp,
+    direct: payments.Payments,
+    engine: AsyncEngine,
+    horizon: timedelta | None,
+) -> None:
+    order = str(new_id())
+    await stub.AuthorizePayment(authorize_request(order))
+    await psp.set_faults(error_rate=1.0)
+    for _ in range(2):  # the shipping consumer's first receives
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stub.CapturePayment(capture_request(order), timeout=WITHIN)
+    await reconciliation.reconcile(direct, in_flight_grace=timedelta(0), owner_horizon=horizon)
+    await psp.set_faults()
+
+    captured = await stub.CapturePayment(capture_request(order), timeout=WITHIN)
+
+    assert captured.payment.status == pb.PAYMENT_STATUS_CAPTURED
+    assert captured.payment.captured.amount_minor == 2500
+    [intent] = await psp.intents(order_id=order)
+    assert (intent["status"], intent["amount_received"]) == ("succeeded", 2500)
+    assert await operation_states(engine, order) == [
+        ("AUTHORIZE", "SUCCEEDED", ""),
+        ("CAPTURE", "SUCCEEDED", ""),
+    ]
+
+
+async def test_a_capture_the_psp_refused_stays_refused_on_a_repeat(
+    stub: Stub, psp: RunningPsp, engine: AsyncEngine
+) -> None:
+    order = str(new_id())
+    authorized = await stub.AuthorizePayment(authorize_request(order))
+    intent_id = authorized.payment.psp_reference
+    voided = await psp.http.post(  # voided behind the ledger's back: a capture is refused
+        f"/v1/payment_intents/{intent_id}/cancel", headers={"Idempotency-Key": f"x-{order}"}
+    )
+    assert voided.status_code == 200
+
+    first = await stub.CapturePayment(capture_request(order), timeout=WITHIN)
+    again = await stub.CapturePayment(capture_request(order), timeout=WITHIN)
+
+    assert first.payment.captured.amount_minor == again.payment.captured.amount_minor == 0
+    assert await operation_states(engine, order) == [
+        ("AUTHORIZE", "SUCCEEDED", ""),
+        ("CAPTURE", "FAILED", "payment_intent_unexpected_state"),
+    ]
+
+
+async def test_a_release_whose_void_was_never_applied_is_tried_again(
+    stub: Stub, psp: RunningPsp, direct: payments.Payments, engine: AsyncEngine
+) -> None:
+    order = str(new_id())
+    await stub.AuthorizePayment(authorize_request(order))
+    await psp.set_faults(error_rate=1.0)
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stub.ReleaseOrderPayment(release_request(order), timeout=WITHIN)
+    await reconciliation.reconcile(direct, in_flight_grace=timedelta(0), owner_horizon=timedelta(0))
+    await psp.set_faults()
+
+    released = await stub.ReleaseOrderPayment(release_request(order), timeout=WITHIN)
+
+    assert released.settled
+    assert released.payment.status == pb.PAYMENT_STATUS_VOIDED
+    assert [i["status"] for i in await psp.intents(order_id=order)] == ["canceled"]
+    assert await operation_states(engine, order) == [
+        ("AUTHORIZE", "SUCCEEDED", ""),
+        ("VOID", "SUCCEEDED", ""),
+    ]
+
+
+async def test_a_late_success_wins_over_a_not_applied_verdict(
+    psp: RunningPsp, direct: payments.Payments, engine: AsyncEngine
+) -> None:
+    # Even when reconciliation gives up on an operation (horizon 0 here) while the owner's
+    # request is still on its way to the PSP, the PSP's later answer is what the ledger keeps.
+    order = str(new_id())
+    await psp.set_faults(latency_ms=1500)  # the PSP applies it only after 1.5 s
+    command = payments.Authorize(
+        order_id=uuid.UUID(order),
+        customer_id="customer-1",
+        amount=2500,
+        currency="USD",
+        payment_method="pm_card_visa",
+    )
+    authorizing = asyncio.ensure_future(payments.authorize(command, direct))
+    try:
+        async with asyncio.timeout(WITHIN):
+            while True:  # recorded PENDING, its request on its way to the PSP
+                if await operation_states(engine, order):
+                    break
+                await asyncio.sleep(0.02)
+        await reconciliation.reconcile(
+            direct, in_flight_grace=timedelta(0), owner_horizon=timedelta(0)
+        )
+        assert await operation_states(engine, order) == [("AUTHORIZE", "FAILED", "not_applied")]
+        authorized = await authorizing
+    finally:
+        authorizing.cancel()
+
+    assert (authorized.status, authorized.failure_code) == (PaymentStatus.AUTHORIZED, None)
+    assert await operation_states(engine, order) == [("AUTHORIZE", "SUCCEEDED", "")]
+    assert len(await psp.intents(order_id=order)) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -162,3 +163,23 @@ def test_every_intent_status_says_what_became_of_the_authorization(
     if code is not None:
         assert isinstance(found, psp_adapter.Declined)
         assert (found.code, found.intent_id) == (code, "pi_1")
+
+
+def test_only_a_failure_that_was_never_applied_is_tried_again() -> None:
+    never = replace(
+        operation(OperationKind.CAPTURE, 10),
+        state=OperationState.FAILED,
+        failure_code="not_applied",
+    )
+    refused = replace(never, failure_code="payment_intent_unexpected_state")
+    assert (rules.may_try_again(never), rules.may_try_again(refused)) == (True, False)
+    assert (rules.awaits_outcome(never), rules.awaits_outcome(refused)) == (True, False)
+    assert rules.awaits_outcome(operation(OperationKind.CAPTURE, 10))  # PENDING
+
+
+def test_trying_an_authorization_again_makes_its_payment_pending_again() -> None:
+    failed = replace(payment(PaymentStatus.FAILED, authorized=0), failure_code="not_applied")
+    again = rules.reopened(failed, operation(OperationKind.AUTHORIZE, 1000))
+    assert (again.status, again.failure_code) == (PaymentStatus.PENDING, None)
+    authorized = payment(PaymentStatus.AUTHORIZED)
+    assert rules.reopened(authorized, operation(OperationKind.CAPTURE, 10)) == authorized

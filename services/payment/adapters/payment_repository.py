@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.payment.adapters.tables import cancelled_orders, payment_operations, payments
 from services.payment.domain.payment import (
+    NEVER_APPLIED_FAILURES,
     OPEN_STATES,
     Operation,
     OperationKind,
@@ -214,6 +215,20 @@ class PaymentRepository:
             .where(payment_operations.c.operation_id == operation.operation_id)
             .values(state=state, failure_code=failure_code, updated_at=func.now())
         )
+
+    async def reopen(self, operation: Operation) -> Operation:
+        """Open again an operation that failed without a refusal, as UNKNOWN (so it is looked
+        up before it is sent again); the operation as it now stands, whoever changed it."""
+        await self.session.execute(
+            payment_operations.update()
+            .where(
+                payment_operations.c.operation_id == operation.operation_id,
+                payment_operations.c.state == OperationState.FAILED,
+                payment_operations.c.failure_code.in_(NEVER_APPLIED_FAILURES),
+            )
+            .values(state=OperationState.UNKNOWN, failure_code=None, updated_at=func.now())
+        )
+        return await self.operation_by_id(operation.operation_id)
 
     async def open_operations(self, older_than: datetime) -> list[tuple[Operation, Payment]]:
         """Operations still pending or unknown since before `older_than`, with their payment."""

@@ -47,6 +47,13 @@ class OperationState(StrEnum):
 
 OPEN_STATES = (OperationState.PENDING, OperationState.UNKNOWN)
 
+# Reconciliation's verdict on an operation the PSP shows no trace of, once its owner has had
+# time enough to retry it: FAILED with this code.
+NOT_APPLIED = "not_applied"
+# Failure codes that are not a refusal: the PSP never applied the operation (or older ledgers
+# read a rate limit as a decline). A repeat of the request tries such an operation again.
+NEVER_APPLIED_FAILURES = frozenset({NOT_APPLIED, "rate_limit", "lock_timeout"})
+
 
 @dataclass(frozen=True)
 class Payment:
@@ -87,6 +94,19 @@ class Operation:
     def psp_idempotency_key(self) -> str:
         """Derived from our own operation id, never random: a retry reuses it."""
         return f"{self.kind.lower()}-{self.operation_id}"
+
+
+def may_try_again(operation: Operation) -> bool:
+    """True when the operation failed without the PSP refusing it: a repeat tries it again."""
+    return (
+        operation.state is OperationState.FAILED
+        and operation.failure_code in NEVER_APPLIED_FAILURES
+    )
+
+
+def awaits_outcome(operation: Operation) -> bool:
+    """True when the PSP's answer may still be written: open, or failed only for want of one."""
+    return operation.state in OPEN_STATES or may_try_again(operation)
 
 
 class PaymentMismatch(FailedPrecondition):
@@ -209,6 +229,13 @@ def after_success(payment: Payment, operation: Operation) -> Payment:
         PaymentStatus.REFUNDED if refunded >= payment.captured else PaymentStatus.PARTIALLY_REFUNDED
     )
     return replace(payment, status=status, refunded=refunded)
+
+
+def reopened(payment: Payment, operation: Operation) -> Payment:
+    """The payment once a failed-but-never-applied operation of it is tried again."""
+    if operation.kind is OperationKind.AUTHORIZE and payment.status is PaymentStatus.FAILED:
+        return replace(payment, status=PaymentStatus.PENDING, failure_code=None)
+    return payment
 
 
 def after_failure(payment: Payment, operation: Operation, code: str) -> Payment:

@@ -10,6 +10,7 @@ import random
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 
 from marketplace_platform.db import UnitOfWork
 from marketplace_platform.errors import NotFound
@@ -80,6 +81,10 @@ class Payments:
     psp: HttpPsp
     attempts: int = 3
     backoff_seconds: float = 0.2
+    # How long after its last recorded attempt an operation's owner (the saga, the shipping
+    # consumer, a queue redrive) may still be retrying it: until then reconciliation never
+    # reads the PSP's silence as "not applied". Well above the longest owner retry.
+    owner_horizon: timedelta = timedelta(minutes=15)
     in_flight: DrivesInFlight = field(default_factory=DrivesInFlight)
 
 
@@ -152,12 +157,28 @@ async def authorize(command: Authorize, deps: Payments) -> Payment:
             payment.payment_id, OperationKind.AUTHORIZE, AUTHORIZE_REQUEST
         )
         assert operation is not None
+        if rules.may_try_again(operation):
+            operation, payment = await _reopen(payments, operation, command.order_id)
         if operation.state not in OPEN_STATES:
             # Settled by an earlier call: read the payment again, as of after that settlement.
             settled = await payments.by_order(command.order_id)
             assert settled is not None
             return settled
     return await drive(operation, payment, deps)
+
+
+async def _reopen(
+    payments: PaymentRepository, operation: Operation, order_id: uuid.UUID
+) -> tuple[Operation, Payment]:
+    """Try again an operation that failed without a refusal: the operation and its payment."""
+    # The payment row first, then the operation's, the order settle() takes them in.
+    payment = await payments.by_order(order_id, for_update=True)
+    assert payment is not None
+    operation = await payments.reopen(operation)
+    if operation.state in OPEN_STATES:
+        log.info("%s of order %s is tried again", operation.kind.lower(), order_id)
+        payment = await payments.save(rules.reopened(payment, operation))
+    return operation, payment
 
 
 async def operate(command: Operate, deps: Payments) -> Payment:
@@ -195,13 +216,8 @@ async def _operate(command: Operate, deps: Payments) -> Payment | None:
             return None
         operation = await payments.operation(payment.payment_id, command.kind, command.request_key)
         if operation is None:
-            if command.kind is OperationKind.VOID and rules.holds_nothing(payment):
+            if not await _admit(payments, payment, command):
                 return payment  # nothing to release: no ledger entry, no PSP call, no event
-            rules.check_operation(payment, command.kind, command.amount, command.currency)
-            if command.kind is OperationKind.CAPTURE and await payments.is_cancelled(
-                command.order_id
-            ):
-                raise _cancelled(command.order_id)
             # A void gives back the whole authorization, whatever amount the request carried.
             amount = payment.authorized if command.kind is OperationKind.VOID else command.amount
             operation = await payments.add_operation(
@@ -215,9 +231,24 @@ async def _operate(command: Operate, deps: Payments) -> Payment | None:
                 )
             )
             assert operation is not None  # the payment row lock serializes same-key requests
+        elif rules.may_try_again(operation):
+            if not await _admit(payments, payment, command):
+                return payment
+            operation, payment = await _reopen(payments, operation, command.order_id)
     if operation.state not in OPEN_STATES:
         return payment
     return await drive(operation, payment, deps)
+
+
+async def _admit(payments: PaymentRepository, payment: Payment, command: Operate) -> bool:
+    """Whether the payment's state lets the request (again) reach the PSP: False for a void
+    with nothing to release; the rules' refusal raised (e.g. capture after a void)."""
+    if command.kind is OperationKind.VOID and rules.holds_nothing(payment):
+        return False
+    rules.check_operation(payment, command.kind, command.amount, command.currency)
+    if command.kind is OperationKind.CAPTURE and await payments.is_cancelled(command.order_id):
+        raise _cancelled(command.order_id)
+    return True
 
 
 def _cancelled(order_id: uuid.UUID) -> OrderCancelled:
@@ -352,8 +383,11 @@ async def settle(operation: Operation, outcome: Approved | Declined, deps: Payme
         payments = PaymentRepository(uow.session)
         payment = await payments.by_id(operation.payment_id, for_update=True)
         current = await payments.operation_by_id(operation.operation_id)
-        if current.state not in OPEN_STATES:
+        if not rules.awaits_outcome(current):
             return payment  # a concurrent caller settled it first
+        # A late answer for an operation reconciliation gave up on ("not applied") still wins:
+        # the PSP's word is the truth, our verdict was only a reading of its silence.
+        payment = rules.reopened(payment, current)
         if isinstance(outcome, Approved):
             payment = rules.after_success(payment, operation)
             if operation.kind is OperationKind.AUTHORIZE and outcome.intent is not None:

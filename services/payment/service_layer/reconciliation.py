@@ -13,9 +13,15 @@ from marketplace.common.v1 import ids_pb2
 from marketplace.payment.v1 import payment_service_pb2 as pb
 from marketplace_platform.errors import DomainError
 from services.payment.adapters.payment_repository import PaymentRepository
-from services.payment.adapters.psp import Approved, Declined, Intent, Unknown
+from services.payment.adapters.psp import Approved, Declined, Intent, PspUnavailable, Unknown
 from services.payment.domain import payment as rules
-from services.payment.domain.payment import Operation, OperationState, Payment, PaymentStatus
+from services.payment.domain.payment import (
+    NOT_APPLIED,
+    Operation,
+    OperationState,
+    Payment,
+    PaymentStatus,
+)
 from services.payment.service_layer import payments, release
 from services.payment.service_layer.events import money
 
@@ -23,7 +29,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ORPHAN_AFTER = timedelta(minutes=30)
 CAPTURE_WARNING_WINDOW = timedelta(days=1)
-# An operation younger than this may still be in its caller's hands; leave it alone.
+# An operation younger than this is still in its caller's hands: not even looked up. Older
+# ones the PSP shows applied (or refused) are settled at once, which is safe whoever owns them;
+# one the PSP shows no trace of is settled "not applied" only past the owner horizon
+# (Payments.owner_horizon), so reconciliation never races an owner that is still retrying.
 IN_FLIGHT_GRACE = timedelta(seconds=10)
 
 
@@ -47,13 +56,18 @@ async def reconcile(
     *,
     orphan_after: timedelta = DEFAULT_ORPHAN_AFTER,
     in_flight_grace: timedelta = IN_FLIGHT_GRACE,
+    owner_horizon: timedelta | None = None,
     capture_warning_window: timedelta = CAPTURE_WARNING_WINDOW,
     dry_run: bool = False,
 ) -> Report:
-    """One full pass over open operations and every PSP authorization."""
+    """One full pass over open operations and every PSP authorization (`owner_horizon`: the
+    deps' unless given)."""
     now = datetime.now(UTC)
     report = Report(started_at=now, dry_run=dry_run)
-    await _resolve_open_operations(deps, report, older_than=now - in_flight_grace)
+    horizon = deps.owner_horizon if owner_horizon is None else owner_horizon
+    await _resolve_open_operations(
+        deps, report, older_than=now - in_flight_grace, owners_gone_before=now - horizon
+    )
     await _release_cancelled(deps, report)
     await _void_orphans(
         deps, report, older_than=now - orphan_after, warn_before=now + capture_warning_window
@@ -73,22 +87,40 @@ async def reconcile(
 
 
 async def _resolve_open_operations(
-    deps: payments.Payments, report: Report, *, older_than: datetime
+    deps: payments.Payments, report: Report, *, older_than: datetime, owners_gone_before: datetime
 ) -> None:
     async with deps.unit_of_work() as uow:
         open_operations = await PaymentRepository(uow.session).open_operations(older_than)
     for operation, payment in open_operations:
-        outcome = await payments.resolve(operation, payment, deps)
-        if isinstance(outcome, Unknown):
-            log.info("%s of order %s: %s", operation.kind.lower(), payment.order_id, outcome.cause)
-            continue  # the PSP has not decided: ask again next time
-        # Not applied at the PSP: the operation failed; any late success there is an orphan
-        # that the next step voids.
-        outcome = outcome or Declined(code="not_applied")
+        try:
+            outcome = await _verdict(operation, payment, deps, owners_gone_before)
+        except PspUnavailable as error:  # this one waits for the next pass; go on with others
+            log.warning("%s of order %s: %s", operation.kind.lower(), payment.order_id, error)
+            continue
+        if outcome is None:
+            continue
         state = OperationState.FAILED if isinstance(outcome, Declined) else OperationState.SUCCEEDED
         if not report.dry_run:
             await payments.settle(operation, outcome, deps)
         report.resolved.append((operation, payment, state))
+
+
+async def _verdict(
+    operation: Operation, payment: Payment, deps: payments.Payments, owners_gone_before: datetime
+) -> Approved | Declined | None:
+    """What to settle an open operation as, or None to leave it open for now."""
+    outcome = await payments.resolve(operation, payment, deps)
+    if isinstance(outcome, Unknown):
+        log.info("%s of order %s: %s", operation.kind.lower(), payment.order_id, outcome.cause)
+        return None  # the PSP has not decided: ask again next time
+    if outcome is not None:
+        return outcome  # the PSP's word: safe to settle whoever owns the operation
+    last_attempt = operation.updated_at or operation.created_at
+    if last_attempt is not None and last_attempt >= owners_gone_before:
+        return None  # its owner may still be retrying it: never race the owner
+    # Not applied, and no owner left: it failed. A repeat of its request tries it again, and a
+    # late success at the PSP is an orphan the orphan step voids.
+    return Declined(code=NOT_APPLIED)
 
 
 async def _release_cancelled(deps: payments.Payments, report: Report) -> None:

@@ -100,6 +100,8 @@ async def _operation(repository: PaymentRepository, payment: Payment, key: str) 
         return None  # nothing held: no ledger entry, no PSP call
     kind, amount = planned
     existing = await repository.operation(payment.payment_id, kind, key)
+    if existing is not None and rules.may_try_again(existing):
+        return await repository.reopen(existing)  # never applied: this release tries again
     if existing is not None:
         return existing
     operation = await repository.add_operation(
