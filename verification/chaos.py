@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from psp_simulator.faults import FaultConfig
 from verification import collect, customers, faults
 from verification.invariants import Verdict, check_all
 from verification.plan import OUTAGE_SECONDS, ChaosPlan, CheckoutPlan, make_plan
@@ -137,6 +138,7 @@ async def run(options: ChaosOptions) -> int:
         redis_restarts=options.redis_restarts,
         outage_seconds=options.outage_seconds,
         poison_queues=[q.name for q in load_queue_definitions(REPO / DEFAULT_RULES_FILE)],
+        psp_fault_fields=frozenset(FaultConfig.model_fields),
     )
     scope = collect.Scope(f"chaos-{plan.run_id}-", tuple(plan.initial_stock))
     traffic = customers.Traffic()
@@ -190,6 +192,7 @@ async def run(options: ChaosOptions) -> int:
         restarts_seen=restarts,
         orphans_voided=orphans,
         data_dir=str(options.data_dir),
+        phases_left_out=plan.left_out,
     )
     print(render(facts, snapshot, traffic, fault_log, results_checked), flush=True)
     failed = any(r.verdict is Verdict.FAIL for r in results_checked)

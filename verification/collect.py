@@ -187,8 +187,9 @@ def has_relay(processes: Iterable[str]) -> bool:
 async def settle(
     stack: ChaosStack, scope: Scope, *, within: float, pipeline: bool
 ) -> tuple[float, int]:
-    """Wait until no order is PENDING (and, with the event pipeline, the queues are drained);
-    return the seconds waited and the orders still unsettled at the bound."""
+    """Wait until no order is PENDING, no saga of the run's orders RUNNING (a compensation may
+    still be retrying after its order was swept) and, with the event pipeline, the queues are
+    drained; return the seconds waited and the orders still unsettled at the bound."""
     started = time.monotonic()
     db = await asyncpg.connect(stack.database_url)
     try:
@@ -199,10 +200,15 @@ async def settle(
                       AND status NOT IN ('CONFIRMED', 'CANCELLED', 'SHIPPED')""",
                 scope.customer_prefix + "%",
             )
-            busy = 0
+            busy = await db.fetchval(
+                """SELECT count(*) FROM saga.executions e
+                     JOIN checkout.orders o ON e.name = o.order_id::text
+                    WHERE e.status = 'RUNNING' AND o.customer_id LIKE $1""",
+                scope.customer_prefix + "%",
+            )
             if pipeline:
                 flow = await _message_flow(db)
-                busy = sum(flow.unpublished_outbox.values()) + sum(flow.queue_depths.values())
+                busy += sum(flow.unpublished_outbox.values()) + sum(flow.queue_depths.values())
             waited = time.monotonic() - started
             if (pending == 0 and busy == 0) or waited > within:
                 return waited, int(pending)

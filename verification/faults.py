@@ -14,7 +14,7 @@ import httpx
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from marketplace_platform.settings import to_asyncpg_url
-from verification.plan import Kill, Poison, PspPhase
+from verification.plan import Faults, Kill, Poison, PspPhase
 from verification.snapshot import InjectedPoison
 from verification.stack import REPO, ChaosStack
 from workers.queues.definitions import DEFAULT_RULES_FILE, load_queue_definitions
@@ -32,7 +32,7 @@ class AppliedPhase:
     """A PSP fault phase as it happened: at which share, what, and for how long."""
 
     share: float
-    faults: dict[str, float]
+    faults: Faults
     lasts_seconds: float | None = None
     why: str = ""
 
@@ -110,7 +110,7 @@ async def run_kills(
         log.info("SIGKILL %s (pid %d) at %.0f%%", kill.target, pid, progress.share * 100)
 
 
-async def set_psp_faults(psp: httpx.AsyncClient, faults: dict[str, float]) -> None:
+async def set_psp_faults(psp: httpx.AsyncClient, faults: Faults) -> None:
     """Put `faults` in force at the PSP simulator (an empty dict clears them)."""
     for _ in range(50):
         try:

@@ -16,11 +16,23 @@ CANCEL_SHARE = 0.12  # customers who ask to cancel their order
 # When they ask, in seconds after their checkout was answered: before the saga confirms, right
 # after it, and around the time the shipping consumer books the parcel and captures.
 CANCEL_MOMENTS = ((0.0, 0.3), (0.5, 2.0), (2.0, 8.0))
-# Everything the PSP refuses while it is "down" (no fault field for a timed outage yet: the
-# harness lifts it after the phase's duration).
-PSP_OUTAGE: dict[str, float] = {"error_rate": 1.0}
-OUTAGE_SECONDS = 40.0  # past the run's authorization budget and order timeout (verification.stack)
+OUTAGE_SECONDS = 40.0  # past the run's authorization budget (verification.stack)
 POISON_QUEUES = ("shipping", "email", "invoice", "analytics")
+# Longer than the payment service's PSP call timeout (PSP_TIMEOUT_SECONDS, 2 s): the PSP
+# applies the operation and answers after the client gave up.
+LATE_ANSWER_MS = 2_500
+RATE_LIMIT_BURST_SECONDS = 6.0
+# The PSP simulator's fault fields each phase kind needs (psp_simulator.faults.FaultConfig);
+# a kind whose fields the simulator lacks is left out of the plan, and the report says so.
+PHASE_FIELDS: dict[str, frozenset[str]] = {
+    "outage": frozenset({"outage_seconds", "outage_hang"}),
+    "conflicts": frozenset({"conflict_rate"}),
+    "rate limit burst": frozenset({"rate_limit_seconds", "retry_after_seconds"}),
+    "late answers": frozenset({"response_delay_ms"}),
+}
+KNOWN_FIELDS = frozenset().union(*PHASE_FIELDS.values())
+
+Faults = dict[str, float | bool]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,7 +64,7 @@ class PspPhase:
     `lasts_seconds` of wall time, whatever the load does meanwhile, when that is set)."""
 
     at_progress: float
-    faults: dict[str, float]
+    faults: Faults
     lasts_seconds: float | None = None
     why: str = ""  # what the phase is meant to hit
 
@@ -78,6 +90,7 @@ class ChaosPlan:
     psp_phases: tuple[PspPhase, ...]
     redis_restarts: tuple[float, ...]  # progress shares at which Redis is killed
     poison: tuple[Poison, ...] = ()
+    left_out: tuple[str, ...] = ()  # fault phases the PSP simulator has no fields for
 
 
 def _card(roll: float) -> str:
@@ -88,7 +101,7 @@ def _card(roll: float) -> str:
     return CARDS[0][0]
 
 
-def _psp_faults(rng: random.Random) -> dict[str, float]:
+def _psp_faults(rng: random.Random) -> Faults:
     kind = rng.choice(("latency", "errors", "hangs", "ambiguous", "mixed"))
     if kind == "latency":
         return {"latency_ms": rng.choice((100, 250, 500)), "response_delay_ms": 100}
@@ -113,21 +126,51 @@ def _cancel_after(rng: random.Random) -> float | None:
     return round(rng.uniform(*rng.choice(CANCEL_MOMENTS)), 2)
 
 
-def _long_phases(rng: random.Random, outage_seconds: float) -> list[PspPhase]:
+def outage(seconds: float, *, hang: bool, fields: frozenset[str]) -> Faults:
+    """The PSP down for `seconds`: its own outage fault (503, or held until the outage ends
+    with `hang`) when it has one, else every POST refused until the harness lifts it."""
+    if PHASE_FIELDS["outage"] <= fields:
+        return {"outage_seconds": seconds, "outage_hang": hang}
+    return {"error_rate": 1.0}
+
+
+def _long_phases(rng: random.Random, seconds: float, fields: frozenset[str]) -> list[PspPhase]:
     """Faults that outlast the run's deadlines: an outage while confirmed orders ship and are
-    captured or cancelled (after the pivot), then lost answers followed by an outage while the
-    sagas that lost them give up and compensate."""
-    after_pivot = rng.uniform(0.3, 0.5)
-    compensation = rng.uniform(0.55, 0.75)
+    captured or cancelled (after the pivot), then lost answers followed by an outage (calls
+    held until it ends) while the sagas that lost them give up and compensate."""
+    # Late in the load, so the shorter phases before them get their turn in a short run too:
+    # an outage blocks the phases after it while the load goes on.
+    after_pivot = rng.uniform(0.45, 0.6)
+    compensation = rng.uniform(0.7, 0.85)
     return [
-        PspPhase(at_progress=after_pivot, faults=dict(PSP_OUTAGE), lasts_seconds=outage_seconds,
+        PspPhase(at_progress=after_pivot, faults=outage(seconds, hang=False, fields=fields),
+                 lasts_seconds=seconds,
                  why="outage after the pivot: captures and cancels of confirmed orders"),
         PspPhase(at_progress=compensation, faults={"ambiguous_rate": 0.6}, lasts_seconds=5.0,
                  why="lost answers: authorizations applied that payment does not know of"),
-        PspPhase(at_progress=compensation + 0.001, faults=dict(PSP_OUTAGE),
-                 lasts_seconds=outage_seconds,
+        PspPhase(at_progress=compensation + 0.001, faults=outage(seconds, hang=True, fields=fields),
+                 lasts_seconds=seconds,
                  why="outage during compensation: voids of the sagas that gave up"),
     ]  # fmt: skip
+
+
+def _refusal_phases(rng: random.Random, fields: frozenset[str]) -> list[PspPhase]:
+    """Refusals a real PSP gives: 409 for a key already in flight, a burst of 429s, and
+    answers that arrive after the client gave up (applied all the same)."""
+    kinds: dict[str, tuple[Faults, str]] = {
+        "conflicts": ({"conflict_rate": 0.3}, "409 idempotency_key_in_use, nothing applied"),
+        "rate limit burst": (
+            {"rate_limit_seconds": RATE_LIMIT_BURST_SECONDS, "retry_after_seconds": 1},
+            "every POST 429 with Retry-After for a few seconds",
+        ),
+        "late answers": ({"response_delay_ms": LATE_ANSWER_MS},
+                         "applied, answered after the client's timeout"),
+    }  # fmt: skip
+    return [
+        PspPhase(at_progress=rng.uniform(0.1, 0.85), faults=faults, why=why)
+        for kind, (faults, why) in kinds.items()
+        if PHASE_FIELDS[kind] <= fields
+    ]
 
 
 def make_plan(
@@ -140,8 +183,10 @@ def make_plan(
     skus: int = 12,
     outage_seconds: float = OUTAGE_SECONDS,
     poison_queues: Sequence[str] = POISON_QUEUES,
+    psp_fault_fields: frozenset[str] = KNOWN_FIELDS,
 ) -> ChaosPlan:
-    """The plan for `checkouts` customers and `kills` SIGKILLs over `kill_targets`."""
+    """The plan for `checkouts` customers and `kills` SIGKILLs over `kill_targets`; PSP phases
+    only of the kinds whose fault fields the simulator has (`psp_fault_fields`)."""
     rng = random.Random(seed)
     # Cancels, long outages and poison draw from their own stream, so adding them left every
     # other decision of an existing seed as it was.
@@ -175,8 +220,10 @@ def make_plan(
     moments = sorted(rng.uniform(0.05, 0.9) for _ in range(kills))
     phase_starts = sorted(rng.uniform(0.05, 0.85) for _ in range(5))
     phases = [PspPhase(at_progress=at, faults=_psp_faults(rng)) for at in phase_starts]
+    phases += _refusal_phases(later, psp_fault_fields)
     if outage_seconds > 0:
-        phases = sorted(phases + _long_phases(later, outage_seconds), key=lambda p: p.at_progress)
+        phases += _long_phases(later, outage_seconds, psp_fault_fields)
+    phases.sort(key=lambda p: p.at_progress)
     # The faults stop before the last customers, so the tail of the load runs on a healthy PSP.
     phases.append(PspPhase(at_progress=0.92, faults={}))
     poison = tuple(
@@ -193,4 +240,16 @@ def make_plan(
         psp_phases=tuple(phases),
         redis_restarts=tuple(sorted(rng.uniform(0.1, 0.8) for _ in range(redis_restarts))),
         poison=poison,
+        left_out=_left_out(psp_fault_fields),
+    )
+
+
+def _left_out(fields: frozenset[str]) -> tuple[str, ...]:
+    """The phase kinds the PSP simulator cannot play, and what stands in for an outage."""
+    missing = {kind: sorted(needs - fields) for kind, needs in PHASE_FIELDS.items()}
+    return tuple(
+        f"{kind}: the PSP simulator has no {', '.join(lacks)}"
+        + (" (every POST refused with error_rate 1.0 instead)" if kind == "outage" else "")
+        for kind, lacks in missing.items()
+        if lacks
     )

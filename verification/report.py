@@ -26,6 +26,7 @@ class RunFacts:
     restarts_seen: int
     orphans_voided: int
     data_dir: str
+    phases_left_out: tuple[str, ...] = ()
 
 
 def outcomes(snapshot: Snapshot) -> Counter[str]:
@@ -77,6 +78,7 @@ def render(
     ]
     out += [f"  kill skipped: {why}" for why in faults.skipped_kills]
     out += [_phase_line(phase) for phase in faults.psp_phases]
+    out += [f"  PSP phase left out: {why}" for why in facts.phases_left_out]
     out += [f"  poison message {p.message_id} put on {p.queue}" for p in faults.poison]
     out += _cancel_lines(snapshot)
     released = len(snapshot.released_by_reconciliation)

@@ -37,8 +37,10 @@ STACK_ENV = {
 # OUTAGE_SECONDS) fit in minutes: authorization gives up on a PSP that stays down, the timeout
 # sweep fails orders still PENDING, and a consumer retries soon after its dependency returns.
 DEADLINE_ENV = {
-    "AUTHORIZATION_BUDGET_SECONDS": "20",  # saga adapters (default 60)
-    "ORDER_TIMEOUT_SECONDS": "30",  # checkout's timeout sweep (default 780)
+    "AUTHORIZATION_BUDGET_SECONDS": "20",  # saga adapters (default 60): shorter than an outage
+    # Checkout's timeout sweep (default 780): past the authorization budget and a saga's usual
+    # run on a loaded 2-core machine, inside an outage plus the compensation that follows it.
+    "ORDER_TIMEOUT_SECONDS": "60",
     "TIMEOUT_SWEEP_INTERVAL_SECONDS": "5",  # (default 30)
     "CONSUMER_UNAVAILABLE_MAX_SECONDS": "10",  # consumers' backoff cap (default 300)
 }

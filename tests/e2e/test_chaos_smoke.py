@@ -20,7 +20,7 @@ pytestmark = pytest.mark.stack
 SEED = 7
 CHECKOUTS = 40
 KILLS = 3
-OUTAGE_SECONDS = 30  # past the run's authorization budget (20 s) and order timeout (30 s)
+OUTAGE_SECONDS = 25  # past the run's authorization budget (20 s, verification.stack)
 
 
 @pytest.mark.timeout(600)
@@ -51,3 +51,5 @@ async def test_a_short_chaos_run_keeps_every_invariant(
     assert "[FAIL]" not in report
     assert "[NOT CHECKED]" not in report
     assert "poison message" in report  # the one DLQ message the run may leave
+    # A pass means something only if the run exercised what it checks: parcels and captures.
+    assert re.search(r"^\s+[1-9]\d*\s+SHIPPED$", report, re.MULTILINE), report

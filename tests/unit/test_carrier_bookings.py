@@ -1,5 +1,5 @@
 """The carrier simulator's bookings file: a restarted simulator books a shipment id no second
-time, call-backs are recorded, and the harness reads what was booked."""
+time, call-backs are recorded, and the chaos harness reads what was booked."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from verification.collect import carrier_bookings
+from verification.snapshot import CarrierBooking
+from verification.stack import ChaosStack, carrier_bookings_path
 from workers.carrier_simulator.bookings import read_bookings
 from workers.carrier_simulator.simulator import CarrierSimulator
 from workers.consumers.shipping.carrier import ParcelRequest
@@ -57,3 +60,18 @@ async def test_without_a_bookings_path_the_simulator_keeps_memory_only(tmp_path:
     assert list(simulator.parcels) == [request.shipment_id]
     with pytest.raises(FileNotFoundError):
         read_bookings(tmp_path / "absent.sqlite3")
+
+
+async def test_the_harness_reads_the_runs_bookings_or_says_there_are_none(tmp_path: Path) -> None:
+    stack = ChaosStack("postgresql://unused", tmp_path, 0, {})
+    assert carrier_bookings(stack) is None  # not wired: invariant 4 is NOT CHECKED, never PASS
+
+    simulator = CarrierSimulator(bookings_path=carrier_bookings_path(tmp_path))
+    request = parcel_request(uuid.uuid4(), uuid.uuid4())
+    await simulator.create_parcel(request)
+    await simulator.cancel_parcel(request.shipment_id)
+
+    assert carrier_bookings(stack) == (
+        CarrierBooking(shipment_id=str(request.shipment_id), order_id=str(request.order_id),
+                       merchant_id="acme", called_back=True),
+    )  # fmt: skip

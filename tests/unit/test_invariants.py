@@ -20,7 +20,7 @@ from verification.invariants import (
     one_shipping_effect,
     violations,
 )
-from verification.plan import CANCEL_MOMENTS, PSP_OUTAGE, make_plan
+from verification.plan import CANCEL_MOMENTS, make_plan
 from verification.snapshot import (
     CANCEL_ACCEPTED,
     CANCEL_REFUSED,
@@ -437,19 +437,37 @@ def test_a_seed_replays_the_same_plan_and_every_process_kind_dies_once() -> None
     assert len({c.idempotency_key for c in first.checkouts}) == 50
 
 
-def test_the_plan_has_cancels_long_outages_and_one_poison_message() -> None:
+def test_the_plan_has_cancels_long_outages_refusals_and_one_poison_message() -> None:
     plan = make_plan(seed=7, checkouts=400, kills=3, kill_targets=["cart"], outage_seconds=30)
 
     delays = [c.cancel_after_seconds for c in plan.checkouts if c.cancel_after_seconds is not None]
     assert 0.06 * 400 < len(delays) < 0.2 * 400
     assert min(delays) >= CANCEL_MOMENTS[0][0]
     assert max(delays) <= CANCEL_MOMENTS[-1][1]
-    outages = [p for p in plan.psp_phases if p.faults == PSP_OUTAGE]
-    assert [p.lasts_seconds for p in outages] == [30, 30]
+    outages = [p for p in plan.psp_phases if "outage_seconds" in p.faults]
+    assert [(p.faults["outage_seconds"], p.lasts_seconds) for p in outages] == [(30, 30)] * 2
+    assert [p.faults["outage_hang"] for p in outages] == [False, True]
+    kinds = {name for p in plan.psp_phases for name in p.faults}
+    assert {"conflict_rate", "rate_limit_seconds", "response_delay_ms"} <= kinds
     moments = [p.at_progress for p in plan.psp_phases]
     assert moments == sorted(moments)
+    assert plan.psp_phases[-1].faults == {}
     (poison,) = plan.poison
     assert poison.queue in {"shipping", "email", "invoice", "analytics"}
+    assert plan.left_out == ()
     quiet = make_plan(seed=7, checkouts=400, kills=3, kill_targets=["cart"], outage_seconds=0)
     assert not any(p.lasts_seconds for p in quiet.psp_phases)
     assert [c.lines for c in quiet.checkouts] == [c.lines for c in plan.checkouts]
+
+
+def test_phases_the_psp_simulator_cannot_play_are_left_out_and_said() -> None:
+    plan = make_plan(seed=7, checkouts=40, kills=1, kill_targets=["cart"],
+                     psp_fault_fields=frozenset({"response_delay_ms"}))  # fmt: skip
+
+    kinds = {name for p in plan.psp_phases for name in p.faults}
+    assert not kinds & {"conflict_rate", "rate_limit_seconds", "outage_seconds"}
+    assert [p.faults for p in plan.psp_phases if p.lasts_seconds == 40] == [{"error_rate": 1.0}] * 2
+    assert [why.split(":")[0] for why in plan.left_out] == [
+        "outage", "conflicts", "rate limit burst"
+    ]  # fmt: skip
+    assert "error_rate 1.0 instead" in plan.left_out[0]
