@@ -6,7 +6,6 @@ only the checker's ReconcilePayments would release still counts against the syst
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -16,6 +15,7 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 import grpc
 import httpx
+from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
 
 from marketplace.common.v1 import ids_pb2
@@ -118,7 +118,7 @@ async def _message_flow(db: asyncpg.Connection) -> MessageFlow:
             queue=row["queue"],
             message_id=row["message_id"],
             dead_letter=row["queue"] in dead_letter_queues,
-            describes=_describe(row["body"]),
+            describes=describe_message(row["body"]),
         )
         for row in await db.fetch(
             "SELECT queue, message_id::text AS message_id, body FROM queues.messages ORDER BY id"
@@ -135,11 +135,11 @@ async def _message_flow(db: asyncpg.Connection) -> MessageFlow:
     )
 
 
-def _describe(body: str) -> str:
+def describe_message(body: str) -> str:
     """A queued message's event type and aggregate, as its body tells them."""
     try:
         envelope = decode_message_body(body)
-    except (ValueError, TypeError, json.JSONDecodeError):
+    except (ValueError, TypeError, json_format.Error):  # JSONDecodeError is a ValueError
         return "not an event"
     kind = envelope.event_type.rsplit(".", 1)[-1] or "an event of no type"
     return f"{kind} of {envelope.aggregate_type} {envelope.aggregate_id}"
