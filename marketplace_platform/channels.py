@@ -43,6 +43,10 @@ def open_channel(
         ("grpc.enable_retries", 1),
         ("grpc.service_config", service_config(idempotent_services)),
         ("grpc.keepalive_time_ms", 30_000),
+        # A dependency that restarts (a deploy, a crash, a lost zone) is reconnected within
+        # seconds; gRPC's default backoff grows to 2 minutes of refusing calls at once.
+        ("grpc.initial_reconnect_backoff_ms", 250),
+        ("grpc.max_reconnect_backoff_ms", 5_000),
     ]
     interceptors = [
         DeadlineAndRequestIdInterceptor(default_timeout),
