@@ -126,6 +126,8 @@ def local_outputs(data_dir: Path) -> dict[str, str]:
         "MAILER_URL": str(data_dir / "email-outbox"),
         "INVOICE_STORE_URL": str(data_dir / "documents"),
         "ANALYTICS_SINK_URL": str(data_dir / "analytics" / "order_facts.jsonl"),
+        # The carrier simulator's bookings survive restarts; the chaos harness counts them.
+        "CARRIER_BOOKINGS_PATH": str(data_dir / "carrier" / "bookings.sqlite3"),
         # Each stack its own PSP ledger: reconciliation must not see another stack's intents.
         "PSP_DATA_DIR": str(data_dir / "psp"),
     }

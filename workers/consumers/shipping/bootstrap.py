@@ -26,7 +26,7 @@ async def wire(settings: ShippingSettings) -> tuple[Consumer, Closer]:
         idempotent_services=["marketplace.payment.v1.PaymentService"],
     )
     deps = handlers.ShippingDeps(
-        CarrierSimulator(CarrierFaults()),
+        CarrierSimulator(CarrierFaults(), bookings_path=settings.carrier_bookings_path),
         checkout_grpc.CheckoutServiceStub(checkout),
         payment_grpc.PaymentServiceStub(payment),
     )
