@@ -34,6 +34,7 @@ from marketplace_platform.outbox import OutboxWriter
 from marketplace_platform.settings import ServiceSettings
 from services.payment import bootstrap as payment
 from services.payment.adapters import tables
+from services.payment.adapters.payment_repository import PaymentRepository
 from services.payment.adapters.psp import CircuitBreaker, HttpPsp, Intent
 from services.payment.adapters.tables import payment_operations
 from services.payment.domain.payment import PaymentStatus
@@ -1054,3 +1055,71 @@ async def test_a_late_success_wins_over_a_not_applied_verdict(
     assert (authorized.status, authorized.failure_code) == (PaymentStatus.AUTHORIZED, None)
     assert await operation_states(engine, order) == [("AUTHORIZE", "SUCCEEDED", "")]
     assert len(await psp.intents(order_id=order)) == 1
+
+
+@pytest.mark.parametrize("applied", [True, False])
+async def test_a_release_settles_an_authorization_its_cancelled_owner_left_unknown(
+    stub: Stub, psp: RunningPsp, direct: payments.Payments, applied: bool
+) -> None:
+    # The saga gave up on the authorization (the order was cancelled), leaving it UNKNOWN: no
+    # owner will ever ask again, so the release itself asks the PSP instead of answering
+    # UNAVAILABLE until the owner horizon passes (chaos runs saw releases stuck for minutes).
+    order = str(new_id())
+    if applied:
+        await lost_authorization(psp, direct, order)  # applied, the answer lost
+    else:
+        await psp.set_faults(error_rate=1.0)  # refused without being applied
+        with pytest.raises(errors.DependencyUnavailable):
+            await payments.authorize(
+                payments.Authorize(
+                    order_id=uuid.UUID(order),
+                    customer_id="customer-1",
+                    amount=2500,
+                    currency="USD",
+                    payment_method="pm_card_visa",
+                ),
+                replace(direct, attempts=1),
+            )
+        await psp.set_faults()
+    before, _ = await payments.get_payment(uuid.UUID(order), direct)
+    assert before.status is PaymentStatus.PENDING
+
+    released = await stub.ReleaseOrderPayment(release_request(order))
+
+    assert released.settled
+    intents = await psp.intents(order_id=order)
+    if applied:
+        assert released.payment.status == pb.PAYMENT_STATUS_VOIDED
+        assert [i["status"] for i in intents] == ["canceled"]
+    else:
+        assert released.payment.status == pb.PAYMENT_STATUS_FAILED
+        assert intents == []
+
+
+async def test_reconciliation_settles_a_cancelled_orders_abandoned_authorization_at_once(
+    stub: Stub, psp: RunningPsp, direct: payments.Payments
+) -> None:
+    # A cancelled order's owner is gone, so its open authorization that the PSP never applied
+    # does not wait out the owner horizon (15 minutes): the next pass settles it as failed.
+    order = str(new_id())
+    await psp.set_faults(error_rate=1.0)  # refused without being applied, the outcome unknown
+    with pytest.raises(errors.DependencyUnavailable):
+        await payments.authorize(
+            payments.Authorize(
+                order_id=uuid.UUID(order),
+                customer_id="customer-1",
+                amount=2500,
+                currency="USD",
+                payment_method="pm_card_visa",
+            ),
+            replace(direct, attempts=1),
+        )
+    await psp.set_faults()
+    async with direct.unit_of_work() as uow:
+        await PaymentRepository(uow.session).mark_cancelled(uuid.UUID(order))
+
+    await reconciliation.reconcile(direct, in_flight_grace=timedelta(0))
+
+    after, _ = await payments.get_payment(uuid.UUID(order), direct)
+    assert after.status is PaymentStatus.FAILED
+    assert await psp.intents(order_id=order) == []

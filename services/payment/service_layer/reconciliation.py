@@ -90,10 +90,19 @@ async def _resolve_open_operations(
     deps: payments.Payments, report: Report, *, older_than: datetime, owners_gone_before: datetime
 ) -> None:
     async with deps.unit_of_work() as uow:
-        open_operations = await PaymentRepository(uow.session).open_operations(older_than)
+        repository = PaymentRepository(uow.session)
+        open_operations = await repository.open_operations(older_than)
+        # A cancellation ends every owner: a cancelled order is never authorized or captured
+        # again, so its open operations need not wait out the owner horizon.
+        cancelled = {
+            payment.order_id
+            for _, payment in open_operations
+            if await repository.is_cancelled(payment.order_id)
+        }
     for operation, payment in open_operations:
+        gone_before = older_than if payment.order_id in cancelled else owners_gone_before
         try:
-            outcome = await _verdict(operation, payment, deps, owners_gone_before)
+            outcome = await _verdict(operation, payment, deps, gone_before)
         except PspUnavailable as error:  # this one waits for the next pass; go on with others
             log.warning("%s of order %s: %s", operation.kind.lower(), payment.order_id, error)
             continue

@@ -2,9 +2,12 @@
 and not refunded, and remember the cancellation, all keyed by the order so repeats (the caller's
 and reconciliation's) are one operation at the PSP.
 
-The mark and the operation that gives the money back are written in one transaction. While
-another operation on the payment is open (an authorization whose outcome is unknown, a capture
-in flight) nothing is started: the caller gets UNAVAILABLE and asks again, and an authorization
+The mark and the operation that gives the money back are written in one transaction. The
+cancellation ends the ownership of every other operation on the payment (a cancelled order is
+never authorized or captured again), so one whose answer was lost (UNKNOWN) is settled here by
+asking the PSP, never by sending it again: applied, it is released with the rest; not applied,
+it failed, and a late success at the PSP is an orphan reconciliation voids. One being sent
+right now (PENDING) makes the caller get UNAVAILABLE and ask again shortly; an authorization
 that lands after the mark is released by reconciliation's sweep of cancelled orders.
 """
 
@@ -16,6 +19,7 @@ from dataclasses import dataclass
 
 from marketplace_platform.ids import new_id
 from services.payment.adapters.payment_repository import PaymentRepository
+from services.payment.adapters.psp import Declined, Unknown
 from services.payment.domain import payment as rules
 from services.payment.domain.payment import (
     OPEN_STATES,
@@ -52,7 +56,12 @@ def request_key(order_id: uuid.UUID) -> str:
 
 async def release(command: Release, deps: payments.Payments) -> Released:
     """Mark the order cancelled and give its payment's money back (idempotent by order)."""
-    operation, payment = await _start(command.order_id, deps)
+    try:
+        operation, payment = await _start(command.order_id, deps)
+    except _Busy as busy:
+        if not await _settle_abandoned(busy.operation, busy.payment, deps):
+            raise
+        operation, payment = await _start(command.order_id, deps)
     if operation is not None and payment is not None and operation.state in OPEN_STATES:
         payment = await payments.drive(operation, payment, deps)
     settled = payment is None or rules.held(payment) == 0
@@ -82,15 +91,43 @@ async def _start(
         )
         if busy is None:
             return await _operation(repository, payment, key), payment
+    assert busy is not None
     # Raised after the block, so the mark is committed: a late authorization is still released.
-    raise OperationInProgress(
-        f"the {busy.kind.lower()} of order {order_id} has no known outcome yet; release later",
-        metadata={
-            "order_id": str(order_id),
-            "operation_id": str(busy.operation_id),
-            "status": payment.status,
-        },
+    raise _Busy(busy, payment)
+
+
+class _Busy(OperationInProgress):
+    """Another operation on the payment is open; it carries both, for the release to settle."""
+
+    def __init__(self, operation: Operation, payment: Payment) -> None:
+        super().__init__(
+            f"the {operation.kind.lower()} of order {payment.order_id} has no known outcome"
+            " yet; release later",
+            metadata={
+                "order_id": str(payment.order_id),
+                "operation_id": str(operation.operation_id),
+                "status": payment.status,
+            },
+        )
+        self.operation = operation
+        self.payment = payment
+
+
+async def _settle_abandoned(
+    operation: Operation, payment: Payment, deps: payments.Payments
+) -> bool:
+    """Settle an operation whose answer was lost and whose owner the cancellation ended, from
+    the PSP's word alone; False when it is still being sent or the PSP cannot tell yet."""
+    if operation.state is not OperationState.UNKNOWN:
+        return False
+    outcome = await payments.resolve(operation, payment, deps)
+    if isinstance(outcome, Unknown):
+        return False
+    await payments.settle(operation, outcome or Declined(code=rules.NOT_APPLIED), deps)
+    log.info(
+        "settled the abandoned %s of cancelled order %s", operation.kind.lower(), payment.order_id
     )
+    return True
 
 
 async def _operation(repository: PaymentRepository, payment: Payment, key: str) -> Operation | None:
