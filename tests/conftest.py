@@ -12,6 +12,7 @@ import time
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg  # type: ignore[import-untyped]
@@ -38,17 +39,24 @@ async def postgres_server_url(tmp_path_factory: pytest.TempPathFactory) -> Async
         yield url
 
 
-@pytest.fixture(scope="session")
-async def database_url(postgres_server_url: str) -> AsyncIterator[str]:
-    """A database of its own for this test session, dropped afterwards."""
+@asynccontextmanager
+async def fresh_database(server_url: str) -> AsyncIterator[str]:
+    """A new, empty database on the server for the block, dropped afterwards."""
     name = f"test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(postgres_server_url)
+    admin = await asyncpg.connect(server_url)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
-        yield with_database(postgres_server_url, name)
+        yield with_database(server_url, name)
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def database_url(postgres_server_url: str) -> AsyncIterator[str]:
+    """A database of its own for this test session, dropped afterwards."""
+    async with fresh_database(postgres_server_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

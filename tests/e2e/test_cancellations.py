@@ -13,11 +13,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
 import httpx
 import pytest
 
-from tests.conftest import with_database
+from tests.conftest import fresh_database
 from tests.e2e.conftest import running_stack
 from tests.e2e.test_gateway_checkout import (
     bearer,
@@ -37,14 +36,8 @@ WITHIN = 90.0
 @pytest.fixture
 async def own_database(postgres_server_url: str) -> AsyncIterator[str]:
     """A database for one stack only: its timeout sweep must see no other test's orders."""
-    name = f"test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(postgres_server_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield with_database(postgres_server_url, name)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with fresh_database(postgres_server_url) as url:
+        yield url
 
 
 async def psp_intents(stack: RunningStack, order_id: str) -> list[dict[str, Any]]:

@@ -744,7 +744,12 @@ def mark_shipped(order_id: str, requested: shipping_events_pb2.ShipmentRequested
     )
 
 
-async def test_a_partly_shipped_order_cannot_be_cancelled_and_its_payment_is_untouched(
+async def order_of(rig: Rig, buyer: str, order_id: str) -> pb.Order:
+    request = pb.GetOrderRequest(customer_id=ids_pb2.CustomerId(value=buyer), **ids(order_id))
+    return (await rig.stub.GetOrder(request)).order
+
+
+async def test_a_partly_shipped_order_cannot_be_cancelled_and_ships_whole(
     rig: Rig,
 ) -> None:
     buyer, order_id = await confirmed_order(rig)
@@ -767,12 +772,7 @@ async def test_a_partly_shipped_order_cannot_be_cancelled_and_its_payment_is_unt
     assert isinstance(error, errors.FailedPrecondition)
     for requested in rest:  # the rest still ships
         await rig.stub.MarkOrderShipped(mark_shipped(order_id, requested))
-    order = (
-        await rig.stub.GetOrder(
-            pb.GetOrderRequest(customer_id=ids_pb2.CustomerId(value=buyer), **ids(order_id))
-        )
-    ).order
-    assert order.status == pb.ORDER_STATUS_SHIPPED
+    assert (await order_of(rig, buyer, order_id)).status == pb.ORDER_STATUS_SHIPPED
 
 
 async def test_a_cancel_racing_shipping_either_cancels_unshipped_or_is_refused(rig: Rig) -> None:
@@ -804,11 +804,7 @@ async def test_a_cancel_racing_shipping_either_cancels_unshipped_or_is_refused(r
 
     outcomes = []
     for buyer, order_id in confirmed:
-        order = (
-            await rig.stub.GetOrder(
-                pb.GetOrderRequest(customer_id=ids_pb2.CustomerId(value=buyer), **ids(order_id))
-            )
-        ).order
+        order = await order_of(rig, buyer, order_id)
         outcomes.append(order.status)
         if order.status == pb.ORDER_STATUS_CANCELLED:
             assert not any(s.HasField("shipped_at") for s in order.shipments), order_id

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parents[2]
 WITHIN = 30.0
+STARTS_WITHIN = 90.0  # a cold interpreter start of the service on a busy 2-core machine
 
 
 @pytest.fixture(scope="module")
@@ -353,7 +354,7 @@ async def test_a_crash_between_the_psp_success_and_the_ledger_write_is_reconcile
     )
     order = str(new_id())
     try:
-        async with asyncio.timeout(WITHIN):
+        async with asyncio.timeout(STARTS_WITHIN):
             while True:
                 try:
                     if await health_status(f"127.0.0.1:{port}") == SERVING:
@@ -828,6 +829,23 @@ async def lost_authorization(
     await psp.set_faults()
 
 
+async def unapplied_authorization(psp: RunningPsp, direct: payments.Payments, order: str) -> None:
+    """An authorization the PSP refused without applying (a 500): UNKNOWN in the ledger."""
+    await psp.set_faults(error_rate=1.0)
+    with pytest.raises(errors.DependencyUnavailable):
+        await payments.authorize(
+            payments.Authorize(
+                order_id=uuid.UUID(order),
+                customer_id="customer-1",
+                amount=2500,
+                currency="USD",
+                payment_method="pm_card_visa",
+            ),
+            replace(direct, attempts=1),
+        )
+    await psp.set_faults()
+
+
 async def retry_authorization(direct: payments.Payments, order: str, method: str) -> None:
     command = payments.Authorize(
         order_id=uuid.UUID(order),
@@ -1068,19 +1086,7 @@ async def test_a_release_settles_an_authorization_its_cancelled_owner_left_unkno
     if applied:
         await lost_authorization(psp, direct, order)  # applied, the answer lost
     else:
-        await psp.set_faults(error_rate=1.0)  # refused without being applied
-        with pytest.raises(errors.DependencyUnavailable):
-            await payments.authorize(
-                payments.Authorize(
-                    order_id=uuid.UUID(order),
-                    customer_id="customer-1",
-                    amount=2500,
-                    currency="USD",
-                    payment_method="pm_card_visa",
-                ),
-                replace(direct, attempts=1),
-            )
-        await psp.set_faults()
+        await unapplied_authorization(psp, direct, order)
     before, _ = await payments.get_payment(uuid.UUID(order), direct)
     assert before.status is PaymentStatus.PENDING
 
@@ -1102,19 +1108,7 @@ async def test_reconciliation_settles_a_cancelled_orders_abandoned_authorization
     # A cancelled order's owner is gone, so its open authorization that the PSP never applied
     # does not wait out the owner horizon (15 minutes): the next pass settles it as failed.
     order = str(new_id())
-    await psp.set_faults(error_rate=1.0)  # refused without being applied, the outcome unknown
-    with pytest.raises(errors.DependencyUnavailable):
-        await payments.authorize(
-            payments.Authorize(
-                order_id=uuid.UUID(order),
-                customer_id="customer-1",
-                amount=2500,
-                currency="USD",
-                payment_method="pm_card_visa",
-            ),
-            replace(direct, attempts=1),
-        )
-    await psp.set_faults()
+    await unapplied_authorization(psp, direct, order)
     async with direct.unit_of_work() as uow:
         await PaymentRepository(uow.session).mark_cancelled(uuid.UUID(order))
 

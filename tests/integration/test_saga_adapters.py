@@ -600,9 +600,7 @@ async def test_a_cancel_asked_for_before_confirm_voids_releases_and_cancels_the_
 async def test_the_engine_runs_the_definition_through_the_adapters_to_either_end(
     shop: Shop, psp: RunningPsp
 ) -> None:
-    machine = StateMachine.from_definition(
-        json.loads((REPO / "deploy" / "ecs" / "checkout_saga.asl.json").read_text())
-    )
+    machine = checkout_saga()
     sku = await stocked_sku(shop.inventory, 10)
     good = await placed_order(shop, sku=sku)
     declined = await placed_order(shop, "pm_card_chargeDeclined", sku=sku)
@@ -625,6 +623,13 @@ async def test_the_engine_runs_the_definition_through_the_adapters_to_either_end
         await shop.inventory.GetStock(inventory_pb.GetStockRequest(sku=ids_pb2.Sku(value=sku)))
     ).stock_level
     assert (level.sold, level.reserved, level.available) == (2, 0, 8)
+
+
+def checkout_saga() -> StateMachine:
+    """The state machine of the file Step Functions and the local engine both run."""
+    return StateMachine.from_definition(
+        json.loads((REPO / "deploy" / "ecs" / "checkout_saga.asl.json").read_text())
+    )
 
 
 def execution(saga_input: dict[str, Any]) -> dict[str, Any]:
@@ -655,9 +660,7 @@ def cancelling_after(step: str) -> dict[str, Any]:
 async def test_the_engine_compensates_a_cancel_asked_for_after_the_pivot_down_to_no_stock_held(
     shop: Shop, psp: RunningPsp
 ) -> None:
-    machine = StateMachine.from_definition(
-        json.loads((REPO / "deploy" / "ecs" / "checkout_saga.asl.json").read_text())
-    )
+    machine = checkout_saga()
     sku = await stocked_sku(shop.inventory, 10)
     saga_input = await placed_order(shop, sku=sku)
 
@@ -683,9 +686,7 @@ async def test_a_commit_that_keeps_failing_never_leaves_a_confirmed_order_on_a_h
 ) -> None:
     # Before the fix the order was CONFIRMED first and a parked commit left its units on an
     # ACTIVE reservation that the sweeper later expired: sold units back on sale.
-    machine = StateMachine.from_definition(
-        json.loads((REPO / "deploy" / "ecs" / "checkout_saga.asl.json").read_text())
-    )
+    machine = checkout_saga()
     sku = await stocked_sku(shop.inventory, 10)
     saga_input = await placed_order(shop, sku=sku)
 
