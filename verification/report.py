@@ -51,6 +51,47 @@ def _cancel_lines(snapshot: Snapshot) -> list[str]:
     return [f"  customer cancels: {len(snapshot.cancels)}: {shown}"]
 
 
+def _index_of(customer_id: str) -> int | None:
+    """The plan index in a chaos customer id (`chaos-<run>-c00042` -> 42)."""
+    _, _, tail = customer_id.rpartition("-c")
+    return int(tail) if tail.isdigit() else None
+
+
+def timeouts_by_phase(
+    snapshot: Snapshot, phases: Sequence[AppliedPhase], checkouts: int
+) -> list[tuple[str, int, int]]:
+    """(the PSP phase in force when the orders were placed, TIMEOUT cancellations, orders),
+    in phase order: what a kind of PSP trouble costs in sales. An order's moment is its place
+    in the plan, as a share of the load."""
+    labels = ["no PSP faults yet"] + [
+        f"{phase.faults or 'no faults'}" + (f" ({phase.why})" if phase.why else "")
+        for phase in phases
+    ]
+    starts = [phase.share for phase in phases]
+    placed: Counter[int] = Counter()
+    timed_out: Counter[int] = Counter()
+    for order in snapshot.orders:
+        index = _index_of(order.customer_id)
+        if index is None:
+            continue
+        share = index / max(checkouts, 1)
+        bucket = sum(1 for start in starts if start <= share)  # 0: before the first phase
+        placed[bucket] += 1
+        timed_out[bucket] += order.failure_reason == "TIMEOUT"
+    return [(labels[b], timed_out[b], placed[b]) for b in sorted(placed)]
+
+
+def _timeout_lines(facts: RunFacts, snapshot: Snapshot, faults: FaultLog) -> list[str]:
+    rows = timeouts_by_phase(snapshot, faults.psp_phases, facts.checkouts)
+    out = ["timeout cancellations by the PSP phase in force when the order was placed:"]
+    out += [
+        f"  {timed:5d} of {placed:5d} ({timed / placed:6.1%})  {label}"
+        for label, timed, placed in rows
+        if placed
+    ]
+    return out
+
+
 def render(
     facts: RunFacts,
     snapshot: Snapshot,
@@ -67,6 +108,7 @@ def render(
         f"{facts.load_seconds:.0f}s of load, settled in {facts.settle_seconds:.0f}s",
     ]
     out += [f"  {n:6d}  {label}" for label, n in sorted(outcomes(snapshot).items())]
+    out += _timeout_lines(facts, snapshot, faults)
     answers = ", ".join(f"{k} x{n}" for k, n in sorted(traffic.answers.items()))
     out += [f"client answers: {answers}", f"client gave up: {len(traffic.abandoned)}"]
     out += [f"  {line}" for line in traffic.abandoned[:5]]
