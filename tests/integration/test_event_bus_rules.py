@@ -40,9 +40,16 @@ def test_patterns_match_as_eventbridge_does(pattern: dict[str, object], expected
 
 def test_the_shipped_rules_file_loads_and_routes() -> None:
     routing = load_routing()
-    assert {q.name for q in routing.queues} == {"shipping", "email", "invoice", "analytics"}
+    assert {q.name for q in routing.queues} == {
+        "shipping", "email", "invoice", "analytics", "payment-release", "stock-release",
+    }  # fmt: skip
     assert all(q.dead_letter_queue == f"{q.name}-dlq" for q in routing.queues)
     assert routing.targets(EVENT) == ["email", "invoice", "analytics"]
+    cancelled = EVENT | {"detail-type": "marketplace.events.v1.OrderCancelled"}
+    # Whatever cancelled the order, its money and its stock are given back.
+    assert set(routing.targets(cancelled)) == {
+        "shipping", "email", "invoice", "payment-release", "stock-release", "analytics",
+    }  # fmt: skip
 
 
 def test_a_rule_targeting_an_undeclared_queue_is_refused(tmp_path: Path) -> None:
