@@ -59,7 +59,7 @@ lint: $(PROTOS_STAMP) $(BUF)
 	$(BIN)/mypy .
 	$(BUF) lint gen/python/image.binpb --config buf.yaml --path marketplace
 	node_modules/.bin/asl-validator --json-path deploy/ecs/checkout_saga.asl.json
-	$(PY) -m tools.deploy render --out build/cfn && $(BIN)/cfn-lint deploy/ecs/templates/*.yaml build/cfn/*.json
+	$(PY) -m tools.deployer render --out build/cfn && $(BIN)/cfn-lint deploy/ecs/templates/*.yaml build/cfn/*.json
 	$(PY) tools/buf_breaking.py --buf $(BUF) --against $(BREAKING_AGAINST)
 
 $(BUF): package.json package-lock.json
@@ -84,7 +84,7 @@ DEPLOY_ENV ?= staging
 DEPLOY_REGION ?= eu-west-1
 IMAGE_TAG ?= $(shell git rev-parse --short=12 HEAD)
 deploy: $(PROTOS_STAMP)
-	$(PY) -m tools.deploy deploy --env $(DEPLOY_ENV) --region $(DEPLOY_REGION) --image-tag $(IMAGE_TAG)
+	$(PY) -m tools.deployer deploy --env $(DEPLOY_ENV) --region $(DEPLOY_REGION) --image-tag $(IMAGE_TAG)
 
 # A development token signed with GATEWAY_JWT_SECRET (the built-in development secret by default).
 TOKEN_ARGS ?= --sub customer-dev --scope admin

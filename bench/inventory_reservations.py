@@ -39,8 +39,8 @@ from marketplace_platform.outbox import OutboxWriter
 from marketplace_platform.settings import ServiceSettings
 from services.inventory.adapters import tables
 from services.inventory.domain.reservation import ReservationLine
-from services.inventory.service_layer.handlers import SetStock, set_stock
 from services.inventory.service_layer.reservations import ReserveStock, reserve_stock
+from services.inventory.service_layer.stock import SetStock, set_stock
 
 HOT_SKU = "HOT-1"
 SPREAD_SKUS = tuple(f"SPREAD-{number:04d}" for number in range(1_000))

@@ -40,7 +40,7 @@ STACK: tuple[StackEntry, ...] = (
     StackEntry("inventory", "services.inventory", 1),
     StackEntry("payment", "services.payment", 2),
     StackEntry("checkout", "services.checkout", 3),
-    StackEntry("psp", "psp_simulator", None, http_port_env="PSP_PORT", ready_path="/healthz"),
+    StackEntry("psp", "simulators.psp", None, http_port_env="PSP_PORT", ready_path="/healthz"),
     # Runs the same state machine file Step Functions runs, calling the adapter handlers.
     StackEntry(
         "saga-engine", "workers.saga_engine", None, env={"SAGA_DEFINITION": str(SAGA_DEFINITION)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import TracebackType
-from typing import Self
+from typing import Self, TypeVar, overload
 
 from google.protobuf.message import Message
 from sqlalchemy import text
@@ -46,8 +46,10 @@ async def ping(engine: AsyncEngine) -> None:
 class UnitOfWork:
     """One database transaction: entering begins it, a clean exit commits, an error rolls back.
 
-    Handlers write their state and their events (outbox rows) through the same unit of work,
-    so both land together or not at all; they never commit themselves.
+    Use cases write their state and their events (outbox rows) through the same unit of work,
+    so both land together or not at all; they never commit themselves. A service subclasses it
+    to expose its repositories (`uow.orders`, `uow.keys`), bound to the transaction's session in
+    `_bind`, so its use cases never build a repository themselves.
     """
 
     session: AsyncSession
@@ -59,7 +61,11 @@ class UnitOfWork:
     async def __aenter__(self) -> Self:
         self.session = self._sessions()
         await self.session.begin()
+        self._bind(self.session)
         return self
+
+    def _bind(self, session: AsyncSession) -> None:
+        """Attach the service's repositories to this transaction's session (none here)."""
 
     async def __aexit__(
         self,
@@ -84,7 +90,18 @@ class UnitOfWork:
         )
 
 
-def unit_of_work_factory(engine: AsyncEngine, outbox: OutboxWriter) -> Callable[[], UnitOfWork]:
-    """A callable that opens a fresh unit of work on the engine for each use."""
+U = TypeVar("U", bound=UnitOfWork)
+
+
+@overload
+def unit_of_work_factory(engine: AsyncEngine, outbox: OutboxWriter) -> Callable[[], UnitOfWork]: ...
+@overload
+def unit_of_work_factory(
+    engine: AsyncEngine, outbox: OutboxWriter, kind: type[U]
+) -> Callable[[], U]: ...
+def unit_of_work_factory(
+    engine: AsyncEngine, outbox: OutboxWriter, kind: type[UnitOfWork] = UnitOfWork
+) -> Callable[[], UnitOfWork]:
+    """A callable that opens a fresh unit of work (of the service's `kind`) for each use."""
     sessions = async_sessionmaker(engine, expire_on_commit=False, autobegin=False)
-    return lambda: UnitOfWork(sessions, outbox)
+    return lambda: kind(sessions, outbox)

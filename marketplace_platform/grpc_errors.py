@@ -1,8 +1,15 @@
-"""Translate domain errors to gRPC statuses with rich details, and back again on the client."""
+"""Translate domain errors to gRPC statuses with rich details, and back again on the client.
+
+Server side: `to_status`. Client side, once for every caller (services, saga tasks, consumers):
+`from_rpc_error` rebuilds the server's domain error, `refusal_reason` reads its reason,
+`is_transient` says whether trying again may help, `describe` makes one log line of a failure,
+and `translated` awaits a call and raises the domain error or DependencyUnavailable.
+"""
 
 from __future__ import annotations
 
-from typing import cast
+from collections.abc import Awaitable
+from typing import TypeVar, cast
 
 import grpc
 from google.protobuf import any_pb2
@@ -12,6 +19,17 @@ from grpc_status import rpc_status
 from marketplace_platform import errors
 
 ERROR_DOMAIN = "marketplace"
+T = TypeVar("T")
+
+# Statuses a caller may try again: the server or the network failed, not the request.
+# RESOURCE_EXHAUSTED is a quota (transient) unless a service's own reason says otherwise.
+TRANSIENT_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
+)
 
 _STATUS_BY_ERROR: dict[type[errors.DomainError], grpc.StatusCode] = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -67,8 +85,9 @@ def to_status(error: errors.DomainError) -> grpc.Status:
     return rpc_status.to_status(status)
 
 
-def from_rpc_error(error: grpc.aio.AioRpcError) -> errors.DomainError | None:
-    """Rebuild the domain error a server raised, or None when the status carries none."""
+def from_rpc_error(error: grpc.RpcError) -> errors.DomainError | None:
+    """Rebuild the domain error a server raised, or None when the status carries none
+    (a failed call of the blocking or the asyncio API: both have the same accessors)."""
     status = rpc_status.from_call(cast(grpc.Call, error))  # same accessors as a sync call
     if status is None:
         return None
@@ -90,7 +109,8 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> errors.DomainError | None:
         return None
     # A service's own reason (e.g. OUT_OF_STOCK) comes back as the error kind of its status
     # code, keeping the reason, so callers can tell refusals apart without importing services.
-    cls = _ERROR_BY_REASON.get(reason) or _ERROR_BY_CODE.get(error.code(), errors.DomainError)
+    code = cast(grpc.Call, error).code()
+    cls = _ERROR_BY_REASON.get(reason) or _ERROR_BY_CODE.get(code, errors.DomainError)
     rebuilt = (
         errors.InvalidArgument(status.message, tuple(violations))
         if cls is errors.InvalidArgument
@@ -98,6 +118,55 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> errors.DomainError | None:
     )
     rebuilt.reason = reason
     return rebuilt
+
+
+def status_code(error: grpc.RpcError) -> grpc.StatusCode:
+    """The status code of a failed call."""
+    return cast(grpc.Call, error).code()
+
+
+def details(error: grpc.RpcError) -> str:
+    """The server's message for a failed call."""
+    return cast(grpc.Call, error).details() or ""
+
+
+def refusal_reason(error: grpc.RpcError) -> tuple[str, dict[str, str]]:
+    """The ErrorInfo reason and metadata a service attached to its refusal ('' when none)."""
+    refused = from_rpc_error(error)
+    if refused is None:
+        return "", {}
+    return refused.reason, refused.metadata
+
+
+def is_transient(error: grpc.RpcError) -> bool:
+    """Whether trying the call again may succeed: the server or the network failed. A
+    RESOURCE_EXHAUSTED with a service's own reason (OUT_OF_STOCK) is a refusal, not a quota."""
+    code = status_code(error)
+    if code not in TRANSIENT_CODES:
+        return False
+    if code is not grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return True
+    reason, _ = refusal_reason(error)
+    return reason in ("", "RESOURCE_EXHAUSTED")
+
+
+def describe(error: grpc.RpcError) -> str:
+    """One line about a failed call: its status and the server's message."""
+    return f"{status_code(error).name}: {details(error)}"
+
+
+async def translated(service: str, call: Awaitable[T]) -> T:
+    """Await a gRPC call; a refusal becomes the server's domain error, anything else
+    (deadline, connection) DependencyUnavailable."""
+    try:
+        return await call
+    except grpc.aio.AioRpcError as error:
+        refused = from_rpc_error(error)
+        if refused is not None:
+            raise refused from error
+        raise errors.DependencyUnavailable(
+            f"{service} did not answer: {describe(error)}"
+        ) from error
 
 
 def _pack(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -> any_pb2.Any:

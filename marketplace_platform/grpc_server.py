@@ -11,9 +11,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -21,6 +20,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from marketplace_platform.interceptors import ServiceBoundaryInterceptor
+from marketplace_platform.periodic import BackgroundLoop
 from marketplace_platform.settings import ServiceSettings
 from marketplace_platform.telemetry import server_tracing_interceptor
 
@@ -118,7 +118,7 @@ async def serve_until_signalled(
     settings: ServiceSettings,
     services: Sequence[ServiceRegistration],
     readiness: ReadinessProbe,
-    background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
+    background: Sequence[BackgroundLoop] = (),
 ) -> None:
     """Run the server (and any background loops, e.g. a sweeper) until SIGTERM or SIGINT,
     then stop the loops and shut the server down gracefully."""

@@ -30,9 +30,10 @@ def migrations_dir(service_package: str) -> Path:
 
 
 def discover_services() -> dict[str, Path]:
-    """Every package under services/ or workers/ that has migrations, by name, in a stable order."""
+    """Every package with migrations, by name, in a stable order: the platform's own schemas
+    (queues, saga), then each service's, then the workers' (consumers)."""
     found: dict[str, Path] = {}
-    for parent in ("services", "workers"):
+    for parent in ("marketplace_platform", "services", "workers"):
         spec = importlib.util.find_spec(parent)
         if spec is None or not spec.submodule_search_locations:
             continue

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import uvloop
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -15,12 +14,11 @@ from marketplace_platform.db import create_engine, ping
 from marketplace_platform.grpc_server import ServiceRegistration, serve_until_signalled
 from marketplace_platform.logs import configure_logging
 from marketplace_platform.migrations import migrations_dir, upgrade
+from marketplace_platform.periodic import BackgroundLoop
 from marketplace_platform.settings import ServiceSettings
 from marketplace_platform.telemetry import configure_tracing
 
 log = logging.getLogger(__name__)
-
-BackgroundLoop = Callable[[], Coroutine[Any, Any, None]]
 
 
 @dataclass(frozen=True)

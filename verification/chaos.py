@@ -18,14 +18,14 @@ from pathlib import Path
 
 import httpx
 
-from psp_simulator.faults import FaultConfig
+from marketplace_platform.queues.definitions import DEFAULT_RULES_FILE, load_queue_definitions
+from simulators.psp.faults import FaultConfig
 from verification import collect, customers, faults
 from verification.invariants import Verdict, check_all
 from verification.plan import OUTAGE_SECONDS, ChaosPlan, CheckoutPlan, make_plan
 from verification.report import RunFacts, render
 from verification.snapshot import ClientCheckout
 from verification.stack import REPO, ChaosStack, fresh_database, kill_targets, running_stack
-from workers.queues.definitions import DEFAULT_RULES_FILE, load_queue_definitions
 
 log = logging.getLogger("verification.chaos")
 EXIT_VIOLATION = 1

@@ -24,6 +24,8 @@ from marketplace.inventory.v1 import inventory_service_pb2_grpc as inventory_grp
 from marketplace.payment.v1 import payment_service_pb2 as payment_pb
 from marketplace.payment.v1 import payment_service_pb2_grpc as payment_grpc
 from marketplace_platform.event_bus import decode_message_body
+from marketplace_platform.queues.definitions import DEFAULT_RULES_FILE, load_queue_definitions
+from simulators.carrier.bookings import read_bookings
 from verification.snapshot import (
     CONFIRMED_STATUSES,
     CarrierBooking,
@@ -40,8 +42,6 @@ from verification.snapshot import (
     StoredKey,
 )
 from verification.stack import REPO, ChaosStack, carrier_bookings_path
-from workers.carrier_simulator.bookings import read_bookings
-from workers.queues.definitions import DEFAULT_RULES_FILE, load_queue_definitions
 
 # ReconcilePayments voids authorizations with no CONFIRMED order once they are this old (the
 # contract's minimum), so the checker waits for suspects to age past it before it runs.

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 import httpx
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from marketplace_platform.queues.definitions import DEFAULT_RULES_FILE, load_queue_definitions
+from marketplace_platform.queues.postgres import PostgresQueues
 from marketplace_platform.settings import to_asyncpg_url
 from verification.plan import Faults, Kill, Poison, PspPhase
 from verification.snapshot import InjectedPoison
 from verification.stack import REPO, ChaosStack
-from workers.queues.definitions import DEFAULT_RULES_FILE, load_queue_definitions
-from workers.queues.local import PostgresQueues
 
 log = logging.getLogger("verification.faults")
 PID_WAIT = 30.0  # a process being restarted gets this long to come back before a kill is skipped

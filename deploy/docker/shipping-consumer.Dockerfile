@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1.7
 # The shipping consumer (SQS queue shipping).
-# Built from the repository root after `make protos` (`python -m tools.deploy` does both):
+# Built from the repository root after `make protos` (`python -m tools.deployer` does both):
 #   docker build -f deploy/docker/shipping-consumer.Dockerfile -t checkout/shipping-consumer:<tag> .
 # Two stages on the same pinned slim image: the build stage makes a virtualenv with the
 # project, the generated contracts and their dependencies; the runtime stage copies only that
@@ -25,7 +25,8 @@ COPY services ./services
 COPY gateway ./gateway
 COPY workers ./workers
 COPY local_supervisor ./local_supervisor
-COPY psp_simulator ./psp_simulator
+COPY saga_tasks ./saga_tasks
+COPY simulators ./simulators
 RUN pip install .
 
 FROM python:3.12.8-slim-bookworm AS runtime

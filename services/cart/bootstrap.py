@@ -86,7 +86,7 @@ def build(settings: CartSettings) -> ServiceFactory:
                     cache,
                     down_interval=settings.cart_cache_retry_seconds,
                     trusted_interval=settings.cart_cache_sweep_seconds,
-                )
+                )()
             finally:
                 await cache.close()
 

@@ -3,10 +3,8 @@ the servicer, and the background loops that keep every order moving."""
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import logging
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Literal
 
@@ -18,9 +16,10 @@ from marketplace_platform.channels import open_channel
 from marketplace_platform.db import unit_of_work_factory
 from marketplace_platform.grpc_server import ServiceRegistration
 from marketplace_platform.outbox import OutboxWriter
-from marketplace_platform.saga import SagaStarter, stepfunctions_starter
+from marketplace_platform.periodic import BackgroundLoop, every
+from marketplace_platform.saga import SagaStarter
+from marketplace_platform.saga.step_functions import stepfunctions_starter
 from marketplace_platform.service_main import (
-    BackgroundLoop,
     ServiceFactory,
     ServiceParts,
     run_service,
@@ -98,17 +97,17 @@ def background_loops(settings: CheckoutSettings, deps: Checkout) -> list[Backgro
     overdue = timedelta(seconds=settings.order_timeout_seconds)
     retention = timedelta(hours=settings.idempotency_retention_hours)
     return [
-        _every(
+        every(
             settings.completer_interval_seconds,
             "completer",
             lambda: housekeeping.complete_stranded(deps, older_than=grace),
         ),
-        _every(
+        every(
             settings.timeout_sweep_interval_seconds,
             "timeout sweep",
             lambda: housekeeping.fail_overdue(deps.unit_of_work, older_than=overdue),
         ),
-        _every(
+        every(
             settings.key_reap_interval_seconds,
             "idempotency key reaper",
             lambda: housekeeping.reap_idempotency_keys(deps.unit_of_work, retention=retention),
@@ -123,7 +122,7 @@ def saga_starter(settings: CheckoutSettings, engine: AsyncEngine) -> SagaStarter
             raise ValueError("SAGA_BACKEND=stepfunctions needs SAGA_STATE_MACHINE_ARN")
         return stepfunctions_starter(settings.saga_state_machine_arn)
     try:
-        starter_module = importlib.import_module("workers.saga_engine.starter")
+        starter_module = importlib.import_module("marketplace_platform.saga.local")
     except ImportError as error:
         log.warning("no local saga engine (%s); orders will wait in PENDING", error)
         return UnavailableSagaStarter(f"the local saga engine is not installed ({error})")
@@ -147,18 +146,6 @@ def _grpc_payments(settings: CheckoutSettings) -> Payments:
         idempotent_services=[payment_client.SERVICE],
     )
     return payment_client.GrpcPayments(channel, timeout=settings.dependency_timeout_seconds)
-
-
-def _every(interval: float, name: str, duty: Callable[[], Awaitable[int]]) -> BackgroundLoop:
-    async def loop() -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await duty()
-            except Exception:
-                log.exception("%s failed; retrying next interval", name)
-
-    return loop
 
 
 def main() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from pydantic import Field
@@ -12,6 +11,7 @@ from marketplace.inventory.v1 import inventory_service_pb2, inventory_service_pb
 from marketplace_platform.db import unit_of_work_factory
 from marketplace_platform.grpc_server import ServiceRegistration
 from marketplace_platform.outbox import OutboxWriter
+from marketplace_platform.periodic import every
 from marketplace_platform.service_main import ServiceFactory, ServiceParts, run_service
 from marketplace_platform.settings import ServiceSettings
 from services.inventory.adapters import tables
@@ -40,15 +40,13 @@ def build(settings: InventorySettings) -> ServiceFactory:
         )
         servicer = InventoryServicer(unit_of_work)
 
-        async def sweep_forever() -> None:
-            while True:
-                await asyncio.sleep(settings.reservation_sweep_interval_seconds)
-                try:
-                    await reservations.expire_all_due(
-                        unit_of_work, batch=settings.reservation_sweep_batch
-                    )
-                except Exception:
-                    log.exception("reservation sweep failed; retrying next interval")
+        sweep = every(
+            settings.reservation_sweep_interval_seconds,
+            "reservation sweep",
+            lambda: reservations.expire_all_due(
+                unit_of_work, batch=settings.reservation_sweep_batch
+            ),
+        )
 
         registration = ServiceRegistration(
             SERVICE_NAME,
@@ -56,7 +54,7 @@ def build(settings: InventorySettings) -> ServiceFactory:
                 servicer, server
             ),
         )
-        return ServiceParts([registration], background=[sweep_forever])
+        return ServiceParts([registration], background=[sweep])
 
     return parts
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import timedelta
 
@@ -13,6 +12,7 @@ from marketplace.payment.v1 import payment_service_pb2, payment_service_pb2_grpc
 from marketplace_platform.db import unit_of_work_factory
 from marketplace_platform.grpc_server import ServiceRegistration
 from marketplace_platform.outbox import OutboxWriter
+from marketplace_platform.periodic import every
 from marketplace_platform.service_main import ServiceFactory, ServiceParts, run_service
 from marketplace_platform.settings import ServiceSettings
 from services.payment.adapters import tables
@@ -63,13 +63,11 @@ def build(settings: PaymentSettings) -> ServiceFactory:
         )
         servicer = PaymentServicer(deps)
 
-        async def reconcile_forever() -> None:
-            while True:
-                await asyncio.sleep(settings.reconcile_interval_seconds)
-                try:
-                    await reconciliation.reconcile(deps)
-                except Exception:
-                    log.exception("reconciliation failed; retrying next interval")
+        reconcile = every(
+            settings.reconcile_interval_seconds,
+            "reconciliation",
+            lambda: reconciliation.reconcile(deps),
+        )
 
         registration = ServiceRegistration(
             SERVICE_NAME,
@@ -77,7 +75,7 @@ def build(settings: PaymentSettings) -> ServiceFactory:
                 servicer, server
             ),
         )
-        return ServiceParts([registration], background=[reconcile_forever])
+        return ServiceParts([registration], background=[reconcile])
 
     return parts
 

@@ -29,16 +29,16 @@ from marketplace.events.v1 import (
 )
 from marketplace_platform.db import create_engine
 from marketplace_platform.event_bus import EventBus, decode_message_body, trace_carrier
+from marketplace_platform.event_bus.eventbridge import EventBridgeBus
+from marketplace_platform.event_bus.local import LocalEventBus
+from marketplace_platform.event_bus.provision import create_eventbridge_rules
+from marketplace_platform.event_bus.rules import Routing, load_routing
 from marketplace_platform.outbox import OutboxWriter, define_outbox_table
 from marketplace_platform.queues import Queues
+from marketplace_platform.queues.postgres import PostgresQueues
+from marketplace_platform.queues.provision import create_sqs_queues
+from marketplace_platform.queues.sqs import SqsQueues
 from marketplace_platform.settings import ServiceSettings
-from workers.event_bus.eventbridge import EventBridgeBus
-from workers.event_bus.local import LocalEventBus
-from workers.event_bus.provision import create_eventbridge_rules
-from workers.event_bus.rules import Routing, load_routing
-from workers.queues.local import PostgresQueues
-from workers.queues.provision import create_sqs_queues
-from workers.queues.sqs import SqsQueues
 
 # What deploy/ecs/event_rules.json promises: event type -> the queues that receive it.
 EXPECTED_ROUTES = {

@@ -12,8 +12,12 @@ from typing import Any
 
 import pytest
 
-from marketplace_platform.mailer import LocalOutboxMailer, OutgoingEmail, SesMailer
-from marketplace_platform.object_store import LocalObjectStore, ObjectStore, S3ObjectStore
+from marketplace_platform.mailer import OutgoingEmail
+from marketplace_platform.mailer.local import LocalOutboxMailer
+from marketplace_platform.mailer.ses import SesMailer
+from marketplace_platform.object_store import ObjectStore
+from marketplace_platform.object_store.local import LocalObjectStore
+from marketplace_platform.object_store.s3 import S3ObjectStore
 
 
 def boto3_client(service: str, endpoint: str) -> Any:

@@ -20,10 +20,10 @@ from marketplace_platform.queues import (
     ReceivedMessage,
     UnknownQueue,
 )
+from marketplace_platform.queues.postgres import PostgresQueues
+from marketplace_platform.queues.provision import create_sqs_queues
+from marketplace_platform.queues.sqs import SqsQueues
 from marketplace_platform.settings import ServiceSettings
-from workers.queues.local import PostgresQueues
-from workers.queues.provision import create_sqs_queues
-from workers.queues.sqs import SqsQueues
 
 MAX_RECEIVES = 2
 VISIBILITY = 1

@@ -25,11 +25,11 @@ from marketplace_platform.channels import open_channel
 from marketplace_platform.db import create_engine, ping
 from marketplace_platform.grpc_errors import from_rpc_error
 from marketplace_platform.grpc_server import start_server
+from marketplace_platform.saga.local import LocalSagaStarter
 from marketplace_platform.settings import ServiceSettings
 from services.cart import bootstrap as cart
 from services.checkout import bootstrap as checkout
 from tests.integration.test_checkout_orders import FakePayments, place_request, refusal
-from workers.saga_engine.starter import LocalSagaStarter
 
 if TYPE_CHECKING:
     from marketplace.cart.v1.cart_service_pb2_grpc import CartServiceAsyncStub as CartStub

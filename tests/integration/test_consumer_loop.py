@@ -27,18 +27,18 @@ from local_supervisor.embedded import free_port
 from marketplace.events.v1 import order_events_pb2
 from marketplace_platform.channels import open_channel
 from marketplace_platform.db import UnitOfWork, create_engine, unit_of_work_factory
+from marketplace_platform.event_bus.local import bus_event
 from marketplace_platform.ids import new_id
-from marketplace_platform.object_store import LocalObjectStore
+from marketplace_platform.object_store.local import LocalObjectStore
 from marketplace_platform.outbox import OutboxWriter
 from marketplace_platform.queues import QueueDefinition, ReceivedMessage
+from marketplace_platform.queues.postgres import PostgresQueues
 from marketplace_platform.settings import ServiceSettings
 from tests.integration.test_consumers import order_placed
 from workers.consumers import tables
 from workers.consumers.consumer import Consumer, DeliveredEvent
 from workers.consumers.invoice import handlers as invoice
 from workers.consumers.loop import ConsumerLoop, LoopOptions, is_transient
-from workers.event_bus.local import bus_event
-from workers.queues.local import PostgresQueues
 
 REPO = Path(__file__).resolve().parents[2]
 WITHIN = 30.0

@@ -29,17 +29,17 @@ from marketplace_platform.db import UnitOfWork, create_engine, ping, unit_of_wor
 from marketplace_platform.grpc_server import RunningServer, start_server
 from marketplace_platform.ids import new_id
 from marketplace_platform.outbox import OutboxWriter
+from marketplace_platform.saga.local import LocalSagaStarter
 from marketplace_platform.settings import ServiceSettings
 from services.cart import bootstrap as cart
 from services.checkout import bootstrap as checkout
 from services.checkout.adapters.tables import outbox as checkout_outbox
 from services.payment import bootstrap as payment
+from simulators.carrier.simulator import CarrierFaults, CarrierSimulator
 from tests.support.psp import RunningPsp, running_psp
-from workers.carrier_simulator.simulator import CarrierFaults, CarrierSimulator
 from workers.consumers import tables
 from workers.consumers.consumer import Consumer, Outcome, process
 from workers.consumers.shipping import handlers as shipping
-from workers.saga_engine.starter import LocalSagaStarter
 
 if TYPE_CHECKING:
     from marketplace.cart.v1.cart_service_pb2_grpc import CartServiceAsyncStub as CartStub

@@ -22,8 +22,8 @@ from marketplace.common.v1 import address_pb2, ids_pb2, money_pb2
 from marketplace.events.v1 import envelope_pb2, order_events_pb2, payment_events_pb2
 from marketplace_platform.db import UnitOfWork, create_engine, unit_of_work_factory
 from marketplace_platform.ids import new_id
-from marketplace_platform.mailer import LocalOutboxMailer
-from marketplace_platform.object_store import LocalObjectStore
+from marketplace_platform.mailer.local import LocalOutboxMailer
+from marketplace_platform.object_store.local import LocalObjectStore
 from marketplace_platform.outbox import OutboxWriter
 from marketplace_platform.settings import ServiceSettings
 from workers.consumers import tables

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from workers.event_bus.rules import load_routing, matches
+from marketplace_platform.event_bus.rules import load_routing, matches
 
 EVENT = {
     "source": "marketplace.checkout",

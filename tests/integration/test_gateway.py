@@ -33,12 +33,12 @@ from local_supervisor.embedded import free_port
 from marketplace_platform.db import create_engine, ping
 from marketplace_platform.grpc_server import RunningServer, start_server
 from marketplace_platform.request_context import request_id_var
+from marketplace_platform.saga.local import LocalSagaStarter
 from marketplace_platform.settings import ServiceSettings
 from services.cart import bootstrap as cart
 from services.checkout import bootstrap as checkout
 from services.inventory import bootstrap as inventory
 from services.payment import bootstrap as payment
-from workers.saga_engine.starter import LocalSagaStarter
 
 SECRET = "integration-test-secret-0123456789abcdef"
 WITHIN = 10.0  # seconds any awaited condition may take before the test fails

@@ -24,13 +24,13 @@ from marketplace.common.v1 import ids_pb2
 from marketplace.events.v1 import envelope_pb2, inventory_events_pb2
 from marketplace_platform.db import create_engine, unit_of_work_factory
 from marketplace_platform.event_bus import decode_message_body
+from marketplace_platform.event_bus.local import LocalEventBus
+from marketplace_platform.event_bus.rules import Routing, load_routing
 from marketplace_platform.outbox import OutboxWriter
+from marketplace_platform.queues.postgres import PostgresQueues
 from marketplace_platform.settings import ServiceSettings
 from services.inventory.adapters import tables as inventory_tables
-from workers.event_bus.local import LocalEventBus
-from workers.event_bus.rules import Routing, load_routing
 from workers.outbox_relay.relay import OutboxRelay, outbox_lag
-from workers.queues.local import PostgresQueues
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = "inventory"

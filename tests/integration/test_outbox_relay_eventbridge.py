@@ -16,15 +16,15 @@ from marketplace.common.v1 import ids_pb2
 from marketplace.events.v1 import inventory_events_pb2
 from marketplace_platform.db import create_engine, unit_of_work_factory
 from marketplace_platform.event_bus import decode_message_body
+from marketplace_platform.event_bus.eventbridge import EventBridgeBus
+from marketplace_platform.event_bus.provision import create_eventbridge_rules
+from marketplace_platform.event_bus.rules import Routing, load_routing
 from marketplace_platform.outbox import OutboxWriter
+from marketplace_platform.queues.provision import create_sqs_queues
+from marketplace_platform.queues.sqs import SqsQueues
 from marketplace_platform.settings import ServiceSettings
 from services.inventory.adapters import tables as inventory_tables
-from workers.event_bus.eventbridge import EventBridgeBus
-from workers.event_bus.provision import create_eventbridge_rules
-from workers.event_bus.rules import Routing, load_routing
 from workers.outbox_relay.relay import OutboxRelay
-from workers.queues.provision import create_sqs_queues
-from workers.queues.sqs import SqsQueues
 
 
 @pytest.fixture(scope="module")

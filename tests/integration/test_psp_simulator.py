@@ -28,7 +28,7 @@ SEVEN_DAYS = 7 * 24 * 60 * 60
 
 @dataclass
 class Simulator:
-    """One `python -m psp_simulator` process, its data directory and its log file."""
+    """One `python -m simulators.psp` process, its data directory and its log file."""
 
     data_dir: Path
     log_path: Path
@@ -44,7 +44,7 @@ class Simulator:
         env = {**os.environ, "PSP_PORT": str(self.port), "PSP_DATA_DIR": str(self.data_dir)}
         with self.log_path.open("ab") as log:
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "psp_simulator", cwd=REPO, env=env, stdout=log, stderr=log
+                sys.executable, "-m", "simulators.psp", cwd=REPO, env=env, stdout=log, stderr=log
             )
         async with httpx.AsyncClient(base_url=self.url, timeout=1.0) as http:
             await until(lambda: _healthy(http, self), what="the simulator answers /healthz")

@@ -28,18 +28,18 @@ from marketplace.inventory.v1 import inventory_service_pb2_grpc as inventory_grp
 from marketplace_platform.db import create_engine
 from marketplace_platform.grpc_server import RunningServer, start_server
 from marketplace_platform.ids import new_id
+from marketplace_platform.saga.local import LocalSagaStarter
 from marketplace_platform.settings import ServiceSettings
+from saga_tasks import clients
+from saga_tasks.registry import HANDLERS
 from services.cart import bootstrap as cart
 from services.checkout import bootstrap as checkout
 from services.inventory import bootstrap as inventory
 from services.payment import bootstrap as payment
 from tests.support.psp import RunningPsp, running_psp
-from workers.saga_adapters import clients
-from workers.saga_adapters.registry import HANDLERS
 from workers.saga_engine.asl.machine import StateMachine
 from workers.saga_engine.engine import EngineOptions, SagaEngine
-from workers.saga_engine.handlers import HandlerInvoker
-from workers.saga_engine.starter import LocalSagaStarter
+from workers.saga_engine.task_invoker import HandlerInvoker
 
 if TYPE_CHECKING:
     from marketplace.cart.v1.cart_service_pb2_grpc import CartServiceAsyncStub as CartStub

@@ -22,13 +22,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from marketplace_platform.db import create_engine
+from marketplace_platform.saga.local import LocalSagaStarter
 from marketplace_platform.settings import ServiceSettings
 from workers.saga_engine.asl.interpreter import Position
 from workers.saga_engine.asl.machine import StateMachine
 from workers.saga_engine.engine import EngineOptions, SagaEngine
-from workers.saga_engine.handlers import Handler, HandlerInvoker
-from workers.saga_engine.starter import LocalSagaStarter
 from workers.saga_engine.store import ExecutionStore, LeaseLost
+from workers.saga_engine.task_invoker import Handler, HandlerInvoker
 
 WITHIN = 60.0
 
@@ -118,8 +118,9 @@ async def test_a_runner_whose_lease_was_taken_over_cannot_commit(
     engine: AsyncEngine, machine_name: str
 ) -> None:
     store = ExecutionStore(engine)
+    starter = LocalSagaStarter(engine, state_machine=machine_name)
     name = str(uuid.uuid4())
-    await store.start(name=name, payload={"order_id": name}, state_machine=machine_name)
+    await starter.start_execution(name=name, payload={"order_id": name})
     first = await store.claim(state_machine=machine_name, owner="first", lease_seconds=30)
     assert first is not None
     assert first.name == name
@@ -140,7 +141,7 @@ async def test_a_runner_whose_lease_was_taken_over_cannot_commit(
     with pytest.raises(LeaseLost):
         await store.advance(first, position, events=[])
     await store.advance(second, position, events=[])
-    description = await store.describe(name)
+    description = await starter.describe(name)
     assert description is not None
     assert description.current_state == "Next"
 

@@ -20,9 +20,8 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from marketplace_platform.db import create_engine
+from marketplace_platform.saga.local import HistoryEvent, LocalSagaStarter
 from marketplace_platform.settings import ServiceSettings
-from workers.saga_engine.starter import LocalSagaStarter
-from workers.saga_engine.store import HistoryEvent
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFINITION = ROOT / "tests/support/asl/hold_and_gate.asl.json"

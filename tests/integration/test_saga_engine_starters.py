@@ -15,10 +15,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from marketplace_platform.db import create_engine
-from marketplace_platform.saga import SagaStarter, StepFunctionsSagaStarter, execution_arn
+from marketplace_platform.saga import SagaStarter
+from marketplace_platform.saga.local import LocalSagaStarter
+from marketplace_platform.saga.step_functions import StepFunctionsSagaStarter, execution_arn
 from marketplace_platform.settings import ServiceSettings
 from services.checkout.bootstrap import CheckoutSettings, saga_starter
-from workers.saga_engine.starter import LocalSagaStarter
 
 PASS_THROUGH = {"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}
 

@@ -41,13 +41,13 @@ class RunningPsp:
 
 @asynccontextmanager
 async def running_psp(data_dir: Path) -> AsyncIterator[RunningPsp]:
-    """Run `python -m psp_simulator` on a free port until the block ends."""
+    """Run `python -m simulators.psp` on a free port until the block ends."""
     port = free_port()
     env = {**os.environ, "PSP_PORT": str(port), "PSP_DATA_DIR": str(data_dir)}
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "psp_simulator",
+        "simulators.psp",
         cwd=REPO,
         env=env,
         stdout=asyncio.subprocess.DEVNULL,

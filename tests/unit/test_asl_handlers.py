@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from workers.saga_engine.asl.errors import StatesError
-from workers.saga_engine.handlers import HandlerInvoker, placeholder_name
+from workers.saga_engine.task_invoker import HandlerInvoker, placeholder_name
 
 
 class PaymentDeclined(Exception):

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from workers.saga_adapters import authorize_payment, clients
-from workers.saga_adapters.errors import AuthorizationBudgetSpent, RetryableError
+from saga_tasks import authorize_payment, clients
+from saga_tasks.errors import AuthorizationBudgetSpent, RetryableError
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 

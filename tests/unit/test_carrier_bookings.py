@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from simulators.carrier.bookings import read_bookings
+from simulators.carrier.simulator import CarrierSimulator
 from verification.collect import carrier_bookings
 from verification.snapshot import CarrierBooking
 from verification.stack import ChaosStack, carrier_bookings_path
-from workers.carrier_simulator.bookings import read_bookings
-from workers.carrier_simulator.simulator import CarrierSimulator
 from workers.consumers.shipping.carrier import ParcelRequest
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tools import deploy
+from tools import deployer
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER_DIR = REPO / "deploy" / "docker"
@@ -66,7 +66,7 @@ DOCKERFILES = sorted(DOCKER_DIR.glob("*.Dockerfile"))
 def test_there_is_one_dockerfile_per_deployable_and_no_other() -> None:
     names = {path.name.removesuffix(".Dockerfile") for path in DOCKERFILES}
 
-    assert names == {d.name for d in deploy.DEPLOYABLES}
+    assert names == {d.name for d in deployer.DEPLOYABLES}
 
 
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.stem)
@@ -96,7 +96,7 @@ def test_the_runtime_stage_runs_as_a_non_root_user(path: Path) -> None:
     assert not [i for i in runtime[last_user:] if i.keyword == "RUN"]  # nothing runs as root after
 
 
-@pytest.mark.parametrize("deployable", deploy.DEPLOYABLES, ids=lambda d: d.name)
+@pytest.mark.parametrize("deployable", deployer.DEPLOYABLES, ids=lambda d: d.name)
 def test_the_image_runs_the_deployable_and_checks_its_health_as_ecs_does(
     deployable: Any,
 ) -> None:
@@ -110,7 +110,7 @@ def test_the_image_runs_the_deployable_and_checks_its_health_as_ecs_does(
     healthcheck = shlex.split(by_keyword["HEALTHCHECK"])
     assert "CMD" in healthcheck
     probe = exec_form(by_keyword["HEALTHCHECK"].split("CMD", 1)[1].strip())
-    assert ["CMD", *probe] == deploy.health_command(deployable)
+    assert ["CMD", *probe] == deployer.health_command(deployable)
     if deployable.port is not None:
         assert by_keyword["EXPOSE"] == str(deployable.port)
 

@@ -11,17 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from tools import deploy
-from workers.saga_adapters.registry import HANDLERS
+from saga_tasks.registry import HANDLERS
+from tools import deployer
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def adapter_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The zip as `python -m tools.deploy build` makes it, without the pip-installed libraries."""
+    """The zip as `python -m tools.deployer build` makes it, without the pip-installed libraries."""
     out = tmp_path_factory.mktemp("lambda") / "saga-adapters.zip"
-    return Path(deploy.build_lambda_zip(out, dependencies=False))
+    return Path(deployer.build_lambda_zip(out, dependencies=False))
 
 
 def test_the_zip_holds_every_handler_and_every_generated_contract_unchanged(
@@ -39,7 +39,7 @@ def test_the_zip_holds_every_handler_and_every_generated_contract_unchanged(
             name = str(source.relative_to(contracts))
             assert archive.read(name) == source.read_bytes(), name
 
-    assert "workers/saga_adapters/registry.py" in names
+    assert "saga_tasks/registry.py" in names
     assert not [n for n in names if "__pycache__" in n or "/migrations/" in n]
 
 
@@ -76,13 +76,13 @@ print(json.dumps(found))
 def test_the_lambda_requirements_cover_what_the_adapters_import_from_outside() -> None:
     wanted = {
         line.split(">=")[0].strip()
-        for line in deploy.LAMBDA_REQUIREMENTS.read_text().splitlines()
+        for line in deployer.LAMBDA_REQUIREMENTS.read_text().splitlines()
         if line.strip() and not line.startswith("#")
     }
 
     assert wanted == {"grpcio", "grpcio-status", "protobuf", "pydantic", "pydantic-settings"}
-    assert deploy.LAMBDA_PLATFORM == ("manylinux2014_aarch64", "3.12")
-    saga = deploy.load_template(deploy.TEMPLATES_DIR / "saga.yaml")
+    assert deployer.LAMBDA_PLATFORM == ("manylinux2014_aarch64", "3.12")
+    saga = deployer.load_template(deployer.TEMPLATES_DIR / "saga.yaml")
     for resource in saga["Resources"].values():
         if resource["Type"] == "AWS::Lambda::Function":
             assert resource["Properties"]["Runtime"] == "python3.12"

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from local_supervisor.stack import STACK
-from tools import deploy
-from workers.saga_adapters.registry import HANDLERS
+from saga_tasks.registry import HANDLERS
+from tools import deployer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,10 +24,10 @@ def templates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, A
     """Every template by file stem: the hand-written ones and those the tool generates."""
     out = tmp_path_factory.mktemp("generated")
     found = {
-        path.stem: deploy.load_template(path)
-        for path in sorted(deploy.TEMPLATES_DIR.glob("*.yaml"))
+        path.stem: deployer.load_template(path)
+        for path in sorted(deployer.TEMPLATES_DIR.glob("*.yaml"))
     }
-    for name, path in deploy.render_generated(out).items():
+    for name, path in deployer.render_generated(out).items():
         found[name] = json.loads(path.read_text())
     return found
 
@@ -56,15 +56,15 @@ def asl_tasks(states: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def test_the_state_machine_deployed_is_the_local_asl_file_byte_for_byte(tmp_path: Path) -> None:
-    build = deploy.stage(tmp_path, lambda_dependencies=False)
-    parameters = deploy.root_parameters(build, env="prod", region="eu-west-1")
+    build = deployer.stage(tmp_path, lambda_dependencies=False)
+    parameters = deployer.root_parameters(build, env="prod", region="eu-west-1")
     key = parameters["SagaDefinitionKey"]
 
     staged = tmp_path / key  # the build directory is <out>/<build id>, the key <build id>/<file>
-    assert staged.read_bytes() == deploy.SAGA_DEFINITION.read_bytes()
+    assert staged.read_bytes() == deployer.SAGA_DEFINITION.read_bytes()
     assert key.startswith(build.build_id + "/")
 
-    saga = deploy.load_template(deploy.TEMPLATES_DIR / "saga.yaml")
+    saga = deployer.load_template(deployer.TEMPLATES_DIR / "saga.yaml")
     (machine,) = resources(saga, "AWS::StepFunctions::StateMachine").values()
     properties = machine["Properties"]
     assert "Definition" not in properties
@@ -74,15 +74,15 @@ def test_the_state_machine_deployed_is_the_local_asl_file_byte_for_byte(tmp_path
         "Bucket": {"Ref": "ArtifactBucket"},
         "Key": {"Ref": "SagaDefinitionKey"},
     }
-    root = deploy.load_template(deploy.TEMPLATES_DIR / "root.yaml")
+    root = deployer.load_template(deployer.TEMPLATES_DIR / "root.yaml")
     passed = root["Resources"]["Saga"]["Properties"]["Parameters"]
     assert passed["SagaDefinitionKey"] == {"Ref": "SagaDefinitionKey"}
     assert passed["ArtifactBucket"] == {"Ref": "ArtifactBucket"}
 
 
 def test_the_same_sources_stage_to_the_same_build_id_and_keys(tmp_path: Path) -> None:
-    first = deploy.stage(tmp_path / "a", lambda_dependencies=False)
-    again = deploy.stage(tmp_path / "b", lambda_dependencies=False)
+    first = deployer.stage(tmp_path / "a", lambda_dependencies=False)
+    again = deployer.stage(tmp_path / "b", lambda_dependencies=False)
 
     assert first.build_id == again.build_id
     assert first.keys == again.keys
@@ -94,20 +94,28 @@ def test_the_same_sources_stage_to_the_same_build_id_and_keys(tmp_path: Path) ->
 def test_a_changed_definition_is_staged_as_changed_under_a_new_key(tmp_path: Path) -> None:
     # The repository as it is, but for one edited state machine file.
     repo = tmp_path / "repo"
-    for top in ("workers", "marketplace_platform", "gen", "services", "gateway", "psp_simulator"):
+    for top in (
+        "workers",
+        "marketplace_platform",
+        "gen",
+        "services",
+        "gateway",
+        "simulators",
+        "saga_tasks",
+    ):
         (repo / top).parent.mkdir(parents=True, exist_ok=True)
         (repo / top).symlink_to(REPO / top)
     ecs = repo / "deploy" / "ecs"
     ecs.mkdir(parents=True)
     for name in ("templates", "event_rules.json", "lambda"):
         (ecs / name).symlink_to(REPO / "deploy" / "ecs" / name)
-    definition = json.loads(deploy.SAGA_DEFINITION.read_text())
+    definition = json.loads(deployer.SAGA_DEFINITION.read_text())
     definition["Comment"] += " Edited."
     edited = json.dumps(definition, indent=2).encode()
     (ecs / "checkout_saga.asl.json").write_bytes(edited)
 
-    original = deploy.stage(tmp_path / "original", lambda_dependencies=False)
-    changed = deploy.stage(tmp_path / "changed", repo=repo, lambda_dependencies=False)
+    original = deployer.stage(tmp_path / "original", lambda_dependencies=False)
+    changed = deployer.stage(tmp_path / "changed", repo=repo, lambda_dependencies=False)
 
     key = changed.keys["checkout_saga.asl.json"]
     assert key != original.keys["checkout_saga.asl.json"]
@@ -115,8 +123,8 @@ def test_a_changed_definition_is_staged_as_changed_under_a_new_key(tmp_path: Pat
 
 
 def test_every_template_is_cfn_lint_clean(tmp_path: Path) -> None:
-    generated = deploy.render_generated(tmp_path)
-    paths = [*sorted(deploy.TEMPLATES_DIR.glob("*.yaml")), *generated.values()]
+    generated = deployer.render_generated(tmp_path)
+    paths = [*sorted(deployer.TEMPLATES_DIR.glob("*.yaml")), *generated.values()]
     cfn_lint = Path(sys.executable).parent / "cfn-lint"
 
     result = subprocess.run(
@@ -128,10 +136,10 @@ def test_every_template_is_cfn_lint_clean(tmp_path: Path) -> None:
 
 
 def test_every_placeholder_is_substituted_by_the_lambda_running_its_handler() -> None:
-    definition = json.loads(deploy.SAGA_DEFINITION.read_text())
+    definition = json.loads(deployer.SAGA_DEFINITION.read_text())
     tasks = dict(asl_tasks(definition["States"]))
     placeholders = {state["Resource"][2:-1]: state for state in tasks.values()}
-    saga = deploy.load_template(deploy.TEMPLATES_DIR / "saga.yaml")
+    saga = deployer.load_template(deployer.TEMPLATES_DIR / "saga.yaml")
     (machine,) = resources(saga, "AWS::StepFunctions::StateMachine").values()
     substitutions = machine["Properties"]["DefinitionSubstitutions"]
     functions = resources(saga, "AWS::Lambda::Function")
@@ -150,7 +158,7 @@ def test_every_placeholder_is_substituted_by_the_lambda_running_its_handler() ->
 
 
 def test_the_state_machine_may_invoke_only_its_adapters() -> None:
-    saga = deploy.load_template(deploy.TEMPLATES_DIR / "saga.yaml")
+    saga = deployer.load_template(deployer.TEMPLATES_DIR / "saga.yaml")
     role = saga["Resources"]["StateMachineRole"]["Properties"]
     statements = [s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]]
     (invoke,) = [s for s in statements if "lambda:InvokeFunction" in str(s["Action"])]
@@ -238,8 +246,8 @@ def test_only_the_rules_that_target_a_queue_may_send_to_it(
 def deployables_in_repo() -> set[str]:
     """What runs as a process: the local stack's modules and every runnable package, minus the
     processes that only run locally."""
-    modules: set[str] = deploy.runnable_modules() | {entry.module for entry in STACK}
-    return modules - set(deploy.LOCAL_ONLY)
+    modules: set[str] = deployer.runnable_modules() | {entry.module for entry in STACK}
+    return modules - set(deployer.LOCAL_ONLY)
 
 
 def task_definition_modules(services: dict[str, Any]) -> dict[str, str]:
@@ -265,8 +273,8 @@ def test_the_local_only_processes_are_real_and_not_deployed(
 ) -> None:
     deployed = task_definition_modules(templates["services"])
 
-    for module in deploy.LOCAL_ONLY:
-        assert deploy.module_exists(module), module
+    for module in deployer.LOCAL_ONLY:
+        assert deployer.module_exists(module), module
         assert module not in deployed
 
 
@@ -276,7 +284,7 @@ def test_a_new_worker_is_found_in_the_repo(tmp_path: Path) -> None:
     (tmp_path / "workers" / "consumers" / "returns").mkdir(parents=True)
     (tmp_path / "workers" / "consumers" / "returns" / "__main__.py").write_text("")
 
-    assert deploy.runnable_modules(tmp_path) == {
+    assert deployer.runnable_modules(tmp_path) == {
         "workers.refund_sweeper",
         "workers.consumers.returns",
     }
@@ -313,7 +321,7 @@ def test_only_non_critical_workers_run_on_fargate_spot(
             for s in service["Properties"]["CapacityProviderStrategy"]
         )
     }
-    expected = {d.name for d in deploy.present_deployables() if not d.critical}
+    expected = {d.name for d in deployer.present_deployables() if not d.critical}
 
     assert on_spot == expected
     assert not on_spot & {"cart", "inventory", "payment", "checkout", "gateway", "outbox-relay"}
@@ -540,7 +548,7 @@ def test_nested_stacks_pass_exactly_what_their_templates_declare(
     ids=lambda p: f"{p.parent.name}/{p.stem}",
 )
 def test_parameter_files_fit_the_root_stack(params_file: Path) -> None:
-    root = deploy.load_template(deploy.TEMPLATES_DIR / "root.yaml")
+    root = deployer.load_template(deployer.TEMPLATES_DIR / "root.yaml")
     declared = root["Parameters"]
     given = json.loads(params_file.read_text())
     from_the_tool = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from psp_simulator.faults import FaultConfig, FaultInjector, Refusal
+from simulators.psp.faults import FaultConfig, FaultInjector, Refusal
 
 
 class Clock:

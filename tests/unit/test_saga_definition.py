@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from workers.saga_adapters import errors, reasons
-from workers.saga_adapters.registry import HANDLERS, RAISES, REQUIRES
-from workers.saga_adapters.settings import AdapterSettings
+from saga_tasks import errors, reasons
+from saga_tasks.registry import HANDLERS, RAISES, REQUIRES
+from saga_tasks.settings import AdapterSettings
 from workers.saga_engine.asl.errors import StatesError
 from workers.saga_engine.asl.interpreter import Ended, Interpreter
 from workers.saga_engine.asl.machine import StateMachine

@@ -22,7 +22,6 @@ import logging
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import cast
 
 import grpc
 import sqlalchemy.exc
@@ -33,23 +32,16 @@ from botocore.exceptions import (  # type: ignore[import-untyped]
 from botocore.exceptions import ConnectionError as AwsConnectionError
 from opentelemetry import trace
 
+from marketplace_platform import grpc_errors
 from marketplace_platform.db import UnitOfWork
 from marketplace_platform.errors import DependencyUnavailable
 from marketplace_platform.event_bus import decode_message_body
-from marketplace_platform.grpc_errors import from_rpc_error
 from marketplace_platform.queues import MAX_RETRY_DELAY_SECONDS, Queues, ReceivedMessage
 from workers.consumers.consumer import Consumer, process
 
 log = logging.getLogger(__name__)
 
 # Statuses of a call that met a dependency down, overloaded or too slow, not a refusal.
-TRANSIENT_GRPC_CODES = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-    }
-)
 # SQLSTATEs of a database that is away or overloaded, not of a bad statement: connection
 # exceptions (08), insufficient resources (53, e.g. too many connections), shutting down,
 # crashed or starting up (57P01-57P03), and a statement timeout (57014).
@@ -112,7 +104,7 @@ def _is_unavailable(error: BaseException) -> bool:
     if isinstance(error, DependencyUnavailable | ConnectionError | TimeoutError):
         return True
     if isinstance(error, grpc.RpcError):
-        return _grpc_unavailable(error)
+        return grpc_errors.is_transient(error)
     if isinstance(error, sqlalchemy.exc.DBAPIError) and error.connection_invalidated:
         return True
     if isinstance(error, sqlalchemy.exc.TimeoutError):  # no pooled connection in time
@@ -123,17 +115,6 @@ def _is_unavailable(error: BaseException) -> bool:
         return _aws_unavailable(error)
     sqlstate = getattr(error, "sqlstate", None)
     return isinstance(sqlstate, str) and _transient_sqlstate(sqlstate)
-
-
-def _grpc_unavailable(error: grpc.RpcError) -> bool:
-    code = getattr(error, "code", None)
-    if not callable(code) or code() not in TRANSIENT_GRPC_CODES:
-        return False
-    if code() is not grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return True
-    # RESOURCE_EXHAUSTED with a service's own reason is a refusal (OUT_OF_STOCK), not a quota.
-    refusal = from_rpc_error(cast(grpc.aio.AioRpcError, error))  # same accessors on sync calls
-    return refusal is None or refusal.reason == "RESOURCE_EXHAUSTED"
 
 
 def _aws_unavailable(error: ClientError) -> bool:
@@ -149,10 +130,8 @@ def _transient_sqlstate(sqlstate: str) -> bool:
 
 def describe(error: BaseException) -> str:
     """One line about a failure: a call's status and details, or the exception's type and text."""
-    code = getattr(error, "code", None)
-    if isinstance(error, grpc.RpcError) and callable(code):
-        details = getattr(error, "details", None)
-        return f"{code().name}: {details() if callable(details) else ''}"
+    if isinstance(error, grpc.RpcError):
+        return grpc_errors.describe(error)
     return f"{type(error).__name__}: {error}"
 
 

@@ -43,11 +43,11 @@ def main(settings_class: type[S], wire: Wire[S]) -> None:
 
 def open_queues(settings: ConsumerSettings, engine: AsyncEngine) -> Queues:
     """The queue adapter the settings name, with the queues the rules file declares."""
-    from workers.queues.definitions import load_queue_definitions
+    from marketplace_platform.queues.definitions import load_queue_definitions
 
     definitions = load_queue_definitions(settings.event_rules_file)
     if settings.queue_backend == "sqs":
-        from workers.queues.sqs import sqs_queues
+        from marketplace_platform.queues.sqs import sqs_queues
 
         return sqs_queues(
             definitions,
@@ -55,7 +55,7 @@ def open_queues(settings: ConsumerSettings, engine: AsyncEngine) -> Queues:
             endpoint_url=settings.sqs_endpoint_url,
             name_prefix=settings.sqs_queue_prefix,
         )
-    from workers.queues.local import PostgresQueues
+    from marketplace_platform.queues.postgres import PostgresQueues
 
     return PostgresQueues(engine, definitions)
 
@@ -63,7 +63,7 @@ def open_queues(settings: ConsumerSettings, engine: AsyncEngine) -> Queues:
 async def run(settings: S, wire: Wire[S]) -> None:
     """Consume until SIGTERM or SIGINT, finishing the batch in hand."""
     if settings.migrate_on_start:
-        for package in ("workers.consumers", "workers.queues"):
+        for package in ("workers.consumers", "marketplace_platform.queues"):
             await asyncio.to_thread(upgrade, settings.database_url, migrations_dir(package))
     engine = create_engine(settings)
     consumer, close = await wire(settings)

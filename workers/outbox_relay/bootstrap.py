@@ -11,14 +11,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from marketplace_platform.db import create_engine
 from marketplace_platform.event_bus import EventBus
+from marketplace_platform.event_bus.eventbridge import eventbridge_bus
+from marketplace_platform.event_bus.local import LocalEventBus
+from marketplace_platform.event_bus.rules import load_routing
 from marketplace_platform.logs import configure_logging
 from marketplace_platform.migrations import migrations_dir, upgrade
-from workers.event_bus.eventbridge import eventbridge_bus
-from workers.event_bus.local import LocalEventBus
-from workers.event_bus.rules import load_routing
+from marketplace_platform.queues.postgres import PostgresQueues
 from workers.outbox_relay.relay import OutboxRelay
 from workers.outbox_relay.settings import OutboxRelaySettings
-from workers.queues.local import PostgresQueues
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,9 @@ def build_bus(settings: OutboxRelaySettings, engine: AsyncEngine) -> EventBus:
 async def run(settings: OutboxRelaySettings) -> None:
     """Relay until SIGTERM or SIGINT; the batch in flight finishes first."""
     if settings.migrate_on_start and settings.relay_bus == "local":
-        await asyncio.to_thread(upgrade, settings.database_url, migrations_dir("workers.queues"))
+        await asyncio.to_thread(
+            upgrade, settings.database_url, migrations_dir("marketplace_platform.queues")
+        )
     engine = create_engine(settings)
     relay = OutboxRelay(
         engine,

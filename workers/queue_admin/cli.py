@@ -19,13 +19,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from marketplace_platform.db import create_engine
 from marketplace_platform.event_bus import decode_message_body
+from marketplace_platform.event_bus.rules import load_routing
 from marketplace_platform.queues import Queues, QueueStats, ReceivedMessage, UnknownQueue
-from workers.event_bus.rules import load_routing
+from marketplace_platform.queues.postgres import PostgresQueues
+from marketplace_platform.queues.sqs import sqs_queues
 from workers.outbox_relay.cli import format_lag_table
 from workers.outbox_relay.relay import outbox_lag
 from workers.queue_admin.settings import QueueAdminSettings
-from workers.queues.local import PostgresQueues
-from workers.queues.sqs import sqs_queues
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -14,8 +14,8 @@ from marketplace_platform.logs import configure_logging
 from marketplace_platform.migrations import migrations_dir, upgrade
 from workers.saga_engine.asl.machine import StateMachine
 from workers.saga_engine.engine import EngineOptions, SagaEngine, default_owner
-from workers.saga_engine.handlers import HandlerInvoker, load_handlers
 from workers.saga_engine.settings import SagaEngineSettings
+from workers.saga_engine.task_invoker import HandlerInvoker, load_handlers
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ async def run(settings: SagaEngineSettings) -> None:
         raise SystemExit(f"no handler for {sorted(missing)} in {settings.saga_handlers}")
     if settings.migrate_on_start:
         await asyncio.to_thread(
-            upgrade, settings.database_url, migrations_dir("workers.saga_engine")
+            upgrade, settings.database_url, migrations_dir("marketplace_platform.saga")
         )
     engine = create_engine(settings)
     options = EngineOptions(

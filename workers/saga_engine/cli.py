@@ -9,9 +9,9 @@ import sys
 from typing import Any
 
 from marketplace_platform.db import create_engine
+from marketplace_platform.saga.local import LocalSagaStarter
 from workers.saga_engine import bootstrap
 from workers.saga_engine.settings import SagaEngineSettings
-from workers.saga_engine.store import ExecutionStore
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
 async def _show(command: str, name: str) -> int:
     engine = create_engine(SagaEngineSettings())
     try:
-        store = ExecutionStore(engine)
+        store = LocalSagaStarter(engine)
         if command == "describe":
             description = await store.describe(name)
             if description is None:

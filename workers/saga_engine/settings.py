@@ -14,7 +14,7 @@ class SagaEngineSettings(ServiceSettings):
 
     service_name: str = "saga-engine"
     saga_definition: Path = Path("deploy/ecs/checkout_saga.asl.json")
-    saga_handlers: str = "workers.saga_adapters.registry:HANDLERS"
+    saga_handlers: str = "saga_tasks.registry:HANDLERS"
     saga_state_machine_name: str = "checkout"
     saga_lease_seconds: float = Field(default=30.0, gt=0)
     saga_poll_interval_seconds: float = Field(default=0.25, gt=0)

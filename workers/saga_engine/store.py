@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,11 +15,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from marketplace_platform.ids import new_id
-from marketplace_platform.saga import ExecutionDescription
+from marketplace_platform.saga.tables import SCHEMA, definitions, executions, history
 from workers.saga_engine.asl.interpreter import Event, Position
 from workers.saga_engine.asl.machine import StateMachine
-from workers.saga_engine.tables import SCHEMA, definitions, executions, history
 
 
 class LeaseLost(Exception):
@@ -42,18 +40,6 @@ class Claim:
     definition_digest: str | None
     previous_owner: str | None
     database_now: datetime
-
-
-@dataclass(frozen=True)
-class HistoryEvent:
-    """One row of an execution's history."""
-
-    seq: int
-    type: str
-    state: str | None
-    payload: Any
-    owner: str | None
-    at: datetime
 
 
 _CLAIM = sa.text(
@@ -89,44 +75,6 @@ class ExecutionStore:
         self._engine = engine
         # Digests this store has seen committed to `definitions`; rows are never deleted.
         self._stored_digests: set[str] = set()
-
-    async def start(
-        self, *, name: str, payload: Mapping[str, Any], state_machine: str
-    ) -> tuple[uuid.UUID, bool]:
-        """Insert a new execution, or find the one of that name: (id, already existed)."""
-        execution_id = new_id()
-        async with self._engine.begin() as connection:
-            inserted = await connection.scalar(
-                insert(executions)
-                .values(
-                    id=execution_id,
-                    name=name,
-                    state_machine=state_machine,
-                    status="RUNNING",
-                    input=dict(payload),
-                    started_at=sa.func.now(),
-                    next_run_at=sa.func.now(),
-                    last_seq=1,
-                )
-                .on_conflict_do_nothing(index_elements=[executions.c.name])
-                .returning(executions.c.id)
-            )
-            if inserted is not None:
-                await connection.execute(
-                    history.insert().values(
-                        execution_id=inserted,
-                        seq=1,
-                        type="ExecutionStarted",
-                        payload={"input": dict(payload)},
-                    )
-                )
-                return inserted, False
-            existing = await connection.scalar(
-                sa.select(executions.c.id).where(executions.c.name == name)
-            )
-        if existing is None:  # pragma: no cover - rows are never deleted
-            raise LookupError(name)
-        return existing, True
 
     async def claim(self, *, state_machine: str, owner: str, lease_seconds: float) -> Claim | None:
         """Lease one due, unleased (or lease-expired) open execution of `state_machine`."""
@@ -297,42 +245,6 @@ class ExecutionStore:
                     for offset, event in enumerate(events)
                 ],
             )
-
-    async def describe(self, name: str) -> ExecutionDescription | None:
-        """The execution called `name`, or None."""
-        async with self._engine.connect() as connection:
-            row = (
-                await connection.execute(sa.select(executions).where(executions.c.name == name))
-            ).one_or_none()
-        if row is None:
-            return None
-        return ExecutionDescription(
-            execution_id=str(row.id),
-            name=row.name,
-            status=row.status,
-            input=row.input,
-            output=row.output,
-            error=row.error,
-            cause=row.cause,
-            current_state=row.current_state,
-            started_at=row.started_at,
-            stopped_at=row.stopped_at,
-        )
-
-    async def history(self, name: str) -> list[HistoryEvent]:
-        """The history of the execution called `name`, oldest first (empty if unknown)."""
-        query = (
-            sa.select(history)
-            .join(executions, executions.c.id == history.c.execution_id)
-            .where(executions.c.name == name)
-            .order_by(history.c.seq)
-        )
-        async with self._engine.connect() as connection:
-            rows = (await connection.execute(query)).all()
-        return [
-            HistoryEvent(row.seq, row.type, row.state, row.payload, row.owner, row.at)
-            for row in rows
-        ]
 
 
 _RELEASED: dict[str, Any] = {"lease_owner": None, "lease_token": None, "lease_expires_at": None}

@@ -10,11 +10,11 @@ instance left when only it could not reach Redis.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 
 from marketplace_platform.db import UnitOfWork
+from marketplace_platform.periodic import BackgroundLoop, every
 from services.cart.adapters.cart_cache import CartCache
 from services.cart.adapters.invalidation_repository import InvalidationRepository
 
@@ -46,17 +46,18 @@ async def settle_owed_invalidations(
     return True
 
 
-async def keep_cache_honest(
+def keep_cache_honest(
     unit_of_work: Callable[[], UnitOfWork],
     cache: CartCache,
     *,
     down_interval: float,
     trusted_interval: float,
-) -> None:
-    """Forever: settle owed invalidations, quickly while the cache is DOWN, slowly while not."""
-    while True:
-        try:
-            await settle_owed_invalidations(unit_of_work, cache)
-        except Exception:  # e.g. PostgreSQL unavailable for a moment; the cache stays as it is
-            log.exception("settling owed cart cache invalidations failed; retrying")
-        await asyncio.sleep(trusted_interval if cache.trusted else down_interval)
+) -> BackgroundLoop:
+    """A loop settling owed invalidations, quickly while the cache is DOWN, slowly while not
+    (a failure, e.g. PostgreSQL unavailable for a moment, leaves the cache as it is)."""
+    return every(
+        lambda: trusted_interval if cache.trusted else down_interval,
+        "settling owed cart cache invalidations",
+        lambda: settle_owed_invalidations(unit_of_work, cache),
+        first_at_once=True,
+    )

@@ -9,7 +9,7 @@ import grpc
 from marketplace.cart.v1 import cart_service_pb2 as pb
 from marketplace.cart.v1 import cart_service_pb2_grpc as pb_grpc
 from marketplace.common.v1 import ids_pb2
-from services.checkout.adapters.grpc_calls import called
+from marketplace_platform.grpc_errors import translated
 from services.checkout.domain.order import Money, OrderLine
 from services.checkout.service_layer.ports import Carts, CartStatus, PricedCart, PricingProblem
 
@@ -25,7 +25,7 @@ class GrpcCarts(Carts):
 
     async def price_cart(self, *, cart_id: uuid.UUID, customer_id: str) -> PricedCart:
         """Price the customer's cart against the catalog now."""
-        response: pb.PriceCartResponse = await called(
+        response: pb.PriceCartResponse = await translated(
             "cart",
             self._stub.PriceCart(
                 pb.PriceCartRequest(
@@ -41,7 +41,7 @@ class GrpcCarts(Carts):
         self, *, cart_id: uuid.UUID, customer_id: str, order_id: uuid.UUID
     ) -> None:
         """Freeze the cart as checked out by the order (idempotent by order)."""
-        await called(
+        await translated(
             "cart",
             self._stub.MarkCheckedOut(
                 pb.MarkCheckedOutRequest(

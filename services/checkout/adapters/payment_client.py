@@ -10,7 +10,7 @@ from marketplace.common.v1 import ids_pb2
 from marketplace.payment.v1 import payment_service_pb2 as pb
 from marketplace.payment.v1 import payment_service_pb2_grpc as pb_grpc
 from marketplace_platform.errors import NotFound
-from services.checkout.adapters.grpc_calls import called
+from marketplace_platform.grpc_errors import translated
 from services.checkout.domain.order import Money
 from services.checkout.service_layer.ports import Payments, PaymentSummary
 
@@ -27,7 +27,7 @@ class GrpcPayments(Payments):
     async def summary(self, order_id: uuid.UUID) -> PaymentSummary | None:
         """The order's payment, or None when it has none."""
         try:
-            response: pb.GetPaymentResponse = await called(
+            response: pb.GetPaymentResponse = await translated(
                 "payment",
                 self._stub.GetPayment(
                     pb.GetPaymentRequest(order_id=ids_pb2.OrderId(value=str(order_id))),

@@ -1,7 +1,7 @@
 """The saga starter checkout falls back to when no saga backend can be reached.
 
 The real starters are the saga port's adapters: Step Functions in marketplace_platform.saga,
-the local saga engine's in workers.saga_engine.starter.
+the local saga engine's in marketplace_platform.saga.local.
 """
 
 from __future__ import annotations

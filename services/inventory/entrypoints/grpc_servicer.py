@@ -15,24 +15,24 @@ from marketplace.inventory.v1 import inventory_service_pb2 as pb
 from marketplace.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
 from services.inventory.domain.reservation import ReleaseReason, Reservation, ReservationLine
 from services.inventory.domain.stock import StockLevel
-from services.inventory.service_layer import events, handlers, reservations
+from services.inventory.service_layer import events, reservations, stock
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 
 class InventoryServicer(pb_grpc.InventoryServiceServicer):
-    """Translates InventoryService calls to the inventory handlers."""
+    """Translates InventoryService calls to inventory's use cases."""
 
-    def __init__(self, unit_of_work: handlers.UnitOfWorkFactory) -> None:
+    def __init__(self, unit_of_work: stock.UnitOfWorkFactory) -> None:
         self.unit_of_work = unit_of_work
 
     async def SetStock(self, request: pb.SetStockRequest, context: Context) -> pb.SetStockResponse:
-        command = handlers.SetStock(sku=request.sku.value, on_hand=request.on_hand)
-        level = await handlers.set_stock(command, self.unit_of_work())
+        command = stock.SetStock(sku=request.sku.value, on_hand=request.on_hand)
+        level = await stock.set_stock(command, self.unit_of_work())
         return pb.SetStockResponse(stock_level=stock_to_proto(level))
 
     async def GetStock(self, request: pb.GetStockRequest, context: Context) -> pb.GetStockResponse:
-        level = await handlers.get_stock(request.sku.value, self.unit_of_work())
+        level = await stock.get_stock(request.sku.value, self.unit_of_work())
         return pb.GetStockResponse(stock_level=stock_to_proto(level))
 
     async def ReserveStock(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from marketplace.checkout.v1 import checkout_service_pb2_grpc as checkout_grpc
 from marketplace.payment.v1 import payment_service_pb2_grpc as payment_grpc
 from marketplace_platform.channels import open_channel
-from workers.carrier_simulator.simulator import CarrierFaults, CarrierSimulator
+from simulators.carrier.simulator import CarrierFaults, CarrierSimulator
 from workers.consumers.consumer import Consumer
 from workers.consumers.runner import Closer
 from workers.consumers.shipping import handlers

@@ -1,0 +1,1 @@
+"""Stand-ins for the outside world: the payment provider (psp) and the carrier."""

@@ -1,1 +1,0 @@
-"""The queue port's adapters: PostgreSQL queues for local runs, SQS on AWS."""

@@ -1,6 +1,0 @@
-"""Alembic environment of the queues schema."""
-
-from marketplace_platform.migrations import run_env
-from workers.queues.tables import SCHEMA, metadata
-
-run_env(SCHEMA, metadata)
