@@ -14,9 +14,10 @@ from marketplace_platform.errors import (
     InvalidArgument,
     VersionConflict,
 )
+from marketplace_platform.money import Money
 from services.cart.domain import cart as rules
 from services.cart.domain.cart import Cart, CartStatus
-from services.cart.domain.catalog import Money, Product
+from services.cart.domain.catalog import Product
 from services.cart.domain.idempotency import KeyedRequest, check_replay
 from services.cart.domain.pricing import ProblemKind, price
 

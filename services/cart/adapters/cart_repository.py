@@ -9,9 +9,9 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from marketplace_platform.money import Money
 from services.cart.adapters.tables import cart_lines, carts
 from services.cart.domain.cart import Cart, CartLine, CartStatus
-from services.cart.domain.catalog import Money
 
 
 class CartRepository:

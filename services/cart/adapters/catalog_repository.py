@@ -9,8 +9,9 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from marketplace_platform.money import Money
 from services.cart.adapters.tables import products
-from services.cart.domain.catalog import Money, Product
+from services.cart.domain.catalog import Product
 
 
 class CatalogRepository:

@@ -7,8 +7,9 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from marketplace_platform.money import Money
 from services.cart.domain.cart import Cart, CartLine, CartStatus
-from services.cart.domain.catalog import Money, Product
+from services.cart.domain.catalog import Product
 
 
 def cart_to_json(cart: Cart) -> str:

@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.cart.adapters.tables import idempotency_keys
-from services.cart.domain.idempotency import KeyedRequest
-
-
-@dataclass(frozen=True)
-class StoredRequest:
-    """What an earlier request under the same key left."""
-
-    fingerprint: str
-    response: str
+from services.cart.domain.idempotency import KeyedRequest, StoredRequest
 
 
 class IdempotencyRepository:

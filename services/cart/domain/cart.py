@@ -18,7 +18,8 @@ from marketplace_platform.errors import (
     NotFound,
     VersionConflict,
 )
-from services.cart.domain.catalog import Money, Product
+from marketplace_platform.money import Money
+from services.cart.domain.catalog import Product
 
 MAX_LINES = 100
 MIN_QUANTITY = 1

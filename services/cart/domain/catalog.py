@@ -5,19 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from marketplace_platform.money import Money
+
 DEFAULT_MERCHANT = "default"
-
-
-@dataclass(frozen=True)
-class Money:
-    """An amount in integer minor units of one currency."""
-
-    amount_minor: int
-    currency: str
-
-    def times(self, quantity: int) -> Money:
-        """This amount `quantity` times over."""
-        return Money(self.amount_minor * quantity, self.currency)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -25,6 +25,14 @@ class KeyedRequest:
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class StoredRequest:
+    """What an earlier request under the same key left."""
+
+    fingerprint: str
+    response: str
+
+
 def check_replay(request: KeyedRequest, stored_fingerprint: str) -> None:
     """Refuse a key used before for a different request."""
     if stored_fingerprint != request.fingerprint:

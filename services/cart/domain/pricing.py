@@ -7,8 +7,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
+from marketplace_platform.money import Money
 from services.cart.domain.cart import Cart, CartLine, subtotal
-from services.cart.domain.catalog import Money, Product
+from services.cart.domain.catalog import Product
 
 
 class ProblemKind(StrEnum):

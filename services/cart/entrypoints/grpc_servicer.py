@@ -14,8 +14,9 @@ from marketplace.cart.v1 import cart_service_pb2 as pb
 from marketplace.cart.v1 import cart_service_pb2_grpc as pb_grpc
 from marketplace.common.v1 import ids_pb2, money_pb2
 from marketplace_platform.db import UnitOfWork
+from marketplace_platform.money import Money
 from services.cart.domain.cart import Cart, CartLine, subtotal
-from services.cart.domain.catalog import DEFAULT_MERCHANT, Money, Product
+from services.cart.domain.catalog import DEFAULT_MERCHANT, Product
 from services.cart.domain.pricing import PricedCart
 from services.cart.service_layer import carts, catalog
 
