@@ -29,8 +29,9 @@ from services.checkout.adapters import cart_client, payment_client, tables
 from services.checkout.adapters.saga_starters import UnavailableSagaStarter
 from services.checkout.entrypoints.grpc_servicer import CheckoutServicer
 from services.checkout.service_layer import housekeeping
-from services.checkout.service_layer.placement import Checkout
-from services.checkout.service_layer.ports import Carts, Payments
+from services.checkout.service_layer.deps import CheckoutDeps
+from services.checkout.service_layer.ports import CartPort, PaymentPort
+from services.checkout.service_layer.unit_of_work import CheckoutUnitOfWork
 
 SERVICE_NAME = checkout_service_pb2.DESCRIPTOR.services_by_name["CheckoutService"].full_name
 
@@ -63,19 +64,19 @@ class CheckoutSettings(ServiceSettings):
 def build(
     settings: CheckoutSettings,
     *,
-    carts: Carts | None = None,
-    payments: Payments | None = None,
+    carts: CartPort | None = None,
+    payments: PaymentPort | None = None,
     saga: SagaStarter | None = None,
 ) -> ServiceFactory:
     """The checkout gRPC service and its loops; ports default to the configured gRPC peers."""
 
     def parts(engine: AsyncEngine) -> ServiceParts:
-        deps = Checkout(
+        deps = CheckoutDeps(
             unit_of_work=unit_of_work_factory(
-                engine, OutboxWriter(tables.outbox, producer="checkout")
+                engine, OutboxWriter(tables.outbox, producer="checkout"), kind=CheckoutUnitOfWork
             ),
-            carts=carts or _grpc_carts(settings),
-            payments=payments or _grpc_payments(settings),
+            carts=carts or _grpc_cart_port(settings),
+            payments=payments or _grpc_payment_port(settings),
             saga=saga or saga_starter(settings, engine),
             lease=timedelta(seconds=settings.idempotency_lease_seconds),
         )
@@ -91,7 +92,7 @@ def build(
     return parts
 
 
-def background_loops(settings: CheckoutSettings, deps: Checkout) -> list[BackgroundLoop]:
+def background_loops(settings: CheckoutSettings, deps: CheckoutDeps) -> list[BackgroundLoop]:
     """The completer, the timeout sweep and the idempotency key reaper."""
     grace = timedelta(seconds=settings.completer_grace_seconds)
     overdue = timedelta(seconds=settings.order_timeout_seconds)
@@ -100,17 +101,17 @@ def background_loops(settings: CheckoutSettings, deps: Checkout) -> list[Backgro
         every(
             settings.completer_interval_seconds,
             "completer",
-            lambda: housekeeping.complete_stranded(deps, older_than=grace),
+            lambda: housekeeping.complete_stranded(older_than=grace, deps=deps),
         ),
         every(
             settings.timeout_sweep_interval_seconds,
             "timeout sweep",
-            lambda: housekeeping.fail_overdue(deps.unit_of_work, older_than=overdue),
+            lambda: housekeeping.fail_overdue(older_than=overdue, deps=deps),
         ),
         every(
             settings.key_reap_interval_seconds,
             "idempotency key reaper",
-            lambda: housekeeping.reap_idempotency_keys(deps.unit_of_work, retention=retention),
+            lambda: housekeeping.reap_idempotency_keys(retention=retention, deps=deps),
         ),
     ]
 
@@ -130,22 +131,22 @@ def saga_starter(settings: CheckoutSettings, engine: AsyncEngine) -> SagaStarter
     return starter
 
 
-def _grpc_carts(settings: CheckoutSettings) -> Carts:
+def _grpc_cart_port(settings: CheckoutSettings) -> CartPort:
     channel = open_channel(
         settings.cart_target,
         default_timeout=settings.dependency_timeout_seconds,
         idempotent_services=[cart_client.SERVICE],
     )
-    return cart_client.GrpcCarts(channel, timeout=settings.dependency_timeout_seconds)
+    return cart_client.GrpcCartPort(channel, timeout=settings.dependency_timeout_seconds)
 
 
-def _grpc_payments(settings: CheckoutSettings) -> Payments:
+def _grpc_payment_port(settings: CheckoutSettings) -> PaymentPort:
     channel = open_channel(
         settings.payment_target,
         default_timeout=settings.dependency_timeout_seconds,
         idempotent_services=[payment_client.SERVICE],
     )
-    return payment_client.GrpcPayments(channel, timeout=settings.dependency_timeout_seconds)
+    return payment_client.GrpcPaymentPort(channel, timeout=settings.dependency_timeout_seconds)
 
 
 def main() -> None:

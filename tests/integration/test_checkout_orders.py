@@ -27,25 +27,27 @@ from marketplace.common.v1 import address_pb2, ids_pb2
 from marketplace.events.v1 import envelope_pb2, order_events_pb2, shipping_events_pb2
 from marketplace_platform import errors
 from marketplace_platform.channels import open_channel
-from marketplace_platform.db import UnitOfWork, create_engine, ping, unit_of_work_factory
+from marketplace_platform.db import create_engine, ping, unit_of_work_factory
 from marketplace_platform.grpc_errors import from_rpc_error
 from marketplace_platform.grpc_server import RunningServer, start_server
+from marketplace_platform.money import Money
 from marketplace_platform.outbox import OutboxWriter
 from marketplace_platform.saga import SagaStarter, StartedExecution
 from marketplace_platform.settings import ServiceSettings
 from services.checkout import bootstrap as checkout
 from services.checkout.adapters import tables
-from services.checkout.domain.order import Money, OrderLine, ShippingAddress
+from services.checkout.domain.order import OrderLine, ShippingAddress
 from services.checkout.service_layer import housekeeping, placement
-from services.checkout.service_layer.placement import Checkout
+from services.checkout.service_layer.deps import CheckoutDeps
 from services.checkout.service_layer.ports import (
-    Carts,
+    CartPort,
     CartStatus,
-    Payments,
+    PaymentPort,
     PaymentSummary,
     PricedCart,
     PricingProblem,
 )
+from services.checkout.service_layer.unit_of_work import CheckoutUnitOfWork
 
 if TYPE_CHECKING:
     from marketplace.checkout.v1.checkout_service_pb2_grpc import (
@@ -67,7 +69,7 @@ class FakeCart:
     order_id: uuid.UUID | None = None
 
 
-class FakeCarts(Carts):
+class FakeCarts(CartPort):
     """Carts in memory; `hold` lets a test keep PriceCart calls in flight."""
 
     def __init__(self) -> None:
@@ -92,7 +94,7 @@ class FakeCarts(Carts):
         cart = self.carts.get(cart_id)
         if cart is None or cart.customer_id != customer_id:
             raise errors.NotFound(f"no cart {cart_id}")
-        subtotal = Money(sum(line.line_total.amount for line in cart.lines), "USD")
+        subtotal = Money(sum(line.line_total.amount_minor for line in cart.lines), "USD")
         problems = () if cart.lines else (PricingProblem("EMPTY_CART", "the cart is empty"),)
         return PricedCart(
             cart_id, customer_id, cart.status, cart.lines, subtotal, problems, cart.order_id
@@ -126,7 +128,7 @@ class RecordingSagaStarter(SagaStarter):
 
 
 @dataclass
-class FakePayments(Payments):
+class FakePayments(PaymentPort):
     """Payments in memory: what order reads show."""
 
     payments: dict[uuid.UUID, PaymentSummary] = field(default_factory=dict)
@@ -148,7 +150,7 @@ class Rig:
     carts: FakeCarts
     saga: RecordingSagaStarter
     payments: FakePayments
-    deps: Checkout
+    deps: CheckoutDeps
     engine: AsyncEngine
     settings: checkout.CheckoutSettings
 
@@ -167,8 +169,10 @@ async def rig(engine: AsyncEngine) -> AsyncIterator[Rig]:
     parts = checkout.build(settings, carts=carts, payments=payments, saga=saga)(engine)
     server: RunningServer = await start_server(settings, parts.services, lambda: ping(engine))
     channel = open_channel(f"127.0.0.1:{server.port}", default_timeout=WITHIN)
-    deps = Checkout(
-        unit_of_work=unit_of_work_factory(engine, OutboxWriter(tables.outbox, producer="checkout")),
+    deps = CheckoutDeps(
+        unit_of_work=unit_of_work_factory(
+            engine, OutboxWriter(tables.outbox, producer="checkout"), kind=CheckoutUnitOfWork
+        ),
         carts=carts,
         payments=payments,
         saga=saga,
@@ -435,7 +439,7 @@ async def test_unplaceable_carts_are_refused_and_free_the_key(rig: Rig) -> None:
     assert await orders_for_cart(rig.engine, someone_elses) == 0
 
 
-class CommitFails(UnitOfWork):
+class CommitFails(CheckoutUnitOfWork):
     """A unit of work whose commit fails once the OrderPending event was written."""
 
     async def __aexit__(
@@ -464,7 +468,7 @@ async def test_a_failed_transaction_leaves_no_order_no_event_and_no_completed_ke
     cart_id = rig.carts.add(buyer)
     sessions = async_sessionmaker(rig.engine, expire_on_commit=False, autobegin=False)
     outbox = OutboxWriter(tables.outbox, producer="checkout")
-    failing = Checkout(
+    failing = CheckoutDeps(
         unit_of_work=lambda: CommitFails(sessions, outbox),
         carts=rig.carts,
         payments=rig.payments,
@@ -480,14 +484,14 @@ async def test_a_failed_transaction_leaves_no_order_no_event_and_no_completed_ke
     events_before = await scalar(rig.engine, "SELECT count(*) FROM checkout.outbox")
 
     with pytest.raises(RuntimeError, match="injected"):
-        await placement.place_order(command, failing)
+        await placement.place_order(command, deps=failing)
 
     assert await orders_for_cart(rig.engine, cart_id) == 0
     assert await scalar(rig.engine, "SELECT count(*) FROM checkout.outbox") == events_before
     assert await key_state(rig.engine, buyer, key) == "STARTED"  # claimed, never completed
     assert rig.carts.carts[cart_id].status is CartStatus.OPEN
     # The key was released, so the client's retry places the order, once.
-    retried = await placement.place_order(command, rig.deps)
+    retried = await placement.place_order(command, deps=rig.deps)
     assert not retried.replayed
     assert await orders_for_cart(rig.engine, cart_id) == 1
     assert await key_state(rig.engine, buyer, key) == "COMPLETED"
@@ -871,7 +875,7 @@ async def test_the_completer_starts_a_saga_whose_start_was_lost(rig: Rig) -> Non
     assert (cart_id, uuid.UUID(order_id)) in rig.carts.checked_out
     # Recorded as started, it is not started again.
     calls = rig.saga.calls
-    assert await housekeeping.complete_stranded(rig.deps, older_than=timedelta(0)) == 0
+    assert await housekeeping.complete_stranded(older_than=timedelta(0), deps=rig.deps) == 0
     assert rig.saga.calls == calls
 
 
@@ -885,10 +889,7 @@ async def test_orders_past_the_saga_deadline_are_failed_with_timeout(rig: Rig) -
             .where(tables.orders.c.order_id == uuid.UUID(stale))
             .values(created_at=func.now() - timedelta(hours=1))
         )
-    assert (
-        await housekeeping.fail_overdue(rig.deps.unit_of_work, older_than=timedelta(minutes=30))
-        >= 1
-    )
+    assert await housekeeping.fail_overdue(older_than=timedelta(minutes=30), deps=rig.deps) >= 1
     status = "SELECT status, failure_reason FROM checkout.orders WHERE order_id = :o"
     async with rig.engine.connect() as connection:
         stale_row = (await connection.execute(text(status), {"o": uuid.UUID(stale)})).one()
@@ -908,7 +909,7 @@ async def test_keys_older_than_the_retention_are_reaped(rig: Rig) -> None:
             .values(created_at=func.now() - timedelta(hours=25))
         )
     reaped = await housekeeping.reap_idempotency_keys(
-        rig.deps.unit_of_work, retention=timedelta(hours=24), batch=1
+        retention=timedelta(hours=24), batch=1, deps=rig.deps
     )
     assert reaped >= 1
     assert await key_state(rig.engine, buyer, old_key) is None

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from marketplace_platform.errors import IdempotencyKeyReused, RequestInFlight
+from marketplace_platform.money import Money
 from services.checkout.domain import fraud, tax
 from services.checkout.domain.idempotency import (
     IdempotencyRecord,
@@ -16,7 +17,7 @@ from services.checkout.domain.idempotency import (
     fingerprint,
     resume,
 )
-from services.checkout.domain.order import FraudDecision, Money
+from services.checkout.domain.order import FraudDecision
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 PLACED = PlacedOrder(uuid.UUID(int=7), "PENDING")

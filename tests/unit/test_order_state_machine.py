@@ -10,13 +10,12 @@ from datetime import UTC, datetime
 import pytest
 
 from marketplace_platform.errors import FailedPrecondition
+from marketplace_platform.money import Money
+from services.checkout.domain.errors import CancelRequested, IllegalTransition
 from services.checkout.domain.order import (
-    CancelRequested,
     FailureReason,
     FraudAssessment,
     FraudDecision,
-    IllegalTransition,
-    Money,
     Order,
     OrderLine,
     OrderStatus,

@@ -1,4 +1,4 @@
-"""The cart service over gRPC, as checkout's Carts port."""
+"""The cart service over gRPC, as checkout's CartPort."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ from marketplace.cart.v1 import cart_service_pb2 as pb
 from marketplace.cart.v1 import cart_service_pb2_grpc as pb_grpc
 from marketplace.common.v1 import ids_pb2
 from marketplace_platform.grpc_errors import translated
-from services.checkout.domain.order import Money, OrderLine
-from services.checkout.service_layer.ports import Carts, CartStatus, PricedCart, PricingProblem
+from marketplace_platform.money import Money
+from services.checkout.domain.order import OrderLine
+from services.checkout.service_layer.ports import CartPort, CartStatus, PricedCart, PricingProblem
 
 SERVICE = pb.DESCRIPTOR.services_by_name["CartService"].full_name
 
 
-class GrpcCarts(Carts):
+class GrpcCartPort(CartPort):
     """Calls CartService.PriceCart and MarkCheckedOut, each with its own deadline."""
 
     def __init__(self, channel: grpc.aio.Channel, *, timeout: float) -> None:

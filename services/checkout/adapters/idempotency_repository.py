@@ -12,9 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.checkout.adapters.tables import idempotency_keys
 from services.checkout.domain.idempotency import IdempotencyRecord, PlacedOrder, RecordState
+from services.checkout.service_layer.ports import IdempotencyRepositoryPort
 
 
-class IdempotencyRepository:
+class IdempotencyRepository(IdempotencyRepositoryPort):
     """Claims, reads, completes and reaps idempotency records."""
 
     def __init__(self, session: AsyncSession) -> None:

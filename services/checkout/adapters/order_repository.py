@@ -13,21 +13,22 @@ from sqlalchemy import Row, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from marketplace_platform.money import Money
 from services.checkout.adapters.tables import order_lines, order_shipments, orders
 from services.checkout.domain.order import (
     FailureReason,
     FraudAssessment,
     FraudDecision,
-    Money,
     Order,
     OrderLine,
     OrderStatus,
     Shipment,
     ShippingAddress,
 )
+from services.checkout.service_layer.ports import OrderRepositoryPort
 
 
-class OrderRepository:
+class OrderRepository(OrderRepositoryPort):
     """Reads and writes orders inside the unit of work's session."""
 
     def __init__(self, session: AsyncSession) -> None:
@@ -43,7 +44,7 @@ class OrderRepository:
                 cart_id=order.cart_id,
                 status=order.status.value,
                 currency=order.currency,
-                subtotal=order.subtotal.amount,
+                subtotal=order.subtotal.amount_minor,
                 shipping_address=asdict(order.shipping_address),
                 payment_method=order.payment_method,
             )
@@ -64,7 +65,7 @@ class OrderRepository:
                     "merchant_id": line.merchant_id,
                     "name": line.name,
                     "quantity": line.quantity,
-                    "unit_price": line.unit_price.amount,
+                    "unit_price": line.unit_price.amount_minor,
                 }
                 for number, line in enumerate(order.lines)
             ],
@@ -107,7 +108,7 @@ class OrderRepository:
                 status=order.status.value,
                 failure_reason=order.failure_reason.value if order.failure_reason else None,
                 failure_detail=order.failure_detail,
-                tax=order.tax.amount if order.tax else None,
+                tax=order.tax.amount_minor if order.tax else None,
                 fraud_decision=order.fraud.decision.value if order.fraud else None,
                 fraud_score=order.fraud.score if order.fraud else None,
                 fraud_reason=order.fraud.reason if order.fraud else None,

@@ -1,4 +1,4 @@
-"""The payment service over gRPC, as checkout's Payments port."""
+"""The payment service over gRPC, as checkout's PaymentPort."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ from marketplace.payment.v1 import payment_service_pb2 as pb
 from marketplace.payment.v1 import payment_service_pb2_grpc as pb_grpc
 from marketplace_platform.errors import NotFound
 from marketplace_platform.grpc_errors import translated
-from services.checkout.domain.order import Money
-from services.checkout.service_layer.ports import Payments, PaymentSummary
+from marketplace_platform.money import Money
+from services.checkout.service_layer.ports import PaymentPort, PaymentSummary
 
 SERVICE = pb.DESCRIPTOR.services_by_name["PaymentService"].full_name
 
 
-class GrpcPayments(Payments):
+class GrpcPaymentPort(PaymentPort):
     """Calls PaymentService.GetPayment with a deadline."""
 
     def __init__(self, channel: grpc.aio.Channel, *, timeout: float) -> None:

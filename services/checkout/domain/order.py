@@ -13,7 +13,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
-from marketplace_platform.errors import FailedPrecondition
+from marketplace_platform.money import Money
+from services.checkout.domain.errors import CancelRequested, IllegalTransition
 
 
 class OrderStatus(StrEnum):
@@ -42,32 +43,6 @@ class FraudDecision(StrEnum):
     REJECT = "REJECT"
 
 
-class IllegalTransition(FailedPrecondition):
-    """The order's state does not allow this change."""
-
-    reason = "ILLEGAL_ORDER_TRANSITION"
-
-
-class CancelRequested(IllegalTransition):
-    """Confirmation refused: the customer asked to cancel (or the order already ended), so the
-    saga must compensate instead of confirming."""
-
-    reason = "CANCEL_REQUESTED"
-
-
-@dataclass(frozen=True)
-class Money:
-    """An amount in integer minor units of one currency."""
-
-    amount: int
-    currency: str
-
-    def __add__(self, other: Money) -> Money:
-        if other.currency != self.currency:
-            raise ValueError(f"cannot add {other.currency} to {self.currency}")
-        return Money(self.amount + other.amount, self.currency)
-
-
 @dataclass(frozen=True)
 class OrderLine:
     """One SKU bought, with the unit price frozen when the order was placed."""
@@ -81,7 +56,7 @@ class OrderLine:
     @property
     def line_total(self) -> Money:
         """unit_price times quantity."""
-        return Money(self.unit_price.amount * self.quantity, self.unit_price.currency)
+        return self.unit_price.times(self.quantity)
 
 
 @dataclass(frozen=True)
@@ -159,7 +134,7 @@ class Order:
     @property
     def subtotal(self) -> Money:
         """The sum of line totals."""
-        total = Money(0, self.currency)
+        total = Money.zero(self.currency)
         for line in self.lines:
             total = total + line.line_total
         return total
@@ -183,7 +158,7 @@ class Order:
         if self.tax is not None:
             return False
         self._require(OrderStatus.PENDING, "calculate tax for")
-        if tax.currency != self.currency or tax.amount < 0:
+        if tax.currency != self.currency or tax.amount_minor < 0:
             raise ValueError(f"tax {tax} does not fit an order in {self.currency}")
         self.tax = tax
         return True

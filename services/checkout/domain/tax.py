@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from services.checkout.domain.order import Money
+from marketplace_platform.money import Money
 
 # Rates in basis points (1/100 of a percent). Illustrative flat rates per destination country;
 # a real deployment swaps this table for a tax provider behind the same function.
@@ -27,5 +27,5 @@ def rate_bps(country: str) -> int:
 
 def tax_on(subtotal: Money, country: str) -> Money:
     """Tax on a subtotal shipped to `country`, rounded half up to the minor unit."""
-    numerator = subtotal.amount * rate_bps(country)
+    numerator = subtotal.amount_minor * rate_bps(country)
     return Money((numerator + 5_000) // 10_000, subtotal.currency)

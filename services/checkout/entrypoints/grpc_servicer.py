@@ -14,7 +14,7 @@ from marketplace.common.v1 import address_pb2, ids_pb2
 from marketplace.payment.v1 import payment_service_pb2 as payment_pb
 from services.checkout.domain.order import FailureReason, FraudDecision, Order, ShippingAddress
 from services.checkout.service_layer import events, orders, placement, steps
-from services.checkout.service_layer.placement import Checkout
+from services.checkout.service_layer.deps import CheckoutDeps
 from services.checkout.service_layer.ports import PaymentSummary
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
@@ -23,7 +23,7 @@ Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 class CheckoutServicer(pb_grpc.CheckoutServiceServicer):
     """Translates CheckoutService calls to the checkout handlers."""
 
-    def __init__(self, deps: Checkout) -> None:
+    def __init__(self, deps: CheckoutDeps) -> None:
         self.deps = deps
 
     async def PlaceOrder(
@@ -36,7 +36,7 @@ class CheckoutServicer(pb_grpc.CheckoutServiceServicer):
             payment_method=request.payment_method,
             shipping_address=_address(request.shipping_address),
         )
-        result = await placement.place_order(command, self.deps)
+        result = await placement.place_order(command, deps=self.deps)
         return pb.PlaceOrderResponse(
             order_id=ids_pb2.OrderId(value=str(result.order_id)),
             status=events.status(result.status),
@@ -45,7 +45,7 @@ class CheckoutServicer(pb_grpc.CheckoutServiceServicer):
 
     async def GetOrder(self, request: pb.GetOrderRequest, context: Context) -> pb.GetOrderResponse:
         view = await orders.get_order(
-            uuid.UUID(request.order_id.value), request.customer_id.value, self.deps
+            uuid.UUID(request.order_id.value), request.customer_id.value, deps=self.deps
         )
         return pb.GetOrderResponse(order=order_to_proto(view.order, view.payment))
 
@@ -66,24 +66,20 @@ class CheckoutServicer(pb_grpc.CheckoutServiceServicer):
         self, request: pb.CancelOrderRequest, context: Context
     ) -> pb.CancelOrderResponse:
         view = await orders.cancel_order(
-            uuid.UUID(request.order_id.value), request.customer_id.value, self.deps
+            uuid.UUID(request.order_id.value), request.customer_id.value, deps=self.deps
         )
         return pb.CancelOrderResponse(order=order_to_proto(view.order, view.payment))
 
     async def CalculateTax(
         self, request: pb.CalculateTaxRequest, context: Context
     ) -> pb.CalculateTaxResponse:
-        taxed = await steps.calculate_tax(
-            uuid.UUID(request.order_id.value), self.deps.unit_of_work()
-        )
+        taxed = await steps.calculate_tax(uuid.UUID(request.order_id.value), deps=self.deps)
         return pb.CalculateTaxResponse(tax=events.money(taxed.tax), total=events.money(taxed.total))
 
     async def AssessFraud(
         self, request: pb.AssessFraudRequest, context: Context
     ) -> pb.AssessFraudResponse:
-        verdict = await steps.assess_fraud(
-            uuid.UUID(request.order_id.value), self.deps.unit_of_work()
-        )
+        verdict = await steps.assess_fraud(uuid.UUID(request.order_id.value), deps=self.deps)
         return pb.AssessFraudResponse(
             decision=(
                 pb.FRAUD_DECISION_REJECT
@@ -101,7 +97,7 @@ class CheckoutServicer(pb_grpc.CheckoutServiceServicer):
             uuid.UUID(request.order_id.value),
             reservation_id=uuid.UUID(request.reservation_id.value),
             payment_id=uuid.UUID(request.payment_id.value),
-            uow=self.deps.unit_of_work(),
+            deps=self.deps,
         )
         return pb.ConfirmOrderResponse(order=order_to_proto(order, None))
 
@@ -114,7 +110,7 @@ class CheckoutServicer(pb_grpc.CheckoutServiceServicer):
                 pb.FailureReason.Name(request.failure_reason).removeprefix("FAILURE_REASON_")
             ),
             detail=request.failure_detail,
-            uow=self.deps.unit_of_work(),
+            deps=self.deps,
         )
         return pb.FailOrderResponse(order=order_to_proto(order, None))
 
@@ -130,7 +126,7 @@ class CheckoutServicer(pb_grpc.CheckoutServiceServicer):
             tracking_number=shipment.tracking_number,
             shipped_at=shipment.shipped_at.ToDatetime(tzinfo=UTC),
         )
-        order = await steps.mark_shipped(command, self.deps.unit_of_work())
+        order = await steps.mark_shipped(command, deps=self.deps)
         return pb.MarkOrderShippedResponse(order=order_to_proto(order, None))
 
 

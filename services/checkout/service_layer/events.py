@@ -7,14 +7,15 @@ from dataclasses import asdict
 from marketplace.checkout.v1 import checkout_service_pb2 as pb
 from marketplace.common.v1 import address_pb2, ids_pb2, money_pb2
 from marketplace.events.v1 import order_events_pb2, shipping_events_pb2
-from services.checkout.domain.order import Money, Order, OrderLine, OrderStatus, Shipment
+from marketplace_platform.money import Money
+from services.checkout.domain.order import Order, OrderLine, OrderStatus, Shipment
 
 AGGREGATE = "order"
 
 
 def money(value: Money) -> money_pb2.Money:
     """Minor units and currency as the contract's Money."""
-    return money_pb2.Money(amount_minor=value.amount, currency=value.currency)
+    return money_pb2.Money(amount_minor=value.amount_minor, currency=value.currency)
 
 
 def order_line(line: OrderLine) -> pb.OrderLine:

@@ -4,42 +4,33 @@ idempotency key reaper."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from datetime import timedelta
 
-from marketplace_platform.db import UnitOfWork
 from marketplace_platform.errors import DomainError
-from services.checkout.adapters.idempotency_repository import IdempotencyRepository
-from services.checkout.adapters.order_repository import OrderRepository
 from services.checkout.domain.order import FailureReason
-from services.checkout.service_layer.placement import Checkout, complete_placement
+from services.checkout.service_layer.deps import CheckoutDeps
+from services.checkout.service_layer.placement import complete_placement
 from services.checkout.service_layer.steps import fail_order
 
 log = logging.getLogger(__name__)
 
 
-async def complete_stranded(deps: Checkout, *, older_than: timedelta, limit: int = 100) -> int:
+async def complete_stranded(*, older_than: timedelta, limit: int = 100, deps: CheckoutDeps) -> int:
     """Freeze the cart and start the saga of PENDING orders whose start was lost; how many."""
     async with deps.unit_of_work() as uow:
-        stranded = await OrderRepository(uow.session).without_saga(
-            older_than=older_than, limit=limit
-        )
+        stranded = await uow.orders.without_saga(older_than=older_than, limit=limit)
     started = 0
     for order in stranded:
-        started += await complete_placement(order, deps)
+        started += await complete_placement(order, deps=deps)
     if stranded:
         log.info("completer started %d of %d stranded sagas", started, len(stranded))
     return started
 
 
-async def fail_overdue(
-    unit_of_work: Callable[[], UnitOfWork], *, older_than: timedelta, limit: int = 100
-) -> int:
+async def fail_overdue(*, older_than: timedelta, limit: int = 100, deps: CheckoutDeps) -> int:
     """Fail (TIMEOUT) PENDING orders older than the saga could possibly run; how many."""
-    async with unit_of_work() as uow:
-        overdue = await OrderRepository(uow.session).pending_since(
-            older_than=older_than, limit=limit
-        )
+    async with deps.unit_of_work() as uow:
+        overdue = await uow.orders.pending_since(older_than=older_than, limit=limit)
     failed = 0
     for order_id in overdue:
         try:
@@ -47,7 +38,7 @@ async def fail_overdue(
                 order_id,
                 reason=FailureReason.TIMEOUT,
                 detail="the saga did not finish within its deadline",
-                uow=unit_of_work(),
+                deps=deps,
             )
             failed += 1
         except DomainError as error:  # it moved on meanwhile (confirmed); leave it
@@ -58,15 +49,13 @@ async def fail_overdue(
 
 
 async def reap_idempotency_keys(
-    unit_of_work: Callable[[], UnitOfWork], *, retention: timedelta, batch: int = 1000
+    *, retention: timedelta, batch: int = 1000, deps: CheckoutDeps
 ) -> int:
     """Delete idempotency records older than the retention, a batch per transaction; how many."""
     total = 0
     while True:
-        async with unit_of_work() as uow:
-            reaped = await IdempotencyRepository(uow.session).reap(
-                older_than=retention, limit=batch
-            )
+        async with deps.unit_of_work() as uow:
+            reaped = await uow.keys.reap(older_than=retention, limit=batch)
         total += reaped
         if reaped < batch:
             return total

@@ -7,10 +7,9 @@ import uuid
 from dataclasses import dataclass
 
 from marketplace_platform.errors import DomainError, InvalidArgument, NotFound
-from services.checkout.adapters.order_repository import OrderRepository
 from services.checkout.domain.order import Order, OrderStatus
 from services.checkout.service_layer import events
-from services.checkout.service_layer.placement import Checkout
+from services.checkout.service_layer.deps import CheckoutDeps
 from services.checkout.service_layer.ports import PaymentSummary
 from services.checkout.service_layer.steps import locked
 
@@ -25,30 +24,28 @@ class OrderView:
     payment: PaymentSummary | None
 
 
-async def get_order(order_id: uuid.UUID, customer_id: str, deps: Checkout) -> OrderView:
+async def get_order(order_id: uuid.UUID, customer_id: str, *, deps: CheckoutDeps) -> OrderView:
     """One of the customer's orders; anyone else's is NotFound."""
     async with deps.unit_of_work() as uow:
-        order = await OrderRepository(uow.session).get(order_id)
+        order = await uow.orders.get(order_id)
     if order is None or order.customer_id != customer_id:
         raise NotFound(f"no order {order_id}", metadata={"order_id": str(order_id)})
     return OrderView(order, await _payment_of(order, deps))
 
 
 async def list_orders(
-    customer_id: str, *, page_size: int, page_token: str, deps: Checkout
+    customer_id: str, *, page_size: int, page_token: str, deps: CheckoutDeps
 ) -> tuple[list[Order], str]:
     """A page of the customer's orders, newest first, and the next page's token."""
     before = _after_token(page_token)
     async with deps.unit_of_work() as uow:
-        page = await OrderRepository(uow.session).list_for_customer(
-            customer_id, before=before, limit=page_size + 1
-        )
+        page = await uow.orders.list_for_customer(customer_id, before=before, limit=page_size + 1)
     more = len(page) > page_size
     page = page[:page_size]
     return page, str(page[-1].order_id) if more else ""
 
 
-async def cancel_order(order_id: uuid.UUID, customer_id: str, deps: Checkout) -> OrderView:
+async def cancel_order(order_id: uuid.UUID, customer_id: str, *, deps: CheckoutDeps) -> OrderView:
     """Customer cancellation, decided under the order's lock before any money moves.
 
     A PENDING order records the request (its saga refuses to confirm, compensates and fails it
@@ -58,8 +55,7 @@ async def cancel_order(order_id: uuid.UUID, customer_id: str, deps: Checkout) ->
     as it is; a SHIPPED or partly shipped order is refused and its payment stays as it was.
     """
     async with deps.unit_of_work() as uow:
-        orders = OrderRepository(uow.session)
-        order = await locked(orders, order_id)
+        order = await locked(uow.orders, order_id)
         if order.customer_id != customer_id:
             raise NotFound(f"no order {order_id}", metadata={"order_id": str(order_id)})
         previous = order.status
@@ -68,7 +64,7 @@ async def cancel_order(order_id: uuid.UUID, customer_id: str, deps: Checkout) ->
         else:
             changed = order.cancel_confirmed()
         if changed:
-            await orders.save(order)
+            await uow.orders.save(order)
         if changed and order.status is OrderStatus.CANCELLED:
             await uow.publish(
                 events.order_cancelled(order, previous),
@@ -78,7 +74,7 @@ async def cancel_order(order_id: uuid.UUID, customer_id: str, deps: Checkout) ->
     return OrderView(order, await _payment_of(order, deps))
 
 
-async def _payment_of(order: Order, deps: Checkout) -> PaymentSummary | None:
+async def _payment_of(order: Order, deps: CheckoutDeps) -> PaymentSummary | None:
     # Reads stay available when payment is not: the order is answered without its summary.
     try:
         return await deps.payments.summary(order.order_id)

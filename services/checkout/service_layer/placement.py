@@ -10,37 +10,20 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import timedelta
 from typing import Any
 
-from marketplace_platform.db import UnitOfWork
-from marketplace_platform.errors import FailedPrecondition, NotFound, RequestInFlight
+from marketplace_platform.errors import NotFound, RequestInFlight
 from marketplace_platform.ids import new_id
-from marketplace_platform.saga import SagaStarter
-from services.checkout.adapters.idempotency_repository import IdempotencyRepository
-from services.checkout.adapters.order_repository import OrderRepository
 from services.checkout.domain import idempotency
+from services.checkout.domain.errors import CartAlreadyOrdered, CartNotCheckoutable
 from services.checkout.domain.idempotency import PlacedOrder
 from services.checkout.domain.order import Order, OrderStatus, ShippingAddress
 from services.checkout.service_layer import events
-from services.checkout.service_layer.ports import Carts, CartStatus, Payments, PricedCart
+from services.checkout.service_layer.deps import CheckoutDeps
+from services.checkout.service_layer.ports import CartStatus, PricedCart
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, kw_only=True)
-class Checkout:
-    """What checkout's use cases need: units of work and the ports to other systems."""
-
-    unit_of_work: Callable[[], UnitOfWork]
-    carts: Carts
-    payments: Payments
-    saga: SagaStarter
-    # How long a first request owns its key before a retry may take over (longer than the
-    # PriceCart deadline, so a live request is never overtaken).
-    lease: timedelta = timedelta(seconds=30)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,19 +46,7 @@ class PlaceOrderResult:
     replayed: bool
 
 
-class CartAlreadyOrdered(FailedPrecondition):
-    """The cart already produced an order (its id is in the metadata as existing_order_id)."""
-
-    reason = "CART_ALREADY_ORDERED"
-
-
-class CartNotCheckoutable(FailedPrecondition):
-    """The cart is empty or has lines that cannot be bought."""
-
-    reason = "CART_NOT_CHECKOUTABLE"
-
-
-async def place_order(command: PlaceOrder, deps: Checkout) -> PlaceOrderResult:
+async def place_order(command: PlaceOrder, *, deps: CheckoutDeps) -> PlaceOrderResult:
     """Accept the order once per key: replay, refuse, or write it and start its saga."""
     request = idempotency.fingerprint(_request_fields(command))
     replay = await _claim_key(command, request, deps)
@@ -91,11 +62,11 @@ async def place_order(command: PlaceOrder, deps: Checkout) -> PlaceOrderResult:
         await _release_key(command, deps)
         raise
     if not replayed:
-        await complete_placement(order, deps)
+        await complete_placement(order, deps=deps)
     return PlaceOrderResult(placed.order_id, OrderStatus(placed.status), replayed=replayed)
 
 
-async def complete_placement(order: Order, deps: Checkout) -> bool:
+async def complete_placement(order: Order, *, deps: CheckoutDeps) -> bool:
     """Freeze the cart and start the saga, then note it; False (left to the completer) on error."""
     try:
         await deps.carts.mark_checked_out(
@@ -103,7 +74,7 @@ async def complete_placement(order: Order, deps: Checkout) -> bool:
         )
         await deps.saga.start_execution(name=str(order.order_id), payload=saga_input(order))
         async with deps.unit_of_work() as uow:
-            await OrderRepository(uow.session).mark_saga_started(order.order_id)
+            await uow.orders.mark_saga_started(order.order_id)
     except Exception:
         log.warning(
             "order %s committed but its saga is not started yet; the completer will retry",
@@ -122,13 +93,13 @@ def saga_input(order: Order) -> dict[str, Any]:
         "customer_id": order.customer_id,
         "payment_method": order.payment_method,
         "lines": [{"sku": line.sku, "quantity": line.quantity} for line in order.lines],
-        "subtotal": {"amount_minor": subtotal.amount, "currency": subtotal.currency},
+        "subtotal": {"amount_minor": subtotal.amount_minor, "currency": subtotal.currency},
     }
 
 
-async def _claim_key(command: PlaceOrder, request: str, deps: Checkout) -> PlacedOrder | None:
+async def _claim_key(command: PlaceOrder, request: str, deps: CheckoutDeps) -> PlacedOrder | None:
     async with deps.unit_of_work() as uow:
-        keys = IdempotencyRepository(uow.session)
+        keys = uow.keys
         claimed = await keys.claim(
             customer_id=command.customer_id,
             key=command.idempotency_key,
@@ -147,10 +118,10 @@ async def _claim_key(command: PlaceOrder, request: str, deps: Checkout) -> Place
 
 
 async def _write_order(
-    order: Order, command: PlaceOrder, request: str, deps: Checkout
+    order: Order, command: PlaceOrder, request: str, deps: CheckoutDeps
 ) -> tuple[PlacedOrder, bool]:
     async with deps.unit_of_work() as uow:
-        keys = IdempotencyRepository(uow.session)
+        keys = uow.keys
         record = await keys.get(command.customer_id, command.idempotency_key)
         if record is not None and record.response is not None:
             return record.response, True  # a request that took over our lease finished first
@@ -161,9 +132,8 @@ async def _write_order(
                 fingerprint=request,
                 lease=deps.lease,
             )
-        orders = OrderRepository(uow.session)
-        if not await orders.add(order):
-            existing = await orders.order_id_for_cart(order.cart_id)
+        if not await uow.orders.add(order):
+            existing = await uow.orders.order_id_for_cart(order.cart_id)
             raise _already_ordered(order.cart_id, existing)
         await uow.publish(
             events.order_pending(order),
@@ -175,14 +145,12 @@ async def _write_order(
     return placed, False
 
 
-async def _release_key(command: PlaceOrder, deps: Checkout) -> None:
+async def _release_key(command: PlaceOrder, deps: CheckoutDeps) -> None:
     # The request produced no order: let a retry with the same key run at once instead of
     # waiting out the lease. If this fails too, the lease simply expires.
     try:
         async with deps.unit_of_work() as uow:
-            await IdempotencyRepository(uow.session).release_lease(
-                command.customer_id, command.idempotency_key
-            )
+            await uow.keys.release_lease(command.customer_id, command.idempotency_key)
     except Exception:
         log.warning("could not release idempotency key lease", exc_info=True)
 

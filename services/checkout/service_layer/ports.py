@@ -1,13 +1,17 @@
-"""The outside systems checkout depends on, as small interfaces (fakes subclass these)."""
+"""The outside systems checkout depends on, as small interfaces (fakes subclass these): the
+cart and payment services, and checkout's own tables behind the unit of work's repositories."""
 
 from __future__ import annotations
 
 import abc
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 
-from services.checkout.domain.order import Money, OrderLine
+from marketplace_platform.money import Money
+from services.checkout.domain.idempotency import IdempotencyRecord, PlacedOrder
+from services.checkout.domain.order import Order, OrderLine
 
 
 class CartStatus(StrEnum):
@@ -39,7 +43,7 @@ class PricedCart:
     order_id: uuid.UUID | None = None
 
 
-class Carts(abc.ABC):
+class CartPort(abc.ABC):
     """The cart service as PlaceOrder uses it."""
 
     @abc.abstractmethod
@@ -63,9 +67,81 @@ class PaymentSummary:
     refunded: Money
 
 
-class Payments(abc.ABC):
+class PaymentPort(abc.ABC):
     """The payment service as order reads use it (cancellations settle money from events)."""
 
     @abc.abstractmethod
     async def summary(self, order_id: uuid.UUID) -> PaymentSummary | None:
         """The order's payment, or None when it has none."""
+
+
+class OrderRepositoryPort(abc.ABC):
+    """Orders, loaded and saved whole, inside the unit of work's transaction."""
+
+    @abc.abstractmethod
+    async def add(self, order: Order) -> bool:
+        """Insert a new order; False (and nothing written) when its cart already has one."""
+
+    @abc.abstractmethod
+    async def order_id_for_cart(self, cart_id: uuid.UUID) -> uuid.UUID | None:
+        """The order placed from a cart, if any."""
+
+    @abc.abstractmethod
+    async def get(self, order_id: uuid.UUID, *, for_update: bool = False) -> Order | None:
+        """One order, optionally locked for a transition until the transaction ends."""
+
+    @abc.abstractmethod
+    async def list_for_customer(
+        self, customer_id: str, *, before: uuid.UUID | None, limit: int
+    ) -> list[Order]:
+        """A customer's orders, newest first, older than `before` when given."""
+
+    @abc.abstractmethod
+    async def save(self, order: Order) -> None:
+        """Write an order's changed state back (lines never change after placement)."""
+
+    @abc.abstractmethod
+    async def mark_saga_started(self, order_id: uuid.UUID) -> None:
+        """Note that the order's saga execution exists."""
+
+    @abc.abstractmethod
+    async def without_saga(self, *, older_than: timedelta, limit: int) -> list[Order]:
+        """PENDING orders whose saga start was never recorded, placed before now - older_than."""
+
+    @abc.abstractmethod
+    async def pending_since(self, *, older_than: timedelta, limit: int) -> list[uuid.UUID]:
+        """PENDING orders placed before now - older_than, oldest first."""
+
+
+class IdempotencyRepositoryPort(abc.ABC):
+    """PlaceOrder's idempotency records, keyed by (customer, key)."""
+
+    @abc.abstractmethod
+    async def now(self) -> datetime:
+        """The clock every lease is measured by."""
+
+    @abc.abstractmethod
+    async def claim(
+        self, *, customer_id: str, key: str, fingerprint: str, lease: timedelta
+    ) -> bool:
+        """Insert a STARTED record holding a lease; False when the key already has one."""
+
+    @abc.abstractmethod
+    async def get(self, customer_id: str, key: str) -> IdempotencyRecord | None:
+        """The record, locked until the transaction ends."""
+
+    @abc.abstractmethod
+    async def extend_lease(self, customer_id: str, key: str, lease: timedelta) -> None:
+        """Take over (or keep) a STARTED record for another lease."""
+
+    @abc.abstractmethod
+    async def release_lease(self, customer_id: str, key: str) -> None:
+        """Let the next request with this key proceed at once (the request did not complete)."""
+
+    @abc.abstractmethod
+    async def complete(self, customer_id: str, key: str, response: PlacedOrder) -> None:
+        """Store the response; from now on the key replays it."""
+
+    @abc.abstractmethod
+    async def reap(self, *, older_than: timedelta, limit: int) -> int:
+        """Delete up to `limit` records created before now - older_than; how many."""

@@ -7,19 +7,20 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from marketplace_platform.db import UnitOfWork
 from marketplace_platform.errors import NotFound
 from marketplace_platform.ids import new_id
-from services.checkout.adapters.order_repository import OrderRepository
+from marketplace_platform.money import Money
 from services.checkout.domain import fraud, tax
 from services.checkout.domain.order import (
     FailureReason,
     FraudAssessment,
-    Money,
     Order,
     OrderStatus,
 )
 from services.checkout.service_layer import events
+from services.checkout.service_layer.deps import CheckoutDeps
+from services.checkout.service_layer.ports import OrderRepositoryPort
+from services.checkout.service_layer.unit_of_work import CheckoutUnitOfWork
 
 
 @dataclass(frozen=True)
@@ -30,42 +31,43 @@ class TaxedOrder:
     total: Money
 
 
-async def calculate_tax(order_id: uuid.UUID, uow: UnitOfWork) -> TaxedOrder:
+async def calculate_tax(order_id: uuid.UUID, *, deps: CheckoutDeps) -> TaxedOrder:
     """Compute the tax from the shipping country's rate and store tax and total."""
-    async with uow:
-        orders = OrderRepository(uow.session)
-        order = await locked(orders, order_id)
+    async with deps.unit_of_work() as uow:
+        order = await locked(uow.orders, order_id)
         if order.record_tax(tax.tax_on(order.subtotal, order.shipping_address.country)):
-            await orders.save(order)
+            await uow.orders.save(order)
     assert order.tax is not None
     assert order.total is not None
     return TaxedOrder(order.tax, order.total)
 
 
-async def assess_fraud(order_id: uuid.UUID, uow: UnitOfWork) -> FraudAssessment:
+async def assess_fraud(order_id: uuid.UUID, *, deps: CheckoutDeps) -> FraudAssessment:
     """The order's fraud verdict; the first one stands."""
-    async with uow:
-        orders = OrderRepository(uow.session)
-        order = await locked(orders, order_id)
+    async with deps.unit_of_work() as uow:
+        order = await locked(uow.orders, order_id)
         verdict = fraud.assess(
             payment_method=order.payment_method, total=order.total or order.subtotal
         )
         if order.record_fraud(verdict):
-            await orders.save(order)
+            await uow.orders.save(order)
     assert order.fraud is not None
     return order.fraud
 
 
 async def confirm_order(
-    order_id: uuid.UUID, *, reservation_id: uuid.UUID, payment_id: uuid.UUID, uow: UnitOfWork
+    order_id: uuid.UUID,
+    *,
+    reservation_id: uuid.UUID,
+    payment_id: uuid.UUID,
+    deps: CheckoutDeps,
 ) -> Order:
     """PENDING -> CONFIRMED with OrderPlaced and one ShipmentRequested per merchant, together."""
-    async with uow:
-        orders = OrderRepository(uow.session)
-        order = await locked(orders, order_id)
+    async with deps.unit_of_work() as uow:
+        order = await locked(uow.orders, order_id)
         if order.confirm(reservation_id=reservation_id, payment_id=payment_id):
             shipments = order.request_shipments(new_id() for _ in order.merchants)
-            await orders.save(order)
+            await uow.orders.save(order)
             await _publish(uow, order, events.order_placed(order))
             for shipment in shipments:
                 await _publish(uow, order, events.shipment_requested(order, shipment))
@@ -73,14 +75,13 @@ async def confirm_order(
 
 
 async def fail_order(
-    order_id: uuid.UUID, *, reason: FailureReason, detail: str, uow: UnitOfWork
+    order_id: uuid.UUID, *, reason: FailureReason, detail: str, deps: CheckoutDeps
 ) -> Order:
     """PENDING -> CANCELLED with the reason and OrderCancelled; a CANCELLED order is returned."""
-    async with uow:
-        orders = OrderRepository(uow.session)
-        order = await locked(orders, order_id)
+    async with deps.unit_of_work() as uow:
+        order = await locked(uow.orders, order_id)
         if order.fail(reason, detail):
-            await orders.save(order)
+            await uow.orders.save(order)
             await _publish(uow, order, events.order_cancelled(order, OrderStatus.PENDING))
     return order
 
@@ -97,11 +98,10 @@ class MarkShipped:
     shipped_at: datetime
 
 
-async def mark_shipped(command: MarkShipped, uow: UnitOfWork) -> Order:
+async def mark_shipped(command: MarkShipped, *, deps: CheckoutDeps) -> Order:
     """Record the shipment; the order is SHIPPED once every merchant has shipped."""
-    async with uow:
-        orders = OrderRepository(uow.session)
-        order = await locked(orders, command.order_id)
+    async with deps.unit_of_work() as uow:
+        order = await locked(uow.orders, command.order_id)
         changed = order.mark_shipped(
             shipment_id=command.shipment_id,
             merchant_id=command.merchant_id,
@@ -110,11 +110,11 @@ async def mark_shipped(command: MarkShipped, uow: UnitOfWork) -> Order:
             shipped_at=command.shipped_at,
         )
         if changed:
-            await orders.save(order)
+            await uow.orders.save(order)
     return order
 
 
-async def locked(orders: OrderRepository, order_id: uuid.UUID) -> Order:
+async def locked(orders: OrderRepositoryPort, order_id: uuid.UUID) -> Order:
     """The order, row-locked for a transition, or NotFound."""
     order = await orders.get(order_id, for_update=True)
     if order is None:
@@ -122,5 +122,5 @@ async def locked(orders: OrderRepository, order_id: uuid.UUID) -> Order:
     return order
 
 
-async def _publish(uow: UnitOfWork, order: Order, event: events.Event) -> None:
+async def _publish(uow: CheckoutUnitOfWork, order: Order, event: events.Event) -> None:
     await uow.publish(event, aggregate_type=events.AGGREGATE, aggregate_id=str(order.order_id))
