@@ -31,7 +31,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from local_supervisor.embedded import running_postgres
-from marketplace_platform.db import UnitOfWork, create_engine, unit_of_work_factory
+from marketplace_platform.db import create_engine, unit_of_work_factory
 from marketplace_platform.errors import DomainError
 from marketplace_platform.ids import new_id
 from marketplace_platform.migrations import discover_services, upgrade
@@ -41,6 +41,11 @@ from services.inventory.adapters import tables
 from services.inventory.domain.reservation import ReservationLine
 from services.inventory.service_layer.reservations import ReserveStock, reserve_stock
 from services.inventory.service_layer.stock import SetStock, set_stock
+from services.inventory.service_layer.unit_of_work import (
+    InventoryDeps,
+    InventoryUnitOfWork,
+    UnitOfWorkFactory,
+)
 
 HOT_SKU = "HOT-1"
 SPREAD_SKUS = tuple(f"SPREAD-{number:04d}" for number in range(1_000))
@@ -48,7 +53,6 @@ UNITS_ON_HAND = 1_000_000_000  # far more than any run can reserve, so nothing i
 RESERVATION_TTL = timedelta(minutes=15)
 TARGET_RATIO = 0.5  # from the issue: hot at 50% or more of spread
 
-UnitOfWorkFactory = Callable[[], UnitOfWork]
 Attempt = Callable[[], Awaitable[None]]
 
 
@@ -204,7 +208,7 @@ async def stock_catalogue(uow_factory: UnitOfWorkFactory, *, concurrency: int) -
 
     async def stock_one(sku: str) -> None:
         async with gate:
-            await set_stock(SetStock(sku=sku, on_hand=UNITS_ON_HAND), uow_factory())
+            await set_stock(SetStock(sku=sku, on_hand=UNITS_ON_HAND), InventoryDeps(uow_factory))
 
     async with asyncio.TaskGroup() as stocking:
         for sku in (HOT_SKU, *SPREAD_SKUS):
@@ -214,7 +218,7 @@ async def stock_catalogue(uow_factory: UnitOfWorkFactory, *, concurrency: int) -
 async def reserve_one_unit(sku: str, uow_factory: UnitOfWorkFactory) -> None:
     """Reserve one unit of the SKU for a new order."""
     command = ReserveStock(order_id=new_id(), lines=(ReservationLine(sku, 1),), ttl=RESERVATION_TTL)
-    await reserve_stock(command, uow_factory())
+    await reserve_stock(command, InventoryDeps(uow_factory))
 
 
 async def trivial_transaction(uow_factory: UnitOfWorkFactory) -> None:
@@ -336,7 +340,7 @@ async def measure(database_url: str, kind: str, plan: BenchPlan) -> BenchReport:
     )
     try:
         uow_factory = unit_of_work_factory(
-            engine, OutboxWriter(tables.outbox, producer="inventory")
+            engine, OutboxWriter(tables.outbox, producer="inventory"), kind=InventoryUnitOfWork
         )
         facts = await server_facts(engine, kind)
         await stock_catalogue(uow_factory, concurrency=plan.concurrency)

@@ -17,6 +17,7 @@ from marketplace_platform.settings import ServiceSettings
 from services.inventory.adapters import tables
 from services.inventory.entrypoints.grpc_servicer import InventoryServicer
 from services.inventory.service_layer import reservations
+from services.inventory.service_layer.unit_of_work import InventoryDeps, InventoryUnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -35,17 +36,17 @@ def build(settings: InventorySettings) -> ServiceFactory:
     """The inventory gRPC service and its expiry sweeper, bound to units of work on the engine."""
 
     def parts(engine: AsyncEngine) -> ServiceParts:
-        unit_of_work = unit_of_work_factory(
-            engine, OutboxWriter(tables.outbox, producer="inventory")
+        deps = InventoryDeps(
+            unit_of_work=unit_of_work_factory(
+                engine, OutboxWriter(tables.outbox, producer="inventory"), kind=InventoryUnitOfWork
+            )
         )
-        servicer = InventoryServicer(unit_of_work)
+        servicer = InventoryServicer(deps)
 
         sweep = every(
             settings.reservation_sweep_interval_seconds,
             "reservation sweep",
-            lambda: reservations.expire_all_due(
-                unit_of_work, batch=settings.reservation_sweep_batch
-            ),
+            lambda: reservations.expire_all_due(deps, batch=settings.reservation_sweep_batch),
         )
 
         registration = ServiceRegistration(

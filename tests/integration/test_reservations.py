@@ -33,6 +33,7 @@ from marketplace_platform.settings import ServiceSettings
 from services.inventory import bootstrap as inventory
 from services.inventory.adapters import tables
 from services.inventory.service_layer.reservations import expire_reservations
+from services.inventory.service_layer.unit_of_work import InventoryDeps, InventoryUnitOfWork
 
 if TYPE_CHECKING:
     from marketplace.inventory.v1.inventory_service_pb2_grpc import (
@@ -312,10 +313,14 @@ async def test_the_sweeper_releases_expired_reservations_and_commit_is_then_refu
     order = ids_pb2.OrderId(value=str(new_id()))
     await stub.ReserveStock(reserve_request(order.value, [(a, 5)], ttl_seconds=1))
     assert (await stock(stub, a)).available == 0
-    uow = unit_of_work_factory(engine, OutboxWriter(tables.outbox, producer="inventory"))
+    deps = InventoryDeps(
+        unit_of_work_factory(
+            engine, OutboxWriter(tables.outbox, producer="inventory"), kind=InventoryUnitOfWork
+        )
+    )
 
     # As of a moment past the one-second TTL, rather than sleeping until then.
-    expired = await expire_reservations(uow(), as_of=datetime.now(UTC) + timedelta(seconds=5))
+    expired = await expire_reservations(deps, as_of=datetime.now(UTC) + timedelta(seconds=5))
 
     assert str(order.value) in {str(r.order_id) for r in expired}
     assert (await stock(stub, a)).available == 5

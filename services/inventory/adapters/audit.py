@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.inventory.domain.audit import AuditedSku
+from services.inventory.service_layer.ports import StockAuditor
 
 _AUDIT = text(
     """
@@ -36,39 +38,13 @@ _AUDIT = text(
 )
 
 
-@dataclass(frozen=True)
-class AuditedSku:
-    """A SKU's recorded counts next to what the ledger and active reservations say."""
+class LedgerAudit(StockAuditor):
+    """The audit as one query over the inventory schema, within the caller's transaction."""
 
-    sku: str
-    on_hand: int
-    reserved: int
-    sold: int
-    ledger_on_hand: int
-    ledger_reserved: int
-    ledger_sold: int
-    active_reserved: int
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
 
-    @property
-    def problems(self) -> list[str]:
-        """Every way the recorded counts disagree with the ledger (empty when clean)."""
-        found = []
-        if self.on_hand != self.ledger_on_hand:
-            found.append(f"on_hand {self.on_hand} but the ledger says {self.ledger_on_hand}")
-        if self.reserved != self.ledger_reserved:
-            found.append(f"reserved {self.reserved} but the ledger says {self.ledger_reserved}")
-        if self.reserved != self.active_reserved:
-            found.append(
-                f"reserved {self.reserved} but active reservations hold {self.active_reserved}"
-            )
-        if self.sold != self.ledger_sold:
-            found.append(f"sold {self.sold} but the ledger says {self.ledger_sold}")
-        if self.on_hand < self.reserved or self.reserved < 0:
-            found.append("negative available stock")
-        return found
-
-
-async def audit_stock(session: AsyncSession, skus: Sequence[str] = ()) -> list[AuditedSku]:
-    """Recompute the given SKUs (all when empty) from the ledger."""
-    rows = await session.execute(_AUDIT, {"skus": list(skus)})
-    return [AuditedSku(**row) for row in rows.mappings()]
+    async def recompute(self, skus: Sequence[str] = ()) -> list[AuditedSku]:
+        """Recompute the given SKUs (all when empty) from the ledger."""
+        rows = await self.session.execute(_AUDIT, {"skus": list(skus)})
+        return [AuditedSku(**row) for row in rows.mappings()]

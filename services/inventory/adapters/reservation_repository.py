@@ -19,6 +19,7 @@ from services.inventory.domain.reservation import (
     ReservationLine,
     ReservationStatus,
 )
+from services.inventory.service_layer.ports import Reservations
 
 _LINES = (
     select(
@@ -33,7 +34,7 @@ _WITH_LINES = select(reservations, _LINES.c.skus, _LINES.c.quantities).select_fr
 )
 
 
-class ReservationRepository:
+class ReservationRepository(Reservations):
     """Reservations of the inventory schema, within the caller's transaction."""
 
     def __init__(self, session: AsyncSession) -> None:

@@ -11,9 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.inventory.adapters.tables import stock_items, stock_movements
 from services.inventory.domain.reservation import ReservationLine
 from services.inventory.domain.stock import Movement, StockLevel
+from services.inventory.service_layer.ports import Holds, StockItems
 
 
-class StockRepository:
+class StockRepository(StockItems):
     """Stock rows of the inventory schema, within the caller's transaction."""
 
     def __init__(self, session: AsyncSession) -> None:
@@ -110,7 +111,7 @@ _RESTOCK = text(
 )
 
 
-class StockHolds:
+class StockHolds(Holds):
     """Moves of reserved units on stock rows, always locking SKUs in the same (sorted) order.
 
     Two multi-line reservations that share SKUs take their row locks in one global order, so

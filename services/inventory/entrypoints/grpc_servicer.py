@@ -1,4 +1,4 @@
-"""Inventory's gRPC servicer: proto -> command -> handler -> proto, nothing more.
+"""Inventory's gRPC servicer: proto -> command -> use case -> proto, nothing more.
 
 Field rules were already enforced by the platform's boundary interceptor.
 """
@@ -16,6 +16,7 @@ from marketplace.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
 from services.inventory.domain.reservation import ReleaseReason, Reservation, ReservationLine
 from services.inventory.domain.stock import StockLevel
 from services.inventory.service_layer import events, reservations, stock
+from services.inventory.service_layer.unit_of_work import InventoryDeps
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
@@ -23,16 +24,16 @@ Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 class InventoryServicer(pb_grpc.InventoryServiceServicer):
     """Translates InventoryService calls to inventory's use cases."""
 
-    def __init__(self, unit_of_work: stock.UnitOfWorkFactory) -> None:
-        self.unit_of_work = unit_of_work
+    def __init__(self, deps: InventoryDeps) -> None:
+        self.deps = deps
 
     async def SetStock(self, request: pb.SetStockRequest, context: Context) -> pb.SetStockResponse:
         command = stock.SetStock(sku=request.sku.value, on_hand=request.on_hand)
-        level = await stock.set_stock(command, self.unit_of_work())
+        level = await stock.set_stock(command, self.deps)
         return pb.SetStockResponse(stock_level=stock_to_proto(level))
 
     async def GetStock(self, request: pb.GetStockRequest, context: Context) -> pb.GetStockResponse:
-        level = await stock.get_stock(request.sku.value, self.unit_of_work())
+        level = await stock.get_stock(request.sku.value, self.deps)
         return pb.GetStockResponse(stock_level=stock_to_proto(level))
 
     async def ReserveStock(
@@ -43,14 +44,14 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
             lines=tuple(ReservationLine(line.sku.value, line.quantity) for line in request.lines),
             ttl=request.ttl.ToTimedelta(),
         )
-        reservation = await reservations.reserve_stock(command, self.unit_of_work())
+        reservation = await reservations.reserve_stock(command, self.deps)
         return pb.ReserveStockResponse(reservation=reservation_to_proto(reservation))
 
     async def CommitReservation(
         self, request: pb.CommitReservationRequest, context: Context
     ) -> pb.CommitReservationResponse:
         order_id = uuid.UUID(request.order_id.value)
-        reservation = await reservations.commit_reservation(order_id, self.unit_of_work())
+        reservation = await reservations.commit_reservation(order_id, self.deps)
         return pb.CommitReservationResponse(reservation=reservation_to_proto(reservation))
 
     async def ReleaseReservation(
@@ -60,27 +61,26 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
         command = reservations.ReleaseReservation(
             order_id=uuid.UUID(request.order_id.value), reason=ReleaseReason(reason)
         )
-        reservation = await reservations.release_reservation(command, self.unit_of_work())
+        reservation = await reservations.release_reservation(command, self.deps)
         return pb.ReleaseReservationResponse(reservation=reservation_to_proto(reservation))
 
     async def GetReservation(
         self, request: pb.GetReservationRequest, context: Context
     ) -> pb.GetReservationResponse:
         if request.WhichOneof("lookup") == "order_id":
-            found = await reservations.get_reservation(
-                self.unit_of_work(), order_id=uuid.UUID(request.order_id.value)
-            )
+            query = reservations.FindReservation(order_id=uuid.UUID(request.order_id.value))
         else:
-            found = await reservations.get_reservation(
-                self.unit_of_work(), reservation_id=uuid.UUID(request.reservation_id.value)
+            query = reservations.FindReservation(
+                reservation_id=uuid.UUID(request.reservation_id.value)
             )
+        found = await reservations.get_reservation(query, self.deps)
         return pb.GetReservationResponse(reservation=reservation_to_proto(found))
 
     async def AuditStock(
         self, request: pb.AuditStockRequest, context: Context
     ) -> pb.AuditStockResponse:
-        audited = await reservations.audit(
-            self.unit_of_work(), tuple(sku.value for sku in request.skus)
+        audited = await reservations.audit_stock(
+            tuple(sku.value for sku in request.skus), self.deps
         )
         response = pb.AuditStockResponse(skus_checked=len(audited))
         for sku in audited:

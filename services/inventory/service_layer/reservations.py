@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
-
-from marketplace_platform.db import UnitOfWork
 from marketplace_platform.errors import FieldViolation, InvalidArgument, NotFound
-from services.inventory.adapters.audit import AuditedSku, audit_stock
-from services.inventory.adapters.reservation_repository import ReservationRepository
-from services.inventory.adapters.stock_repository import StockHolds, StockRepository
 from services.inventory.domain import reservation as rules
+from services.inventory.domain.audit import AuditedSku
 from services.inventory.domain.reservation import (
     ReleaseReason,
     Reservation,
@@ -23,6 +17,8 @@ from services.inventory.domain.reservation import (
     ReservationStatus,
 )
 from services.inventory.service_layer import events
+from services.inventory.service_layer.ports import Holds
+from services.inventory.service_layer.unit_of_work import InventoryDeps, InventoryUnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -44,35 +40,41 @@ class ReleaseReservation:
     reason: ReleaseReason
 
 
-async def reserve_stock(command: ReserveStock, uow: UnitOfWork) -> Reservation:
+@dataclass(frozen=True, kw_only=True)
+class FindReservation:
+    """Look a reservation up by its order or by its own id (exactly one of them)."""
+
+    order_id: uuid.UUID | None = None
+    reservation_id: uuid.UUID | None = None
+
+
+async def reserve_stock(command: ReserveStock, deps: InventoryDeps) -> Reservation:
     """Reserve all lines or none; the same request for the same order returns the same answer."""
     lines = rules.canonical_lines(list(command.lines))
     fingerprint = rules.fingerprint(lines)
-    async with uow:
-        reservations = ReservationRepository(uow.session)
-        created = await reservations.create(
+    async with deps.unit_of_work() as uow:
+        created = await uow.reservations.create(
             order_id=command.order_id, lines=lines, fingerprint=fingerprint, ttl=command.ttl
         )
         if created is None:
-            existing = await reservations.by_order(command.order_id)
+            existing = await uow.reservations.by_order(command.order_id)
             assert existing is not None  # the insert conflicted on it
             return rules.replay(existing, fingerprint)
         # The row locks come last, so they are held only for the update and the commit.
-        await StockRepository(uow.session).record(*rules.reserve_movements(command.order_id, lines))
+        await uow.stock.record(*rules.reserve_movements(command.order_id, lines))
         await uow.publish(
             events.reserved(created),
             aggregate_type=events.AGGREGATE,
             aggregate_id=str(command.order_id),
         )
-        holds = StockHolds(uow.session)
-        held = await holds.hold(lines)
+        held = await uow.holds.hold(lines)
         if len(held) < len(lines):
-            await _refuse_shortfall(holds, command.lines, command.order_id)
+            await _refuse_shortfall(uow.holds, command.lines, command.order_id)
     return created
 
 
 async def _refuse_shortfall(
-    holds: StockHolds, lines: tuple[ReservationLine, ...], order_id: uuid.UUID
+    holds: Holds, lines: tuple[ReservationLine, ...], order_id: uuid.UUID
 ) -> None:
     """Say why a hold failed: unknown SKUs (indexed as the request listed them), or too few."""
     available = await holds.available([line.sku for line in lines])
@@ -91,42 +93,39 @@ async def _refuse_shortfall(
     )
 
 
-async def commit_reservation(order_id: uuid.UUID, uow: UnitOfWork) -> Reservation:
+async def commit_reservation(order_id: uuid.UUID, deps: InventoryDeps) -> Reservation:
     """The order's reserved units are sold. Repeating it is harmless; after expiry it is refused."""
-    async with uow:
-        reservations = ReservationRepository(uow.session)
-        existing = await reservations.by_order(order_id, for_update=True)
+    async with deps.unit_of_work() as uow:
+        existing = await uow.reservations.by_order(order_id, for_update=True)
         if existing is None:
             raise NotFound(
                 f"no reservation for order {order_id}", metadata={"order_id": str(order_id)}
             )
-        now = (await uow.session.execute(select(func.now()))).scalar_one()
-        rules.check_commit(existing, now)
+        rules.check_commit(existing, await uow.now())
         if existing.status is ReservationStatus.COMMITTED:
             return existing
-        committed = await reservations.close(existing, ReservationStatus.COMMITTED)
-        await StockRepository(uow.session).record(*rules.commit_movements(committed))
+        committed = await uow.reservations.close(existing, ReservationStatus.COMMITTED)
+        await uow.stock.record(*rules.commit_movements(committed))
         await uow.publish(
             events.committed(committed),
             aggregate_type=events.AGGREGATE,
             aggregate_id=str(order_id),
         )
-        await StockHolds(uow.session).settle(committed.lines)
+        await uow.holds.settle(committed.lines)
     return committed
 
 
-async def release_reservation(command: ReleaseReservation, uow: UnitOfWork) -> Reservation:
+async def release_reservation(command: ReleaseReservation, deps: InventoryDeps) -> Reservation:
     """Give the order's units back: a hold is released, sold units are returned to stock, once.
 
     Repeating it is harmless. Releasing an order that has no reservation leaves a released
     mark, so a reservation request that arrives after its caller gave up (and compensated) is
     refused instead of holding stock.
     """
-    async with uow:
-        reservations = ReservationRepository(uow.session)
-        existing = await reservations.by_order(command.order_id, for_update=True)
+    async with deps.unit_of_work() as uow:
+        existing = await uow.reservations.by_order(command.order_id, for_update=True)
         if existing is None:
-            tombstone = await reservations.create(
+            tombstone = await uow.reservations.create(
                 order_id=command.order_id,
                 lines=(),
                 fingerprint=rules.TOMBSTONE_FINGERPRINT,
@@ -140,49 +139,49 @@ async def release_reservation(command: ReleaseReservation, uow: UnitOfWork) -> R
         after = rules.released_as(existing)
         if after is None:
             return existing
-        closed = await reservations.close(existing, after, command.reason)
+        closed = await uow.reservations.close(existing, after, command.reason)
         if after is ReservationStatus.RETURNED:
-            await StockRepository(uow.session).record(*rules.return_movements(closed))
+            await uow.stock.record(*rules.return_movements(closed))
             await _publish_release(uow, closed)
-            await StockHolds(uow.session).restock(closed.lines)
+            await uow.holds.restock(closed.lines)
             log.info("returned the sold units of cancelled order %s", command.order_id)
         else:
             await _record_release(uow, closed, "released")
-            await StockHolds(uow.session).give_back(closed.lines)
+            await uow.holds.give_back(closed.lines)
     return closed
 
 
 async def expire_reservations(
-    uow: UnitOfWork, *, as_of: datetime | None = None, limit: int = 500
+    deps: InventoryDeps, *, as_of: datetime | None = None, limit: int = 500
 ) -> list[Reservation]:
     """Release a batch of reservations past their expiry (as of now, or `as_of`)."""
-    async with uow:
-        expired = await ReservationRepository(uow.session).expire_due(as_of=as_of, limit=limit)
+    async with deps.unit_of_work() as uow:
+        expired = await uow.reservations.expire_due(as_of=as_of, limit=limit)
         for reservation in expired:
             await _record_release(uow, reservation, "expired")
         # One move over the batch's summed lines keeps the SKU lock order global.
-        await StockHolds(uow.session).give_back(rules.merged_lines(expired))
+        await uow.holds.give_back(rules.merged_lines(expired))
     if expired:
         log.info("released %d expired reservations", len(expired))
     return expired
 
 
-async def expire_all_due(unit_of_work: Callable[[], UnitOfWork], *, batch: int) -> int:
+async def expire_all_due(deps: InventoryDeps, *, batch: int) -> int:
     """Release every reservation past its expiry, a batch per transaction; how many."""
     total = 0
     while True:
-        expired = await expire_reservations(unit_of_work(), limit=batch)
+        expired = await expire_reservations(deps, limit=batch)
         total += len(expired)
         if len(expired) < batch:
             return total
 
 
-async def _record_release(uow: UnitOfWork, reservation: Reservation, reason: str) -> None:
-    await StockRepository(uow.session).record(*rules.release_movements(reservation, reason))
+async def _record_release(uow: InventoryUnitOfWork, reservation: Reservation, reason: str) -> None:
+    await uow.stock.record(*rules.release_movements(reservation, reason))
     await _publish_release(uow, reservation)
 
 
-async def _publish_release(uow: UnitOfWork, reservation: Reservation) -> None:
+async def _publish_release(uow: InventoryUnitOfWork, reservation: Reservation) -> None:
     await uow.publish(
         events.released(reservation),
         aggregate_type=events.AGGREGATE,
@@ -190,23 +189,20 @@ async def _publish_release(uow: UnitOfWork, reservation: Reservation) -> None:
     )
 
 
-async def get_reservation(
-    uow: UnitOfWork, *, order_id: uuid.UUID | None = None, reservation_id: uuid.UUID | None = None
-) -> Reservation:
+async def get_reservation(query: FindReservation, deps: InventoryDeps) -> Reservation:
     """A reservation by order or by its own id."""
-    async with uow:
-        reservations = ReservationRepository(uow.session)
-        if order_id is not None:
-            found = await reservations.by_order(order_id)
+    async with deps.unit_of_work() as uow:
+        if query.order_id is not None:
+            found = await uow.reservations.by_order(query.order_id)
         else:
-            assert reservation_id is not None
-            found = await reservations.by_id(reservation_id)
+            assert query.reservation_id is not None
+            found = await uow.reservations.by_id(query.reservation_id)
     if found is None:
-        raise NotFound(f"no reservation for {order_id or reservation_id}")
+        raise NotFound(f"no reservation for {query.order_id or query.reservation_id}")
     return found
 
 
-async def audit(uow: UnitOfWork, skus: tuple[str, ...] = ()) -> list[AuditedSku]:
+async def audit_stock(skus: tuple[str, ...], deps: InventoryDeps) -> list[AuditedSku]:
     """Every (or the given) SKU recomputed from the ledger."""
-    async with uow:
-        return await audit_stock(uow.session, skus)
+    async with deps.unit_of_work() as uow:
+        return await uow.audit.recompute(skus)

@@ -1,17 +1,13 @@
-"""Inventory's use cases: each takes a command and a unit of work."""
+"""Stock use cases: each takes its input and the service's dependencies."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
-from marketplace_platform.db import UnitOfWork
 from marketplace_platform.errors import NotFound
-from services.inventory.adapters.stock_repository import StockRepository
 from services.inventory.domain import stock
 from services.inventory.domain.stock import StockLevel
-
-UnitOfWorkFactory = Callable[[], UnitOfWork]
+from services.inventory.service_layer.unit_of_work import InventoryDeps
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -22,22 +18,21 @@ class SetStock:
     on_hand: int
 
 
-async def set_stock(command: SetStock, uow: UnitOfWork) -> StockLevel:
+async def set_stock(command: SetStock, deps: InventoryDeps) -> StockLevel:
     """Set a SKU's on-hand units, recording the change in the ledger."""
-    async with uow:
-        stock_items = StockRepository(uow.session)
-        current = await stock_items.get_or_create_for_update(command.sku)
+    async with deps.unit_of_work() as uow:
+        current = await uow.stock.get_or_create_for_update(command.sku)
         level, movement = stock.set_on_hand(current, command.on_hand)
-        saved = await stock_items.save(level)
+        saved = await uow.stock.save(level)
         if movement is not None:
-            await stock_items.record(movement)
+            await uow.stock.record(movement)
     return saved
 
 
-async def get_stock(sku: str, uow: UnitOfWork) -> StockLevel:
+async def get_stock(sku: str, deps: InventoryDeps) -> StockLevel:
     """A SKU's stock level; NotFound for a SKU never stocked."""
-    async with uow:
-        level = await StockRepository(uow.session).get(sku)
+    async with deps.unit_of_work() as uow:
+        level = await uow.stock.get(sku)
     if level is None:
         raise NotFound(f"no stock record for sku {sku}", metadata={"sku": sku})
     return level

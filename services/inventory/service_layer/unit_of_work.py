@@ -1,0 +1,50 @@
+"""Inventory's unit of work with its repositories, and what every inventory use case takes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from marketplace_platform.db import UnitOfWork
+from services.inventory.adapters.audit import LedgerAudit
+from services.inventory.adapters.reservation_repository import ReservationRepository
+from services.inventory.adapters.stock_repository import StockHolds, StockRepository
+from services.inventory.service_layer.ports import Holds, Reservations, StockAuditor, StockItems
+
+
+class InventoryUnitOfWork(UnitOfWork):
+    """One inventory transaction, exposing its repositories bound to the transaction.
+
+    `stock` reads and writes stock levels and the ledger, `holds` moves reserved units,
+    `reservations` keeps reservations, `audit` recomputes counts from the ledger.
+    """
+
+    stock: StockItems
+    holds: Holds
+    reservations: Reservations
+    audit: StockAuditor
+
+    def _bind(self, session: AsyncSession) -> None:
+        """Attach inventory's repositories to this transaction's session."""
+        self.stock = StockRepository(session)
+        self.holds = StockHolds(session)
+        self.reservations = ReservationRepository(session)
+        self.audit = LedgerAudit(session)
+
+    async def now(self) -> datetime:
+        """The database's time of this transaction: the clock reservations expire by."""
+        return (await self.session.execute(select(func.now()))).scalar_one()
+
+
+UnitOfWorkFactory = Callable[[], InventoryUnitOfWork]
+
+
+@dataclass(frozen=True)
+class InventoryDeps:
+    """What inventory's use cases depend on: a fresh unit of work per transaction."""
+
+    unit_of_work: UnitOfWorkFactory
