@@ -19,9 +19,10 @@ from marketplace_platform.service_main import ServiceFactory, ServiceParts, run_
 from marketplace_platform.settings import ServiceSettings
 from services.cart.adapters import tables
 from services.cart.adapters.cart_cache import CartCache, RedisCartCache
+from services.cart.adapters.unit_of_work import CartUnitOfWork
 from services.cart.entrypoints.grpc_servicer import CartServicer
 from services.cart.service_layer.cache_upkeep import keep_cache_honest
-from services.cart.service_layer.carts import Carts
+from services.cart.service_layer.deps import CartDeps
 
 SERVICE_NAME = cart_service_pb2.DESCRIPTOR.services_by_name["CartService"].full_name
 CACHE_HEALTH_NAME = f"{SERVICE_NAME}.cache"
@@ -60,7 +61,9 @@ def build(settings: CartSettings) -> ServiceFactory:
     """The cart gRPC service and its cache upkeep loop, bound to units of work on the engine."""
 
     def parts(engine: AsyncEngine) -> ServiceParts:
-        unit_of_work = unit_of_work_factory(engine, OutboxWriter(tables.outbox, producer="cart"))
+        unit_of_work = unit_of_work_factory(
+            engine, OutboxWriter(tables.outbox, producer="cart"), kind=CartUnitOfWork
+        )
         health = CacheHealth()
         cache: CartCache = CartCache()
         if settings.cart_cache_enabled:
@@ -71,7 +74,7 @@ def build(settings: CartSettings) -> ServiceFactory:
                 prefix=settings.cart_cache_prefix,
                 on_change=health.report,
             )
-        deps = Carts(
+        deps = CartDeps(
             unit_of_work=unit_of_work, cache=cache, default_currency=settings.default_currency
         )
         servicer = CartServicer(deps)
@@ -82,8 +85,7 @@ def build(settings: CartSettings) -> ServiceFactory:
                 return
             try:
                 await keep_cache_honest(
-                    unit_of_work,
-                    cache,
+                    deps,
                     down_interval=settings.cart_cache_retry_seconds,
                     trusted_interval=settings.cart_cache_sweep_seconds,
                 )()

@@ -10,9 +10,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.cart.adapters.tables import cache_invalidations
-
-Pending = tuple[uuid.UUID, int]
-"""A cart and the version whose cache entry must be tombstoned."""
+from services.cart.service_layer.unit_of_work import Pending
 
 
 class InvalidationRepository:

@@ -13,12 +13,12 @@ import grpc
 from marketplace.cart.v1 import cart_service_pb2 as pb
 from marketplace.cart.v1 import cart_service_pb2_grpc as pb_grpc
 from marketplace.common.v1 import ids_pb2, money_pb2
-from marketplace_platform.db import UnitOfWork
 from marketplace_platform.money import Money
 from services.cart.domain.cart import Cart, CartLine, subtotal
 from services.cart.domain.catalog import DEFAULT_MERCHANT, Product
 from services.cart.domain.pricing import PricedCart
 from services.cart.service_layer import carts, catalog
+from services.cart.service_layer.deps import CartDeps
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
@@ -26,11 +26,8 @@ Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 class CartServicer(pb_grpc.CartServiceServicer):
     """Translates CartService calls to the catalog and cart handlers."""
 
-    def __init__(self, deps: carts.Carts) -> None:
+    def __init__(self, deps: CartDeps) -> None:
         self.deps = deps
-
-    def _uow(self) -> UnitOfWork:
-        return self.deps.unit_of_work()
 
     async def UpsertProduct(
         self, request: pb.UpsertProductRequest, context: Context
@@ -45,13 +42,13 @@ class CartServicer(pb_grpc.CartServiceServicer):
                 listed=request.listed if request.HasField("listed") else True,
             ),
         )
-        product = await catalog.upsert_product(command, self._uow())
+        product = await catalog.upsert_product(command, self.deps)
         return pb.UpsertProductResponse(product=product_to_proto(product))
 
     async def GetProduct(
         self, request: pb.GetProductRequest, context: Context
     ) -> pb.GetProductResponse:
-        product = await catalog.get_product(request.sku.value, self._uow())
+        product = await catalog.get_product(request.sku.value, self.deps)
         return pb.GetProductResponse(product=product_to_proto(product))
 
     async def CreateCart(

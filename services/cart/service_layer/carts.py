@@ -10,32 +10,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
 
-from sqlalchemy import func, select
-
-from marketplace_platform.db import UnitOfWork
 from marketplace_platform.ids import new_id
-from services.cart.adapters.cart_cache import CartCache
-from services.cart.adapters.cart_repository import CartRepository
-from services.cart.adapters.catalog_repository import CatalogRepository
 from services.cart.adapters.codec import cart_from_json, cart_to_json
-from services.cart.adapters.idempotency_repository import IdempotencyRepository
-from services.cart.adapters.invalidation_repository import InvalidationRepository
 from services.cart.domain import cart as rules
 from services.cart.domain import idempotency, pricing
 from services.cart.domain.cart import Cart
 from services.cart.domain.idempotency import KeyedRequest
 from services.cart.domain.pricing import PricedCart
-
-
-@dataclass(frozen=True)
-class Carts:
-    """What the cart use cases need: units of work, the cache, the catalog's default currency."""
-
-    unit_of_work: Callable[[], UnitOfWork]
-    cache: CartCache
-    default_currency: str = "USD"
+from services.cart.service_layer.deps import CartDeps
+from services.cart.service_layer.unit_of_work import AbstractCartUnitOfWork
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,7 +63,7 @@ class MarkCheckedOut:
     order_id: uuid.UUID
 
 
-async def create_cart(command: CreateCart, deps: Carts) -> Cart:
+async def create_cart(command: CreateCart, deps: CartDeps) -> Cart:
     """A new OPEN cart at version 1; a replay of the key returns the same cart."""
     keyed = KeyedRequest(
         scope=command.customer_id,
@@ -88,31 +72,28 @@ async def create_cart(command: CreateCart, deps: Carts) -> Cart:
         fields={},
     )
     async with deps.unit_of_work() as uow:
-        keys = IdempotencyRepository(uow.session)
-        stored = await keys.claim(keyed)
+        stored = await uow.keys.claim(keyed)
         if stored is not None:
             idempotency.check_replay(keyed, stored.fingerprint)
             return cart_from_json(stored.response)
-        created = await CartRepository(uow.session).create(
-            cart_id=new_id(), customer_id=command.customer_id
-        )
-        await keys.complete(keyed, cart_to_json(created))
+        created = await uow.carts.create(cart_id=new_id(), customer_id=command.customer_id)
+        await uow.keys.complete(keyed, cart_to_json(created))
     return created
 
 
-async def get_cart(cart_id: uuid.UUID, customer_id: str, deps: Carts) -> Cart:
+async def get_cart(cart_id: uuid.UUID, customer_id: str, deps: CartDeps) -> Cart:
     """The customer's cart: from the cache when it is trusted and holds it, else PostgreSQL."""
     cached = await deps.cache.read(cart_id)
     if cached is not None:
         return rules.owned_by(cached, cart_id, customer_id)
     async with deps.unit_of_work() as uow:
-        found = await CartRepository(uow.session).get(cart_id)
+        found = await uow.carts.get(cart_id)
     cart = rules.owned_by(found, cart_id, customer_id)
     await deps.cache.fill(cart)
     return cart
 
 
-async def set_item_quantity(command: SetItemQuantity, deps: Carts) -> Cart:
+async def set_item_quantity(command: SetItemQuantity, deps: CartDeps) -> Cart:
     """Add the SKU or set its quantity, if the product can be sold and the version matches."""
     keyed = KeyedRequest(
         scope=command.customer_id,
@@ -126,8 +107,8 @@ async def set_item_quantity(command: SetItemQuantity, deps: Carts) -> Cart:
         },
     )
 
-    async def change(cart: Cart, uow: UnitOfWork) -> Cart:
-        product = await CatalogRepository(uow.session).get(command.sku)
+    async def change(cart: Cart, uow: AbstractCartUnitOfWork) -> Cart:
+        product = await uow.catalog.get(command.sku)
         return rules.set_quantity(
             cart, product, command.sku, command.quantity, command.expected_version
         )
@@ -135,7 +116,7 @@ async def set_item_quantity(command: SetItemQuantity, deps: Carts) -> Cart:
     return await _write(keyed, command.cart_id, change, deps)
 
 
-async def remove_item(command: RemoveItem, deps: Carts) -> Cart:
+async def remove_item(command: RemoveItem, deps: CartDeps) -> Cart:
     """Remove the SKU's line (a no-op when it is not there), if the version matches."""
     keyed = KeyedRequest(
         scope=command.customer_id,
@@ -148,13 +129,13 @@ async def remove_item(command: RemoveItem, deps: Carts) -> Cart:
         },
     )
 
-    async def change(cart: Cart, uow: UnitOfWork) -> Cart:
+    async def change(cart: Cart, uow: AbstractCartUnitOfWork) -> Cart:
         return rules.remove_item(cart, command.sku, command.expected_version)
 
     return await _write(keyed, command.cart_id, change, deps)
 
 
-async def mark_checked_out(command: MarkCheckedOut, deps: Carts) -> Cart:
+async def mark_checked_out(command: MarkCheckedOut, deps: CartDeps) -> Cart:
     """Freeze the cart by the order; the same order again is a no-op, another is refused
     (with the existing order id in the error's metadata), whatever the idempotency key."""
     keyed = KeyedRequest(
@@ -164,53 +145,53 @@ async def mark_checked_out(command: MarkCheckedOut, deps: Carts) -> Cart:
         fields={"cart": str(command.cart_id), "order": str(command.order_id)},
     )
 
-    async def change(cart: Cart, uow: UnitOfWork) -> Cart:
+    async def change(cart: Cart, uow: AbstractCartUnitOfWork) -> Cart:
         return rules.mark_checked_out(cart, command.order_id)
 
     return await _write(keyed, command.cart_id, change, deps)
 
 
-async def price_cart(cart_id: uuid.UUID, customer_id: str, deps: Carts) -> PricedCart:
+async def price_cart(cart_id: uuid.UUID, customer_id: str, deps: CartDeps) -> PricedCart:
     """The cart priced against the catalog as it is now, from PostgreSQL (never the cache:
     checkout must see the committed cart and current prices)."""
     async with deps.unit_of_work() as uow:
-        found = await CartRepository(uow.session).get(cart_id)
+        found = await uow.carts.get(cart_id)
         cart = rules.owned_by(found, cart_id, customer_id)
-        catalog = await CatalogRepository(uow.session).many([line.sku for line in cart.lines])
-        now: datetime = (await uow.session.execute(select(func.now()))).scalar_one()
+        catalog = await uow.catalog.many([line.sku for line in cart.lines])
+        now = await uow.now()
     return pricing.price(cart, catalog, default_currency=deps.default_currency, now=now)
 
 
-Change = Callable[[Cart, UnitOfWork], Awaitable[Cart]]
+Change = Callable[[Cart, AbstractCartUnitOfWork], Awaitable[Cart]]
+"""One cart change: the cart as loaded under lock, to the cart as it should be saved."""
 
 
-async def _write(keyed: KeyedRequest, cart_id: uuid.UUID, change: Change, deps: Carts) -> Cart:
+async def _write(keyed: KeyedRequest, cart_id: uuid.UUID, change: Change, deps: CartDeps) -> Cart:
     """Run one cart change under the cart's row lock, once per idempotency key.
 
     Two writers with the same expected version serialize on the lock; the second sees the
     version the first wrote and is refused, so exactly one of them wins.
     """
     async with deps.unit_of_work() as uow:
-        keys = IdempotencyRepository(uow.session)
-        stored = await keys.claim(keyed)
+        stored = await uow.keys.claim(keyed)
         if stored is not None:
             idempotency.check_replay(keyed, stored.fingerprint)
             return cart_from_json(stored.response)
-        carts = CartRepository(uow.session)
-        before = rules.owned_by(await carts.get(cart_id, for_update=True), cart_id, keyed.scope)
+        locked = await uow.carts.get(cart_id, for_update=True)
+        before = rules.owned_by(locked, cart_id, keyed.scope)
         after = await change(before, uow)
         changed = after.version != before.version
-        saved = await carts.save(before, after) if changed else before
+        saved = await uow.carts.save(before, after) if changed else before
         if changed:
-            await InvalidationRepository(uow.session).owe(cart_id, saved.version)
-        await keys.complete(keyed, cart_to_json(saved))
+            await uow.invalidations.owe(cart_id, saved.version)
+        await uow.keys.complete(keyed, cart_to_json(saved))
     if changed:
         await send_invalidation(cart_id, saved.version, deps)
     return saved
 
 
-async def send_invalidation(cart_id: uuid.UUID, version: int, deps: Carts) -> None:
+async def send_invalidation(cart_id: uuid.UUID, version: int, deps: CartDeps) -> None:
     """Tombstone the cart in Redis and forget the owed invalidation once Redis has it."""
     if await deps.cache.invalidate(cart_id, version):
         async with deps.unit_of_work() as uow:
-            await InvalidationRepository(uow.session).settle([(cart_id, version)])
+            await uow.invalidations.settle([(cart_id, version)])

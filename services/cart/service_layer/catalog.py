@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from marketplace_platform.db import UnitOfWork
-from services.cart.adapters.catalog_repository import CatalogRepository
 from services.cart.adapters.codec import product_from_json, product_to_json
-from services.cart.adapters.idempotency_repository import IdempotencyRepository
 from services.cart.domain import idempotency
 from services.cart.domain.cart import ProductNotFound
 from services.cart.domain.catalog import Product
 from services.cart.domain.idempotency import KeyedRequest
+from services.cart.service_layer.deps import CartDeps
 
 ADMIN_SCOPE = "admin"  # catalog keys are the admins', not any one customer's
 
@@ -24,7 +22,7 @@ class UpsertProduct:
     product: Product
 
 
-async def upsert_product(command: UpsertProduct, uow: UnitOfWork) -> Product:
+async def upsert_product(command: UpsertProduct, deps: CartDeps) -> Product:
     """Store the product; a replay of the key returns the first answer."""
     product = command.product
     keyed = KeyedRequest(
@@ -40,21 +38,20 @@ async def upsert_product(command: UpsertProduct, uow: UnitOfWork) -> Product:
             "listed": product.listed,
         },
     )
-    async with uow:
-        keys = IdempotencyRepository(uow.session)
-        stored = await keys.claim(keyed)
+    async with deps.unit_of_work() as uow:
+        stored = await uow.keys.claim(keyed)
         if stored is not None:
             idempotency.check_replay(keyed, stored.fingerprint)
             return product_from_json(stored.response)
-        saved = await CatalogRepository(uow.session).upsert(product)
-        await keys.complete(keyed, product_to_json(saved))
+        saved = await uow.catalog.upsert(product)
+        await uow.keys.complete(keyed, product_to_json(saved))
     return saved
 
 
-async def get_product(sku: str, uow: UnitOfWork) -> Product:
+async def get_product(sku: str, deps: CartDeps) -> Product:
     """One product; NotFound for an unknown SKU."""
-    async with uow:
-        product = await CatalogRepository(uow.session).get(sku)
+    async with deps.unit_of_work() as uow:
+        product = await uow.catalog.get(sku)
     if product is None:
         raise ProductNotFound(f"no product {sku} in the catalog", metadata={"sku": sku})
     return product
