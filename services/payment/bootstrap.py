@@ -19,7 +19,8 @@ from services.payment.adapters import tables
 from services.payment.adapters.psp import CircuitBreaker, HttpPsp
 from services.payment.entrypoints.grpc_servicer import PaymentServicer
 from services.payment.service_layer import reconciliation
-from services.payment.service_layer.payments import Payments
+from services.payment.service_layer.payments import PaymentDeps
+from services.payment.service_layer.unit_of_work import PaymentUnitOfWork
 
 SERVICE_NAME = payment_service_pb2.DESCRIPTOR.services_by_name["PaymentService"].full_name
 
@@ -53,9 +54,9 @@ def build(settings: PaymentSettings) -> ServiceFactory:
                 open_seconds=settings.psp_breaker_open_seconds,
             ),
         )
-        deps = Payments(
+        deps = PaymentDeps(
             unit_of_work=unit_of_work_factory(
-                engine, OutboxWriter(tables.outbox, producer="payment")
+                engine, OutboxWriter(tables.outbox, producer="payment"), kind=PaymentUnitOfWork
             ),
             psp=psp,
             attempts=settings.psp_attempts,
@@ -66,7 +67,7 @@ def build(settings: PaymentSettings) -> ServiceFactory:
         reconcile = every(
             settings.reconcile_interval_seconds,
             "reconciliation",
-            lambda: reconciliation.reconcile(deps),
+            lambda: reconciliation.reconcile(reconciliation.Reconcile(), deps),
         )
 
         registration = ServiceRegistration(

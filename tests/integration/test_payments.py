@@ -34,11 +34,11 @@ from marketplace_platform.outbox import OutboxWriter
 from marketplace_platform.settings import ServiceSettings
 from services.payment import bootstrap as payment
 from services.payment.adapters import tables
-from services.payment.adapters.payment_repository import PaymentRepository
 from services.payment.adapters.psp import CircuitBreaker, HttpPsp, Intent
 from services.payment.adapters.tables import payment_operations
 from services.payment.domain.payment import PaymentStatus
 from services.payment.service_layer import payments, reconciliation
+from services.payment.service_layer.unit_of_work import PaymentUnitOfWork
 from tests.support.grpc_probes import SERVING, health_status
 from tests.support.psp import RunningPsp, running_psp
 
@@ -82,11 +82,13 @@ def payment_settings(psp: RunningPsp, **overrides: Any) -> payment.PaymentSettin
 
 
 @pytest.fixture
-async def direct(engine: AsyncEngine, psp: RunningPsp) -> AsyncIterator[payments.Payments]:
+async def direct(engine: AsyncEngine, psp: RunningPsp) -> AsyncIterator[payments.PaymentDeps]:
     """The use cases wired directly, as the reconciliation worker runs them."""
     adapter = HttpPsp(psp.url, timeout=5, breaker=CircuitBreaker())
-    yield payments.Payments(
-        unit_of_work=unit_of_work_factory(engine, OutboxWriter(tables.outbox, producer="payment")),
+    yield payments.PaymentDeps(
+        unit_of_work=unit_of_work_factory(
+            engine, OutboxWriter(tables.outbox, producer="payment"), kind=PaymentUnitOfWork
+        ),
         psp=adapter,
     )
     await adapter.close()
@@ -332,7 +334,7 @@ async def test_an_open_circuit_answers_unavailable_without_calling_the_psp(
 
 
 async def test_a_crash_between_the_psp_success_and_the_ledger_write_is_reconciled(
-    psp: RunningPsp, migrated_database_url: str, direct: payments.Payments
+    psp: RunningPsp, migrated_database_url: str, direct: payments.PaymentDeps
 ) -> None:
     port = free_port()
     env = {
@@ -387,7 +389,9 @@ async def test_a_crash_between_the_psp_success_and_the_ledger_write_is_reconcile
     before, _ = await payments.get_payment(uuid.UUID(order), direct)
     assert before.status is PaymentStatus.PENDING
 
-    report = await reconciliation.reconcile(direct, in_flight_grace=timedelta(0))
+    report = await reconciliation.reconcile(
+        reconciliation.Reconcile(in_flight_grace=timedelta(0)), direct
+    )
 
     after, operations = await payments.get_payment(uuid.UUID(order), direct)
     [intent] = await psp.intents(order_id=order)
@@ -399,7 +403,7 @@ async def test_a_crash_between_the_psp_success_and_the_ledger_write_is_reconcile
 
 
 async def test_reconciliation_voids_an_authorization_the_ledger_does_not_know(
-    psp: RunningPsp, direct: payments.Payments
+    psp: RunningPsp, direct: payments.PaymentDeps
 ) -> None:
     order = str(new_id())
     created = await psp.http.post(
@@ -415,9 +419,13 @@ async def test_reconciliation_voids_an_authorization_the_ledger_does_not_know(
     )
     created.raise_for_status()
 
-    dry = await reconciliation.reconcile(direct, orphan_after=timedelta(0), dry_run=True)
+    dry = await reconciliation.reconcile(
+        reconciliation.Reconcile(orphan_after=timedelta(0), dry_run=True), direct
+    )
     assert (await psp.intents(order_id=order))[0]["status"] == "requires_capture"
-    report = await reconciliation.reconcile(direct, orphan_after=timedelta(0))
+    report = await reconciliation.reconcile(
+        reconciliation.Reconcile(orphan_after=timedelta(0)), direct
+    )
 
     assert order in {i.metadata.get("order_id") for i, _, voided in dry.orphans if not voided}
     assert order in {i.metadata.get("order_id") for i, _, voided in report.orphans if voided}
@@ -624,7 +632,7 @@ async def test_a_declined_payment_is_released_without_a_psp_call(
 
 
 async def test_an_authorization_in_flight_at_the_release_is_voided_by_reconciliation(
-    stub: Stub, psp: RunningPsp, direct: payments.Payments
+    stub: Stub, psp: RunningPsp, direct: payments.PaymentDeps
 ) -> None:
     order = str(new_id())
     await psp.set_faults(latency_ms=700)  # below the service's 1 s PSP timeout
@@ -648,7 +656,7 @@ async def test_an_authorization_in_flight_at_the_release_is_voided_by_reconcilia
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     assert authorized.payment.status == pb.PAYMENT_STATUS_AUTHORIZED  # landed after the release
 
-    report = await reconciliation.reconcile(direct)
+    report = await reconciliation.reconcile(reconciliation.Reconcile(), direct)
 
     assert order in {str(p.order_id) for p, _ in report.released}
     after, _ = await payments.get_payment(uuid.UUID(order), direct)
@@ -739,13 +747,15 @@ async def test_a_429_burst_is_waited_out_as_retry_after_says(stub: Stub, psp: Ru
 
 
 async def test_two_payment_processes_driving_one_authorization_at_once_both_authorize(
-    engine: AsyncEngine, psp: RunningPsp, direct: payments.Payments
+    engine: AsyncEngine, psp: RunningPsp, direct: payments.PaymentDeps
 ) -> None:
     # Two instances of the service (e.g. a saga retry landing on another one) send the same
     # operation under one key at once: the PSP answers the second 409 while the first runs.
     other_psp = HttpPsp(psp.url, timeout=5, breaker=CircuitBreaker())
-    other = payments.Payments(
-        unit_of_work=unit_of_work_factory(engine, OutboxWriter(tables.outbox, producer="payment")),
+    other = payments.PaymentDeps(
+        unit_of_work=unit_of_work_factory(
+            engine, OutboxWriter(tables.outbox, producer="payment"), kind=PaymentUnitOfWork
+        ),
         psp=other_psp,
         attempts=8,  # jittered waits that cannot all fall inside the first one's 300 ms
     )
@@ -813,7 +823,7 @@ async def test_an_answer_later_than_the_timeout_is_resolved_by_asking_the_psp(
 
 
 async def lost_authorization(
-    psp: RunningPsp, direct: payments.Payments, order: str, method: str = "pm_card_visa"
+    psp: RunningPsp, direct: payments.PaymentDeps, order: str, method: str = "pm_card_visa"
 ) -> None:
     """An authorization the PSP applied whose answer was lost: left UNKNOWN in the ledger."""
     await psp.set_faults(ambiguous_rate=1.0)
@@ -829,7 +839,9 @@ async def lost_authorization(
     await psp.set_faults()
 
 
-async def unapplied_authorization(psp: RunningPsp, direct: payments.Payments, order: str) -> None:
+async def unapplied_authorization(
+    psp: RunningPsp, direct: payments.PaymentDeps, order: str
+) -> None:
     """An authorization the PSP refused without applying (a 500): UNKNOWN in the ledger."""
     await psp.set_faults(error_rate=1.0)
     with pytest.raises(errors.DependencyUnavailable):
@@ -846,7 +858,7 @@ async def unapplied_authorization(psp: RunningPsp, direct: payments.Payments, or
     await psp.set_faults()
 
 
-async def retry_authorization(direct: payments.Payments, order: str, method: str) -> None:
+async def retry_authorization(direct: payments.PaymentDeps, order: str, method: str) -> None:
     command = payments.Authorize(
         order_id=uuid.UUID(order),
         customer_id="customer-1",
@@ -859,7 +871,7 @@ async def retry_authorization(direct: payments.Payments, order: str, method: str
 
 @pytest.mark.parametrize("resolver", ["owner", "reconciliation"])
 async def test_an_authorization_voided_at_the_psp_is_not_read_as_authorized(
-    psp: RunningPsp, direct: payments.Payments, resolver: str
+    psp: RunningPsp, direct: payments.PaymentDeps, resolver: str
 ) -> None:
     order = str(new_id())
     await lost_authorization(psp, direct, order)
@@ -872,7 +884,9 @@ async def test_an_authorization_voided_at_the_psp_is_not_read_as_authorized(
     if resolver == "owner":
         await retry_authorization(direct, order, "pm_card_visa")
     else:
-        await reconciliation.reconcile(direct, in_flight_grace=timedelta(0))
+        await reconciliation.reconcile(
+            reconciliation.Reconcile(in_flight_grace=timedelta(0)), direct
+        )
 
     after, operations = await payments.get_payment(uuid.UUID(order), direct)
     assert (after.status, after.failure_code, after.authorized) == (
@@ -884,7 +898,7 @@ async def test_an_authorization_voided_at_the_psp_is_not_read_as_authorized(
 
 
 async def test_a_decline_found_by_lookup_keeps_the_psps_decline_code(
-    psp: RunningPsp, direct: payments.Payments
+    psp: RunningPsp, direct: payments.PaymentDeps
 ) -> None:
     order = str(new_id())
     await lost_authorization(psp, direct, order, method="pm_card_chargeDeclined")
@@ -903,14 +917,14 @@ class UndecidedPsp(HttpPsp):
 
 
 async def test_an_intent_still_processing_is_left_open_not_settled(
-    engine: AsyncEngine, psp: RunningPsp, direct: payments.Payments
+    engine: AsyncEngine, psp: RunningPsp, direct: payments.PaymentDeps
 ) -> None:
     order = str(new_id())
     await lost_authorization(psp, direct, order)
     undecided = UndecidedPsp(psp.url, timeout=5, breaker=CircuitBreaker())
     try:
         report = await reconciliation.reconcile(
-            replace(direct, psp=undecided), in_flight_grace=timedelta(0)
+            reconciliation.Reconcile(in_flight_grace=timedelta(0)), replace(direct, psp=undecided)
         )
     finally:
         await undecided.close()
@@ -926,7 +940,7 @@ async def test_an_intent_still_processing_is_left_open_not_settled(
 
 
 async def test_an_owner_retrying_a_lost_authorization_is_not_overtaken_by_reconciliation(
-    stub: Stub, psp: RunningPsp, direct: payments.Payments, engine: AsyncEngine
+    stub: Stub, psp: RunningPsp, direct: payments.PaymentDeps, engine: AsyncEngine
 ) -> None:
     # The saga's first AuthorizePayment loses every answer (nothing applied); reconciliation
     # runs before the saga's retry: within the owner horizon it must leave the operation open.
@@ -936,7 +950,9 @@ async def test_an_owner_retrying_a_lost_authorization_is_not_overtaken_by_reconc
         await stub.AuthorizePayment(authorize_request(order), timeout=WITHIN)
     await psp.set_faults()
 
-    report = await reconciliation.reconcile(direct, in_flight_grace=timedelta(0))
+    report = await reconciliation.reconcile(
+        reconciliation.Reconcile(in_flight_grace=timedelta(0)), direct
+    )
     retried = await stub.AuthorizePayment(authorize_request(order), timeout=WITHIN)
 
     assert order not in {str(p.order_id) for _, p, _ in report.resolved}
@@ -946,7 +962,7 @@ async def test_an_owner_retrying_a_lost_authorization_is_not_overtaken_by_reconc
 
 
 async def test_an_authorization_resolved_not_applied_is_tried_again_by_its_owner(
-    stub: Stub, psp: RunningPsp, direct: payments.Payments, engine: AsyncEngine
+    stub: Stub, psp: RunningPsp, direct: payments.PaymentDeps, engine: AsyncEngine
 ) -> None:
     # Past the owner horizon reconciliation settles it FAILED not_applied; an owner that still
     # retries (a late saga attempt, an operator) gets it tried again, not a decline.
@@ -956,7 +972,7 @@ async def test_an_authorization_resolved_not_applied_is_tried_again_by_its_owner
         await stub.AuthorizePayment(authorize_request(order), timeout=WITHIN)
     await psp.set_faults()
     report = await reconciliation.reconcile(
-        direct, in_flight_grace=timedelta(0), owner_horizon=timedelta(0)
+        reconciliation.Reconcile(in_flight_grace=timedelta(0), owner_horizon=timedelta(0)), direct
     )
     assert order in {str(p.order_id) for _, p, _ in report.resolved}
     assert await operation_states(engine, order) == [("AUTHORIZE", "FAILED", "not_applied")]
@@ -973,7 +989,7 @@ async def test_an_authorization_resolved_not_applied_is_tried_again_by_its_owner
 async def test_a_capture_that_failed_transiently_captures_on_a_later_call_with_its_key(
     stub: Stub,
     psp: RunningPsp,
-    direct: payments.Payments,
+    direct: payments.PaymentDeps,
     engine: AsyncEngine,
     horizon: timedelta | None,
 ) -> None:
@@ -983,7 +999,9 @@ async def test_a_capture_that_failed_transiently_captures_on_a_later_call_with_i
     for _ in range(2):  # the shipping consumer's first receives
         with pytest.raises(grpc.aio.AioRpcError):
             await stub.CapturePayment(capture_request(order), timeout=WITHIN)
-    await reconciliation.reconcile(direct, in_flight_grace=timedelta(0), owner_horizon=horizon)
+    await reconciliation.reconcile(
+        reconciliation.Reconcile(in_flight_grace=timedelta(0), owner_horizon=horizon), direct
+    )
     await psp.set_faults()
 
     captured = await stub.CapturePayment(capture_request(order), timeout=WITHIN)
@@ -1020,14 +1038,16 @@ async def test_a_capture_the_psp_refused_stays_refused_on_a_repeat(
 
 
 async def test_a_release_whose_void_was_never_applied_is_tried_again(
-    stub: Stub, psp: RunningPsp, direct: payments.Payments, engine: AsyncEngine
+    stub: Stub, psp: RunningPsp, direct: payments.PaymentDeps, engine: AsyncEngine
 ) -> None:
     order = str(new_id())
     await stub.AuthorizePayment(authorize_request(order))
     await psp.set_faults(error_rate=1.0)
     with pytest.raises(grpc.aio.AioRpcError):
         await stub.ReleaseOrderPayment(release_request(order), timeout=WITHIN)
-    await reconciliation.reconcile(direct, in_flight_grace=timedelta(0), owner_horizon=timedelta(0))
+    await reconciliation.reconcile(
+        reconciliation.Reconcile(in_flight_grace=timedelta(0), owner_horizon=timedelta(0)), direct
+    )
     await psp.set_faults()
 
     released = await stub.ReleaseOrderPayment(release_request(order), timeout=WITHIN)
@@ -1042,7 +1062,7 @@ async def test_a_release_whose_void_was_never_applied_is_tried_again(
 
 
 async def test_a_late_success_wins_over_a_not_applied_verdict(
-    psp: RunningPsp, direct: payments.Payments, engine: AsyncEngine
+    psp: RunningPsp, direct: payments.PaymentDeps, engine: AsyncEngine
 ) -> None:
     # Even when reconciliation gives up on an operation (horizon 0 here) while the owner's
     # request is still on its way to the PSP, the PSP's later answer is what the ledger keeps.
@@ -1063,7 +1083,8 @@ async def test_a_late_success_wins_over_a_not_applied_verdict(
                     break
                 await asyncio.sleep(0.02)
         await reconciliation.reconcile(
-            direct, in_flight_grace=timedelta(0), owner_horizon=timedelta(0)
+            reconciliation.Reconcile(in_flight_grace=timedelta(0), owner_horizon=timedelta(0)),
+            direct,
         )
         assert await operation_states(engine, order) == [("AUTHORIZE", "FAILED", "not_applied")]
         authorized = await authorizing
@@ -1077,7 +1098,7 @@ async def test_a_late_success_wins_over_a_not_applied_verdict(
 
 @pytest.mark.parametrize("applied", [True, False])
 async def test_a_release_settles_an_authorization_its_cancelled_owner_left_unknown(
-    stub: Stub, psp: RunningPsp, direct: payments.Payments, applied: bool
+    stub: Stub, psp: RunningPsp, direct: payments.PaymentDeps, applied: bool
 ) -> None:
     # The saga gave up on the authorization (the order was cancelled), leaving it UNKNOWN: no
     # owner will ever ask again, so the release itself asks the PSP instead of answering
@@ -1103,16 +1124,16 @@ async def test_a_release_settles_an_authorization_its_cancelled_owner_left_unkno
 
 
 async def test_reconciliation_settles_a_cancelled_orders_abandoned_authorization_at_once(
-    stub: Stub, psp: RunningPsp, direct: payments.Payments
+    stub: Stub, psp: RunningPsp, direct: payments.PaymentDeps
 ) -> None:
     # A cancelled order's owner is gone, so its open authorization that the PSP never applied
     # does not wait out the owner horizon (15 minutes): the next pass settles it as failed.
     order = str(new_id())
     await unapplied_authorization(psp, direct, order)
     async with direct.unit_of_work() as uow:
-        await PaymentRepository(uow.session).mark_cancelled(uuid.UUID(order))
+        await uow.payments.mark_cancelled(uuid.UUID(order))
 
-    await reconciliation.reconcile(direct, in_flight_grace=timedelta(0))
+    await reconciliation.reconcile(reconciliation.Reconcile(in_flight_grace=timedelta(0)), direct)
 
     after, _ = await payments.get_payment(uuid.UUID(order), direct)
     assert after.status is PaymentStatus.FAILED

@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -120,6 +120,48 @@ def authorization_outcome(intent: Intent) -> Approved | Declined | Unknown:
     return Unknown(f"intent {intent.id} is {intent.status}")
 
 
+class PaymentProvider(Protocol):
+    """The PSP port the use cases drive: `HttpPsp` in the service, an in-memory PSP in unit
+    tests. Mutating calls answer a PspOutcome; reads raise PspUnavailable when the PSP cannot
+    answer."""
+
+    async def create_intent(
+        self,
+        *,
+        amount: int,
+        currency: str,
+        payment_method: str,
+        metadata: dict[str, str],
+        idempotency_key: str,
+    ) -> PspOutcome:
+        """Authorize: a payment intent with manual capture."""
+        ...
+
+    async def capture(self, intent_id: str, *, amount: int, idempotency_key: str) -> PspOutcome:
+        """Capture up to the authorized amount."""
+        ...
+
+    async def cancel(self, intent_id: str, *, idempotency_key: str) -> PspOutcome:
+        """Void an uncaptured authorization."""
+        ...
+
+    async def refund(self, intent_id: str, *, amount: int, idempotency_key: str) -> PspOutcome:
+        """Refund part or all of what was captured."""
+        ...
+
+    async def retrieve(self, intent_id: str) -> Intent | None:
+        """The intent as the PSP has it now (None if it does not exist)."""
+        ...
+
+    async def find(self, **metadata: str) -> list[Intent]:
+        """Intents whose metadata has these values (e.g. operation_id=...)."""
+        ...
+
+    def every_intent(self) -> AsyncIterator[Intent]:
+        """All intents."""
+        ...
+
+
 class PspUnavailable(DependencyUnavailable):
     """The PSP is failing; calls are refused quickly until it recovers."""
 
@@ -156,7 +198,7 @@ class CircuitBreaker:
 
 
 class HttpPsp:
-    """A Stripe-like PSP over HTTP/JSON."""
+    """A Stripe-like PSP over HTTP/JSON: the PaymentProvider of the service."""
 
     def __init__(self, base_url: str, *, timeout: float, breaker: CircuitBreaker) -> None:
         self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout)

@@ -132,11 +132,37 @@ class OrderCancelled(FailedPrecondition):
 
     reason = "ORDER_CANCELLED"
 
+    @classmethod
+    def of_order(cls, order_id: uuid.UUID) -> OrderCancelled:
+        """The refusal for the cancelled order `order_id`."""
+        return cls(
+            f"order {order_id} was cancelled and its payment released",
+            metadata={"order_id": str(order_id)},
+        )
+
 
 class OperationInProgress(DependencyUnavailable):
     """Another operation on the payment has no known outcome yet; ask again later."""
 
     reason = "OPERATION_IN_PROGRESS"
+
+
+class ReleaseBlocked(OperationInProgress):
+    """A release found another operation on the payment open; it carries both, so the release
+    can settle that operation from the PSP's word and try again."""
+
+    def __init__(self, operation: Operation, payment: Payment) -> None:
+        super().__init__(
+            f"the {operation.kind.lower()} of order {payment.order_id} has no known outcome"
+            " yet; release later",
+            metadata={
+                "order_id": str(payment.order_id),
+                "operation_id": str(operation.operation_id),
+                "status": payment.status,
+            },
+        )
+        self.operation = operation
+        self.payment = payment
 
 
 # ISO 4217 currencies this platform settles in; anything else is refused before the PSP sees it.

@@ -13,6 +13,7 @@ from marketplace.payment.v1 import payment_service_pb2_grpc as pb_grpc
 from services.payment.domain.payment import Operation, OperationKind, Payment
 from services.payment.service_layer import payments, reconciliation, release
 from services.payment.service_layer.events import money
+from services.payment.service_layer.payments import PaymentDeps
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
@@ -20,7 +21,7 @@ Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 class PaymentServicer(pb_grpc.PaymentServiceServicer):
     """Translates PaymentService calls to the payment handlers."""
 
-    def __init__(self, deps: payments.Payments) -> None:
+    def __init__(self, deps: PaymentDeps) -> None:
         self.deps = deps
 
     async def AuthorizePayment(
@@ -76,8 +77,7 @@ class PaymentServicer(pb_grpc.PaymentServiceServicer):
     async def ReconcilePayments(
         self, request: pb.ReconcilePaymentsRequest, context: Context
     ) -> pb.ReconcilePaymentsResponse:
-        report = await reconciliation.reconcile(
-            self.deps,
+        command = reconciliation.Reconcile(
             orphan_after=request.orphan_after.ToTimedelta()
             if request.HasField("orphan_after")
             else reconciliation.DEFAULT_ORPHAN_AFTER,
@@ -86,6 +86,7 @@ class PaymentServicer(pb_grpc.PaymentServiceServicer):
             else reconciliation.CAPTURE_WARNING_WINDOW,
             dry_run=request.dry_run,
         )
+        report = await reconciliation.reconcile(command, self.deps)
         return pb.ReconcilePaymentsResponse(report=reconciliation.report_to_proto(report))
 
     async def ReleaseOrderPayment(

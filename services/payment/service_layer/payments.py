@@ -12,7 +12,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
-from marketplace_platform.db import UnitOfWork
 from marketplace_platform.errors import NotFound
 from marketplace_platform.ids import new_id
 from marketplace_platform.request_context import remaining_budget
@@ -21,7 +20,7 @@ from services.payment.adapters.psp import (
     UNDECIDED_STATUSES,
     Approved,
     Declined,
-    HttpPsp,
+    PaymentProvider,
     PspOutcome,
     PspUnavailable,
     TryAgain,
@@ -39,6 +38,7 @@ from services.payment.domain.payment import (
     PaymentStatus,
 )
 from services.payment.service_layer import events
+from services.payment.service_layer.unit_of_work import PaymentUnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +74,11 @@ class DrivesInFlight:
 
 
 @dataclass(frozen=True)
-class Payments:
+class PaymentDeps:
     """What the use cases need: units of work, the PSP, and how hard to try."""
 
-    unit_of_work: Callable[[], UnitOfWork]
-    psp: HttpPsp
+    unit_of_work: Callable[[], PaymentUnitOfWork]
+    psp: PaymentProvider
     attempts: int = 3
     backoff_seconds: float = 0.2
     # How long after its last recorded attempt an operation's owner (the saga, the shipping
@@ -118,12 +118,11 @@ class Void:
     request_key: str
 
 
-async def authorize(command: Authorize, deps: Payments) -> Payment:
+async def authorize(command: Authorize, deps: PaymentDeps) -> Payment:
     """Authorize once per order: repeats return the first outcome, another amount is refused,
     and an order whose payment was released (cancelled) is refused."""
     rules.check_currency(command.currency)
     async with deps.unit_of_work() as uow:
-        payments = PaymentRepository(uow.session)
         fresh = Payment(
             payment_id=new_id(),
             order_id=command.order_id,
@@ -133,18 +132,18 @@ async def authorize(command: Authorize, deps: Payments) -> Payment:
             amount=command.amount,
             status=PaymentStatus.PENDING,
         )
-        payment = await payments.create(fresh)
+        payment = await uow.payments.create(fresh)
         if payment is None:  # the order has a payment already, or it was cancelled
-            payment = await payments.by_order(command.order_id)
-            if payment is None or await payments.is_cancelled(command.order_id):
-                raise _cancelled(command.order_id)
+            payment = await uow.payments.by_order(command.order_id)
+            if payment is None or await uow.payments.is_cancelled(command.order_id):
+                raise OrderCancelled.of_order(command.order_id)
         rules.check_same_authorization(
             payment,
             amount=command.amount,
             currency=command.currency,
             method=command.payment_method,
         )
-        operation = await payments.add_operation(
+        operation = await uow.payments.add_operation(
             Operation(
                 new_id(),
                 payment.payment_id,
@@ -153,15 +152,15 @@ async def authorize(command: Authorize, deps: Payments) -> Payment:
                 OperationState.PENDING,
                 AUTHORIZE_REQUEST,
             )
-        ) or await payments.operation(
+        ) or await uow.payments.operation(
             payment.payment_id, OperationKind.AUTHORIZE, AUTHORIZE_REQUEST
         )
         assert operation is not None
         if rules.may_try_again(operation):
-            operation, payment = await _reopen(payments, operation, command.order_id)
+            operation, payment = await _reopen(uow.payments, operation, command.order_id)
         if operation.state not in OPEN_STATES:
             # Settled by an earlier call: read the payment again, as of after that settlement.
-            settled = await payments.by_order(command.order_id)
+            settled = await uow.payments.by_order(command.order_id)
             assert settled is not None
             return settled
     return await drive(operation, payment, deps)
@@ -181,7 +180,7 @@ async def _reopen(
     return operation, payment
 
 
-async def operate(command: Operate, deps: Payments) -> Payment:
+async def operate(command: Operate, deps: PaymentDeps) -> Payment:
     """Capture, void or refund within the amount rules; a repeated request is answered again."""
     payment = await _operate(command, deps)
     if payment is None:
@@ -192,7 +191,7 @@ async def operate(command: Operate, deps: Payments) -> Payment:
     return payment
 
 
-async def void(command: Void, deps: Payments) -> Payment | None:
+async def void(command: Void, deps: PaymentDeps) -> Payment | None:
     """Void as the contract says: no payment (None), or a FAILED or VOIDED one, succeeds without
     effect; a captured payment, or one whose authorization is still PENDING, is refused."""
     return await _operate(
@@ -207,20 +206,21 @@ async def void(command: Void, deps: Payments) -> Payment | None:
     )
 
 
-async def _operate(command: Operate, deps: Payments) -> Payment | None:
+async def _operate(command: Operate, deps: PaymentDeps) -> Payment | None:
     """The operation on the order's payment (None when the order has none), once per key."""
     async with deps.unit_of_work() as uow:
-        payments = PaymentRepository(uow.session)
-        payment = await payments.by_order(command.order_id, for_update=True)
+        payment = await uow.payments.by_order(command.order_id, for_update=True)
         if payment is None:
             return None
-        operation = await payments.operation(payment.payment_id, command.kind, command.request_key)
+        operation = await uow.payments.operation(
+            payment.payment_id, command.kind, command.request_key
+        )
         if operation is None:
-            if not await _admit(payments, payment, command):
+            if not await _admit(uow.payments, payment, command):
                 return payment  # nothing to release: no ledger entry, no PSP call, no event
             # A void gives back the whole authorization, whatever amount the request carried.
             amount = payment.authorized if command.kind is OperationKind.VOID else command.amount
-            operation = await payments.add_operation(
+            operation = await uow.payments.add_operation(
                 Operation(
                     new_id(),
                     payment.payment_id,
@@ -232,9 +232,9 @@ async def _operate(command: Operate, deps: Payments) -> Payment | None:
             )
             assert operation is not None  # the payment row lock serializes same-key requests
         elif rules.may_try_again(operation):
-            if not await _admit(payments, payment, command):
+            if not await _admit(uow.payments, payment, command):
                 return payment
-            operation, payment = await _reopen(payments, operation, command.order_id)
+            operation, payment = await _reopen(uow.payments, operation, command.order_id)
     if operation.state not in OPEN_STATES:
         return payment
     return await drive(operation, payment, deps)
@@ -247,28 +247,20 @@ async def _admit(payments: PaymentRepository, payment: Payment, command: Operate
         return False
     rules.check_operation(payment, command.kind, command.amount, command.currency)
     if command.kind is OperationKind.CAPTURE and await payments.is_cancelled(command.order_id):
-        raise _cancelled(command.order_id)
+        raise OrderCancelled.of_order(command.order_id)
     return True
 
 
-def _cancelled(order_id: uuid.UUID) -> OrderCancelled:
-    return OrderCancelled(
-        f"order {order_id} was cancelled and its payment released",
-        metadata={"order_id": str(order_id)},
-    )
-
-
-async def get_payment(order_id: uuid.UUID, deps: Payments) -> tuple[Payment, list[Operation]]:
+async def get_payment(order_id: uuid.UUID, deps: PaymentDeps) -> tuple[Payment, list[Operation]]:
     """The order's payment and its operations."""
     async with deps.unit_of_work() as uow:
-        payments = PaymentRepository(uow.session)
-        payment = await payments.by_order(order_id)
+        payment = await uow.payments.by_order(order_id)
         if payment is None:
             raise NotFound(f"no payment for order {order_id}", metadata={"order_id": str(order_id)})
-        return payment, await payments.operations(payment.payment_id)
+        return payment, await uow.payments.operations(payment.payment_id)
 
 
-async def drive(operation: Operation, payment: Payment, deps: Payments) -> Payment:
+async def drive(operation: Operation, payment: Payment, deps: PaymentDeps) -> Payment:
     """Get an open operation to a known outcome: resolve, send (same key), settle.
 
     Bounded: after `attempts` tries without an outcome the operation stays open, the caller
@@ -280,7 +272,7 @@ async def drive(operation: Operation, payment: Payment, deps: Payments) -> Payme
     )
 
 
-async def _drive(operation: Operation, payment: Payment, deps: Payments) -> Payment:
+async def _drive(operation: Operation, payment: Payment, deps: PaymentDeps) -> Payment:
     state = operation.state
     asked_to_wait: float | None = None
     cause = "no attempt"
@@ -307,7 +299,7 @@ async def _drive(operation: Operation, payment: Payment, deps: Payments) -> Paym
     )
 
 
-async def _pause(attempt: int, asked_to_wait: float | None, deps: Payments) -> bool:
+async def _pause(attempt: int, asked_to_wait: float | None, deps: PaymentDeps) -> bool:
     """Wait before another try: what the PSP asked for, else backoff with full jitter. False
     when that wait would outlast the caller's deadline (or our patience): give up now."""
     if asked_to_wait is None:
@@ -321,7 +313,7 @@ async def _pause(attempt: int, asked_to_wait: float | None, deps: Payments) -> b
     return True
 
 
-async def send(operation: Operation, payment: Payment, deps: Payments) -> PspOutcome:
+async def send(operation: Operation, payment: Payment, deps: PaymentDeps) -> PspOutcome:
     """Send the operation to the PSP under its own idempotency key."""
     key = operation.psp_idempotency_key
     if operation.kind is OperationKind.AUTHORIZE:
@@ -347,7 +339,7 @@ async def send(operation: Operation, payment: Payment, deps: Payments) -> PspOut
 
 
 async def resolve(
-    operation: Operation, payment: Payment, deps: Payments
+    operation: Operation, payment: Payment, deps: PaymentDeps
 ) -> Approved | Declined | Unknown | None:
     """Ask the PSP what became of an operation whose answer was lost: its outcome, Unknown while
     the PSP has not decided, or None when it was not applied (so it may be sent again)."""
@@ -369,20 +361,19 @@ async def resolve(
     return Approved(intent=current, reference=current.id) if applied else None
 
 
-async def mark_unknown(operation: Operation, deps: Payments) -> None:
+async def mark_unknown(operation: Operation, deps: PaymentDeps) -> None:
     """Record that the PSP may or may not have applied the operation."""
     async with deps.unit_of_work() as uow:
-        current = await PaymentRepository(uow.session).operation_by_id(operation.operation_id)
+        current = await uow.payments.operation_by_id(operation.operation_id)
         if current.state in OPEN_STATES:
-            await PaymentRepository(uow.session).set_state(operation, OperationState.UNKNOWN)
+            await uow.payments.set_state(operation, OperationState.UNKNOWN)
 
 
-async def settle(operation: Operation, outcome: Approved | Declined, deps: Payments) -> Payment:
+async def settle(operation: Operation, outcome: Approved | Declined, deps: PaymentDeps) -> Payment:
     """Write the PSP's answer to the ledger and the payment, with its event, once."""
     async with deps.unit_of_work() as uow:
-        payments = PaymentRepository(uow.session)
-        payment = await payments.by_id(operation.payment_id, for_update=True)
-        current = await payments.operation_by_id(operation.operation_id)
+        payment = await uow.payments.by_id(operation.payment_id, for_update=True)
+        current = await uow.payments.operation_by_id(operation.operation_id)
         if not rules.awaits_outcome(current):
             return payment  # a concurrent caller settled it first
         # A late answer for an operation reconciliation gave up on ("not applied") still wins:
@@ -396,16 +387,16 @@ async def settle(operation: Operation, outcome: Approved | Declined, deps: Payme
                     psp_intent_id=outcome.intent.id,
                     capture_before=outcome.intent.capture_before,
                 )
-            await payments.set_state(operation, OperationState.SUCCEEDED)
-            payment = await payments.save(payment)
+            await uow.payments.set_state(operation, OperationState.SUCCEEDED)
+            payment = await uow.payments.save(payment)
             event = events.succeeded(payment, operation)
         else:
             assert isinstance(outcome, Declined)
             payment = rules.after_failure(payment, operation, outcome.code)
             if operation.kind is OperationKind.AUTHORIZE and outcome.intent_id:
                 payment = replace(payment, psp_intent_id=outcome.intent_id)
-            await payments.set_state(operation, OperationState.FAILED, outcome.code)
-            payment = await payments.save(payment)
+            await uow.payments.set_state(operation, OperationState.FAILED, outcome.code)
+            payment = await uow.payments.save(payment)
             event = events.failed(payment, operation, outcome.code)
         await uow.publish(
             event, aggregate_type=events.AGGREGATE, aggregate_id=str(payment.order_id)

@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from marketplace.common.v1 import ids_pb2
 from marketplace.payment.v1 import payment_service_pb2 as pb
 from marketplace_platform.errors import DomainError
-from services.payment.adapters.payment_repository import PaymentRepository
 from services.payment.adapters.psp import Approved, Declined, Intent, PspUnavailable, Unknown
 from services.payment.domain import payment as rules
 from services.payment.domain.payment import (
@@ -24,6 +23,7 @@ from services.payment.domain.payment import (
 )
 from services.payment.service_layer import payments, release
 from services.payment.service_layer.events import money
+from services.payment.service_layer.payments import PaymentDeps
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ CAPTURE_WARNING_WINDOW = timedelta(days=1)
 # An operation younger than this is still in its caller's hands: not even looked up. Older
 # ones the PSP shows applied (or refused) are settled at once, which is safe whoever owns them;
 # one the PSP shows no trace of is settled "not applied" only past the owner horizon
-# (Payments.owner_horizon), so reconciliation never races an owner that is still retrying.
+# (PaymentDeps.owner_horizon), so reconciliation never races an owner that is still retrying.
 IN_FLIGHT_GRACE = timedelta(seconds=10)
 
 
@@ -51,26 +51,35 @@ class Report:
     released: list[tuple[Payment, bool]] = field(default_factory=list)
 
 
-async def reconcile(
-    deps: payments.Payments,
-    *,
-    orphan_after: timedelta = DEFAULT_ORPHAN_AFTER,
-    in_flight_grace: timedelta = IN_FLIGHT_GRACE,
-    owner_horizon: timedelta | None = None,
-    capture_warning_window: timedelta = CAPTURE_WARNING_WINDOW,
-    dry_run: bool = False,
-) -> Report:
-    """One full pass over open operations and every PSP authorization (`owner_horizon`: the
-    deps' unless given)."""
+@dataclass(frozen=True, kw_only=True)
+class Reconcile:
+    """One reconciliation pass and how patient it is (`owner_horizon`: the deps' unless given);
+    a dry run settles, releases and voids nothing, it only reports."""
+
+    orphan_after: timedelta = DEFAULT_ORPHAN_AFTER
+    in_flight_grace: timedelta = IN_FLIGHT_GRACE
+    owner_horizon: timedelta | None = None
+    capture_warning_window: timedelta = CAPTURE_WARNING_WINDOW
+    dry_run: bool = False
+
+
+async def reconcile(command: Reconcile, deps: PaymentDeps) -> Report:
+    """One full pass over open operations and every PSP authorization."""
     now = datetime.now(UTC)
-    report = Report(started_at=now, dry_run=dry_run)
-    horizon = deps.owner_horizon if owner_horizon is None else owner_horizon
+    report = Report(started_at=now, dry_run=command.dry_run)
+    horizon = deps.owner_horizon if command.owner_horizon is None else command.owner_horizon
     await _resolve_open_operations(
-        deps, report, older_than=now - in_flight_grace, owners_gone_before=now - horizon
+        report,
+        older_than=now - command.in_flight_grace,
+        owners_gone_before=now - horizon,
+        deps=deps,
     )
-    await _release_cancelled(deps, report)
+    await _release_cancelled(report, deps)
     await _void_orphans(
-        deps, report, older_than=now - orphan_after, warn_before=now + capture_warning_window
+        report,
+        older_than=now - command.orphan_after,
+        warn_before=now + command.capture_warning_window,
+        deps=deps,
     )
     report.finished_at = datetime.now(UTC)
     log.info(
@@ -81,28 +90,27 @@ async def reconcile(
         len(report.released),
         len(report.orphans),
         len(report.capture_deadlines),
-        " (dry run)" if dry_run else "",
+        " (dry run)" if command.dry_run else "",
     )
     return report
 
 
 async def _resolve_open_operations(
-    deps: payments.Payments, report: Report, *, older_than: datetime, owners_gone_before: datetime
+    report: Report, *, older_than: datetime, owners_gone_before: datetime, deps: PaymentDeps
 ) -> None:
     async with deps.unit_of_work() as uow:
-        repository = PaymentRepository(uow.session)
-        open_operations = await repository.open_operations(older_than)
+        open_operations = await uow.payments.open_operations(older_than)
         # A cancellation ends every owner: a cancelled order is never authorized or captured
         # again, so its open operations need not wait out the owner horizon.
         cancelled = {
             payment.order_id
             for _, payment in open_operations
-            if await repository.is_cancelled(payment.order_id)
+            if await uow.payments.is_cancelled(payment.order_id)
         }
     for operation, payment in open_operations:
         gone_before = older_than if payment.order_id in cancelled else owners_gone_before
         try:
-            outcome = await _verdict(operation, payment, deps, gone_before)
+            outcome = await _verdict(operation, payment, gone_before, deps)
         except PspUnavailable as error:  # this one waits for the next pass; go on with others
             log.warning("%s of order %s: %s", operation.kind.lower(), payment.order_id, error)
             continue
@@ -115,7 +123,7 @@ async def _resolve_open_operations(
 
 
 async def _verdict(
-    operation: Operation, payment: Payment, deps: payments.Payments, owners_gone_before: datetime
+    operation: Operation, payment: Payment, owners_gone_before: datetime, deps: PaymentDeps
 ) -> Approved | Declined | None:
     """What to settle an open operation as, or None to leave it open for now."""
     outcome = await payments.resolve(operation, payment, deps)
@@ -132,11 +140,11 @@ async def _verdict(
     return Declined(code=NOT_APPLIED)
 
 
-async def _release_cancelled(deps: payments.Payments, report: Report) -> None:
+async def _release_cancelled(report: Report, deps: PaymentDeps) -> None:
     """Release every payment of a cancelled order that still holds money, e.g. an
     authorization that was in flight when the order's release arrived."""
     async with deps.unit_of_work() as uow:
-        holding = await PaymentRepository(uow.session).cancelled_holding_money()
+        holding = await uow.payments.cancelled_holding_money()
     for payment in holding:
         settled = False
         if not report.dry_run:
@@ -149,10 +157,10 @@ async def _release_cancelled(deps: payments.Payments, report: Report) -> None:
 
 
 async def _void_orphans(
-    deps: payments.Payments, report: Report, *, older_than: datetime, warn_before: datetime
+    report: Report, *, older_than: datetime, warn_before: datetime, deps: PaymentDeps
 ) -> None:
     async with deps.unit_of_work() as uow:
-        ledger = await PaymentRepository(uow.session).all_by_intent()
+        ledger = await uow.payments.all_by_intent()
     async for intent in deps.psp.every_intent():
         report.examined += 1
         if intent.status != "requires_capture":

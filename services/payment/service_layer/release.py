@@ -24,11 +24,12 @@ from services.payment.domain import payment as rules
 from services.payment.domain.payment import (
     OPEN_STATES,
     Operation,
-    OperationInProgress,
     OperationState,
     Payment,
+    ReleaseBlocked,
 )
 from services.payment.service_layer import payments
+from services.payment.service_layer.payments import PaymentDeps
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +55,12 @@ def request_key(order_id: uuid.UUID) -> str:
     return f"release:{order_id}"
 
 
-async def release(command: Release, deps: payments.Payments) -> Released:
+async def release(command: Release, deps: PaymentDeps) -> Released:
     """Mark the order cancelled and give its payment's money back (idempotent by order)."""
     try:
         operation, payment = await _start(command.order_id, deps)
-    except _Busy as busy:
-        if not await _settle_abandoned(busy.operation, busy.payment, deps):
+    except ReleaseBlocked as blocked:
+        if not await _settle_abandoned(blocked.operation, blocked.payment, deps):
             raise
         operation, payment = await _start(command.order_id, deps)
     if operation is not None and payment is not None and operation.state in OPEN_STATES:
@@ -70,52 +71,30 @@ async def release(command: Release, deps: payments.Payments) -> Released:
     return Released(payment, settled)
 
 
-async def _start(
-    order_id: uuid.UUID, deps: payments.Payments
-) -> tuple[Operation | None, Payment | None]:
+async def _start(order_id: uuid.UUID, deps: PaymentDeps) -> tuple[Operation | None, Payment | None]:
     """In one transaction: the mark, and the operation to drive (None: nothing is held)."""
     async with deps.unit_of_work() as uow:
-        repository = PaymentRepository(uow.session)
-        await repository.mark_cancelled(order_id)
-        payment = await repository.by_order(order_id, for_update=True)
+        await uow.payments.mark_cancelled(order_id)
+        payment = await uow.payments.by_order(order_id, for_update=True)
         if payment is None:
             return None, None
         key = request_key(order_id)
         busy = next(
             (
                 operation
-                for operation in await repository.operations(payment.payment_id)
+                for operation in await uow.payments.operations(payment.payment_id)
                 if operation.state in OPEN_STATES and operation.request_key != key
             ),
             None,
         )
         if busy is None:
-            return await _operation(repository, payment, key), payment
+            return await _operation(uow.payments, payment, key), payment
     assert busy is not None
     # Raised after the block, so the mark is committed: a late authorization is still released.
-    raise _Busy(busy, payment)
+    raise ReleaseBlocked(busy, payment)
 
 
-class _Busy(OperationInProgress):
-    """Another operation on the payment is open; it carries both, for the release to settle."""
-
-    def __init__(self, operation: Operation, payment: Payment) -> None:
-        super().__init__(
-            f"the {operation.kind.lower()} of order {payment.order_id} has no known outcome"
-            " yet; release later",
-            metadata={
-                "order_id": str(payment.order_id),
-                "operation_id": str(operation.operation_id),
-                "status": payment.status,
-            },
-        )
-        self.operation = operation
-        self.payment = payment
-
-
-async def _settle_abandoned(
-    operation: Operation, payment: Payment, deps: payments.Payments
-) -> bool:
+async def _settle_abandoned(operation: Operation, payment: Payment, deps: PaymentDeps) -> bool:
     """Settle an operation whose answer was lost and whose owner the cancellation ended, from
     the PSP's word alone; False when it is still being sent or the PSP cannot tell yet."""
     if operation.state is not OperationState.UNKNOWN:

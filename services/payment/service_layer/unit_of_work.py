@@ -1,0 +1,19 @@
+"""Payment's unit of work: one transaction, with the payment repository bound to it."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from marketplace_platform.db import UnitOfWork
+from services.payment.adapters.payment_repository import PaymentRepository, SqlPaymentRepository
+
+
+class PaymentUnitOfWork(UnitOfWork):
+    """A transaction of the payment schema: `uow.payments` reads and writes payments, their
+    operations and the cancelled orders within it; `uow.publish` records events in it."""
+
+    payments: PaymentRepository
+
+    def _bind(self, session: AsyncSession) -> None:
+        """Attach the payment repository to this transaction's session."""
+        self.payments = SqlPaymentRepository(session)
