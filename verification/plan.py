@@ -22,7 +22,7 @@ POISON_QUEUES = ("shipping", "email", "invoice", "analytics")
 # applies the operation and answers after the client gave up.
 LATE_ANSWER_MS = 2_500
 RATE_LIMIT_BURST_SECONDS = 6.0
-# The PSP simulator's fault fields each phase kind needs (psp_simulator.faults.FaultConfig);
+# The PSP simulator's fault fields each phase kind needs (simulators.psp.faults.FaultConfig);
 # a kind whose fields the simulator lacks is left out of the plan, and the report says so.
 PHASE_FIELDS: dict[str, frozenset[str]] = {
     "outage": frozenset({"outage_seconds", "outage_hang"}),
