@@ -1,12 +1,15 @@
-"""Settings every consumer process shares: its queue, the queue backend, polling, retries."""
+"""Settings every consumer process shares (its queue, the queue backend, polling, retries), and
+the channel a consumer opens to a service it calls."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
 
+import grpc
 from pydantic import Field
 
+from marketplace_platform.channels import open_channel
 from marketplace_platform.settings import ServiceSettings
 
 
@@ -28,3 +31,14 @@ class ConsumerSettings(ServiceSettings):
     aws_region: str = "us-east-1"
     sqs_endpoint_url: str | None = None
     sqs_queue_prefix: str = ""
+
+
+def service_channel(settings: ConsumerSettings, target: str, service: str) -> grpc.aio.Channel:
+    """A channel to `service` (its full name, e.g. marketplace.payment.v1.PaymentService) at
+    `target`, with the consumer's call deadline; the consumers' calls to it are idempotent, so
+    the channel retries them."""
+    return open_channel(
+        target,
+        default_timeout=settings.default_call_timeout_seconds,
+        idempotent_services=[service],
+    )

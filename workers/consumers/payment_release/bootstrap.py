@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from marketplace.payment.v1 import payment_service_pb2_grpc as payment_grpc
-from marketplace_platform.channels import open_channel
 from workers.consumers.consumer import Consumer
 from workers.consumers.payment_release import handlers
 from workers.consumers.runner import Closer
-from workers.consumers.settings import ConsumerSettings
+from workers.consumers.settings import ConsumerSettings, service_channel
+
+PAYMENT_SERVICE = "marketplace.payment.v1.PaymentService"
 
 
 class PaymentReleaseSettings(ConsumerSettings):
@@ -20,10 +21,6 @@ class PaymentReleaseSettings(ConsumerSettings):
 
 async def wire(settings: PaymentReleaseSettings) -> tuple[Consumer, Closer]:
     """The payment-release consumer and a closer for its channel."""
-    channel = open_channel(
-        settings.payment_target,
-        default_timeout=settings.default_call_timeout_seconds,
-        idempotent_services=["marketplace.payment.v1.PaymentService"],
-    )
+    channel = service_channel(settings, settings.payment_target, PAYMENT_SERVICE)
     stub = payment_grpc.PaymentServiceStub(channel)
     return Consumer(handlers.CONSUMER, handlers.handlers(stub)), channel.close

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from marketplace.inventory.v1 import inventory_service_pb2_grpc as inventory_grpc
-from marketplace_platform.channels import open_channel
 from workers.consumers.consumer import Consumer
 from workers.consumers.runner import Closer
-from workers.consumers.settings import ConsumerSettings
+from workers.consumers.settings import ConsumerSettings, service_channel
 from workers.consumers.stock_release import handlers
+
+INVENTORY_SERVICE = "marketplace.inventory.v1.InventoryService"
 
 
 class StockReleaseSettings(ConsumerSettings):
@@ -20,10 +21,6 @@ class StockReleaseSettings(ConsumerSettings):
 
 async def wire(settings: StockReleaseSettings) -> tuple[Consumer, Closer]:
     """The stock-release consumer and a closer for its channel."""
-    channel = open_channel(
-        settings.inventory_target,
-        default_timeout=settings.default_call_timeout_seconds,
-        idempotent_services=["marketplace.inventory.v1.InventoryService"],
-    )
+    channel = service_channel(settings, settings.inventory_target, INVENTORY_SERVICE)
     stub = inventory_grpc.InventoryServiceStub(channel)
     return Consumer(handlers.CONSUMER, handlers.handlers(stub)), channel.close
