@@ -129,10 +129,16 @@ def check_quantity(quantity: int) -> None:
         )
 
 
-def check_sellable(product: Product | None, sku: str) -> Product:
-    """The product if it can be put in a cart: known and listed."""
+def check_known(product: Product | None, sku: str) -> Product:
+    """The product if the catalog has it (listed or not); ProductNotFound otherwise."""
     if product is None:
         raise ProductNotFound(f"no product {sku} in the catalog", metadata={"sku": sku})
+    return product
+
+
+def check_sellable(product: Product | None, sku: str) -> Product:
+    """The product if it can be put in a cart: known and listed."""
+    product = check_known(product, sku)
     if not product.listed:
         raise ProductDelisted(f"product {sku} is not for sale", metadata={"sku": sku})
     return product

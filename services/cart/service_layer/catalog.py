@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.cart.adapters.codec import product_from_json, product_to_json
+from services.cart.domain import cart as rules
 from services.cart.domain import idempotency
-from services.cart.domain.cart import ProductNotFound
 from services.cart.domain.catalog import Product
 from services.cart.domain.idempotency import KeyedRequest
 from services.cart.service_layer.deps import CartDeps
@@ -52,6 +52,4 @@ async def get_product(sku: str, deps: CartDeps) -> Product:
     """One product; NotFound for an unknown SKU."""
     async with deps.unit_of_work() as uow:
         product = await uow.catalog.get(sku)
-    if product is None:
-        raise ProductNotFound(f"no product {sku} in the catalog", metadata={"sku": sku})
-    return product
+    return rules.check_known(product, sku)
