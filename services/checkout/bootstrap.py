@@ -3,7 +3,6 @@ the servicer, and the background loops that keep every order moving."""
 
 from __future__ import annotations
 
-import importlib
 import logging
 from datetime import timedelta
 from typing import Literal
@@ -18,6 +17,7 @@ from marketplace_platform.grpc_server import ServiceRegistration
 from marketplace_platform.outbox import OutboxWriter
 from marketplace_platform.periodic import BackgroundLoop, every
 from marketplace_platform.saga import SagaStarter
+from marketplace_platform.saga.local import LocalSagaStarter
 from marketplace_platform.saga.step_functions import stepfunctions_starter
 from marketplace_platform.service_main import (
     ServiceFactory,
@@ -26,7 +26,6 @@ from marketplace_platform.service_main import (
 )
 from marketplace_platform.settings import ServiceSettings
 from services.checkout.adapters import cart_client, payment_client, tables
-from services.checkout.adapters.saga_starters import UnavailableSagaStarter
 from services.checkout.entrypoints.grpc_servicer import CheckoutServicer
 from services.checkout.service_layer import housekeeping
 from services.checkout.service_layer.deps import CheckoutDeps
@@ -122,13 +121,7 @@ def saga_starter(settings: CheckoutSettings, engine: AsyncEngine) -> SagaStarter
         if not settings.saga_state_machine_arn:
             raise ValueError("SAGA_BACKEND=stepfunctions needs SAGA_STATE_MACHINE_ARN")
         return stepfunctions_starter(settings.saga_state_machine_arn)
-    try:
-        starter_module = importlib.import_module("marketplace_platform.saga.local")
-    except ImportError as error:
-        log.warning("no local saga engine (%s); orders will wait in PENDING", error)
-        return UnavailableSagaStarter(f"the local saga engine is not installed ({error})")
-    starter: SagaStarter = starter_module.LocalSagaStarter(engine)
-    return starter
+    return LocalSagaStarter(engine)
 
 
 def _grpc_cart_port(settings: CheckoutSettings) -> CartPort:
