@@ -3,7 +3,6 @@ the servicer, and the background loops that keep every order moving."""
 
 from __future__ import annotations
 
-import logging
 from datetime import timedelta
 from typing import Literal
 
@@ -33,8 +32,6 @@ from services.checkout.service_layer.ports import CartPort, PaymentPort
 from services.checkout.service_layer.unit_of_work import CheckoutUnitOfWork
 
 SERVICE_NAME = checkout_service_pb2.DESCRIPTOR.services_by_name["CheckoutService"].full_name
-
-log = logging.getLogger(__name__)
 
 
 class CheckoutSettings(ServiceSettings):
