@@ -18,6 +18,9 @@ from local_supervisor.state_file import ProcessState, remove_state, write_state
 _MAX_LINE_BYTES = 64 * 1024
 _OUTPUT_DRAIN_SECONDS = 1.0
 _READY_POLL_SECONDS = 0.1
+# Follows how a process ended in the line the supervisor prints before restarting it:
+# "inventory exited with signal SIGKILL; restarting in 0.5s (restart 1)".
+RESTARTING = "; restarting"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -239,7 +242,7 @@ class Supervisor:
             child.restarts += 1
             delay = self._restart_policy.delay(consecutive)
             self._console.say(
-                f"{child.spec.name} {outcome}; restarting in {delay:.1f}s "
+                f"{child.spec.name} {outcome}{RESTARTING} in {delay:.1f}s "
                 f"(restart {child.restarts})"
             )
             with contextlib.suppress(TimeoutError):

@@ -15,6 +15,10 @@ from urllib.parse import urlsplit, urlunsplit
 from local_supervisor.console import PrefixedConsole
 from local_supervisor.processes import ProcessSpec, Supervisor
 
+# What the supervisor prints (followed by " in N.Ns") once every process is ready; launchers wait
+# for it (local_supervisor.launcher).
+READY_MARK = "all services SERVING"
+
 
 class StartupError(Exception):
     """The stack could not be brought up; the message says why, for the operator."""
@@ -144,7 +148,7 @@ async def _run_stack(
                 console.say(f"not SERVING after {ready_timeout:g}s: {', '.join(late)}; stopping")
                 return 1
             _report_stack(supervisor, console, plan)
-            console.say(f"all services SERVING in {time.monotonic() - started:.1f}s")
+            console.say(f"{READY_MARK} in {time.monotonic() - started:.1f}s")
             for step in plan.next_steps:
                 console.say(step)
             phase.steady = True

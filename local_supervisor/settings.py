@@ -10,6 +10,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from local_supervisor.state_file import state_file_path
+
 DEFAULT_BASE_PORT = 50051
 
 
@@ -47,7 +49,7 @@ class RunOptions:
     @property
     def state_file(self) -> Path:
         """Where the supervisor says which process runs with which pid where."""
-        return self.data_dir / "run" / "supervisor.json"
+        return state_file_path(self.data_dir)
 
 
 def parse_options(argv: Sequence[str], settings: SupervisorSettings) -> RunOptions:
@@ -109,3 +111,23 @@ def parse_options(argv: Sequence[str], settings: SupervisorSettings) -> RunOptio
         database_url=settings.database_url or None,
         redis_url=settings.redis_url or None,
     )
+
+
+def command_line(
+    *,
+    data_dir: Path,
+    base_port: int,
+    http_ports: Mapping[str, int],
+    ready_timeout: float | None = None,
+) -> list[str]:
+    """The flags that make parse_options read these values: how a launcher (local_supervisor.
+    launcher) tells `python -m local_supervisor` where to run."""
+    argv = [
+        "--data-dir", str(data_dir),
+        "--base-port", str(base_port),
+        "--gateway-port", str(http_ports["gateway"]),
+        "--psp-port", str(http_ports["psp"]),
+    ]  # fmt: skip
+    if ready_timeout is not None:
+        argv += ["--ready-timeout", repr(float(ready_timeout))]
+    return argv

@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+STATE_FILE = Path("run") / "supervisor.json"  # under the supervisor's data directory
+
 
 @dataclass(frozen=True)
 class ProcessState:
@@ -18,6 +20,11 @@ class ProcessState:
     pid: int | None
     address: str | None
     restarts: int
+
+
+def state_file_path(data_dir: Path) -> Path:
+    """Where a supervisor run on `data_dir` keeps its state file."""
+    return data_dir / STATE_FILE
 
 
 def write_state(
@@ -39,3 +46,20 @@ def write_state(
 def remove_state(path: Path) -> None:
     """Remove the state file once nothing it names runs any more."""
     path.unlink(missing_ok=True)
+
+
+def read_state(path: Path) -> list[ProcessState]:
+    """The processes the state file names ([] while there is none, e.g. before the first write)."""
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    return [
+        ProcessState(
+            name=str(entry["name"]),
+            pid=None if entry["pid"] is None else int(entry["pid"]),
+            address=entry["address"],
+            restarts=int(entry["restarts"]),
+        )
+        for entry in document["processes"]
+    ]

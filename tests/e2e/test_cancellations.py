@@ -17,7 +17,6 @@ import httpx
 import pytest
 
 from tests.conftest import fresh_database
-from tests.e2e.conftest import running_stack
 from tests.e2e.test_gateway_checkout import (
     bearer,
     cart_holding,
@@ -26,7 +25,7 @@ from tests.e2e.test_gateway_checkout import (
     stock,
     stocked_sku,
 )
-from tests.support.stack import RunningStack
+from tests.support.stack import LaunchedStack, running_stack
 
 pytestmark = pytest.mark.stack
 
@@ -40,7 +39,7 @@ async def own_database(postgres_server_url: str) -> AsyncIterator[str]:
         yield url
 
 
-async def psp_intents(stack: RunningStack, order_id: str) -> list[dict[str, Any]]:
+async def psp_intents(stack: LaunchedStack, order_id: str) -> list[dict[str, Any]]:
     """The PSP's own record of the order's payment intents."""
     async with httpx.AsyncClient(base_url=stack.url("psp"), timeout=10) as psp:
         answer = await psp.get(
@@ -70,7 +69,7 @@ async def until(check: Any, within: float = WITHIN) -> None:
 
 
 async def test_customer_cancels_at_rising_delays_end_cancelled_and_whole_or_shipped_and_charged(
-    stack: RunningStack,
+    stack: LaunchedStack,
 ) -> None:
     await stack.wait_for_line("all services SERVING", within=90)
     async with httpx.AsyncClient(base_url=stack.url("gateway"), timeout=10) as http:
@@ -115,11 +114,11 @@ async def test_customer_cancels_at_rising_delays_end_cancelled_and_whole_or_ship
         assert (level["on_hand"], level["reserved"]) == (100 - shipped_units, 0), level
 
 
-async def _holds_nothing_now(stack: RunningStack, order_id: str) -> bool:
+async def _holds_nothing_now(stack: LaunchedStack, order_id: str) -> bool:
     return holds_nothing(await psp_intents(stack, order_id))
 
 
-async def _captured_in_full(stack: RunningStack, order: dict[str, Any]) -> bool:
+async def _captured_in_full(stack: LaunchedStack, order: dict[str, Any]) -> bool:
     intents = await psp_intents(stack, order["order_id"])
     captured = sum(i.get("amount_received", 0) - i.get("amount_refunded", 0) for i in intents)
     return bool(captured == order["total"]["amount_minor"])

@@ -25,7 +25,7 @@ from marketplace.checkout.v1 import checkout_service_pb2_grpc as checkout_grpc
 from marketplace.common.v1 import address_pb2, ids_pb2, money_pb2
 from marketplace.inventory.v1 import inventory_service_pb2 as inventory_pb
 from marketplace.inventory.v1 import inventory_service_pb2_grpc as inventory_grpc
-from tests.support.stack import RunningStack
+from tests.support.stack import LaunchedStack, running_stack
 
 if TYPE_CHECKING:
     from marketplace.cart.v1.cart_service_pb2_grpc import CartServiceAsyncStub
@@ -50,11 +50,21 @@ class Clients:
     checkout: CheckoutServiceAsyncStub
 
 
+@pytest.fixture(scope="module")
+async def stack(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[LaunchedStack]:
+    """One stack for this module's tests (each makes its own SKUs, customers and orders, and
+    leaves every process running), instead of one each: it saves two stack starts."""
+    async with running_stack(database_url, tmp_path_factory.mktemp("stack")) as running:
+        yield running
+
+
 @pytest.fixture
-async def clients(stack: RunningStack) -> AsyncIterator[Clients]:
+async def clients(stack: LaunchedStack) -> AsyncIterator[Clients]:
     await stack.wait_for_line("all services SERVING", within=90)
     channels = [
-        grpc.aio.insecure_channel(stack.address(n)) for n in ("cart", "inventory", "checkout")
+        grpc.aio.insecure_channel(stack.grpc_address(n)) for n in ("cart", "inventory", "checkout")
     ]
     stubs: list[Any] = [
         cart_grpc.CartServiceStub(channels[0]),
@@ -215,13 +225,13 @@ RACERS = 100
 
 
 async def test_100_identical_place_orders_make_one_order_one_execution_one_psp_intent(
-    clients: Clients, stack: RunningStack, database_url: str
+    clients: Clients, stack: LaunchedStack, database_url: str
 ) -> None:
     sku = await stock_a_product(clients, on_hand=10, price_minor=700)
     customer = f"cust-{uuid.uuid4().hex[:8]}"
     cart_id = await cart_with(clients, customer, sku, 1)
     request = place_order_request(customer, cart_id, "pm_card_visa", key("storm"))
-    channels = [grpc.aio.insecure_channel(stack.address("checkout")) for _ in range(10)]
+    channels = [grpc.aio.insecure_channel(stack.grpc_address("checkout")) for _ in range(10)]
     stubs: list[Any] = [checkout_grpc.CheckoutServiceStub(channel) for channel in channels]
 
     async def place(racer: int) -> str:
@@ -265,7 +275,7 @@ async def test_100_identical_place_orders_make_one_order_one_execution_one_psp_i
 
 
 async def test_killing_the_saga_engine_mid_flight_completes_every_order_once(
-    clients: Clients, stack: RunningStack
+    clients: Clients, stack: LaunchedStack
 ) -> None:
     orders = 12
     sku = await stock_a_product(clients, on_hand=orders, price_minor=900)
@@ -279,13 +289,15 @@ async def test_killing_the_saga_engine_mid_flight_completes_every_order_once(
             for cart_id in carts
         )
     )
+    killed = "saga-engine exited with signal SIGKILL"
+    earlier = sum(killed in line for line in stack.lines)  # the stack is the module's
     kills = 0
     for _ in range(3):  # SIGKILL the engine at whatever step each execution has reached
         pid = stack.pid_of("saga-engine")
         if pid is not None:
             os.kill(pid, signal.SIGKILL)
             kills += 1
-            await stack.wait_for_lines("saga-engine exited with signal SIGKILL", kills)
+            await stack.wait_for_lines(killed, earlier + kills)
         await asyncio.sleep(random.uniform(0.2, 1.0))
     assert kills >= 1
 

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from tests.support.stack import RunningStack
+from tests.support.stack import LaunchedStack
 from verification.flash_sale import FlashSale, problems, run_flash_sale, sold_orders
 
 pytestmark = pytest.mark.stack
@@ -18,7 +18,7 @@ BUYERS = 60
 
 
 @pytest.mark.timeout(300)
-async def test_a_flash_sale_sells_exactly_its_units(stack: RunningStack) -> None:
+async def test_a_flash_sale_sells_exactly_its_units(stack: LaunchedStack) -> None:
     await stack.wait_for_line("all services SERVING", within=90)
 
     sale = await run_flash_sale(stack.url("gateway"), units=UNITS, buyers=BUYERS)

@@ -15,7 +15,7 @@ import pytest
 
 from gateway.auth import ADMIN_SCOPE, issue_token
 from gateway.settings import DEV_JWT_SECRET
-from tests.support.stack import RunningStack
+from tests.support.stack import LaunchedStack
 
 pytestmark = pytest.mark.stack
 
@@ -32,7 +32,7 @@ def bearer(subject: str, *scopes: str) -> dict[str, str]:
 
 
 @pytest.fixture
-async def http(stack: RunningStack) -> AsyncIterator[httpx.AsyncClient]:
+async def http(stack: LaunchedStack) -> AsyncIterator[httpx.AsyncClient]:
     await stack.wait_for_line("all services SERVING", within=90)
     async with httpx.AsyncClient(base_url=stack.url("gateway"), timeout=10) as client:
         yield client
@@ -131,7 +131,7 @@ async def stock(http: httpx.AsyncClient, sku: str) -> dict[str, Any]:
 
 
 async def test_checkouts_through_the_gateway_end_as_the_customer_would_expect(
-    http: httpx.AsyncClient, stack: RunningStack
+    http: httpx.AsyncClient, stack: LaunchedStack
 ) -> None:
     sku = await stocked_sku(http, on_hand=4, price_minor=3_000)
     customer = f"cust-{uuid.uuid4().hex[:8]}"

@@ -15,7 +15,7 @@ from services.checkout.bootstrap import SERVICE_NAME as CHECKOUT
 from services.inventory.bootstrap import SERVICE_NAME as INVENTORY
 from services.payment.bootstrap import SERVICE_NAME as PAYMENT
 from tests.support.grpc_probes import SERVING, health_status, listed_services
-from tests.support.stack import WITHIN, RunningStack
+from tests.support.stack import WITHIN, LaunchedStack
 
 pytestmark = pytest.mark.stack
 
@@ -24,13 +24,13 @@ SERVICE_NAMES = {"cart": CART, "inventory": INVENTORY, "payment": PAYMENT, "chec
 
 
 async def test_the_stack_serves_restarts_a_killed_service_and_stops_cleanly(
-    stack: RunningStack,
+    stack: LaunchedStack,
 ) -> None:
     await stack.wait_for_line("all services SERVING", within=READY_WITHIN + 30)
 
     assert "try it: curl" in await stack.wait_for_line("try it:")
     for name, service in SERVICE_NAMES.items():
-        address = stack.address(name)
+        address = stack.grpc_address(name)
         assert await health_status(address, service) == SERVING
         assert service in await listed_services(address)
     pids = {name: stack.pid_of(name) for name in SERVICE_NAMES}
@@ -42,7 +42,7 @@ async def test_the_stack_serves_restarts_a_killed_service_and_stops_cleanly(
     await stack.wait_for_line("inventory is SERVING again")
     restarted = stack.pid_of("inventory")
     assert restarted not in (None, killed)
-    assert await health_status(stack.address("inventory"), INVENTORY) == SERVING
+    assert await health_status(stack.grpc_address("inventory"), INVENTORY) == SERVING
 
     stack.process.send_signal(signal.SIGTERM)
     async with asyncio.timeout(WITHIN):

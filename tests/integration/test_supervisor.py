@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import sys
 import textwrap
 from collections.abc import AsyncIterator, Callable
@@ -24,7 +25,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from local_supervisor.console import PrefixedConsole
 from local_supervisor.embedded import EmbeddedPostgres, free_port, redis_server_spec, redis_url
+from local_supervisor.launcher import StackExited, StackNotReady, free_ports, launched_stack
 from local_supervisor.processes import Supervisor
+from local_supervisor.session import READY_MARK
 
 REPO = Path(__file__).resolve().parents[2]
 WITHIN = 15.0  # seconds any one awaited event may take before the test fails
@@ -313,6 +316,34 @@ async def test_embedded_postgres_keeps_data_across_a_restart(tmp_path: Path) -> 
 
     assert postgres.database_url.startswith("postgresql://postgres:@/marketplace?host=")
     assert [row["id"] for row in ids] == ["res_1"]
+
+
+async def test_the_launcher_fails_fast_with_the_supervisors_last_lines(tmp_path: Path) -> None:
+    ports = free_ports()
+    with socket.socket() as squatter:  # something else already listens on the gateway's port
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", ports.http_ports["gateway"]))
+        squatter.listen()
+        log = tmp_path / "supervisor.log"
+        with pytest.raises(StackNotReady, match=r"exited \(1\)[^\n]*\n(.|\n)*already in use"):
+            async with launched_stack(
+                database_url="postgresql://unused",
+                data_dir=tmp_path,
+                ports=ports,
+                ready_within=60,
+                log_path=log,
+            ):
+                pytest.fail("entered a stack that never became ready")
+        assert f"gateway ({ports.http_ports['gateway']})" in log.read_text()
+
+        async with launched_stack(
+            database_url="postgresql://unused", data_dir=tmp_path, ports=ports
+        ) as stack:  # entered at once: waiting is the caller's
+            with pytest.raises(StackExited):
+                await stack.wait_for_line(READY_MARK, within=60)
+            assert "already in use" in await stack.wait_for_line("already in use", within=1)
+            assert stack.process.returncode == 1
+            assert stack.processes() == {}
 
 
 async def _health_status(port: int) -> int:

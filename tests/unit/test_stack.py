@@ -1,8 +1,23 @@
-"""The local stack's table: every process learns where every gRPC service listens."""
+"""The local stack's table: every process learns where every gRPC service listens; the
+launcher starts the supervisor with what the supervisor reads (flags, environment, state file)."""
 
 from __future__ import annotations
 
-from local_supervisor.stack import STACK, service_specs, service_targets
+import random
+from pathlib import Path
+
+import pytest
+
+from local_supervisor.launcher import free_ports, launch_env, stack_pids
+from local_supervisor.settings import SupervisorSettings, command_line, parse_options
+from local_supervisor.stack import (
+    DEFAULT_HTTP_PORTS,
+    STACK,
+    ports_in_use,
+    service_specs,
+    service_targets,
+)
+from local_supervisor.state_file import ProcessState, read_state, state_file_path, write_state
 
 
 def test_each_grpc_service_gets_a_target_on_its_own_port() -> None:
@@ -22,3 +37,61 @@ def test_every_process_is_told_the_targets() -> None:
     assert [spec.name for spec in specs] == [entry.name for entry in STACK]
     for spec in specs:
         assert spec.env["CHECKOUT_TARGET"] == "127.0.0.1:6003", spec.name
+
+
+def test_the_launchers_command_line_is_what_the_supervisor_reads(tmp_path: Path) -> None:
+    argv = command_line(
+        data_dir=tmp_path, base_port=31000, http_ports={"gateway": 31010, "psp": 31011},
+        ready_timeout=90.5,
+    )  # fmt: skip
+
+    options = parse_options(argv, SupervisorSettings(database_url="postgresql://db"))
+
+    assert options.data_dir == tmp_path.resolve()
+    assert (options.base_port, dict(options.http_ports)) == (
+        31000,
+        {"gateway": 31010, "psp": 31011},
+    )
+    assert options.ready_timeout == 90.5
+    assert options.state_file == state_file_path(tmp_path.resolve())
+    default = parse_options(
+        command_line(data_dir=tmp_path, base_port=31000, http_ports=DEFAULT_HTTP_PORTS),
+        SupervisorSettings(),
+    )
+    assert default.ready_timeout == parse_options([], SupervisorSettings()).ready_timeout
+
+
+def test_the_launchers_environment_says_which_stores_to_use() -> None:
+    base = {"REDIS_URL": "redis://mine", "DATABASE_URL": "postgresql://old", "HOME": "/h"}
+
+    inherited = launch_env(database_url="postgresql://db", settings={"A": "1"}, base=base)
+    embedded = launch_env(database_url=None, redis_url=None, base=base)
+    given = launch_env(database_url="postgresql://db", redis_url="redis://r", base=base)
+
+    assert inherited == {
+        "REDIS_URL": "redis://mine", "DATABASE_URL": "postgresql://db", "HOME": "/h",
+        "PYTHONUNBUFFERED": "1", "A": "1",
+    }  # fmt: skip
+    assert {"REDIS_URL", "DATABASE_URL"}.isdisjoint(embedded)
+    assert given["REDIS_URL"] == "redis://r"
+
+
+def test_free_ports_are_free_and_name_each_process() -> None:
+    ports = free_ports(random.Random(7))
+
+    assert ports_in_use(base_port=ports.base_port, http_ports=ports.http_ports) == []
+    assert ports.grpc_address("checkout") == f"127.0.0.1:{ports.base_port + 3}"
+    assert ports.url("gateway") == f"http://127.0.0.1:{ports.http_ports['gateway']}"
+    assert free_ports(random.Random(7)) == ports  # a seeded pick is repeatable
+    with pytest.raises(ValueError, match="no gRPC port"):
+        ports.grpc_address("gateway")
+
+
+def test_the_launcher_reads_pids_from_the_supervisors_state_file(tmp_path: Path) -> None:
+    assert stack_pids(tmp_path) == {}  # before the supervisor wrote it
+
+    processes = [ProcessState("cart", 41, "127.0.0.1:1", 0), ProcessState("email", None, None, 2)]
+    write_state(state_file_path(tmp_path), processes=processes, resources={})
+
+    assert stack_pids(tmp_path) == {"cart": 41, "email": None}
+    assert read_state(state_file_path(tmp_path)) == processes
