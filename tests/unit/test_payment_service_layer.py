@@ -40,6 +40,7 @@ from services.payment.domain.payment import (
     OPEN_STATES,
     AmountExceeded,
     Operation,
+    OperationInProgress,
     OperationKind,
     OperationState,
     OrderCancelled,
@@ -731,6 +732,46 @@ async def test_an_authorization_repeated_after_its_release_is_refused_with_order
     payment = ledger.by_order(order)
     assert payment is not None
     assert payment.status is PaymentStatus.VOIDED
+
+
+async def test_a_release_settles_an_abandoned_authorization_from_the_psp_then_voids_it(
+    deps: PaymentDeps, ledger: Ledger, psp: InMemoryPsp
+) -> None:
+    # The authorization's answer was lost (UNKNOWN) and the cancellation ends its owner: the
+    # release asks the PSP, which authorized it, and gives the hold back. Nothing is resent.
+    order = new_order()
+    psp.lose_answers = 1
+    with pytest.raises(PspUnavailable):
+        await payments.authorize(authorize_command(order), replace(deps, attempts=1))
+
+    released = await release.release(release.Release(order_id=order), deps)
+
+    assert released.settled
+    assert released.payment is not None
+    assert released.payment.status is PaymentStatus.VOIDED
+    assert psp.calls("create_intent") == 1
+    assert [intent.status for intent in psp.intents.values()] == ["canceled"]
+    assert states(ledger, order) == [
+        (OperationKind.AUTHORIZE, OperationState.SUCCEEDED),
+        (OperationKind.VOID, OperationState.SUCCEEDED),
+    ]
+
+
+async def test_a_release_while_the_psp_cannot_tell_is_refused_but_marks_the_order_cancelled(
+    deps: PaymentDeps, ledger: Ledger, psp: InMemoryPsp
+) -> None:
+    order = new_order()
+    psp.lose_answers = 1
+    with pytest.raises(PspUnavailable):
+        await payments.authorize(authorize_command(order), replace(deps, attempts=1))
+    [intent] = psp.intents.values()
+    psp.intents[intent.id] = replace(intent, status="processing")  # not decided yet
+
+    with pytest.raises(OperationInProgress):
+        await release.release(release.Release(order_id=order), deps)
+
+    assert order in ledger.cancelled  # committed before the refusal: a late hold is released
+    assert states(ledger, order) == [(OperationKind.AUTHORIZE, OperationState.UNKNOWN)]
 
 
 async def test_a_capture_of_a_cancelled_orders_authorization_is_refused_with_order_cancelled(
