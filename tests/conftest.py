@@ -1,5 +1,6 @@
 """Shared fixtures: a fresh PostgreSQL database per test session, on the machine's server when
-DATABASE_URL is set, otherwise on an embedded server started for the session."""
+DATABASE_URL is set, otherwise on an embedded server started for the session; an engine on it
+per module; Redis; moto in server mode and AWS test credentials."""
 
 from __future__ import annotations
 
@@ -14,13 +15,26 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from local_supervisor.embedded import free_port, redis_url, running_postgres
+from marketplace_platform.db import create_engine
 from marketplace_platform.migrations import discover_services, upgrade
+from marketplace_platform.settings import ServiceSettings
+from tests.support.aws import AWS_TEST_CREDENTIALS
+from tests.support.database import MakeEngine
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "engine(**settings): ServiceSettings for the module's `engine`, e.g. db_pool_size=20",
+    )
 
 
 def with_database(url: str, database: str) -> str:
@@ -65,6 +79,49 @@ async def migrated_database_url(database_url: str) -> str:
     for script_location in discover_services().values():
         await asyncio.to_thread(upgrade, database_url, script_location)
     return database_url
+
+
+@pytest.fixture(scope="module")
+async def make_engine(migrated_database_url: str) -> AsyncIterator[MakeEngine]:
+    """Make engines on the migrated session database (keyword arguments are ServiceSettings);
+    they are disposed of at the module's end."""
+    engines: list[AsyncEngine] = []
+
+    def make(**settings: Any) -> AsyncEngine:
+        engines.append(
+            create_engine(ServiceSettings(database_url=migrated_database_url, **settings))
+        )
+        return engines[-1]
+
+    yield make
+    for engine in engines:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def engine(request: pytest.FixtureRequest, make_engine: MakeEngine) -> AsyncEngine:
+    """The module's engine on the migrated session database; a module sizes its pool with
+    `pytestmark = pytest.mark.engine(db_pool_size=20)`."""
+    marker = request.node.get_closest_marker("engine")
+    return make_engine(**(marker.kwargs if marker else {}))
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """An in-process moto server speaking the AWS APIs over HTTP."""
+    moto_server = pytest.importorskip("moto.server")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fake credentials and a region, so boto3 never looks for real ones."""
+    for variable, value in AWS_TEST_CREDENTIALS.items():
+        monkeypatch.setenv(variable, value)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import dataclasses
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -27,7 +27,6 @@ from marketplace.events.v1 import (
     payment_events_pb2,
     shipping_events_pb2,
 )
-from marketplace_platform.db import create_engine
 from marketplace_platform.event_bus import EventBus, decode_message_body, trace_carrier
 from marketplace_platform.event_bus.eventbridge import EventBridgeBus
 from marketplace_platform.event_bus.local import LocalEventBus
@@ -38,7 +37,6 @@ from marketplace_platform.queues import Queues
 from marketplace_platform.queues.postgres import PostgresQueues
 from marketplace_platform.queues.provision import create_sqs_queues
 from marketplace_platform.queues.sqs import SqsQueues
-from marketplace_platform.settings import ServiceSettings
 
 # What deploy/ecs/event_rules.json promises: event type -> the queues that receive it.
 EXPECTED_ROUTES = {
@@ -74,13 +72,6 @@ class Wiring:
     prefix: str
     engine: AsyncEngine
     events_client: Any = None
-
-
-@pytest.fixture(scope="module")
-async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(ServiceSettings(database_url=migrated_database_url))
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture(params=["local", "eventbridge"])

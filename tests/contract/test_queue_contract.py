@@ -7,12 +7,11 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from marketplace_platform.db import create_engine
 from marketplace_platform.queues import (
     MAX_RETRY_DELAY_SECONDS,
     QueueDefinition,
@@ -23,17 +22,12 @@ from marketplace_platform.queues import (
 from marketplace_platform.queues.postgres import PostgresQueues
 from marketplace_platform.queues.provision import create_sqs_queues
 from marketplace_platform.queues.sqs import SqsQueues
-from marketplace_platform.settings import ServiceSettings
 
 MAX_RECEIVES = 2
 VISIBILITY = 1
 
 
-@pytest.fixture(scope="module")
-async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(ServiceSettings(database_url=migrated_database_url, db_pool_size=20))
-    yield engine
-    await engine.dispose()
+pytestmark = pytest.mark.engine(db_pool_size=20)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +42,6 @@ from workers.consumers.loop import ConsumerLoop, LoopOptions, is_transient
 
 REPO = Path(__file__).resolve().parents[2]
 WITHIN = 30.0
-
-
-@pytest.fixture(scope="module")
-async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(ServiceSettings(database_url=migrated_database_url, db_pool_size=10))
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture(scope="module")

@@ -25,18 +25,14 @@ from marketplace.events.v1 import envelope_pb2, order_events_pb2, shipping_event
 from marketplace.payment.v1 import payment_service_pb2 as payment_pb
 from marketplace.payment.v1 import payment_service_pb2_grpc as payment_grpc
 from marketplace_platform.channels import open_channel
-from marketplace_platform.db import UnitOfWork, create_engine, ping, unit_of_work_factory
-from marketplace_platform.grpc_server import RunningServer, start_server
+from marketplace_platform.db import UnitOfWork, unit_of_work_factory
+from marketplace_platform.grpc_server import RunningServer
 from marketplace_platform.ids import new_id
 from marketplace_platform.outbox import OutboxWriter
-from marketplace_platform.saga.local import LocalSagaStarter
-from marketplace_platform.settings import ServiceSettings
-from services.cart import bootstrap as cart
-from services.checkout import bootstrap as checkout
 from services.checkout.adapters.tables import outbox as checkout_outbox
-from services.payment import bootstrap as payment
 from simulators.carrier.simulator import CarrierFaults, CarrierSimulator
-from tests.support.psp import RunningPsp, running_psp
+from tests.support.psp import RunningPsp
+from tests.support.servers import ServiceServers
 from workers.consumers import tables
 from workers.consumers.consumer import Consumer, Outcome, process
 from workers.consumers.shipping import handlers as shipping
@@ -53,53 +49,17 @@ if TYPE_CHECKING:
 WITHIN = 30.0
 
 
-@pytest.fixture(scope="module")
-async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(ServiceSettings(database_url=migrated_database_url, db_pool_size=20))
-    yield engine
-    await engine.dispose()
+pytestmark = pytest.mark.engine(db_pool_size=20)
 
 
 @pytest.fixture(scope="module")
-async def psp(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningPsp]:
-    async with running_psp(tmp_path_factory.mktemp("psp")) as running:
-        yield running
+async def payment_server(grpc_servers: ServiceServers, psp: RunningPsp) -> RunningServer:
+    return await grpc_servers.payment(psp_url=psp.url, psp_timeout_seconds=2.0)
 
 
 @pytest.fixture(scope="module")
-async def payment_server(engine: AsyncEngine, psp: RunningPsp) -> AsyncIterator[RunningServer]:
-    settings = payment.PaymentSettings(psp_url=psp.url, psp_timeout_seconds=2.0, grpc_port=0)
-    running = await start_server(
-        settings, payment.build(settings)(engine).services, lambda: ping(engine)
-    )
-    yield running
-    await running.stop(1)
-
-
-@pytest.fixture(scope="module")
-async def cart_server(engine: AsyncEngine, redis_server_url: str) -> AsyncIterator[RunningServer]:
-    settings = cart.CartSettings(grpc_port=0, redis_url=redis_server_url, cart_cache_enabled=False)
-    running = await start_server(
-        settings, cart.build(settings)(engine).services, lambda: ping(engine)
-    )
-    yield running
-    await running.stop(1)
-
-
-@pytest.fixture(scope="module")
-async def checkout_server(
-    engine: AsyncEngine, cart_server: RunningServer, payment_server: RunningServer
-) -> AsyncIterator[RunningServer]:
-    settings = checkout.CheckoutSettings(
-        grpc_port=0,
-        cart_target=f"127.0.0.1:{cart_server.port}",
-        payment_target=f"127.0.0.1:{payment_server.port}",
-    )
-    # PlaceOrder records its saga execution; nothing runs it: the test drives the steps.
-    parts = checkout.build(settings, saga=LocalSagaStarter(engine))(engine)
-    running = await start_server(settings, parts.services, lambda: ping(engine))
-    yield running
-    await running.stop(1)
+async def cart_server(grpc_servers: ServiceServers, redis_server_url: str) -> RunningServer:
+    return await grpc_servers.cart(redis_url=redis_server_url, cart_cache_enabled=False)
 
 
 @dataclass(frozen=True)

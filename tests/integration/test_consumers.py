@@ -7,7 +7,7 @@ import asyncio
 import json
 import random
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,12 +20,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from marketplace.checkout.v1 import checkout_service_pb2 as checkout_pb
 from marketplace.common.v1 import address_pb2, ids_pb2, money_pb2
 from marketplace.events.v1 import envelope_pb2, order_events_pb2, payment_events_pb2
-from marketplace_platform.db import UnitOfWork, create_engine, unit_of_work_factory
+from marketplace_platform.db import UnitOfWork, unit_of_work_factory
 from marketplace_platform.ids import new_id
 from marketplace_platform.mailer.local import LocalOutboxMailer
 from marketplace_platform.object_store.local import LocalObjectStore
 from marketplace_platform.outbox import OutboxWriter
-from marketplace_platform.settings import ServiceSettings
 from workers.consumers import tables
 from workers.consumers.analytics import handlers as analytics
 from workers.consumers.analytics.sink import JsonLinesFactSink
@@ -36,11 +35,7 @@ from workers.consumers.invoice import handlers as invoice
 PRODUCER = OutboxWriter(tables.outbox, producer="checkout")
 
 
-@pytest.fixture(scope="module")
-async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(ServiceSettings(database_url=migrated_database_url, db_pool_size=20))
-    yield engine
-    await engine.dispose()
+pytestmark = pytest.mark.engine(db_pool_size=20)
 
 
 @pytest.fixture(scope="module")

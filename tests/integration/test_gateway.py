@@ -14,7 +14,7 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,22 +23,16 @@ import asyncpg  # type: ignore[import-untyped]
 import httpx
 import pytest
 import uvicorn
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.app import OPENAPI_PATH, build_app
 from gateway.auth import ADMIN_SCOPE, issue_token
 from gateway.settings import GatewaySettings
 from gateway.throttle import Throttle, take_token
 from local_supervisor.embedded import free_port
-from marketplace_platform.db import create_engine, ping
-from marketplace_platform.grpc_server import RunningServer, start_server
+from marketplace_platform.grpc_server import RunningServer
 from marketplace_platform.request_context import request_id_var
-from marketplace_platform.saga.local import LocalSagaStarter
-from marketplace_platform.settings import ServiceSettings
-from services.cart import bootstrap as cart
-from services.checkout import bootstrap as checkout
-from services.inventory import bootstrap as inventory
-from services.payment import bootstrap as payment
+from tests.support.polling import eventually
+from tests.support.servers import ServiceServers
 
 SECRET = "integration-test-secret-0123456789abcdef"
 WITHIN = 10.0  # seconds any awaited condition may take before the test fails
@@ -49,54 +43,14 @@ PROCESS_START_WITHIN = 90.0  # a cold `python -m gateway` on a busy 2-core machi
 
 
 @pytest.fixture(scope="module")
-async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(ServiceSettings(database_url=migrated_database_url, db_pool_size=10))
-    yield engine
-    await engine.dispose()
+async def cart_server(grpc_servers: ServiceServers, redis_server_url: str) -> RunningServer:
+    return await grpc_servers.cart(redis_url=redis_server_url)
 
 
 @pytest.fixture(scope="module")
-async def inventory_server(engine: AsyncEngine) -> AsyncIterator[RunningServer]:
-    settings = ServiceSettings(service_name="inventory", grpc_port=0)
-    parts = inventory.build(inventory.InventorySettings())(engine)
-    running = await start_server(settings, parts.services, lambda: ping(engine))
-    yield running
-    await running.stop(1)
-
-
-@pytest.fixture(scope="module")
-async def cart_server(engine: AsyncEngine, redis_server_url: str) -> AsyncIterator[RunningServer]:
-    settings = cart.CartSettings(grpc_port=0, redis_url=redis_server_url)
-    parts = cart.build(settings)(engine)
-    running = await start_server(settings, parts.services, lambda: ping(engine))
-    yield running
-    await running.stop(1)
-
-
-@pytest.fixture(scope="module")
-async def payment_server(engine: AsyncEngine) -> AsyncIterator[RunningServer]:
+async def payment_server(grpc_servers: ServiceServers) -> RunningServer:
     # orders here never reach authorization, so no PSP is needed behind it
-    settings = payment.PaymentSettings(grpc_port=0, psp_url=f"http://127.0.0.1:{free_port()}")
-    parts = payment.build(settings)(engine)
-    running = await start_server(settings, parts.services, lambda: ping(engine))
-    yield running
-    await running.stop(1)
-
-
-@pytest.fixture(scope="module")
-async def checkout_server(
-    engine: AsyncEngine, cart_server: RunningServer, payment_server: RunningServer
-) -> AsyncIterator[RunningServer]:
-    settings = checkout.CheckoutSettings(
-        grpc_port=0,
-        cart_target=f"127.0.0.1:{cart_server.port}",
-        payment_target=f"127.0.0.1:{payment_server.port}",
-    )
-    # PlaceOrder records the saga execution; no saga engine runs it here, so orders stay PENDING
-    parts = checkout.build(settings, saga=LocalSagaStarter(engine))(engine)
-    running = await start_server(settings, parts.services, lambda: ping(engine))
-    yield running
-    await running.stop(1)
+    return await grpc_servers.payment(psp_url=f"http://127.0.0.1:{free_port()}")
 
 
 @dataclass
@@ -122,7 +76,7 @@ async def running_gateway(settings: GatewaySettings) -> AsyncIterator[Gateway]:
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
-    await until(lambda: _started(server, task), what="uvicorn has started")
+    await eventually(lambda: _started(server, task), what="uvicorn has started", interval=0.01)
     try:
         yield Gateway(url=f"http://127.0.0.1:{port}", settings=settings)
     finally:
@@ -194,16 +148,6 @@ def admin() -> dict[str, str]:
 
 def fresh_sku() -> str:
     return f"GW-{uuid.uuid4().hex[:12]}"
-
-
-async def until(
-    condition: Callable[[], Awaitable[bool]], *, what: str, within: float = WITHIN
-) -> None:
-    deadline = time.monotonic() + within
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        await asyncio.sleep(0.01)
 
 
 def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
@@ -520,9 +464,10 @@ async def test_past_the_concurrency_limit_requests_are_shed_at_once(
                 )
                 for n in (2, 3)
             ]
-            await until(
+            await eventually(
                 lambda: _equals(waiting_lock_requests(migrated_database_url), 2),
                 what="both requests wait on the locked row",
+                interval=0.01,
             )
             started = time.monotonic()
             shed = await http.get(f"/v1/admin/inventory/{sku}", headers=admin())
@@ -886,8 +831,11 @@ async def test_python_m_gateway_serves_and_stops_cleanly_on_sigterm(redis_server
                 except httpx.TransportError:
                     return False
 
-            await until(
-                healthy, what="python -m gateway answers /healthz", within=PROCESS_START_WITHIN
+            await eventually(
+                healthy,
+                what="python -m gateway answers /healthz",
+                within=PROCESS_START_WITHIN,
+                interval=0.01,
             )
         process.send_signal(signal.SIGTERM)
         async with asyncio.timeout(WITHIN):

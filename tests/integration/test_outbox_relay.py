@@ -12,7 +12,7 @@ import sys
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,13 +22,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from marketplace.common.v1 import ids_pb2
 from marketplace.events.v1 import envelope_pb2, inventory_events_pb2
-from marketplace_platform.db import create_engine, unit_of_work_factory
+from marketplace_platform.db import unit_of_work_factory
 from marketplace_platform.event_bus import decode_message_body
 from marketplace_platform.event_bus.local import LocalEventBus
 from marketplace_platform.event_bus.rules import Routing, load_routing
 from marketplace_platform.outbox import OutboxWriter
 from marketplace_platform.queues.postgres import PostgresQueues
-from marketplace_platform.settings import ServiceSettings
 from services.inventory.adapters import tables as inventory_tables
 from workers.outbox_relay.relay import OutboxRelay, outbox_lag
 
@@ -37,11 +36,7 @@ SCHEMA = "inventory"
 WITHIN = 60.0
 
 
-@pytest.fixture(scope="module")
-async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(ServiceSettings(database_url=migrated_database_url, db_pool_size=20))
-    yield engine
-    await engine.dispose()
+pytestmark = pytest.mark.engine(db_pool_size=20)
 
 
 @pytest.fixture

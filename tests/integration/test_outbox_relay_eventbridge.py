@@ -7,14 +7,12 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
 
-import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from marketplace.common.v1 import ids_pb2
 from marketplace.events.v1 import inventory_events_pb2
-from marketplace_platform.db import create_engine, unit_of_work_factory
+from marketplace_platform.db import unit_of_work_factory
 from marketplace_platform.event_bus import decode_message_body
 from marketplace_platform.event_bus.eventbridge import EventBridgeBus
 from marketplace_platform.event_bus.provision import create_eventbridge_rules
@@ -22,33 +20,13 @@ from marketplace_platform.event_bus.rules import Routing, load_routing
 from marketplace_platform.outbox import OutboxWriter
 from marketplace_platform.queues.provision import create_sqs_queues
 from marketplace_platform.queues.sqs import SqsQueues
-from marketplace_platform.settings import ServiceSettings
 from services.inventory.adapters import tables as inventory_tables
 from workers.outbox_relay.relay import OutboxRelay
 
 
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    moto_server = pytest.importorskip("moto.server")
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(ServiceSettings(database_url=migrated_database_url))
-    yield engine
-    await engine.dispose()
-
-
 async def test_relayed_rows_reach_the_sqs_queues_the_eventbridge_rules_name(
-    engine: AsyncEngine, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+    engine: AsyncEngine, moto_endpoint: str, aws_credentials: None
 ) -> None:
-    for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        monkeypatch.setenv(variable, "testing")
     import boto3  # type: ignore[import-untyped]
 
     prefix = f"e{uuid.uuid4().hex[:8]}-"

@@ -5,109 +5,24 @@ every injected fault seen from the caller's side."""
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import signal
-import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from local_supervisor.embedded import free_port
+from tests.support.polling import eventually
+from tests.support.psp import PspProcess, RunningPsp
 
-REPO = Path(__file__).resolve().parents[2]
 WITHIN = 10.0  # seconds any one awaited event may take before the test fails
 SEVEN_DAYS = 7 * 24 * 60 * 60
 
 
-@dataclass
-class Simulator:
-    """One `python -m simulators.psp` process, its data directory and its log file."""
-
-    data_dir: Path
-    log_path: Path
-    port: int = 0
-    process: asyncio.subprocess.Process | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        self.port = free_port()
-        env = {**os.environ, "PSP_PORT": str(self.port), "PSP_DATA_DIR": str(self.data_dir)}
-        with self.log_path.open("ab") as log:
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "simulators.psp", cwd=REPO, env=env, stdout=log, stderr=log
-            )
-        async with httpx.AsyncClient(base_url=self.url, timeout=1.0) as http:
-            await until(lambda: _healthy(http, self), what="the simulator answers /healthz")
-
-    async def stop(self) -> int:
-        """SIGTERM, and the exit code once it has stopped."""
-        assert self.process is not None
-        if self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                async with asyncio.timeout(WITHIN):
-                    await self.process.wait()
-            except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
-        assert self.process.returncode is not None
-        return self.process.returncode
-
-    def log_records(self) -> list[dict[str, Any]]:
-        records = []
-        for line in self.log_path.read_text().splitlines():
-            if line.startswith("{"):
-                records.append(json.loads(line))
-        return records
-
-
-async def _healthy(http: httpx.AsyncClient, simulator: Simulator) -> bool:
-    assert simulator.process is not None
-    if simulator.process.returncode is not None:
-        raise AssertionError(f"the simulator exited:\n{simulator.log_path.read_text()}")
-    try:
-        return (await http.get("/healthz")).status_code == 200
-    except httpx.TransportError:
-        return False
-
-
-async def until(check: Callable[[], Any], *, what: str, within: float = WITHIN) -> None:
-    """Poll `check` (sync or async) until it is true, failing after `within` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        answer = check()
-        if asyncio.iscoroutine(answer):
-            answer = await answer
-        if answer:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within:g}s: {what}")
-        await asyncio.sleep(0.02)
-
-
-@pytest.fixture(scope="module")
-async def psp(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Simulator]:
-    directory = tmp_path_factory.mktemp("psp")
-    simulator = Simulator(directory / "data", directory / "psp.log")
-    await simulator.start()
-    try:
-        yield simulator
-    finally:
-        await simulator.stop()
-
-
 @pytest.fixture
-async def http(psp: Simulator) -> AsyncIterator[httpx.AsyncClient]:
+async def http(psp: RunningPsp) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=psp.url, timeout=WITHIN) as client:
         try:
             yield client
@@ -434,7 +349,7 @@ async def test_requests_under_other_keys_are_not_held_up_by_a_key_in_flight(
 
 
 async def test_intents_and_keys_survive_a_restart(tmp_path: Path) -> None:
-    simulator = Simulator(tmp_path / "data", tmp_path / "psp.log")
+    simulator = PspProcess(tmp_path / "data", tmp_path / "psp.log")
     await simulator.start()
     try:
         order = new_order()
@@ -493,7 +408,7 @@ async def test_faults_are_read_and_replaced_whole(http: httpx.AsyncClient) -> No
         assert (await http.put("/admin/faults", json=bad)).status_code == 400
 
 
-async def test_an_injected_error_applies_nothing(http: httpx.AsyncClient, psp: Simulator) -> None:
+async def test_an_injected_error_applies_nothing(http: httpx.AsyncClient, psp: RunningPsp) -> None:
     await http.put("/admin/faults", json={"error_rate": 1.0})
     order = new_order()
     headers = {"Idempotency-Key": new_key()}
@@ -510,7 +425,7 @@ async def test_an_injected_error_applies_nothing(http: httpx.AsyncClient, psp: S
 
 
 async def test_an_ambiguous_outcome_applies_but_loses_the_response(
-    http: httpx.AsyncClient, psp: Simulator
+    http: httpx.AsyncClient, psp: RunningPsp
 ) -> None:
     await http.put("/admin/faults", json={"ambiguous_rate": 1.0})
     order = new_order()
@@ -535,7 +450,9 @@ async def test_a_delayed_response_comes_after_the_operation_applied(
     order = new_order()
     answer = asyncio.create_task(http.post("/v1/payment_intents", json=authorization(order)))
     try:
-        await until(lambda: listed(http, order_id=order["order_id"]), what="the intent is listed")
+        await eventually(
+            lambda: listed(http, order_id=order["order_id"]), what="the intent is listed"
+        )
         assert not answer.done()
         [intent] = await listed(http, order_id=order["order_id"])
         response = await answer
@@ -546,7 +463,7 @@ async def test_a_delayed_response_comes_after_the_operation_applied(
 
 
 async def test_a_hang_outlasts_the_callers_deadline_and_applies_nothing(
-    http: httpx.AsyncClient, psp: Simulator
+    http: httpx.AsyncClient, psp: RunningPsp
 ) -> None:
     await http.put("/admin/faults", json={"hang_rate": 1.0, "hang_seconds": 2})
     order = new_order()
@@ -560,7 +477,9 @@ async def test_a_hang_outlasts_the_callers_deadline_and_applies_nothing(
             timeout=1.0,
         )
     assert time.monotonic() - started < 1.9
-    await until(lambda: _request_logged(psp, key), what="the simulator finished the hung request")
+    await eventually(
+        lambda: _request_logged(psp, key), what="the simulator finished the hung request"
+    )
     assert await listed(http, order_id=order["order_id"]) == []
     assert _faulted(psp, key) == ["hang"]
 
@@ -576,7 +495,7 @@ async def test_latency_delays_posts_but_not_gets(http: httpx.AsyncClient) -> Non
 
 
 async def test_an_answer_held_back_past_the_clients_timeout_was_applied_and_replays(
-    http: httpx.AsyncClient, psp: Simulator
+    http: httpx.AsyncClient, psp: RunningPsp
 ) -> None:
     await http.put("/admin/faults", json={"response_delay_ms": 2000})
     order = new_order()
@@ -597,7 +516,7 @@ async def test_an_answer_held_back_past_the_clients_timeout_was_applied_and_repl
 
 
 async def test_an_injected_conflict_is_a_409_that_applies_nothing(
-    http: httpx.AsyncClient, psp: Simulator
+    http: httpx.AsyncClient, psp: RunningPsp
 ) -> None:
     await http.put("/admin/faults", json={"conflict_rate": 1.0})
     order = new_order()
@@ -662,7 +581,7 @@ async def test_a_burst_or_an_outage_refuses_every_post_then_ends_on_its_own(
             assert await listed(http, order_id=order["order_id"]) == []  # nothing applied
         return response.status_code == 200
 
-    await until(accepted, what=f"the {window} window ends")
+    await eventually(accepted, what=f"the {window} window ends")
 
     assert time.monotonic() - set_at >= 1.5
     refused = answers[:-1]
@@ -685,11 +604,11 @@ async def test_an_outage_can_hold_posts_until_it_ends(http: httpx.AsyncClient) -
     assert after.status_code == 200
 
 
-def _request_logged(psp: Simulator, key: str) -> bool:
+def _request_logged(psp: RunningPsp, key: str) -> bool:
     return any(r.get("idempotency_key") == key and "status" in r for r in psp.log_records())
 
 
-def _faulted(psp: Simulator, key: str) -> list[str]:
+def _faulted(psp: RunningPsp, key: str) -> list[str]:
     """The faults the request log line records for requests with this idempotency key."""
     return [
         r["fault"]

@@ -25,18 +25,14 @@ from marketplace.checkout.v1 import checkout_service_pb2_grpc as checkout_grpc
 from marketplace.common.v1 import address_pb2, ids_pb2, money_pb2
 from marketplace.inventory.v1 import inventory_service_pb2 as inventory_pb
 from marketplace.inventory.v1 import inventory_service_pb2_grpc as inventory_grpc
-from marketplace_platform.db import create_engine
-from marketplace_platform.grpc_server import RunningServer, start_server
+from marketplace_platform.grpc_server import RunningServer
 from marketplace_platform.ids import new_id
 from marketplace_platform.saga.local import LocalSagaStarter
-from marketplace_platform.settings import ServiceSettings
 from saga_tasks import clients
 from saga_tasks.registry import HANDLERS
-from services.cart import bootstrap as cart
-from services.checkout import bootstrap as checkout
-from services.inventory import bootstrap as inventory
-from services.payment import bootstrap as payment
-from tests.support.psp import RunningPsp, running_psp
+from tests.support.database import MakeEngine
+from tests.support.psp import RunningPsp
+from tests.support.servers import ServiceServers
 from workers.saga_engine.asl.machine import StateMachine
 from workers.saga_engine.engine import EngineOptions, SagaEngine
 from workers.saga_engine.task_invoker import HandlerInvoker
@@ -128,61 +124,44 @@ async def always_ready() -> None:
 
 
 @pytest.fixture(scope="module")
-async def meter(migrated_database_url: str) -> AsyncIterator[Meter]:
-    engines = {
-        name: create_engine(ServiceSettings(database_url=migrated_database_url, db_pool_size=4))
-        for name in SERVICES
-    }
-    yield Meter(engines)
-    for engine in engines.values():
-        await engine.dispose()
-
-
-@pytest.fixture(scope="module")
-async def psp(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningPsp]:
-    async with running_psp(tmp_path_factory.mktemp("psp")) as running:
-        yield running
+def meter(make_engine: MakeEngine) -> Meter:
+    return Meter({name: make_engine(db_pool_size=4) for name in SERVICES})
 
 
 @pytest.fixture(scope="module")
 async def servers(
-    meter: Meter, psp: RunningPsp, redis_server_url: str
-) -> AsyncIterator[dict[str, RunningServer]]:
+    meter: Meter, grpc_servers: ServiceServers, psp: RunningPsp, redis_server_url: str
+) -> dict[str, RunningServer]:
     running: dict[str, RunningServer] = {}
     # The cart cache off: a cold cart (the common case at checkout) reads PostgreSQL.
-    cart_settings = cart.CartSettings(
-        grpc_port=0, redis_url=redis_server_url, cart_cache_enabled=False
+    running["cart"] = await grpc_servers.cart(
+        engine=meter.engines["cart"],
+        ready=always_ready,
+        redis_url=redis_server_url,
+        cart_cache_enabled=False,
     )
-    running["cart"] = await start_server(
-        cart_settings, cart.build(cart_settings)(meter.engines["cart"]).services, always_ready
+    running["inventory"] = await grpc_servers.inventory(
+        engine=meter.engines["inventory"], ready=always_ready
     )
-    inventory_parts = inventory.build(inventory.InventorySettings())(meter.engines["inventory"])
-    running["inventory"] = await start_server(
-        ServiceSettings(service_name="inventory", grpc_port=0),
-        inventory_parts.services,
-        always_ready,
-    )
-    payment_settings = payment.PaymentSettings(
-        psp_url=psp.url, psp_timeout_seconds=2.0, psp_breaker_failures=1000, grpc_port=0
-    )
-    payment_parts = payment.build(payment_settings)(meter.engines["payment"])
-    running["payment"] = await start_server(payment_settings, payment_parts.services, always_ready)
-    checkout_settings = checkout.CheckoutSettings(
-        grpc_port=0,
-        cart_target=f"127.0.0.1:{running['cart'].port}",
-        payment_target=f"127.0.0.1:{running['payment'].port}",
+    running["payment"] = await grpc_servers.payment(
+        engine=meter.engines["payment"],
+        ready=always_ready,
+        psp_url=psp.url,
+        psp_timeout_seconds=2.0,
+        psp_breaker_failures=1000,
     )
     # The saga starter as the local stack wires it, on checkout's own engine, but under a state
     # machine name of this module's: executions other tests of the session started and left
     # are not this engine's to run (they would land in the counts).
     starter = LocalSagaStarter(meter.engines["checkout"], state_machine=STATE_MACHINE)
-    checkout_parts = checkout.build(checkout_settings, saga=starter)(meter.engines["checkout"])
-    running["checkout"] = await start_server(
-        checkout_settings, checkout_parts.services, always_ready
+    running["checkout"] = await grpc_servers.checkout(
+        engine=meter.engines["checkout"],
+        ready=always_ready,
+        ports={"saga": starter},
+        cart_target=f"127.0.0.1:{running['cart'].port}",
+        payment_target=f"127.0.0.1:{running['payment'].port}",
     )
-    yield running
-    for server in running.values():
-        await server.stop(1)
+    return running
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,6 @@ from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from marketplace.events.v1 import shipping_events_pb2
-from marketplace_platform.db import create_engine
 from marketplace_platform.event_bus import EventBus, decode_message_body
 from marketplace_platform.event_bus.eventbridge import EventBridgeBus
 from marketplace_platform.event_bus.local import LocalEventBus
@@ -29,32 +27,9 @@ from marketplace_platform.queues import Queues
 from marketplace_platform.queues.postgres import PostgresQueues
 from marketplace_platform.queues.provision import create_sqs_queues
 from marketplace_platform.queues.sqs import SqsQueues
-from marketplace_platform.settings import ServiceSettings
+from tests.support.aws import AWS_TEST_CREDENTIALS
 
 ROOT = Path(__file__).resolve().parents[2]
-AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    moto_server = pytest.importorskip("moto.server")
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(ServiceSettings(database_url=migrated_database_url))
-    yield engine
-    await engine.dispose()
 
 
 class Setup:
@@ -88,7 +63,6 @@ async def setup(
     request: pytest.FixtureRequest,
     engine: AsyncEngine,
     migrated_database_url: str,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> Setup:
     prefix = f"a{uuid.uuid4().hex[:8]}-"
     routing = load_routing().prefixed(prefix)
@@ -102,9 +76,8 @@ async def setup(
         queues = PostgresQueues(engine, routing.queues)
         return Setup(LocalEventBus(routing, queues), queues, routing, env)
     endpoint = request.getfixturevalue("moto_endpoint")
-    for variable, value in AWS_ENV.items():
-        monkeypatch.setenv(variable, value)
-    env.update(AWS_ENV, AWS_ENDPOINT_URL=endpoint)
+    request.getfixturevalue("aws_credentials")
+    env.update(AWS_TEST_CREDENTIALS, AWS_ENDPOINT_URL=endpoint)
     import boto3  # type: ignore[import-untyped]
 
     sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=endpoint)

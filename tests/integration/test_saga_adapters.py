@@ -30,18 +30,13 @@ from marketplace.checkout.v1 import checkout_service_pb2_grpc as checkout_grpc
 from marketplace.common.v1 import address_pb2, ids_pb2, money_pb2
 from marketplace.inventory.v1 import inventory_service_pb2 as inventory_pb
 from marketplace.inventory.v1 import inventory_service_pb2_grpc as inventory_grpc
-from marketplace_platform.db import create_engine, ping
-from marketplace_platform.grpc_server import RunningServer, start_server
+from marketplace_platform.grpc_server import RunningServer
 from marketplace_platform.ids import new_id
 from marketplace_platform.saga.local import LocalSagaStarter
-from marketplace_platform.settings import ServiceSettings
 from saga_tasks import clients, errors
 from saga_tasks.registry import HANDLERS
-from services.cart import bootstrap as cart
-from services.checkout import bootstrap as checkout
-from services.inventory import bootstrap as inventory
-from services.payment import bootstrap as payment
-from tests.support.psp import RunningPsp, running_psp
+from tests.support.psp import RunningPsp
+from tests.support.servers import ServiceServers
 from workers.saga_engine.asl.interpreter import Interpreter
 from workers.saga_engine.asl.machine import StateMachine
 from workers.saga_engine.task_invoker import HandlerInvoker
@@ -72,36 +67,10 @@ LAMBDA = InvocationContext(remaining_seconds=10)
 
 
 @pytest.fixture(scope="module")
-async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(ServiceSettings(database_url=migrated_database_url, db_pool_size=10))
-    yield engine
-    await engine.dispose()
-
-
-@pytest.fixture(scope="module")
-async def psp(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningPsp]:
-    async with running_psp(tmp_path_factory.mktemp("psp")) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-async def inventory_server(engine: AsyncEngine) -> AsyncIterator[RunningServer]:
-    settings = ServiceSettings(service_name="inventory", grpc_port=0)
-    parts = inventory.build(inventory.InventorySettings())(engine)
-    running = await start_server(settings, parts.services, lambda: ping(engine))
-    yield running
-    await running.stop(1)
-
-
-@pytest.fixture(scope="module")
-async def payment_server(engine: AsyncEngine, psp: RunningPsp) -> AsyncIterator[RunningServer]:
-    settings = payment.PaymentSettings(
-        psp_url=psp.url, psp_timeout_seconds=1.0, psp_breaker_failures=1000, grpc_port=0
+async def payment_server(grpc_servers: ServiceServers, psp: RunningPsp) -> RunningServer:
+    return await grpc_servers.payment(
+        psp_url=psp.url, psp_timeout_seconds=1.0, psp_breaker_failures=1000
     )
-    parts = payment.build(settings)(engine)
-    running = await start_server(settings, parts.services, lambda: ping(engine))
-    yield running
-    await running.stop(1)
 
 
 @pytest.fixture
@@ -383,29 +352,8 @@ class Shop:
 
 
 @pytest.fixture(scope="module")
-async def cart_server(engine: AsyncEngine, redis_server_url: str) -> AsyncIterator[RunningServer]:
-    settings = cart.CartSettings(grpc_port=0, redis_url=redis_server_url, cart_cache_enabled=False)
-    running = await start_server(
-        settings, cart.build(settings)(engine).services, lambda: ping(engine)
-    )
-    yield running
-    await running.stop(1)
-
-
-@pytest.fixture(scope="module")
-async def checkout_server(
-    engine: AsyncEngine, cart_server: RunningServer, payment_server: RunningServer
-) -> AsyncIterator[RunningServer]:
-    settings = checkout.CheckoutSettings(
-        grpc_port=0,
-        cart_target=f"127.0.0.1:{cart_server.port}",
-        payment_target=f"127.0.0.1:{payment_server.port}",
-    )
-    # The executions PlaceOrder starts are recorded, not run: the test drives the steps itself.
-    parts = checkout.build(settings, saga=LocalSagaStarter(engine))(engine)
-    running = await start_server(settings, parts.services, lambda: ping(engine))
-    yield running
-    await running.stop(1)
+async def cart_server(grpc_servers: ServiceServers, redis_server_url: str) -> RunningServer:
+    return await grpc_servers.cart(redis_url=redis_server_url, cart_cache_enabled=False)
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -21,9 +20,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from marketplace_platform.db import create_engine
 from marketplace_platform.saga.local import LocalSagaStarter
-from marketplace_platform.settings import ServiceSettings
 from workers.saga_engine.asl.interpreter import Position
 from workers.saga_engine.asl.machine import StateMachine
 from workers.saga_engine.engine import EngineOptions, SagaEngine
@@ -33,11 +30,7 @@ from workers.saga_engine.task_invoker import Handler, HandlerInvoker
 WITHIN = 60.0
 
 
-@pytest.fixture(scope="module")
-async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(ServiceSettings(database_url=migrated_database_url, db_pool_size=20))
-    yield engine
-    await engine.dispose()
+pytestmark = pytest.mark.engine(db_pool_size=20)
 
 
 @pytest.fixture

@@ -9,31 +9,23 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from marketplace_platform.db import create_engine
 from marketplace_platform.saga.local import HistoryEvent, LocalSagaStarter
-from marketplace_platform.settings import ServiceSettings
+from tests.support.polling import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFINITION = ROOT / "tests/support/asl/hold_and_gate.asl.json"
 WITHIN = 60.0
 LEASE_SECONDS = 1.5
-
-
-@pytest.fixture(scope="module")
-async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(ServiceSettings(database_url=migrated_database_url))
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture
@@ -93,16 +85,8 @@ def runners(migrated_database_url: str, machine_name: str, tmp_path: Path) -> It
         process.wait(timeout=10)
 
 
-async def wait_until(what: str, condition: object) -> None:
-    deadline = time.monotonic() + WITHIN
-    while True:
-        result = condition() if callable(condition) else condition
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
+async def wait_until(what: str, condition: Callable[[], Any]) -> None:
+    await eventually(condition, what=what, within=WITHIN, interval=0.05)
 
 
 def of_type(history: list[HistoryEvent], kind: str, state: str | None = None) -> list[HistoryEvent]:

@@ -7,38 +7,18 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from marketplace_platform.db import create_engine
 from marketplace_platform.saga import SagaStarter
 from marketplace_platform.saga.local import LocalSagaStarter
 from marketplace_platform.saga.step_functions import StepFunctionsSagaStarter, execution_arn
-from marketplace_platform.settings import ServiceSettings
 from services.checkout.bootstrap import CheckoutSettings, saga_starter
 
 PASS_THROUGH = {"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    moto_server = pytest.importorskip("moto.server")
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(ServiceSettings(database_url=migrated_database_url))
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture(params=["local", "stepfunctions"])
@@ -49,14 +29,8 @@ async def starter(
         return LocalSagaStarter(engine, state_machine=f"contract-{uuid.uuid4().hex[:8]}")
     endpoint = request.getfixturevalue("moto_endpoint")
     # Region and endpoint as the checkout task gets them: from the environment.
-    for variable, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": endpoint,
-    }.items():
-        monkeypatch.setenv(variable, value)
+    request.getfixturevalue("aws_credentials")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
     import boto3  # type: ignore[import-untyped]
 
     client = boto3.client("stepfunctions")

@@ -18,38 +18,20 @@ from marketplace.inventory.v1 import inventory_service_pb2 as pb
 from marketplace.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
 from marketplace_platform import errors
 from marketplace_platform.channels import open_channel
-from marketplace_platform.db import create_engine, ping
 from marketplace_platform.grpc_errors import from_rpc_error
-from marketplace_platform.grpc_server import RunningServer, start_server
-from marketplace_platform.settings import ServiceSettings
+from marketplace_platform.grpc_server import RunningServer
 from services.inventory import bootstrap as inventory
 from services.inventory.adapters.tables import outbox, stock_items, stock_movements
 from tests.support.grpc_probes import SERVING, health_status, listed_services
+from tests.support.keys import unique
 
-
-@pytest.fixture(scope="module")
-async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
-    settings = ServiceSettings(service_name="inventory", database_url=migrated_database_url)
-    engine = create_engine(settings)
-    yield engine
-    await engine.dispose()
-
-
-@pytest.fixture(scope="module")
-async def server(engine: AsyncEngine, migrated_database_url: str) -> AsyncIterator[RunningServer]:
-    settings = ServiceSettings(
-        service_name="inventory", database_url=migrated_database_url, grpc_port=0
-    )
-    parts = inventory.build(inventory.InventorySettings())(engine)
-    running = await start_server(settings, parts.services, lambda: ping(engine))
-    yield running
-    await running.stop(1)
+pytestmark = pytest.mark.engine(service_name="inventory")
 
 
 @pytest.fixture
-async def channel(server: RunningServer) -> AsyncIterator[grpc.aio.Channel]:
+async def channel(inventory_server: RunningServer) -> AsyncIterator[grpc.aio.Channel]:
     channel = open_channel(
-        f"127.0.0.1:{server.port}",
+        f"127.0.0.1:{inventory_server.port}",
         default_timeout=5,
         idempotent_services=[inventory.SERVICE_NAME],
     )
@@ -156,7 +138,7 @@ async def test_the_request_id_comes_back_and_is_kept_when_given(
     stub = pb_grpc.InventoryServiceStub(channel)
     call = stub.SetStock(
         pb.SetStockRequest(
-            idempotency_key="rid-key-1", sku=ids_pb2.Sku(value=fresh_sku()), on_hand=1
+            idempotency_key=unique("rid-key-"), sku=ids_pb2.Sku(value=fresh_sku()), on_hand=1
         ),
         metadata=(("x-request-id", "req-from-caller"),),
     )
@@ -164,11 +146,13 @@ async def test_the_request_id_comes_back_and_is_kept_when_given(
     assert dict(await call.initial_metadata())["x-request-id"] == "req-from-caller"
 
 
-async def test_health_is_serving_while_the_database_answers(server: RunningServer) -> None:
+async def test_health_is_serving_while_the_database_answers(
+    inventory_server: RunningServer,
+) -> None:
     for service in ("", inventory.SERVICE_NAME):
-        assert await health_status(f"127.0.0.1:{server.port}", service) == SERVING
+        assert await health_status(f"127.0.0.1:{inventory_server.port}", service) == SERVING
 
 
-async def test_reflection_lists_the_service(server: RunningServer) -> None:
-    names = await listed_services(f"127.0.0.1:{server.port}")
+async def test_reflection_lists_the_service(inventory_server: RunningServer) -> None:
+    names = await listed_services(f"127.0.0.1:{inventory_server.port}")
     assert {inventory.SERVICE_NAME, "grpc.health.v1.Health"} <= names

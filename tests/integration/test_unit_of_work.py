@@ -6,7 +6,6 @@ import asyncio
 import os
 import sys
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -15,11 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from marketplace.common.v1 import ids_pb2
 from marketplace.events.v1 import envelope_pb2, inventory_events_pb2
-from marketplace_platform.db import create_engine, unit_of_work_factory
+from marketplace_platform.db import unit_of_work_factory
 from marketplace_platform.ids import new_id
 from marketplace_platform.migrations import migrations_dir, upgrade
 from marketplace_platform.outbox import OutboxWriter
-from marketplace_platform.settings import ServiceSettings
 from services.inventory.adapters.stock_repository import StockRepository
 from services.inventory.adapters.tables import outbox, stock_items
 from services.inventory.domain.stock import StockLevel
@@ -29,13 +27,6 @@ REPO = Path(__file__).resolve().parents[2]
 
 class Boom(Exception):
     pass
-
-
-@pytest.fixture(scope="module")
-async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(ServiceSettings(database_url=migrated_database_url))
-    yield engine
-    await engine.dispose()
 
 
 def released_event(order_id: str) -> inventory_events_pb2.InventoryReleased:
