@@ -8,7 +8,7 @@ import contextlib
 import random
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -24,16 +24,16 @@ from marketplace.inventory.v1 import inventory_service_pb2 as pb
 from marketplace.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
 from marketplace_platform import errors
 from marketplace_platform.channels import open_channel
-from marketplace_platform.db import create_engine, ping, unit_of_work_factory
+from marketplace_platform.db import unit_of_work_factory
 from marketplace_platform.grpc_errors import from_rpc_error
-from marketplace_platform.grpc_server import RunningServer, start_server
+from marketplace_platform.grpc_server import RunningServer
 from marketplace_platform.ids import new_id
 from marketplace_platform.outbox import OutboxWriter
-from marketplace_platform.settings import ServiceSettings
 from services.inventory import bootstrap as inventory
 from services.inventory.adapters import tables
 from services.inventory.service_layer.reservations import expire_reservations
 from services.inventory.service_layer.unit_of_work import InventoryDeps, InventoryUnitOfWork
+from tests.support.refusals import refusal
 
 if TYPE_CHECKING:
     from marketplace.inventory.v1.inventory_service_pb2_grpc import (
@@ -44,26 +44,12 @@ RACERS = 200
 WITHIN = 60.0
 
 
-@pytest.fixture(scope="module")
-async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
-    settings = ServiceSettings(database_url=migrated_database_url, db_pool_size=20)
-    engine = create_engine(settings)
-    yield engine
-    await engine.dispose()
-
-
-@pytest.fixture(scope="module")
-async def server(engine: AsyncEngine) -> AsyncIterator[RunningServer]:
-    settings = ServiceSettings(service_name="inventory", grpc_port=0)
-    parts = inventory.build(inventory.InventorySettings())(engine)
-    running = await start_server(settings, parts.services, lambda: ping(engine))
-    yield running
-    await running.stop(1)
+pytestmark = pytest.mark.engine(db_pool_size=20)
 
 
 @pytest.fixture
-async def stub(server: RunningServer) -> AsyncIterator[Stub]:
-    channel = open_channel(f"127.0.0.1:{server.port}", default_timeout=15)
+async def stub(inventory_server: RunningServer) -> AsyncIterator[Stub]:
+    channel = open_channel(f"127.0.0.1:{inventory_server.port}", default_timeout=15)
     yield pb_grpc.InventoryServiceStub(channel)
     await channel.close()
 
@@ -102,14 +88,6 @@ async def audit(stub: Stub, names: Sequence[str]) -> pb.AuditStockResponse:
     return await stub.AuditStock(pb.AuditStockRequest(skus=[sku(n) for n in names]))
 
 
-async def refusal(call: Awaitable[object]) -> errors.DomainError:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    error = from_rpc_error(caught.value)
-    assert error is not None, caught.value
-    return error
-
-
 async def reserve_on_own_connection(server: RunningServer, request: pb.ReserveStockRequest) -> str:
     """One racer: its own gRPC connection, one reservation; the outcome's reason."""
     channel = grpc.aio.insecure_channel(
@@ -126,14 +104,14 @@ async def reserve_on_own_connection(server: RunningServer, request: pb.ReserveSt
 
 
 async def test_200_racers_for_50_units_reserve_exactly_50(
-    server: RunningServer, stub: Stub
+    inventory_server: RunningServer, stub: Stub
 ) -> None:
     [hot] = fresh_skus(1)
     await set_stock(stub, hot, 50)
     requests = [reserve_request(str(new_id()), [(hot, 1)]) for _ in range(RACERS)]
 
     outcomes = Counter(
-        await asyncio.gather(*(reserve_on_own_connection(server, r) for r in requests))
+        await asyncio.gather(*(reserve_on_own_connection(inventory_server, r) for r in requests))
     )
 
     assert outcomes == {"RESERVED": 50, "OUT_OF_STOCK": RACERS - 50}
@@ -143,7 +121,7 @@ async def test_200_racers_for_50_units_reserve_exactly_50(
 
 
 async def test_overlapping_multi_line_orders_neither_deadlock_nor_oversell(
-    server: RunningServer, stub: Stub
+    inventory_server: RunningServer, stub: Stub
 ) -> None:
     names = fresh_skus(5)
     for name in names:
@@ -155,7 +133,10 @@ async def test_overlapping_multi_line_orders_neither_deadlock_nor_oversell(
         orders.append((str(new_id()), [(name, rng.randint(1, 3)) for name in chosen]))
 
     outcomes = await asyncio.gather(
-        *(reserve_on_own_connection(server, reserve_request(o, lines)) for o, lines in orders)
+        *(
+            reserve_on_own_connection(inventory_server, reserve_request(o, lines))
+            for o, lines in orders
+        )
     )
 
     assert set(outcomes) <= {"RESERVED", "OUT_OF_STOCK"}, Counter(outcomes)
