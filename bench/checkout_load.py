@@ -29,13 +29,7 @@ import uvloop
 
 from bench.checkout_baselines import Baseline, grpc_echo_calls, pgbench_simple_update
 from bench.checkout_data import store_orders
-from bench.checkout_stack import (
-    RunningStack,
-    postmaster_pid,
-    running_stack,
-    sample_cpu,
-    stack_seconds,
-)
+from bench.checkout_stack import postmaster_pid, running_stack, sample_cpu, stack_seconds
 from bench.checkout_traffic import (
     Outcome,
     Window,
@@ -47,6 +41,7 @@ from bench.checkout_traffic import (
     stock_catalog,
 )
 from bench.inventory_reservations import BenchSettings, fresh_database, postgres_server
+from local_supervisor.launcher import LaunchedStack
 
 # The issue's targets (goals to report against, not gates), on a 2-core machine.
 TARGET_CONFIRMED_PER_SECOND = 300.0
@@ -179,7 +174,7 @@ def summarise(
 
 
 async def run_step(
-    stack: RunningStack,
+    stack: LaunchedStack,
     database_url: str,
     skus: Sequence[str],
     plan: LoadPlan,
@@ -193,7 +188,7 @@ async def run_step(
     postmaster = await postmaster_pid(database_url)
     count = checkouts or plan.checkouts
     session_size = max(max(plan.concurrency), 256)
-    async with http_session(stack.gateway_url, session_size) as session:
+    async with http_session(stack.url("gateway"), session_size) as session:
         prepared = await prepare_checkouts(session, skus, count, card=CARD)
         before = sample_cpu(stack, postmaster)
         if rate is None:
@@ -270,9 +265,9 @@ async def bench(plan: LoadPlan, settings: BenchSettings) -> dict[str, Any]:
     return report(plan, kind, ping, pgbench, steps, stored_seconds)
 
 
-async def stock_catalog_via(stack: RunningStack, plan: LoadPlan) -> list[str]:
+async def stock_catalog_via(stack: LaunchedStack, plan: LoadPlan) -> list[str]:
     """The catalog the carts pick from, made through the gateway's admin routes."""
-    async with http_session(stack.gateway_url, 8) as session:
+    async with http_session(stack.url("gateway"), 8) as session:
         return await stock_catalog(session, plan.skus)
 
 

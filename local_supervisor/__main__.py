@@ -1,4 +1,8 @@
-"""`python -m local_supervisor` (what `make run` calls): wire stores, migrations and services."""
+"""`python -m local_supervisor` (what `make run` calls): wire stores, migrations and services.
+
+Tests, the chaos harness and the benchmark start this same command through
+local_supervisor.launcher, with the flags (settings.command_line), ready mark (session.READY_MARK)
+and state file (state_file) defined here once."""
 
 from __future__ import annotations
 
