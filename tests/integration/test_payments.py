@@ -26,12 +26,10 @@ from marketplace.common.v1 import ids_pb2, money_pb2
 from marketplace.payment.v1 import payment_service_pb2 as pb
 from marketplace.payment.v1 import payment_service_pb2_grpc as pb_grpc
 from marketplace_platform import errors
-from marketplace_platform.db import create_engine, ping, unit_of_work_factory
-from marketplace_platform.grpc_errors import from_rpc_error
+from marketplace_platform.db import ping, unit_of_work_factory
 from marketplace_platform.grpc_server import RunningServer, start_server
 from marketplace_platform.ids import new_id
 from marketplace_platform.outbox import OutboxWriter
-from marketplace_platform.settings import ServiceSettings
 from services.payment import bootstrap as payment
 from services.payment.adapters import tables
 from services.payment.adapters.psp import CircuitBreaker, HttpPsp, Intent
@@ -40,7 +38,9 @@ from services.payment.domain.payment import PaymentStatus
 from services.payment.service_layer import payments, reconciliation
 from services.payment.service_layer.unit_of_work import PaymentUnitOfWork
 from tests.support.grpc_probes import SERVING, health_status
-from tests.support.psp import RunningPsp, running_psp
+from tests.support.psp import RunningPsp
+from tests.support.refusals import refusal
+from tests.support.servers import ServiceServers
 
 if TYPE_CHECKING:
     from marketplace.payment.v1.payment_service_pb2_grpc import PaymentServiceAsyncStub as Stub
@@ -50,10 +50,7 @@ WITHIN = 30.0
 STARTS_WITHIN = 90.0  # a cold interpreter start of the service on a busy 2-core machine
 
 
-@pytest.fixture(scope="module")
-async def psp(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningPsp]:
-    async with running_psp(tmp_path_factory.mktemp("psp")) as running:
-        yield running
+pytestmark = pytest.mark.engine(db_pool_size=20)
 
 
 @pytest.fixture(autouse=True)
@@ -61,13 +58,6 @@ async def no_faults(psp: RunningPsp) -> AsyncIterator[None]:
     await psp.set_faults()
     yield
     await psp.set_faults()
-
-
-@pytest.fixture(scope="module")
-async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(ServiceSettings(database_url=migrated_database_url, db_pool_size=20))
-    yield engine
-    await engine.dispose()
 
 
 def payment_settings(psp: RunningPsp, **overrides: Any) -> payment.PaymentSettings:
@@ -95,17 +85,14 @@ async def direct(engine: AsyncEngine, psp: RunningPsp) -> AsyncIterator[payments
 
 
 @pytest.fixture(scope="module")
-async def server(engine: AsyncEngine, psp: RunningPsp) -> AsyncIterator[RunningServer]:
+async def payment_server(grpc_servers: ServiceServers, psp: RunningPsp) -> RunningServer:
     settings = payment_settings(psp)
-    parts = payment.build(settings)(engine)
-    running = await start_server(settings, parts.services, lambda: ping(engine))
-    yield running
-    await running.stop(1)
+    return await grpc_servers.start(settings, payment.build(settings))
 
 
 @pytest.fixture
-async def stub(server: RunningServer) -> AsyncIterator[Stub]:
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+async def stub(payment_server: RunningServer) -> AsyncIterator[Stub]:
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{payment_server.port}")
     yield pb_grpc.PaymentServiceStub(channel)
     await channel.close()
 
@@ -124,14 +111,6 @@ def authorize_request(
         amount=money_pb2.Money(amount_minor=amount, currency=currency),
         payment_method=method,
     )
-
-
-async def refusal(call: Any) -> errors.DomainError:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    error = from_rpc_error(caught.value)
-    assert error is not None, caught.value
-    return error
 
 
 async def ledger_operations(engine: AsyncEngine, payment_id: str, kind: str) -> int:
