@@ -25,10 +25,8 @@ from local_supervisor.embedded import free_port
 from local_supervisor.embedded import redis_url as url_for_port
 from marketplace.cart.v1 import cart_service_pb2 as pb
 from marketplace.common.v1 import ids_pb2
-from marketplace_platform.db import create_engine
 from marketplace_platform.grpc_server import NOT_SERVING, SERVING
 from marketplace_platform.ids import new_id
-from marketplace_platform.settings import ServiceSettings
 from services.cart import bootstrap as cart_service
 from services.cart.adapters.cart_cache import RedisCartCache
 from services.cart.adapters.tables import cache_invalidations
@@ -41,13 +39,13 @@ from tests.integration.test_carts import (
     customer,
     fresh_sku,
     get_cart,
-    key,
     new_cart,
     running_cart,
     set_quantity,
-    until,
 )
 from tests.support.grpc_probes import health_status
+from tests.support.keys import idempotency_key as key
+from tests.support.polling import until_equal
 
 T = TypeVar("T")
 SLOW = 2.0  # a call with Redis gone must still answer well within this
@@ -113,11 +111,7 @@ async def raw(own_redis: OwnRedis) -> AsyncIterator[redis.Redis]:
     await client.aclose()
 
 
-@pytest.fixture(scope="module")
-async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(ServiceSettings(database_url=migrated_database_url, db_pool_size=20))
-    yield engine
-    await engine.dispose()
+pytestmark = pytest.mark.engine(db_pool_size=20)
 
 
 def entry_key(cart_id: str) -> str:
@@ -214,7 +208,7 @@ async def test_a_write_during_an_outage_is_never_read_stale_once_redis_is_back(
         written, took = await timed(set_quantity(stub, cart, sku, 9, 2))
         assert took < SLOW
         assert (await get_cart(stub, cart)).version == 3
-        await until(lambda: cache_health(running), NOT_SERVING)
+        await until_equal(lambda: cache_health(running), NOT_SERVING)
         if outage == "frozen":
             own_redis.thaw()
         else:
@@ -291,7 +285,7 @@ async def test_an_instance_that_cannot_reach_redis_leaves_no_stale_cart_for_the_
         cart_stub(restarted) as stub,
     ):
         reads = [await get_cart(stub, cart)]
-        await until(lambda: cache_health(restarted), SERVING)
+        await until_equal(lambda: cache_health(restarted), SERVING)
         reads += [await get_cart(stub, cart) for _ in range(10)]
     assert {r.version for r in reads} == {3}
     assert await owed(engine, cart.cart_id.value) == 0
@@ -316,5 +310,5 @@ async def test_a_running_instance_pays_the_debts_another_instance_left(
             return (await get_cart(stub, cart)).version
 
         # Within the sweep interval (0.2 s here, CART_CACHE_SWEEP_SECONDS): see the README.
-        await until(version, 3, within=5)
-        await until(lambda: owed(engine, cart.cart_id.value), 0, within=5)
+        await until_equal(version, 3, within=5)
+        await until_equal(lambda: owed(engine, cart.cart_id.value), 0, within=5)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -20,14 +20,17 @@ from marketplace.cart.v1 import cart_service_pb2 as pb
 from marketplace.cart.v1 import cart_service_pb2_grpc as pb_grpc
 from marketplace.common.v1 import ids_pb2, money_pb2
 from marketplace_platform import errors
-from marketplace_platform.db import create_engine, ping
 from marketplace_platform.grpc_errors import from_rpc_error
-from marketplace_platform.grpc_server import RunningServer, start_server
+from marketplace_platform.grpc_server import RunningServer
 from marketplace_platform.ids import new_id
-from marketplace_platform.settings import ServiceSettings
 from services.cart import bootstrap as cart
 from services.cart.adapters.tables import cart_lines, carts, idempotency_keys, products
 from tests.support.grpc_probes import SERVING, health_status
+from tests.support.keys import customer_id
+from tests.support.keys import idempotency_key as key
+from tests.support.polling import until_equal
+from tests.support.refusals import refusal
+from tests.support.servers import serving
 
 if TYPE_CHECKING:
     from marketplace.cart.v1.cart_service_pb2_grpc import CartServiceAsyncStub as Stub
@@ -36,11 +39,7 @@ RACERS = 30
 WITHIN = 30.0
 
 
-@pytest.fixture(scope="module")
-async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(ServiceSettings(database_url=migrated_database_url, db_pool_size=20))
-    yield engine
-    await engine.dispose()
+pytestmark = pytest.mark.engine(db_pool_size=20)
 
 
 @asynccontextmanager
@@ -55,31 +54,15 @@ async def running_cart(
         "cart_cache_sweep_seconds": 0.2,
     }
     settings = cart.CartSettings(**(values | overrides))
-    parts = cart.build(settings)(engine)
-    running = await start_server(settings, parts.services, lambda: ping(engine))
-    loops = [asyncio.create_task(loop()) for loop in parts.background]
-    try:
+    async with serving(settings, cart.build(settings), engine, background=True) as running:
         if wait_for_cache:
-            await until(lambda: cache_health(running), SERVING)
+            await until_equal(lambda: cache_health(running), SERVING)
         yield running
-    finally:
-        for loop in loops:
-            loop.cancel()
-        await asyncio.gather(*loops, return_exceptions=True)
-        await running.stop(1)
 
 
 async def cache_health(running: RunningServer) -> int:
     """What the server reports under the cache's own health name."""
     return await health_status(f"127.0.0.1:{running.port}", cart.CACHE_HEALTH_NAME)
-
-
-async def until(probe: Any, expected: Any, *, within: float = 10.0) -> None:
-    """Poll `probe()` until it returns `expected`, failing after `within` seconds."""
-    deadline = asyncio.get_running_loop().time() + within
-    while (seen := await probe()) != expected:
-        assert asyncio.get_running_loop().time() < deadline, f"still {seen!r}, not {expected!r}"
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture(scope="module")
@@ -106,12 +89,8 @@ async def stub(server: RunningServer) -> AsyncIterator[Stub]:
         yield fresh
 
 
-def key() -> str:
-    return f"key-{uuid.uuid4().hex}"
-
-
 def customer() -> ids_pb2.CustomerId:
-    return ids_pb2.CustomerId(value=f"customer-{uuid.uuid4().hex[:10]}")
+    return ids_pb2.CustomerId(value=customer_id())
 
 
 def fresh_sku(prefix: str = "C") -> str:
@@ -165,14 +144,6 @@ async def set_quantity(
 async def get_cart(stub: Stub, cart: pb.Cart) -> pb.Cart:
     request = pb.GetCartRequest(cart_id=cart.cart_id, customer_id=cart.customer_id)
     return (await stub.GetCart(request)).cart
-
-
-async def refusal(call: Awaitable[object]) -> errors.DomainError:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    error = from_rpc_error(caught.value)
-    assert error is not None, caught.value
-    return error
 
 
 async def row_counts(engine: AsyncEngine) -> dict[str, int]:
