@@ -27,13 +27,11 @@ from marketplace.common.v1 import address_pb2, ids_pb2
 from marketplace.events.v1 import envelope_pb2, order_events_pb2, shipping_events_pb2
 from marketplace_platform import errors
 from marketplace_platform.channels import open_channel
-from marketplace_platform.db import create_engine, ping, unit_of_work_factory
+from marketplace_platform.db import unit_of_work_factory
 from marketplace_platform.grpc_errors import from_rpc_error
-from marketplace_platform.grpc_server import RunningServer, start_server
 from marketplace_platform.money import Money
 from marketplace_platform.outbox import OutboxWriter
 from marketplace_platform.saga import SagaStarter, StartedExecution
-from marketplace_platform.settings import ServiceSettings
 from services.checkout import bootstrap as checkout
 from services.checkout.adapters import tables
 from services.checkout.domain.order import OrderLine, ShippingAddress
@@ -48,6 +46,11 @@ from services.checkout.service_layer.ports import (
     PricingProblem,
 )
 from services.checkout.service_layer.unit_of_work import CheckoutUnitOfWork
+from tests.support.keys import customer_id as customer
+from tests.support.keys import idempotency_key as new_key
+from tests.support.polling import eventually
+from tests.support.refusals import refusal
+from tests.support.servers import ServiceServers
 
 if TYPE_CHECKING:
     from marketplace.checkout.v1.checkout_service_pb2_grpc import (
@@ -155,19 +158,15 @@ class Rig:
     settings: checkout.CheckoutSettings
 
 
-@pytest.fixture(scope="module")
-async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(ServiceSettings(database_url=migrated_database_url, db_pool_size=25))
-    yield engine
-    await engine.dispose()
+pytestmark = pytest.mark.engine(db_pool_size=25)
 
 
 @pytest.fixture(scope="module")
-async def rig(engine: AsyncEngine) -> AsyncIterator[Rig]:
+async def rig(engine: AsyncEngine, grpc_servers: ServiceServers) -> AsyncIterator[Rig]:
     settings = checkout.CheckoutSettings(grpc_port=0, idempotency_lease_seconds=30)
     carts, saga, payments = FakeCarts(), RecordingSagaStarter(), FakePayments()
-    parts = checkout.build(settings, carts=carts, payments=payments, saga=saga)(engine)
-    server: RunningServer = await start_server(settings, parts.services, lambda: ping(engine))
+    factory = checkout.build(settings, carts=carts, payments=payments, saga=saga)
+    server = await grpc_servers.start(settings, factory)
     channel = open_channel(f"127.0.0.1:{server.port}", default_timeout=WITHIN)
     deps = CheckoutDeps(
         unit_of_work=unit_of_work_factory(
@@ -179,7 +178,6 @@ async def rig(engine: AsyncEngine) -> AsyncIterator[Rig]:
     )
     yield Rig(pb_grpc.CheckoutServiceStub(channel), carts, saga, payments, deps, engine, settings)
     await channel.close()
-    await server.stop(1)
 
 
 @pytest.fixture(autouse=True)
@@ -189,14 +187,6 @@ def reset_fakes(rig: Rig) -> None:
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def customer() -> str:
-    return f"customer-{uuid.uuid4().hex[:10]}"
-
-
-def new_key() -> str:
-    return f"key-{uuid.uuid4()}"
 
 
 def place_request(
@@ -217,14 +207,6 @@ def place_request(
             country=country,
         ),
     )  # fmt: skip
-
-
-async def refusal(call: Awaitable[Any]) -> errors.DomainError:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    error = from_rpc_error(caught.value)
-    assert error is not None, caught.value
-    return error
 
 
 async def scalar(engine: AsyncEngine, sql: str, **params: Any) -> Any:
@@ -270,18 +252,6 @@ async def saga_started_at(engine: AsyncEngine, order_id: str) -> Any:
         engine, "SELECT saga_started_at FROM checkout.orders WHERE order_id = :o",
         o=uuid.UUID(order_id),
     )  # fmt: skip
-
-
-async def eventually(probe: Callable[[], Awaitable[Any]], within: float = WITHIN) -> Any:
-    """Poll until the probe answers something truthy, or fail at the deadline."""
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        answer = await probe()
-        if answer:
-            return answer
-        if asyncio.get_running_loop().time() > deadline:
-            pytest.fail(f"nothing within {within}s")
-        await asyncio.sleep(0.05)
 
 
 def ids(order_id: str) -> dict[str, Any]:
@@ -867,7 +837,9 @@ async def test_the_completer_starts_a_saga_whose_start_was_lost(rig: Rig) -> Non
     completer = checkout.background_loops(settings, rig.deps)[0]
     task = asyncio.create_task(completer())
     try:
-        started_at = await eventually(lambda: saga_started_at(rig.engine, order_id))
+        started_at = await eventually(
+            lambda: saga_started_at(rig.engine, order_id), within=WITHIN, interval=0.05
+        )
     finally:
         task.cancel()
     assert started_at is not None

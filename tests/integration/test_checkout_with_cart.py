@@ -22,14 +22,13 @@ from marketplace.checkout.v1 import checkout_service_pb2_grpc as pb_grpc
 from marketplace.common.v1 import ids_pb2, money_pb2
 from marketplace_platform import errors
 from marketplace_platform.channels import open_channel
-from marketplace_platform.db import create_engine, ping
 from marketplace_platform.grpc_errors import from_rpc_error
-from marketplace_platform.grpc_server import start_server
 from marketplace_platform.saga.local import LocalSagaStarter
-from marketplace_platform.settings import ServiceSettings
-from services.cart import bootstrap as cart
-from services.checkout import bootstrap as checkout
-from tests.integration.test_checkout_orders import FakePayments, place_request, refusal
+from tests.integration.test_checkout_orders import FakePayments, place_request
+from tests.support.keys import customer_id as customer
+from tests.support.keys import idempotency_key as key
+from tests.support.refusals import refusal
+from tests.support.servers import ServiceServers
 
 if TYPE_CHECKING:
     from marketplace.cart.v1.cart_service_pb2_grpc import CartServiceAsyncStub as CartStub
@@ -48,26 +47,19 @@ class Stack:
     saga: LocalSagaStarter
 
 
-@pytest.fixture(scope="module")
-async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(ServiceSettings(database_url=migrated_database_url, db_pool_size=25))
-    yield engine
-    await engine.dispose()
+pytestmark = pytest.mark.engine(db_pool_size=25)
 
 
 @pytest.fixture(scope="module")
-async def stack(engine: AsyncEngine, redis_server_url: str) -> AsyncIterator[Stack]:
-    cart_settings = cart.CartSettings(
-        grpc_port=0, redis_url=redis_server_url, cart_cache_enabled=False
-    )
-    cart_server = await start_server(
-        cart_settings, cart.build(cart_settings)(engine).services, lambda: ping(engine)
-    )
+async def stack(
+    engine: AsyncEngine, grpc_servers: ServiceServers, redis_server_url: str
+) -> AsyncIterator[Stack]:
+    cart_server = await grpc_servers.cart(redis_url=redis_server_url, cart_cache_enabled=False)
     cart_target = f"127.0.0.1:{cart_server.port}"
-    settings = checkout.CheckoutSettings(grpc_port=0, cart_target=cart_target)
     saga = LocalSagaStarter(engine)
-    parts = checkout.build(settings, payments=FakePayments(), saga=saga)(engine)
-    checkout_server = await start_server(settings, parts.services, lambda: ping(engine))
+    checkout_server = await grpc_servers.checkout(
+        cart_target=cart_target, ports={"payments": FakePayments(), "saga": saga}
+    )
     channels = [
         open_channel(f"127.0.0.1:{checkout_server.port}", default_timeout=WITHIN),
         open_channel(cart_target, default_timeout=WITHIN),
@@ -77,12 +69,6 @@ async def stack(engine: AsyncEngine, redis_server_url: str) -> AsyncIterator[Sta
     )
     for channel in channels:
         await channel.close()
-    await checkout_server.stop(1)
-    await cart_server.stop(1)
-
-
-def key() -> str:
-    return f"key-{uuid.uuid4()}"
 
 
 def usd(amount: int) -> money_pb2.Money:
@@ -130,10 +116,6 @@ async def cart_of(stack: Stack, customer: str, cart_id: uuid.UUID) -> cart_pb.Ca
         )
     )
     return response.cart
-
-
-def customer() -> str:
-    return f"customer-{uuid.uuid4().hex[:10]}"
 
 
 async def test_an_order_freezes_the_cart_prices_and_starts_its_saga(stack: Stack) -> None:
