@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from marketplace_platform.grpc_server import RunningServer
 from marketplace_platform.saga.local import LocalSagaStarter
+from tests.support.keys import unique
 from tests.support.psp import RunningPsp, running_psp
 from tests.support.servers import ServiceServers
 
@@ -21,6 +22,13 @@ async def psp(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Running
     """The PSP simulator as a real process, for the module."""
     async with running_psp(tmp_path_factory.mktemp("psp")) as running:
         yield running
+
+
+@pytest.fixture
+def machine_name() -> str:
+    """A saga state machine name of the test's own, so no test's saga engine runs executions
+    another test started."""
+    return unique("machine-", 8)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import signal
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,12 +34,12 @@ from marketplace_platform.queues import QueueDefinition, ReceivedMessage
 from marketplace_platform.queues.postgres import PostgresQueues
 from marketplace_platform.settings import ServiceSettings
 from tests.integration.test_consumers import order_placed
+from tests.support.processes import python_module
 from workers.consumers import tables
 from workers.consumers.consumer import Consumer, DeliveredEvent
 from workers.consumers.invoice import handlers as invoice
 from workers.consumers.loop import ConsumerLoop, LoopOptions, is_transient
 
-REPO = Path(__file__).resolve().parents[2]
 WITHIN = 30.0
 
 
@@ -304,11 +303,9 @@ async def test_the_invoice_consumer_process_consumes_and_stops_on_sigterm(
         "INVOICE_STORE_URL": str(store.root),
         "CONSUMER_WAIT_SECONDS": "0.2",
     }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "workers.consumers.invoice", cwd=REPO, env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
+    async with python_module(
+        "workers.consumers.invoice", env=env, stderr=asyncio.subprocess.PIPE
+    ) as process:
         async with asyncio.timeout(WITHIN):
             while not await store.keys("invoices/"):
                 assert process.returncode is None
@@ -316,9 +313,5 @@ async def test_the_invoice_consumer_process_consumes_and_stops_on_sigterm(
         process.send_signal(signal.SIGTERM)
         async with asyncio.timeout(WITHIN):
             assert await process.wait() == 0
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
 
     assert await store.keys("invoices/") == [invoice.invoice_key(placed.aggregate_id)]

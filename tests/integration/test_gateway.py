@@ -32,6 +32,7 @@ from local_supervisor.embedded import free_port
 from marketplace_platform.grpc_server import RunningServer
 from marketplace_platform.request_context import request_id_var
 from tests.support.polling import eventually
+from tests.support.processes import python_module
 from tests.support.servers import ServiceServers
 
 SECRET = "integration-test-secret-0123456789abcdef"
@@ -818,11 +819,9 @@ async def test_python_m_gateway_serves_and_stops_cleanly_on_sigterm(redis_server
     port = free_port()
     env = {**os.environ, "GATEWAY_PORT": str(port), "REDIS_URL": redis_server_url}
     env.pop("GATEWAY_JWT_SECRET", None)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    try:
+    async with python_module(
+        "gateway", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    ) as process:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=1.0) as http:
 
             async def healthy() -> bool:
@@ -840,10 +839,6 @@ async def test_python_m_gateway_serves_and_stops_cleanly_on_sigterm(redis_server
         process.send_signal(signal.SIGTERM)
         async with asyncio.timeout(WITHIN):
             output, _ = await process.communicate()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
     assert process.returncode == 0
     # with the development secret, the log offers a ready-to-paste call
     assert b"try it: curl -s -X POST" in output

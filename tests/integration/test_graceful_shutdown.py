@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
-from pathlib import Path
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from local_supervisor.embedded import free_port
+from tests.support.processes import python_module
 
-REPO = Path(__file__).resolve().parents[2]
 WITHIN = 20.0
 
 
@@ -43,17 +41,13 @@ def sleep_method(channel: grpc.aio.Channel) -> Any:
 async def test_sigterm_drains_the_call_in_flight_and_refuses_new_ones() -> None:
     port = free_port()
     target = f"127.0.0.1:{port}"
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
+    async with python_module(
         "tests.support.slow_service",
         str(port),
-        cwd=REPO,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
-    )
-    assert process.stdout is not None
-    try:
+    ) as process:
+        assert process.stdout is not None
         await wait_serving(target)
         async with grpc.aio.insecure_channel(target) as channel:
             in_flight = asyncio.ensure_future(sleep_method(channel)(b"2.0", timeout=WITHIN))
@@ -72,7 +66,3 @@ async def test_sigterm_drains_the_call_in_flight_and_refuses_new_ones() -> None:
             assert await in_flight == b"2.0"
         async with asyncio.timeout(WITHIN):
             assert await process.wait() == 0
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()

@@ -34,12 +34,6 @@ pytestmark = pytest.mark.engine(db_pool_size=20)
 
 
 @pytest.fixture
-def machine_name() -> str:
-    """A state machine of each test's own, so no test's engine runs another's executions."""
-    return f"test-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
 def starter(engine: AsyncEngine, machine_name: str) -> LocalSagaStarter:
     return LocalSagaStarter(engine, state_machine=machine_name)
 

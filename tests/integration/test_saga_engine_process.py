@@ -29,11 +29,6 @@ LEASE_SECONDS = 1.5
 
 
 @pytest.fixture
-def machine_name() -> str:
-    return f"process-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
 def starter(engine: AsyncEngine, machine_name: str) -> LocalSagaStarter:
     return LocalSagaStarter(engine, state_machine=machine_name)
 
