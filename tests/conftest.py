@@ -35,6 +35,10 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "engine(**settings): ServiceSettings for the module's `engine`, e.g. db_pool_size=20",
     )
+    config.addinivalue_line(
+        "markers",
+        "own_database: the module's engines use a migrated database of the module's own",
+    )
 
 
 def with_database(url: str, database: str) -> str:
@@ -73,24 +77,42 @@ async def database_url(postgres_server_url: str) -> AsyncIterator[str]:
         yield url
 
 
+async def migrate(database_url: str) -> None:
+    """Every service's schema migrated to head."""
+    for script_location in discover_services().values():
+        await asyncio.to_thread(upgrade, database_url, script_location)
+
+
 @pytest.fixture(scope="session")
 async def migrated_database_url(database_url: str) -> str:
     """The session database with every service's schema migrated to head."""
-    for script_location in discover_services().values():
-        await asyncio.to_thread(upgrade, database_url, script_location)
+    await migrate(database_url)
     return database_url
 
 
 @pytest.fixture(scope="module")
-async def make_engine(migrated_database_url: str) -> AsyncIterator[MakeEngine]:
-    """Make engines on the migrated session database (keyword arguments are ServiceSettings);
+async def module_database_url(
+    request: pytest.FixtureRequest, postgres_server_url: str, migrated_database_url: str
+) -> AsyncIterator[str]:
+    """The migrated database of the module's engines: the session's; for a module marked
+    `pytestmark = pytest.mark.own_database` (its tests read or change every row of a table, as
+    the outbox relay does), a new one of its own, dropped after the module."""
+    if request.node.get_closest_marker("own_database") is None:
+        yield migrated_database_url
+        return
+    async with fresh_database(postgres_server_url) as url:
+        await migrate(url)
+        yield url
+
+
+@pytest.fixture(scope="module")
+async def make_engine(module_database_url: str) -> AsyncIterator[MakeEngine]:
+    """Make engines on the module's migrated database (keyword arguments are ServiceSettings);
     they are disposed of at the module's end."""
     engines: list[AsyncEngine] = []
 
     def make(**settings: Any) -> AsyncEngine:
-        engines.append(
-            create_engine(ServiceSettings(database_url=migrated_database_url, **settings))
-        )
+        engines.append(create_engine(ServiceSettings(database_url=module_database_url, **settings)))
         return engines[-1]
 
     yield make
@@ -100,7 +122,7 @@ async def make_engine(migrated_database_url: str) -> AsyncIterator[MakeEngine]:
 
 @pytest.fixture(scope="module")
 def engine(request: pytest.FixtureRequest, make_engine: MakeEngine) -> AsyncEngine:
-    """The module's engine on the migrated session database; a module sizes its pool with
+    """The module's engine on the module's migrated database; a module sizes its pool with
     `pytestmark = pytest.mark.engine(db_pool_size=20)`."""
     marker = request.node.get_closest_marker("engine")
     return make_engine(**(marker.kwargs if marker else {}))

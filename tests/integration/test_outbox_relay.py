@@ -36,7 +36,9 @@ SCHEMA = "inventory"
 WITHIN = 60.0
 
 
-pytestmark = pytest.mark.engine(db_pool_size=20)
+# A relay publishes every unpublished row of the schema: on a database of this module's own,
+# no other module's rows are in its batches.
+pytestmark = [pytest.mark.engine(db_pool_size=20), pytest.mark.own_database]
 
 
 @pytest.fixture
@@ -199,11 +201,11 @@ class RelayProcesses:
 
 @pytest.fixture
 def relay_processes(
-    migrated_database_url: str, prefix: str, tmp_path: Path
+    module_database_url: str, prefix: str, tmp_path: Path
 ) -> Iterator[RelayProcesses]:
     env = {
         **os.environ,
-        "DATABASE_URL": migrated_database_url,
+        "DATABASE_URL": module_database_url,
         "MIGRATE_ON_START": "false",
         "RELAY_SCHEMAS": SCHEMA,
         "RELAY_QUEUE_PREFIX": prefix,

@@ -8,6 +8,7 @@ import time
 import uuid
 from collections import Counter
 
+import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from marketplace.common.v1 import ids_pb2
@@ -22,6 +23,10 @@ from marketplace_platform.queues.provision import create_sqs_queues
 from marketplace_platform.queues.sqs import SqsQueues
 from services.inventory.adapters import tables as inventory_tables
 from workers.outbox_relay.relay import OutboxRelay
+
+# The relay publishes every unpublished row of the schema: on a database of this module's own,
+# no other module's rows are in its batches or in the queues.
+pytestmark = pytest.mark.own_database
 
 
 async def test_relayed_rows_reach_the_sqs_queues_the_eventbridge_rules_name(
