@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -16,12 +15,12 @@ from marketplace_platform.queues import (
     MAX_RETRY_DELAY_SECONDS,
     QueueDefinition,
     Queues,
-    ReceivedMessage,
     UnknownQueue,
 )
 from marketplace_platform.queues.postgres import PostgresQueues
 from marketplace_platform.queues.provision import create_sqs_queues
 from marketplace_platform.queues.sqs import SqsQueues
+from tests.support.polling import eventually
 
 MAX_RECEIVES = 2
 VISIBILITY = 1
@@ -49,19 +48,6 @@ async def queues(
     client = boto3.client("sqs", region_name="us-east-1", endpoint_url=endpoint)
     await asyncio.to_thread(create_sqs_queues, client, [definition])
     return SqsQueues(client, [definition])
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[list[ReceivedMessage]]], *, within: float = 10.0
-) -> list[ReceivedMessage]:
-    """Call probe until it returns messages, or fail at the deadline."""
-    deadline = time.monotonic() + within
-    while True:
-        found = await probe()
-        if found:
-            return found
-        assert time.monotonic() < deadline, "nothing arrived before the deadline"
-        await asyncio.sleep(0.05)
 
 
 async def test_a_sent_message_is_received_once_until_deleted(

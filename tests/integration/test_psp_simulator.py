@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.keys import idempotency_key as new_key
 from tests.support.polling import eventually
 from tests.support.psp import PspProcess, RunningPsp
 
@@ -45,10 +46,6 @@ def authorization(
         "capture_method": "manual",
         "metadata": metadata,
     }
-
-
-def new_key() -> str:
-    return f"key_{uuid.uuid4().hex}"
 
 
 async def listed(http: httpx.AsyncClient, **metadata: str) -> list[dict[str, Any]]:
