@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from marketplace.cart.v1 import cart_service_pb2 as pb
@@ -25,6 +24,7 @@ from marketplace_platform.grpc_server import RunningServer
 from marketplace_platform.ids import new_id
 from services.cart import bootstrap as cart
 from services.cart.adapters.tables import cart_lines, carts, idempotency_keys, products
+from tests.support.database import table_counts
 from tests.support.grpc_probes import SERVING, health_status
 from tests.support.keys import customer_id
 from tests.support.keys import idempotency_key as key
@@ -147,13 +147,7 @@ async def get_cart(stub: Stub, cart: pb.Cart) -> pb.Cart:
 
 
 async def row_counts(engine: AsyncEngine) -> dict[str, int]:
-    async with engine.connect() as connection:
-        return {
-            table.name: (
-                await connection.execute(select(func.count()).select_from(table))
-            ).scalar_one()
-            for table in (products, carts, cart_lines, idempotency_keys)
-        }
+    return await table_counts(engine, products, carts, cart_lines, idempotency_keys)
 
 
 async def test_products_are_upserted_and_read_with_defaults(stub: Stub) -> None:

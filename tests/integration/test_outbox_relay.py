@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -29,9 +27,9 @@ from marketplace_platform.event_bus.rules import Routing, load_routing
 from marketplace_platform.outbox import OutboxWriter
 from marketplace_platform.queues.postgres import PostgresQueues
 from services.inventory.adapters import tables as inventory_tables
+from tests.support.processes import PythonProcesses
 from workers.outbox_relay.relay import OutboxRelay, outbox_lag
 
-ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = "inventory"
 WITHIN = 60.0
 
@@ -172,37 +170,11 @@ async def test_racing_relays_deliver_each_row_once_in_order_per_aggregate(
     assert sum(1 for share in shares if share) >= 2, "the relays did not really share the work"
 
 
-class RelayProcesses:
-    """`python -m workers.outbox_relay` processes started by a test, all stopped at its end."""
-
-    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
-        self.env = env
-        self.log_dir = log_dir
-        self.processes: list[subprocess.Popen[bytes]] = []
-
-    def start(self) -> subprocess.Popen[bytes]:
-        log_file = (self.log_dir / f"relay-{len(self.processes)}.log").open("wb")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "workers.outbox_relay"],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-        self.processes.append(process)
-        return process
-
-    def stop_all(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait(timeout=10)
-
-
 @pytest.fixture
 def relay_processes(
     module_database_url: str, prefix: str, tmp_path: Path
-) -> Iterator[RelayProcesses]:
+) -> Iterator[PythonProcesses]:
+    """`python -m workers.outbox_relay` processes started by a test, all stopped at its end."""
     env = {
         **os.environ,
         "DATABASE_URL": module_database_url,
@@ -213,7 +185,7 @@ def relay_processes(
         "RELAY_POLL_INTERVAL_SECONDS": "0.05",
         "LOG_LEVEL": "INFO",
     }
-    processes = RelayProcesses(env, tmp_path)
+    processes = PythonProcesses("workers.outbox_relay", env, tmp_path, "relay-{}.log")
     yield processes
     processes.stop_all()
 
@@ -223,7 +195,7 @@ async def test_a_relay_killed_mid_batch_loses_nothing_and_the_next_one_finishes(
     routing: Routing,
     queues: PostgresQueues,
     prefix: str,
-    relay_processes: RelayProcesses,
+    relay_processes: PythonProcesses,
 ) -> None:
     written = await write_events(engine, aggregates=40, per_aggregate=40)
     event_ids = [event_id for ids in written.values() for event_id in ids]
@@ -258,7 +230,7 @@ async def test_a_relay_killed_mid_batch_loses_nothing_and_the_next_one_finishes(
 
 
 async def test_sigterm_stops_the_relay_process_cleanly(
-    engine: AsyncEngine, queues: PostgresQueues, prefix: str, relay_processes: RelayProcesses
+    engine: AsyncEngine, queues: PostgresQueues, prefix: str, relay_processes: PythonProcesses
 ) -> None:
     written = await write_events(engine, aggregates=2, per_aggregate=2)
     event_ids = [event_id for ids in written.values() for event_id in ids]

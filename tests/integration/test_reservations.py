@@ -33,6 +33,7 @@ from services.inventory import bootstrap as inventory
 from services.inventory.adapters import tables
 from services.inventory.service_layer.reservations import expire_reservations
 from services.inventory.service_layer.unit_of_work import InventoryDeps, InventoryUnitOfWork
+from tests.support.database import table_counts
 from tests.support.refusals import refusal
 
 if TYPE_CHECKING:
@@ -351,17 +352,10 @@ async def test_a_commit_past_the_expiry_is_refused_even_before_the_sweeper_runs(
     assert error.metadata["status"] == "EXPIRED"
 
 
-async def row_counts(engine: AsyncEngine) -> list[int]:
-    async with engine.connect() as connection:
-        return [
-            (await connection.execute(select(func.count()).select_from(table))).scalar_one()
-            for table in (
-                tables.reservations,
-                tables.reservation_lines,
-                tables.stock_movements,
-                tables.outbox,
-            )
-        ]
+async def row_counts(engine: AsyncEngine) -> dict[str, int]:
+    return await table_counts(
+        engine, tables.reservations, tables.reservation_lines, tables.stock_movements, tables.outbox
+    )
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import sys
 import uuid
 from collections import Counter
@@ -21,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from marketplace_platform.saga.local import HistoryEvent, LocalSagaStarter
 from tests.support.polling import eventually
+from tests.support.processes import PythonProcesses
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFINITION = ROOT / "tests/support/asl/hold_and_gate.asl.json"
@@ -33,25 +33,11 @@ def starter(engine: AsyncEngine, machine_name: str) -> LocalSagaStarter:
     return LocalSagaStarter(engine, state_machine=machine_name)
 
 
-class Runners:
+class Runners(PythonProcesses):
     """Saga engine processes started by a test, all stopped at its end."""
 
     def __init__(self, env: dict[str, str], log_dir: Path) -> None:
-        self.env = env
-        self.log_dir = log_dir
-        self.processes: list[subprocess.Popen[bytes]] = []
-
-    def start(self) -> subprocess.Popen[bytes]:
-        index = len(self.processes)
-        process = subprocess.Popen(
-            [sys.executable, "-m", "workers.saga_engine"],
-            cwd=ROOT,
-            env=self.env,
-            stdout=(self.log_dir / f"runner-{index}.out").open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-        self.processes.append(process)
-        return process
+        super().__init__("workers.saga_engine", env, log_dir, "runner-{}.out")
 
     def calls(self) -> Counter[str]:
         path = self.log_dir / "calls.log"
@@ -74,10 +60,7 @@ def runners(migrated_database_url: str, machine_name: str, tmp_path: Path) -> It
     }
     started = Runners(env, tmp_path)
     yield started
-    for process in started.processes:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
+    started.stop_all()
 
 
 async def wait_until(what: str, condition: Callable[[], Any]) -> None:

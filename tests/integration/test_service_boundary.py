@@ -10,7 +10,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from marketplace.common.v1 import ids_pb2
@@ -22,6 +22,7 @@ from marketplace_platform.grpc_errors import from_rpc_error
 from marketplace_platform.grpc_server import RunningServer
 from services.inventory import bootstrap as inventory
 from services.inventory.adapters.tables import outbox, stock_items, stock_movements
+from tests.support.database import table_counts
 from tests.support.grpc_probes import SERVING, health_status, listed_services
 from tests.support.keys import unique
 
@@ -44,13 +45,7 @@ def fresh_sku() -> str:
 
 
 async def count_rows(engine: AsyncEngine) -> dict[str, int]:
-    async with engine.connect() as connection:
-        return {
-            table.name: (
-                await connection.execute(select(func.count()).select_from(table))
-            ).scalar_one()
-            for table in (stock_items, stock_movements, outbox)
-        }
+    return await table_counts(engine, stock_items, stock_movements, outbox)
 
 
 async def test_a_valid_request_reaches_the_handler_and_writes(
