@@ -41,7 +41,7 @@ STACK: tuple[StackEntry, ...] = (
     StackEntry("payment", "services.payment", 2),
     StackEntry("checkout", "services.checkout", 3),
     StackEntry("psp", "simulators.psp", None, http_port_env="PSP_PORT", ready_path="/healthz"),
-    # Runs the same state machine file Step Functions runs, calling the adapter handlers.
+    # Runs the same state machine file Step Functions runs, calling the saga task handlers.
     StackEntry(
         "saga-engine", "workers.saga_engine", None, env={"SAGA_DEFINITION": str(SAGA_DEFINITION)}
     ),

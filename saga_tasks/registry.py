@@ -1,4 +1,4 @@
-"""The adapter handlers by the Task Resource placeholder that names them in the definition.
+"""The saga task handlers by the Task Resource placeholder that names them in the definition.
 
 `"${ReserveInventoryFunctionArn}"` in deploy/ecs/checkout_saga.asl.json is run by
 HANDLERS["ReserveInventoryFunctionArn"]; RAISES and REQUIRES say which named errors each one

@@ -47,7 +47,7 @@ STACK_ENV = {
 # OUTAGE_SECONDS) fit in minutes: authorization gives up on a PSP that stays down, the timeout
 # sweep fails orders still PENDING, and a consumer retries soon after its dependency returns.
 DEADLINE_ENV = {
-    "AUTHORIZATION_BUDGET_SECONDS": "20",  # saga adapters (default 60): shorter than an outage
+    "AUTHORIZATION_BUDGET_SECONDS": "20",  # saga tasks (default 60): shorter than an outage
     # Checkout's timeout sweep (default 780): past the authorization budget and a saga's usual
     # run on a loaded 2-core machine, inside an outage plus the compensation that follows it.
     "ORDER_TIMEOUT_SECONDS": "60",

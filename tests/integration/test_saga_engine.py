@@ -25,7 +25,7 @@ from workers.saga_engine.asl.interpreter import Position
 from workers.saga_engine.asl.machine import StateMachine
 from workers.saga_engine.engine import EngineOptions, SagaEngine
 from workers.saga_engine.store import ExecutionStore, LeaseLost
-from workers.saga_engine.task_invoker import Handler, HandlerInvoker
+from workers.saga_engine.task_invoker import TaskHandler, TaskInvoker
 
 WITHIN = 60.0
 
@@ -52,13 +52,13 @@ def saga_engine(
     engine: AsyncEngine,
     machine_name: str,
     definition: dict[str, Any],
-    handlers: dict[str, Handler],
+    handlers: dict[str, TaskHandler],
     *,
     owner: str | None = None,
     lease_seconds: float = 10.0,
     slots: int = 4,
 ) -> SagaEngine:
-    invoker = HandlerInvoker(handlers, ThreadPoolExecutor(slots))
+    invoker = TaskInvoker(handlers, ThreadPoolExecutor(slots))
     options = EngineOptions(
         owner=owner or f"engine-{uuid.uuid4().hex[:6]}",
         state_machine_name=machine_name,
@@ -149,7 +149,7 @@ class CallLog:
         self._lock = threading.Lock()
         self._failed_once: set[tuple[str, str]] = set()
 
-    def handler(self, *, fail_first: bool = False) -> Handler:
+    def handler(self, *, fail_first: bool = False) -> TaskHandler:
         def run(event: dict[str, Any], context: Any) -> dict[str, Any]:
             started = time.monotonic()
             time.sleep(random.uniform(0, 0.01))  # the handler's work, widened to race

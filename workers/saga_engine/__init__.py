@@ -1,2 +1,2 @@
 """The saga engine: runs the checkout state machine (Amazon States Language) durably in
-PostgreSQL, calling the adapter handlers in-process; the local twin of Step Functions."""
+PostgreSQL, calling the saga task handlers in-process; the local twin of Step Functions."""

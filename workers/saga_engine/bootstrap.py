@@ -15,7 +15,7 @@ from marketplace_platform.migrations import migrations_dir, upgrade
 from workers.saga_engine.asl.machine import StateMachine
 from workers.saga_engine.engine import EngineOptions, SagaEngine, default_owner
 from workers.saga_engine.settings import SagaEngineSettings
-from workers.saga_engine.task_invoker import HandlerInvoker, load_handlers
+from workers.saga_engine.task_invoker import TaskInvoker, load_task_handlers
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +30,8 @@ def main() -> None:
 async def run(settings: SagaEngineSettings) -> None:
     """Run the engine until SIGTERM or SIGINT, then finish or release the steps in flight."""
     machine = StateMachine.load(settings.saga_definition)
-    invoker = HandlerInvoker(
-        load_handlers(settings.saga_handlers),
+    invoker = TaskInvoker(
+        load_task_handlers(settings.saga_handlers),
         ThreadPoolExecutor(settings.saga_task_threads, thread_name_prefix="saga-task"),
     )
     missing = invoker.missing(machine.resources())

@@ -14,7 +14,7 @@ from typing import Any
 
 from workers.saga_engine.asl.errors import RUNTIME, TIMEOUT, StatesError
 
-Handler = Callable[[Any, Any], Any]
+TaskHandler = Callable[[Any, Any], Any]
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ def placeholder_name(resource: str) -> str:
     return resource
 
 
-def load_handlers(dotted: str) -> Mapping[str, Handler]:
+def load_task_handlers(dotted: str) -> Mapping[str, TaskHandler]:
     """Import `package.module:NAME`, a mapping of placeholder name -> handler."""
     module_name, _, attribute = dotted.partition(":")
     if not attribute:
@@ -50,11 +50,11 @@ def load_handlers(dotted: str) -> Mapping[str, Handler]:
     return handlers
 
 
-class HandlerInvoker:
+class TaskInvoker:
     """Runs a Task's handler in a worker thread; its exception becomes the Step Functions error
     (Error = class name, Cause = message) and running past TimeoutSeconds is States.Timeout."""
 
-    def __init__(self, handlers: Mapping[str, Handler], executor: ThreadPoolExecutor) -> None:
+    def __init__(self, handlers: Mapping[str, TaskHandler], executor: ThreadPoolExecutor) -> None:
         self._handlers = dict(handlers)
         self._executor = executor
 
