@@ -1,6 +1,6 @@
 """The checkout saga end to end on the real multi-process stack (`make run`'s supervisor):
 cart -> PlaceOrder -> the saga engine running deploy/ecs/checkout_saga.asl.json through the
-saga task handlers -> inventory and payment (against the PSP simulator) -> CONFIRMED or CANCELLED."""
+saga tasks -> inventory and payment (against the PSP simulator) -> CONFIRMED or CANCELLED."""
 
 from __future__ import annotations
 
