@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.conftest import fresh_database
-from tests.e2e.test_gateway_checkout import (
+from tests.support.shopper import (
     bearer,
     cart_holding,
     check_out,

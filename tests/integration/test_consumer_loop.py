@@ -33,7 +33,7 @@ from marketplace_platform.outbox import OutboxWriter
 from marketplace_platform.queues import QueueDefinition, ReceivedMessage
 from marketplace_platform.queues.postgres import PostgresQueues
 from marketplace_platform.settings import ServiceSettings
-from tests.integration.test_consumers import order_placed
+from tests.support.events import order_placed
 from tests.support.processes import python_module
 from workers.consumers import tables
 from workers.consumers.consumer import Consumer, DeliveredEvent

@@ -17,14 +17,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from marketplace.checkout.v1 import checkout_service_pb2 as checkout_pb
-from marketplace.common.v1 import address_pb2, ids_pb2, money_pb2
-from marketplace.events.v1 import envelope_pb2, order_events_pb2, payment_events_pb2
+from marketplace.events.v1 import envelope_pb2, order_events_pb2
 from marketplace_platform.db import UnitOfWork, unit_of_work_factory
 from marketplace_platform.ids import new_id
 from marketplace_platform.mailer.local import LocalOutboxMailer
 from marketplace_platform.object_store.local import LocalObjectStore
 from marketplace_platform.outbox import OutboxWriter
+from tests.support.events import order_cancelled, order_placed, payment_refunded
 from workers.consumers import tables
 from workers.consumers.analytics import handlers as analytics
 from workers.consumers.analytics.sink import JsonLinesFactSink
@@ -32,67 +31,12 @@ from workers.consumers.consumer import Consumer, DeliveredEvent, Outcome, proces
 from workers.consumers.email import handlers as email
 from workers.consumers.invoice import handlers as invoice
 
-PRODUCER = OutboxWriter(tables.outbox, producer="checkout")
-
-
 pytestmark = pytest.mark.engine(db_pool_size=20)
 
 
 @pytest.fixture(scope="module")
 def unit_of_work(engine: AsyncEngine) -> Callable[[], UnitOfWork]:
     return unit_of_work_factory(engine, OutboxWriter(tables.outbox, producer="consumers"))
-
-
-def usd(amount: int) -> money_pb2.Money:
-    return money_pb2.Money(amount_minor=amount, currency="USD")
-
-
-def order_placed(order_id: str) -> envelope_pb2.EventEnvelope:
-    line = checkout_pb.OrderLine(
-        sku=ids_pb2.Sku(value="MUG-1"),
-        merchant_id=ids_pb2.MerchantId(value="acme"),
-        name="Mug",
-        quantity=2,
-        unit_price=usd(1250),
-        line_total=usd(2500),
-    )
-    placed = order_events_pb2.OrderPlaced(
-        order_id=ids_pb2.OrderId(value=order_id),
-        customer_id=ids_pb2.CustomerId(value="customer-1"),
-        lines=[line],
-        subtotal=usd(2500),
-        tax=usd(200),
-        total=usd(2700),
-        shipping_address=address_pb2.Address(
-            name="Ada", line1="1 Main St", city="Springfield", postal_code="12345", country="US"
-        ),
-        payment_id=ids_pb2.PaymentId(value=str(new_id())),
-        reservation_id=ids_pb2.ReservationId(value=str(new_id())),
-    )
-    return PRODUCER.envelope(placed, aggregate_type="order", aggregate_id=order_id)
-
-
-def order_cancelled(order_id: str) -> envelope_pb2.EventEnvelope:
-    cancelled = order_events_pb2.OrderCancelled(
-        order_id=ids_pb2.OrderId(value=order_id),
-        customer_id=ids_pb2.CustomerId(value="customer-2"),
-        failure_reason=checkout_pb.FAILURE_REASON_PAYMENT_DECLINED,
-        previous_status=checkout_pb.ORDER_STATUS_PENDING,
-        total=usd(900),
-    )
-    return PRODUCER.envelope(cancelled, aggregate_type="order", aggregate_id=order_id)
-
-
-def payment_refunded(order_id: str) -> envelope_pb2.EventEnvelope:
-    refunded = payment_events_pb2.PaymentRefunded(
-        payment_id=ids_pb2.PaymentId(value=str(new_id())),
-        order_id=ids_pb2.OrderId(value=order_id),
-        customer_id=ids_pb2.CustomerId(value="customer-1"),
-        amount=usd(500),
-        total_refunded=usd(500),
-        operation_id=str(new_id()),
-    )
-    return PRODUCER.envelope(refunded, aggregate_type="payment", aggregate_id=order_id)
 
 
 def twice_shuffled(envelopes: list[envelope_pb2.EventEnvelope]) -> list[envelope_pb2.EventEnvelope]:
