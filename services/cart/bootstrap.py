@@ -18,11 +18,12 @@ from marketplace_platform.outbox import OutboxWriter
 from marketplace_platform.service_main import ServiceFactory, ServiceParts, run_service
 from marketplace_platform.settings import ServiceSettings
 from services.cart.adapters import tables
-from services.cart.adapters.cart_cache import CartCache, RedisCartCache
+from services.cart.adapters.cart_cache import DisabledCartCache, RedisCartCache
 from services.cart.adapters.unit_of_work import CartUnitOfWork
 from services.cart.entrypoints.grpc_servicer import CartServicer
 from services.cart.service_layer.cache_upkeep import keep_cache_honest
 from services.cart.service_layer.deps import CartDeps
+from services.cart.service_layer.ports import CartCache
 
 SERVICE_NAME = cart_service_pb2.DESCRIPTOR.services_by_name["CartService"].full_name
 CACHE_HEALTH_NAME = f"{SERVICE_NAME}.cache"
@@ -65,7 +66,7 @@ def build(settings: CartSettings) -> ServiceFactory:
             engine, OutboxWriter(tables.outbox, producer="cart"), kind=CartUnitOfWork
         )
         health = CacheHealth()
-        cache: CartCache = CartCache()
+        cache: CartCache = DisabledCartCache()
         if settings.cart_cache_enabled:
             cache = RedisCartCache.from_url(
                 settings.redis_url,

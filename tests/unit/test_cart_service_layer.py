@@ -20,7 +20,6 @@ import pytest
 
 from marketplace_platform.errors import IdempotencyKeyReused, VersionConflict
 from marketplace_platform.money import Money
-from services.cart.adapters.cart_cache import CacheState, CartCache
 from services.cart.domain.cart import (
     Cart,
     CartCheckedOut,
@@ -35,7 +34,7 @@ from services.cart.domain.pricing import ProblemKind
 from services.cart.service_layer import carts, catalog
 from services.cart.service_layer.cache_upkeep import settle_owed_invalidations
 from services.cart.service_layer.deps import CartDeps
-from services.cart.service_layer.unit_of_work import Pending
+from services.cart.service_layer.ports import CacheState, CartCache, Pending
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 CUSTOMER = "customer-1"
@@ -207,12 +206,25 @@ class FakeUnitOfWork:
 
 
 class RecordingCache(CartCache):
-    """A cache that records the tombstones it is given; unreachable on demand."""
+    """A cache that holds no carts and records the tombstones it is given; unreachable on
+    demand."""
 
     def __init__(self, *, reachable: bool = True) -> None:
         self.reachable = reachable
         self.tombstones: list[Pending] = []
         self.state = CacheState.DOWN
+
+    @property
+    def trusted(self) -> bool:
+        """Whether it is TRUSTED."""
+        return self.state is CacheState.TRUSTED
+
+    async def read(self, cart_id: uuid.UUID) -> Cart | None:
+        """Always a miss."""
+        return None
+
+    async def fill(self, cart: Cart) -> None:
+        """Nothing is kept."""
 
     async def invalidate(self, cart_id: uuid.UUID, version: int) -> bool:
         """Record the tombstone when reachable."""
@@ -231,6 +243,9 @@ class RecordingCache(CartCache):
     async def restored(self) -> None:
         """RECOVERING -> TRUSTED."""
         self.state = CacheState.TRUSTED
+
+    async def close(self) -> None:
+        """Nothing to release."""
 
 
 @pytest.fixture

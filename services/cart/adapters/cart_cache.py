@@ -1,4 +1,6 @@
-"""Hot carts in Redis, cache-aside, never trusted blindly.
+"""The cart cache port (`service_layer.ports.CartCache`) on Redis, and disabled.
+
+Hot carts in Redis, cache-aside, never trusted blindly.
 
 Entries are `"<version>|<kind>|<payload>"`: kind `c` holds a cart at that version, kind `t` is a
 write's tombstone saying "the cart is at this version now, anything older is stale". One Lua
@@ -18,14 +20,14 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from enum import StrEnum
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from services.cart.adapters.codec import cart_from_json, cart_to_json
 from services.cart.domain.cart import Cart
+from services.cart.domain.codec import cart_from_json, cart_to_json
+from services.cart.service_layer.ports import CacheState, CartCache
 
 log = logging.getLogger(__name__)
 
@@ -46,50 +48,42 @@ return 1
 """
 
 
-class CacheState(StrEnum):
-    """Whether reads may use the cache."""
-
-    DOWN = "DOWN"  # a call failed: serve from PostgreSQL, remember invalidations there
-    RECOVERING = "RECOVERING"  # owed invalidations are being applied; writers tombstone again
-    TRUSTED = "TRUSTED"  # reads and fills use the cache
-
-
 StateListener = Callable[[bool], Awaitable[None]]
 
 
-class CartCache:
-    """The cache port, and the disabled cache: nothing is cached, every read goes to PostgreSQL."""
+class DisabledCartCache(CartCache):
+    """The disabled cache: nothing is cached, every read goes to PostgreSQL; never trusted."""
 
     state = CacheState.DOWN
 
     @property
     def trusted(self) -> bool:
-        """Whether reads may be answered from the cache."""
+        """Never: it stays DOWN."""
         return self.state is CacheState.TRUSTED
 
     async def read(self, cart_id: uuid.UUID) -> Cart | None:
-        """The cached cart, or None (miss, tombstone, not trusted, or Redis failing)."""
+        """Always a miss."""
         return None
 
     async def fill(self, cart: Cart) -> None:
-        """Cache a cart just read from PostgreSQL, unless a newer version is known."""
+        """Nothing to fill."""
 
     async def invalidate(self, cart_id: uuid.UUID, version: int) -> bool:
-        """Tombstone the cart at its new version; False when Redis did not take it."""
+        """Not taken: the invalidation stays owed in PostgreSQL."""
         return False
 
     async def ping(self) -> bool:
-        """Whether Redis answers."""
+        """Never answers."""
         return False
 
     def begin_recovery(self) -> None:
-        """DOWN -> RECOVERING: from now on writers tombstone again."""
+        """Stays DOWN."""
 
     async def restored(self) -> None:
-        """RECOVERING -> TRUSTED, once every owed invalidation is applied."""
+        """Stays DOWN."""
 
     async def close(self) -> None:
-        """Release the connection pool."""
+        """Nothing to release."""
 
 
 class RedisCartCache(CartCache):
@@ -113,6 +107,10 @@ class RedisCartCache(CartCache):
         self.state = CacheState.DOWN
         self._down_logged = False
         self._put = redis.register_script(_PUT_UNLESS_NEWER)
+
+    @property
+    def trusted(self) -> bool:
+        return self.state is CacheState.TRUSTED
 
     @classmethod
     def from_url(

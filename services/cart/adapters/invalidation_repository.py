@@ -10,7 +10,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.cart.adapters.tables import cache_invalidations
-from services.cart.service_layer.unit_of_work import Pending
+from services.cart.service_layer.ports import Pending
 
 
 class InvalidationRepository:

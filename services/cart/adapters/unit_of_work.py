@@ -1,4 +1,5 @@
-"""The cart service's unit of work on PostgreSQL: one transaction and its repositories."""
+"""The cart service's unit of work on PostgreSQL: one transaction and its repositories
+(`service_layer.ports.AbstractCartUnitOfWork` and the repository ports it exposes)."""
 
 from __future__ import annotations
 

@@ -12,14 +12,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from marketplace_platform.ids import new_id
-from services.cart.adapters.codec import cart_from_json, cart_to_json
 from services.cart.domain import cart as rules
 from services.cart.domain import idempotency, pricing
 from services.cart.domain.cart import Cart
+from services.cart.domain.codec import cart_from_json, cart_to_json
 from services.cart.domain.idempotency import KeyedRequest
 from services.cart.domain.pricing import PricedCart
 from services.cart.service_layer.deps import CartDeps
-from services.cart.service_layer.unit_of_work import AbstractCartUnitOfWork
+from services.cart.service_layer.ports import AbstractCartUnitOfWork
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.cart.adapters.codec import product_from_json, product_to_json
 from services.cart.domain import cart as rules
 from services.cart.domain import idempotency
 from services.cart.domain.catalog import Product
+from services.cart.domain.codec import product_from_json, product_to_json
 from services.cart.domain.idempotency import KeyedRequest
 from services.cart.service_layer.deps import CartDeps
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from services.cart.adapters.cart_cache import CartCache
-from services.cart.service_layer.unit_of_work import AbstractCartUnitOfWork
+from services.cart.service_layer.ports import AbstractCartUnitOfWork, CartCache
 
 
 @dataclass(frozen=True)

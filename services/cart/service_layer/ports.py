@@ -1,8 +1,11 @@
-"""What the cart use cases see of a unit of work: a transaction and the repositories bound to it.
+"""What the cart use cases need from the outside, as interfaces: the repositories, the unit of
+work they are bound to, and the cart cache.
 
-These are the service layer's ports. `adapters.unit_of_work.CartUnitOfWork` implements them on
-PostgreSQL; unit tests implement them in memory. Use cases reach every repository through the
-unit of work (`uow.carts`, `uow.catalog`, `uow.keys`, `uow.invalidations`) and never build one.
+`adapters.unit_of_work.CartUnitOfWork` implements the unit of work and its repositories on
+PostgreSQL; `adapters.cart_cache` implements the cache on Redis (`RedisCartCache`) and as
+nothing at all (`DisabledCartCache`); unit tests implement them in memory. Use cases reach every
+repository through the unit of work (`uow.carts`, `uow.catalog`, `uow.keys`,
+`uow.invalidations`) and never build one.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection, Sequence
 from datetime import datetime
+from enum import StrEnum
 from types import TracebackType
 from typing import Protocol, Self
 
@@ -78,6 +82,57 @@ class OwedInvalidations(Protocol):
 
     async def settle(self, settled: Sequence[Pending]) -> None:
         """Forget invalidations Redis now has; a newer one owed meanwhile stays."""
+        ...
+
+
+class CacheState(StrEnum):
+    """Whether reads may use the cache."""
+
+    DOWN = "DOWN"  # a call failed: serve from PostgreSQL, remember invalidations there
+    RECOVERING = "RECOVERING"  # owed invalidations are being applied; writers tombstone again
+    TRUSTED = "TRUSTED"  # reads and fills use the cache
+
+
+class CartCache(Protocol):
+    """Hot carts, cache-aside, never trusted blindly.
+
+    A cache starts DOWN; any failure puts it back DOWN. `begin_recovery` moves it to RECOVERING
+    (writers tombstone again) and `restored`, once every owed invalidation is applied, to
+    TRUSTED: only then do reads and fills use it. A failure of read, fill, invalidate or ping
+    puts the cache DOWN and is never raised: callers are served from PostgreSQL.
+    """
+
+    @property
+    def trusted(self) -> bool:
+        """Whether reads may be answered from the cache."""
+        ...
+
+    async def read(self, cart_id: uuid.UUID) -> Cart | None:
+        """The cached cart, or None (miss, tombstone, not trusted, or the cache failing)."""
+        ...
+
+    async def fill(self, cart: Cart) -> None:
+        """Cache a cart just read from PostgreSQL, unless a newer version is known."""
+        ...
+
+    async def invalidate(self, cart_id: uuid.UUID, version: int) -> bool:
+        """Tombstone the cart at its new version; False when the cache did not take it."""
+        ...
+
+    async def ping(self) -> bool:
+        """Whether the cache answers."""
+        ...
+
+    def begin_recovery(self) -> None:
+        """DOWN -> RECOVERING: from now on writers tombstone again."""
+        ...
+
+    async def restored(self) -> None:
+        """RECOVERING -> TRUSTED, once every owed invalidation is applied."""
+        ...
+
+    async def close(self) -> None:
+        """Release the cache's connections."""
         ...
 
 
