@@ -38,14 +38,14 @@ from marketplace_platform.migrations import discover_services, upgrade
 from marketplace_platform.outbox import OutboxWriter
 from marketplace_platform.settings import ServiceSettings
 from services.inventory.adapters import tables
+from services.inventory.adapters.unit_of_work import InventoryUnitOfWork
 from services.inventory.domain.reservation import ReservationLine
+from services.inventory.service_layer.deps import InventoryDeps
 from services.inventory.service_layer.reservations import ReserveStock, reserve_stock
 from services.inventory.service_layer.stock import SetStock, set_stock
-from services.inventory.service_layer.unit_of_work import (
-    InventoryDeps,
-    InventoryUnitOfWork,
-    UnitOfWorkFactory,
-)
+
+# The bench drives the PostgreSQL unit of work itself (a bare transaction reaches its session).
+UnitOfWorkFactory = Callable[[], InventoryUnitOfWork]
 
 HOT_SKU = "HOT-1"
 SPREAD_SKUS = tuple(f"SPREAD-{number:04d}" for number in range(1_000))

@@ -15,9 +15,10 @@ from marketplace_platform.periodic import every
 from marketplace_platform.service_main import ServiceFactory, ServiceParts, run_service
 from marketplace_platform.settings import ServiceSettings
 from services.inventory.adapters import tables
+from services.inventory.adapters.unit_of_work import InventoryUnitOfWork
 from services.inventory.entrypoints.grpc_servicer import InventoryServicer
 from services.inventory.service_layer import reservations
-from services.inventory.service_layer.unit_of_work import InventoryDeps, InventoryUnitOfWork
+from services.inventory.service_layer.deps import InventoryDeps
 
 log = logging.getLogger(__name__)
 

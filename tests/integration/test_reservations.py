@@ -31,8 +31,9 @@ from marketplace_platform.ids import new_id
 from marketplace_platform.outbox import OutboxWriter
 from services.inventory import bootstrap as inventory
 from services.inventory.adapters import tables
+from services.inventory.adapters.unit_of_work import InventoryUnitOfWork
+from services.inventory.service_layer.deps import InventoryDeps
 from services.inventory.service_layer.reservations import expire_reservations
-from services.inventory.service_layer.unit_of_work import InventoryDeps, InventoryUnitOfWork
 from tests.support.database import table_counts
 from tests.support.refusals import refusal
 

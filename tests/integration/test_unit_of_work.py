@@ -18,8 +18,8 @@ from marketplace_platform.db import unit_of_work_factory
 from marketplace_platform.ids import new_id
 from marketplace_platform.migrations import migrations_dir, upgrade
 from marketplace_platform.outbox import OutboxWriter
-from services.inventory.adapters.stock_repository import StockRepository
 from services.inventory.adapters.tables import outbox, stock_items
+from services.inventory.adapters.unit_of_work import InventoryUnitOfWork
 from services.inventory.domain.stock import StockLevel
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,11 +39,12 @@ def released_event(order_id: str) -> inventory_events_pb2.InventoryReleased:
 async def write_stock_and_event(
     engine: AsyncEngine, sku: str, order_id: str, *, fail: bool
 ) -> None:
-    uow = unit_of_work_factory(engine, OutboxWriter(outbox, producer="inventory"))()
+    uow = unit_of_work_factory(
+        engine, OutboxWriter(outbox, producer="inventory"), kind=InventoryUnitOfWork
+    )()
     async with uow:
-        repository = StockRepository(uow.session)
-        await repository.get_or_create_for_update(sku)
-        await repository.save(StockLevel(sku, on_hand=5))
+        await uow.stock.get_or_create_for_update(sku)
+        await uow.stock.save(StockLevel(sku, on_hand=5))
         await uow.publish(released_event(order_id), aggregate_type="order", aggregate_id=order_id)
         if fail:
             raise Boom

@@ -34,6 +34,7 @@ from services.inventory.domain.reservation import (
 )
 from services.inventory.domain.stock import Movement, StockLevel
 from services.inventory.service_layer import reservations, stock
+from services.inventory.service_layer.deps import InventoryDeps
 from services.inventory.service_layer.ports import Holds, Reservations, StockAuditor, StockItems
 from services.inventory.service_layer.reservations import (
     FindReservation,
@@ -41,7 +42,6 @@ from services.inventory.service_layer.reservations import (
     ReserveStock,
 )
 from services.inventory.service_layer.stock import SetStock
-from services.inventory.service_layer.unit_of_work import InventoryDeps, InventoryUnitOfWork
 
 START = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 TTL = timedelta(minutes=15)
@@ -252,9 +252,9 @@ class FakeAudit(StockAuditor):
         return audited
 
 
-class FakeUnitOfWork(InventoryUnitOfWork):
-    """An inventory unit of work over the store: a clean exit keeps the changes, an error puts
-    the store back as it was on entry."""
+class FakeUnitOfWork:
+    """An inventory unit of work over the store (an `AbstractInventoryUnitOfWork`): a clean exit
+    keeps the changes, an error puts the store back as it was on entry."""
 
     def __init__(self, store: Store) -> None:
         self.store = store

@@ -16,7 +16,7 @@ from marketplace.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
 from services.inventory.domain.reservation import ReleaseReason, Reservation, ReservationLine
 from services.inventory.domain.stock import StockLevel
 from services.inventory.service_layer import events, reservations, stock
-from services.inventory.service_layer.unit_of_work import InventoryDeps
+from services.inventory.service_layer.deps import InventoryDeps
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 

@@ -1,8 +1,9 @@
-"""What inventory's use cases need from storage, as small interfaces.
+"""What inventory's use cases need from the outside, as small interfaces.
 
-The unit of work exposes one of each, bound to its transaction (`uow.stock`, `uow.holds`,
-`uow.reservations`, `uow.audit`); the PostgreSQL adapters implement them, and the service
-layer's unit tests use in-memory fakes of them.
+`AbstractInventoryUnitOfWork` is one transaction; it exposes one repository of each kind bound
+to it (`uow.stock`, `uow.holds`, `uow.reservations`, `uow.audit`), publishes events into it and
+tells its time. `adapters.unit_of_work.InventoryUnitOfWork` and the PostgreSQL repositories
+implement them; the service layer's unit tests use in-memory fakes of them.
 """
 
 from __future__ import annotations
@@ -11,7 +12,12 @@ import abc
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Protocol, Self
 
+from google.protobuf.message import Message
+
+from marketplace.events.v1 import envelope_pb2
 from services.inventory.domain.audit import AuditedSku
 from services.inventory.domain.reservation import (
     ReleaseReason,
@@ -113,3 +119,47 @@ class StockAuditor(abc.ABC):
     @abc.abstractmethod
     async def recompute(self, skus: Sequence[str] = ()) -> list[AuditedSku]:
         """Recompute the given SKUs (all when empty), in SKU order."""
+
+
+class AbstractInventoryUnitOfWork(Protocol):
+    """One inventory transaction: entering begins it, a clean exit commits it, an error rolls it
+    back; the repositories are usable, and events can be published, while it is open."""
+
+    @property
+    def stock(self) -> StockItems:
+        """Stock levels and the ledger."""
+        ...
+
+    @property
+    def holds(self) -> Holds:
+        """Moves of reserved units."""
+        ...
+
+    @property
+    def reservations(self) -> Reservations:
+        """Reservations with their lines."""
+        ...
+
+    @property
+    def audit(self) -> StockAuditor:
+        """Counts recomputed from the ledger."""
+        ...
+
+    async def now(self) -> datetime:
+        """The transaction's time, by the database's clock: the clock reservations expire by."""
+        ...
+
+    async def publish(
+        self, payload: Message, *, aggregate_type: str, aggregate_id: str
+    ) -> envelope_pb2.EventEnvelope:
+        """Record an event in the outbox, inside this transaction."""
+        ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None: ...

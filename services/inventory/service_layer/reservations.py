@@ -17,8 +17,8 @@ from services.inventory.domain.reservation import (
     ReservationStatus,
 )
 from services.inventory.service_layer import events
-from services.inventory.service_layer.ports import Holds
-from services.inventory.service_layer.unit_of_work import InventoryDeps, InventoryUnitOfWork
+from services.inventory.service_layer.deps import InventoryDeps
+from services.inventory.service_layer.ports import AbstractInventoryUnitOfWork, Holds
 
 log = logging.getLogger(__name__)
 
@@ -176,12 +176,14 @@ async def expire_all_due(deps: InventoryDeps, *, batch: int) -> int:
             return total
 
 
-async def _record_release(uow: InventoryUnitOfWork, reservation: Reservation, reason: str) -> None:
+async def _record_release(
+    uow: AbstractInventoryUnitOfWork, reservation: Reservation, reason: str
+) -> None:
     await uow.stock.record(*rules.release_movements(reservation, reason))
     await _publish_release(uow, reservation)
 
 
-async def _publish_release(uow: InventoryUnitOfWork, reservation: Reservation) -> None:
+async def _publish_release(uow: AbstractInventoryUnitOfWork, reservation: Reservation) -> None:
     await uow.publish(
         events.released(reservation),
         aggregate_type=events.AGGREGATE,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from marketplace_platform.errors import NotFound
 from services.inventory.domain import stock
 from services.inventory.domain.stock import StockLevel
-from services.inventory.service_layer.unit_of_work import InventoryDeps
+from services.inventory.service_layer.deps import InventoryDeps
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,9 +1,7 @@
-"""Inventory's unit of work with its repositories, and what every inventory use case takes."""
+"""Inventory's unit of work on PostgreSQL: one transaction and its repositories."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, select
@@ -20,7 +18,8 @@ class InventoryUnitOfWork(UnitOfWork):
     """One inventory transaction, exposing its repositories bound to the transaction.
 
     `stock` reads and writes stock levels and the ledger, `holds` moves reserved units,
-    `reservations` keeps reservations, `audit` recomputes counts from the ledger.
+    `reservations` keeps reservations, `audit` recomputes counts from the ledger. It implements
+    `service_layer.ports.AbstractInventoryUnitOfWork`.
     """
 
     stock: StockItems
@@ -38,13 +37,3 @@ class InventoryUnitOfWork(UnitOfWork):
     async def now(self) -> datetime:
         """The database's time of this transaction: the clock reservations expire by."""
         return (await self.session.execute(select(func.now()))).scalar_one()
-
-
-UnitOfWorkFactory = Callable[[], InventoryUnitOfWork]
-
-
-@dataclass(frozen=True)
-class InventoryDeps:
-    """What inventory's use cases depend on: a fresh unit of work per transaction."""
-
-    unit_of_work: UnitOfWorkFactory
