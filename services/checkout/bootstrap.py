@@ -25,11 +25,11 @@ from marketplace_platform.service_main import (
 )
 from marketplace_platform.settings import ServiceSettings
 from services.checkout.adapters import cart_client, payment_client, tables
+from services.checkout.adapters.unit_of_work import CheckoutUnitOfWork
 from services.checkout.entrypoints.grpc_servicer import CheckoutServicer
 from services.checkout.service_layer import housekeeping
 from services.checkout.service_layer.deps import CheckoutDeps
 from services.checkout.service_layer.ports import CartPort, PaymentPort
-from services.checkout.service_layer.unit_of_work import CheckoutUnitOfWork
 
 SERVICE_NAME = checkout_service_pb2.DESCRIPTOR.services_by_name["CheckoutService"].full_name
 

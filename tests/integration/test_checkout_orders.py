@@ -34,6 +34,7 @@ from marketplace_platform.outbox import OutboxWriter
 from marketplace_platform.saga import SagaStarter, StartedExecution
 from services.checkout import bootstrap as checkout
 from services.checkout.adapters import tables
+from services.checkout.adapters.unit_of_work import CheckoutUnitOfWork
 from services.checkout.domain.order import OrderLine, ShippingAddress
 from services.checkout.service_layer import housekeeping, placement
 from services.checkout.service_layer.deps import CheckoutDeps
@@ -45,7 +46,6 @@ from services.checkout.service_layer.ports import (
     PricedCart,
     PricingProblem,
 )
-from services.checkout.service_layer.unit_of_work import CheckoutUnitOfWork
 from tests.support.keys import customer_id as customer
 from tests.support.keys import idempotency_key as new_key
 from tests.support.polling import eventually

@@ -52,7 +52,6 @@ from services.checkout.service_layer.ports import (
     PricedCart,
     PricingProblem,
 )
-from services.checkout.service_layer.unit_of_work import CheckoutUnitOfWork
 
 START = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 ADDRESS = ShippingAddress("Ada Lovelace", "1 Main St", "Springfield", "12345", "US")
@@ -210,10 +209,10 @@ class FakeIdempotencyRepository(IdempotencyRepositoryPort):
             self._uow.wrote = True
 
 
-class FakeUnitOfWork(CheckoutUnitOfWork):
-    """A transaction on the fake database: a working copy taken on entry, committed on a clean
-    exit, dropped on an error. Two transactions writing over each other fail loudly (the
-    fake does not model row locks, so it refuses to pretend)."""
+class FakeUnitOfWork:
+    """An AbstractCheckoutUnitOfWork on the fake database: a working copy taken on entry,
+    committed on a clean exit, dropped on an error. Two transactions writing over each other
+    fail loudly (the fake does not model row locks, so it refuses to pretend)."""
 
     def __init__(self, db: FakeDatabase) -> None:
         self.db = db

@@ -7,8 +7,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from marketplace_platform.saga import SagaStarter
-from services.checkout.service_layer.ports import CartPort, PaymentPort
-from services.checkout.service_layer.unit_of_work import CheckoutUnitOfWork
+from services.checkout.service_layer.ports import (
+    AbstractCheckoutUnitOfWork,
+    CartPort,
+    PaymentPort,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -18,7 +21,7 @@ class CheckoutDeps:
     Every use case takes it last, as `deps`: `use_case(inputs..., *, deps) -> result`.
     """
 
-    unit_of_work: Callable[[], CheckoutUnitOfWork]
+    unit_of_work: Callable[[], AbstractCheckoutUnitOfWork]
     carts: CartPort
     payments: PaymentPort
     saga: SagaStarter

@@ -1,5 +1,6 @@
 """The outside systems checkout depends on, as small interfaces (fakes subclass these): the
-cart and payment services, and checkout's own tables behind the unit of work's repositories."""
+cart and payment services, checkout's own tables behind the unit of work's repositories, and
+the unit of work itself (AbstractCheckoutUnitOfWork)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from types import TracebackType
+from typing import Protocol, Self
 
+from google.protobuf.message import Message
+
+from marketplace.events.v1 import envelope_pb2
 from marketplace_platform.money import Money
 from services.checkout.domain.idempotency import IdempotencyRecord, PlacedOrder
 from services.checkout.domain.order import Order, OrderLine
@@ -145,3 +151,33 @@ class IdempotencyRepositoryPort(abc.ABC):
     @abc.abstractmethod
     async def reap(self, *, older_than: timedelta, limit: int) -> int:
         """Delete up to `limit` records created before now - older_than; how many."""
+
+
+class AbstractCheckoutUnitOfWork(Protocol):
+    """One checkout transaction as the use cases see it: entering begins it, a clean exit
+    commits, an error rolls back; its orders, its idempotency keys and its outbox together."""
+
+    @property
+    def orders(self) -> OrderRepositoryPort:
+        """The orders, inside this transaction."""
+        ...
+
+    @property
+    def keys(self) -> IdempotencyRepositoryPort:
+        """PlaceOrder's idempotency records, inside this transaction."""
+        ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None: ...
+
+    async def publish(
+        self, payload: Message, *, aggregate_type: str, aggregate_id: str
+    ) -> envelope_pb2.EventEnvelope:
+        """Record an event in the outbox, inside this transaction."""
+        ...

@@ -19,8 +19,7 @@ from services.checkout.domain.order import (
 )
 from services.checkout.service_layer import events
 from services.checkout.service_layer.deps import CheckoutDeps
-from services.checkout.service_layer.ports import OrderRepositoryPort
-from services.checkout.service_layer.unit_of_work import CheckoutUnitOfWork
+from services.checkout.service_layer.ports import AbstractCheckoutUnitOfWork, OrderRepositoryPort
 
 
 @dataclass(frozen=True)
@@ -122,5 +121,5 @@ async def locked(orders: OrderRepositoryPort, order_id: uuid.UUID) -> Order:
     return order
 
 
-async def _publish(uow: CheckoutUnitOfWork, order: Order, event: events.Event) -> None:
+async def _publish(uow: AbstractCheckoutUnitOfWork, order: Order, event: events.Event) -> None:
     await uow.publish(event, aggregate_type=events.AGGREGATE, aggregate_id=str(order.order_id))

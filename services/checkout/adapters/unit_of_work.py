@@ -12,7 +12,8 @@ from services.checkout.service_layer.ports import IdempotencyRepositoryPort, Ord
 
 
 class CheckoutUnitOfWork(UnitOfWork):
-    """A checkout transaction: its orders, its idempotency keys and its outbox, together."""
+    """A checkout transaction: its orders, its idempotency keys and its outbox, together (the
+    SQL implementation of AbstractCheckoutUnitOfWork)."""
 
     orders: OrderRepositoryPort
     keys: IdempotencyRepositoryPort
