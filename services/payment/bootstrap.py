@@ -17,10 +17,10 @@ from marketplace_platform.service_main import ServiceFactory, ServiceParts, run_
 from marketplace_platform.settings import ServiceSettings
 from services.payment.adapters import tables
 from services.payment.adapters.psp import CircuitBreaker, HttpPsp
+from services.payment.adapters.unit_of_work import PaymentUnitOfWork
 from services.payment.entrypoints.grpc_servicer import PaymentServicer
 from services.payment.service_layer import reconciliation
-from services.payment.service_layer.payments import PaymentDeps
-from services.payment.service_layer.unit_of_work import PaymentUnitOfWork
+from services.payment.service_layer.deps import PaymentDeps
 
 SERVICE_NAME = payment_service_pb2.DESCRIPTOR.services_by_name["PaymentService"].full_name
 

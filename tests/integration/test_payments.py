@@ -32,11 +32,12 @@ from marketplace_platform.ids import new_id
 from marketplace_platform.outbox import OutboxWriter
 from services.payment import bootstrap as payment
 from services.payment.adapters import tables
-from services.payment.adapters.psp import CircuitBreaker, HttpPsp, Intent
+from services.payment.adapters.psp import CircuitBreaker, HttpPsp
 from services.payment.adapters.tables import payment_operations
+from services.payment.adapters.unit_of_work import PaymentUnitOfWork
 from services.payment.domain.payment import PaymentStatus
 from services.payment.service_layer import payments, reconciliation
-from services.payment.service_layer.unit_of_work import PaymentUnitOfWork
+from services.payment.service_layer.ports import Intent
 from tests.support.grpc_probes import SERVING, health_status
 from tests.support.psp import RunningPsp
 from tests.support.refusals import refusal

@@ -23,6 +23,7 @@ from services.payment.domain.payment import (
     PaymentStateConflict,
     PaymentStatus,
 )
+from services.payment.service_layer import ports
 
 
 def payment(
@@ -137,31 +138,31 @@ def test_retry_after_may_be_an_http_date() -> None:
     assert 25 <= waited <= 30
 
 
-def intent(status: str, decline_code: str | None = None) -> psp_adapter.Intent:
-    return psp_adapter.Intent("pi_1", status, 1000, "USD", 0, 0, 0, decline_code=decline_code)
+def intent(status: str, decline_code: str | None = None) -> ports.Intent:
+    return ports.Intent("pi_1", status, 1000, "USD", 0, 0, 0, decline_code=decline_code)
 
 
 @pytest.mark.parametrize(
     ("status", "decline_code", "outcome", "code"),
     [
-        ("requires_capture", None, psp_adapter.Approved, None),
-        ("succeeded", None, psp_adapter.Approved, None),
-        ("requires_payment_method", "generic_decline", psp_adapter.Declined, "generic_decline"),
-        ("requires_payment_method", None, psp_adapter.Declined, "card_declined"),
-        ("canceled", None, psp_adapter.Declined, "canceled"),
-        ("requires_action", None, psp_adapter.Declined, "authentication_required"),
-        ("requires_confirmation", None, psp_adapter.Declined, "not_confirmed"),
-        ("processing", None, psp_adapter.Unknown, None),
-        ("something_new", None, psp_adapter.Unknown, None),
+        ("requires_capture", None, ports.Approved, None),
+        ("succeeded", None, ports.Approved, None),
+        ("requires_payment_method", "generic_decline", ports.Declined, "generic_decline"),
+        ("requires_payment_method", None, ports.Declined, "card_declined"),
+        ("canceled", None, ports.Declined, "canceled"),
+        ("requires_action", None, ports.Declined, "authentication_required"),
+        ("requires_confirmation", None, ports.Declined, "not_confirmed"),
+        ("processing", None, ports.Unknown, None),
+        ("something_new", None, ports.Unknown, None),
     ],
 )
 def test_every_intent_status_says_what_became_of_the_authorization(
     status: str, decline_code: str | None, outcome: type, code: str | None
 ) -> None:
-    found = psp_adapter.authorization_outcome(intent(status, decline_code))
+    found = ports.authorization_outcome(intent(status, decline_code))
     assert isinstance(found, outcome)
     if code is not None:
-        assert isinstance(found, psp_adapter.Declined)
+        assert isinstance(found, ports.Declined)
         assert (found.code, found.intent_id) == (code, "pi_1")
 
 

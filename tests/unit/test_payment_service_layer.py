@@ -27,14 +27,6 @@ from marketplace_platform.ids import new_id
 from marketplace_platform.outbox import OutboxWriter
 from marketplace_platform.validation import field_violations
 from services.payment.adapters import tables
-from services.payment.adapters.psp import (
-    Approved,
-    Declined,
-    Intent,
-    PspOutcome,
-    PspUnavailable,
-    Unknown,
-)
 from services.payment.domain.payment import (
     NEVER_APPLIED_FAILURES,
     OPEN_STATES,
@@ -49,8 +41,15 @@ from services.payment.domain.payment import (
     PaymentStatus,
 )
 from services.payment.service_layer import payments, reconciliation, release
-from services.payment.service_layer.payments import PaymentDeps
-from services.payment.service_layer.unit_of_work import PaymentUnitOfWork
+from services.payment.service_layer.deps import PaymentDeps
+from services.payment.service_layer.ports import (
+    Approved,
+    Declined,
+    Intent,
+    PspOutcome,
+    PspUnavailable,
+    Unknown,
+)
 
 # --- the in-memory ledger -----------------------------------------------------------------------
 
@@ -232,10 +231,12 @@ class InMemoryPaymentRepository:
         return [(o, self.ledger.payments[o.payment_id]) for o in found]
 
 
-class InMemoryUnitOfWork(PaymentUnitOfWork):
-    """One transaction over the in-memory ledger: its writes (and events) land together on a
-    clean exit, and none of them on an error. It has no session: a use case touching
-    `uow.session` fails."""
+class InMemoryUnitOfWork:
+    """The AbstractPaymentUnitOfWork port as one transaction over the in-memory ledger: its
+    writes (and events) land together on a clean exit, and none of them on an error. It has no
+    session: a use case touching `uow.session` fails."""
+
+    payments: InMemoryPaymentRepository
 
     def __init__(self, ledger: Ledger) -> None:
         self._ledger = ledger

@@ -1,12 +1,12 @@
-"""Reads and writes of payments, their operations and the cancelled orders: the repository
-port the use cases see, and its SQL adapter."""
+"""Reads and writes of payments, their operations and the cancelled orders: the SQL adapter of
+the service layer's PaymentRepository port."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import asdict
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import exists, func, literal, select
 from sqlalchemy.dialects.postgresql import insert
@@ -32,77 +32,6 @@ _PAYMENT_FIELDS = (
     "failure_code",
     "capture_before",
 )
-
-
-class PaymentRepository(Protocol):
-    """Payments, their operations and the cancelled orders, within one unit of work: the port
-    (SqlPaymentRepository in the service, an in-memory one in unit tests)."""
-
-    async def create(self, payment: Payment) -> Payment | None:
-        """Insert the order's payment; None when the order already has one or was cancelled."""
-        ...
-
-    async def mark_cancelled(self, order_id: uuid.UUID) -> None:
-        """Remember that the order was cancelled (once; a repeat changes nothing)."""
-        ...
-
-    async def is_cancelled(self, order_id: uuid.UUID) -> bool:
-        """Whether the order's payment was released because the order was cancelled."""
-        ...
-
-    async def cancelled_holding_money(self) -> list[Payment]:
-        """Payments of cancelled orders that still hold money and have no open operation,
-        oldest cancellation first."""
-        ...
-
-    async def by_order(self, order_id: uuid.UUID, *, for_update: bool = False) -> Payment | None:
-        """The order's payment (row-locked when for_update)."""
-        ...
-
-    async def by_id(self, payment_id: uuid.UUID, *, for_update: bool = False) -> Payment:
-        """A payment by its id (row-locked when for_update)."""
-        ...
-
-    async def all_by_intent(self) -> dict[str, Payment]:
-        """Every payment that has a PSP intent, by intent id."""
-        ...
-
-    async def save(self, payment: Payment) -> Payment:
-        """Write the payment's status and amounts; the payment as stored."""
-        ...
-
-    async def add_operation(self, operation: Operation) -> Operation | None:
-        """Record an operation; None when the same request already has one."""
-        ...
-
-    async def operation(
-        self, payment_id: uuid.UUID, kind: OperationKind, request_key: str
-    ) -> Operation | None:
-        """The operation recorded for one request."""
-        ...
-
-    async def operation_by_id(self, operation_id: uuid.UUID) -> Operation:
-        """One operation, locked for the transaction."""
-        ...
-
-    async def operations(self, payment_id: uuid.UUID) -> list[Operation]:
-        """A payment's operations, oldest first."""
-        ...
-
-    async def set_state(
-        self, operation: Operation, state: OperationState, failure_code: str | None = None
-    ) -> None:
-        """Record what became of an operation."""
-        ...
-
-    async def reopen(self, operation: Operation) -> Operation:
-        """Open again, as UNKNOWN, an operation that failed without a refusal; the operation
-        as it now stands, whoever changed it."""
-        ...
-
-    async def open_operations(self, older_than: datetime) -> list[tuple[Operation, Payment]]:
-        """Operations still pending or unknown since before `older_than`, with their payment."""
-        ...
 
 
 class SqlPaymentRepository:

@@ -1,4 +1,4 @@
-"""The payment provider port and its HTTP adapter (the PSP simulator, or a Stripe-like PSP).
+"""The HTTP adapter of the payment provider port (the PSP simulator, or a Stripe-like PSP).
 
 Every mutating call carries an Idempotency-Key derived from our operation id. How an answer is
 read:
@@ -23,149 +23,29 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 
-from marketplace_platform.errors import DependencyUnavailable
+from services.payment.service_layer.ports import (
+    Approved,
+    Declined,
+    Intent,
+    PspOutcome,
+    PspUnavailable,
+    TryAgain,
+    Unknown,
+)
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class Intent:
-    """The PSP's view of one authorization."""
-
-    id: str
-    status: str
-    amount: int
-    currency: str
-    amount_capturable: int
-    amount_received: int
-    amount_refunded: int
-    metadata: dict[str, str] = field(default_factory=dict)
-    capture_before: datetime | None = None
-    created: datetime | None = None
-    decline_code: str | None = None  # why the last authorization attempt failed, if it did
-
-
-@dataclass(frozen=True)
-class Approved:
-    """The PSP applied the operation."""
-
-    intent: Intent | None
-    reference: str
-
-
-@dataclass(frozen=True)
-class Declined:
-    """The PSP refused the operation (card declined, amount or state refused)."""
-
-    code: str
-    intent_id: str | None = None
-
-
-@dataclass(frozen=True)
-class Unknown:
-    """The PSP was called but we do not know whether it applied the operation."""
-
-    cause: str
-
-
-@dataclass(frozen=True)
-class TryAgain:
-    """The PSP did not apply this request and asks for it again (busy key, rate limit), after
-    `after_seconds` when it said so."""
-
-    cause: str
-    after_seconds: float | None = None
-
-
-PspOutcome = Approved | Declined | Unknown | TryAgain
 
 # Statuses that mean "not applied by this request; send it again" (never a decline).
 TRY_AGAIN_STATUSES = frozenset({408, 409, 425, 429})
 # Statuses that mean the PSP considered the request and refused it.
 REFUSAL_STATUSES = frozenset({400, 402, 404})
-
-
-# Intent statuses after an authorization attempt, and what each means for it. Stripe's full list;
-# the simulator shows requires_payment_method, requires_capture, succeeded and canceled.
-AUTHORIZED_STATUSES = frozenset({"requires_capture", "succeeded"})  # held (succeeded: captured)
-UNDECIDED_STATUSES = frozenset({"processing"})  # the PSP has not decided yet: ask again later
-DECLINED_STATUSES = {
-    "requires_payment_method": "card_declined",  # declined; last_payment_error says why
-    "canceled": "canceled",  # voided at the PSP (e.g. by reconciliation): nothing held
-    # Needs the customer (3-D Secure) or was never confirmed: nothing is held, and without the
-    # customer it never will be.
-    "requires_action": "authentication_required",
-    "requires_confirmation": "not_confirmed",
-}
-
-
-def authorization_outcome(intent: Intent) -> Approved | Declined | Unknown:
-    """What the intent created for one of our authorizations says became of it: authorized,
-    declined (nothing held, final), or not decided yet (also for a status we do not know:
-    never guessed)."""
-    if intent.status in AUTHORIZED_STATUSES:
-        return Approved(intent=intent, reference=intent.id)
-    if intent.status in DECLINED_STATUSES:
-        code = intent.decline_code or DECLINED_STATUSES[intent.status]
-        return Declined(code=code, intent_id=intent.id)
-    if intent.status not in UNDECIDED_STATUSES:
-        log.warning("intent %s has a status we do not know: %s", intent.id, intent.status)
-    return Unknown(f"intent {intent.id} is {intent.status}")
-
-
-class PaymentProvider(Protocol):
-    """The PSP port the use cases drive: `HttpPsp` in the service, an in-memory PSP in unit
-    tests. Mutating calls answer a PspOutcome; reads raise PspUnavailable when the PSP cannot
-    answer."""
-
-    async def create_intent(
-        self,
-        *,
-        amount: int,
-        currency: str,
-        payment_method: str,
-        metadata: dict[str, str],
-        idempotency_key: str,
-    ) -> PspOutcome:
-        """Authorize: a payment intent with manual capture."""
-        ...
-
-    async def capture(self, intent_id: str, *, amount: int, idempotency_key: str) -> PspOutcome:
-        """Capture up to the authorized amount."""
-        ...
-
-    async def cancel(self, intent_id: str, *, idempotency_key: str) -> PspOutcome:
-        """Void an uncaptured authorization."""
-        ...
-
-    async def refund(self, intent_id: str, *, amount: int, idempotency_key: str) -> PspOutcome:
-        """Refund part or all of what was captured."""
-        ...
-
-    async def retrieve(self, intent_id: str) -> Intent | None:
-        """The intent as the PSP has it now (None if it does not exist)."""
-        ...
-
-    async def find(self, **metadata: str) -> list[Intent]:
-        """Intents whose metadata has these values (e.g. operation_id=...)."""
-        ...
-
-    def every_intent(self) -> AsyncIterator[Intent]:
-        """All intents."""
-        ...
-
-
-class PspUnavailable(DependencyUnavailable):
-    """The PSP is failing; calls are refused quickly until it recovers."""
-
-    reason = "PSP_UNAVAILABLE"
 
 
 class CircuitBreaker:

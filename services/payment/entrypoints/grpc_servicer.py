@@ -12,8 +12,8 @@ from marketplace.payment.v1 import payment_service_pb2 as pb
 from marketplace.payment.v1 import payment_service_pb2_grpc as pb_grpc
 from services.payment.domain.payment import Operation, OperationKind, Payment
 from services.payment.service_layer import payments, reconciliation, release
+from services.payment.service_layer.deps import PaymentDeps
 from services.payment.service_layer.events import money
-from services.payment.service_layer.payments import PaymentDeps
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 

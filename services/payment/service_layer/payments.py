@@ -8,25 +8,11 @@ import asyncio
 import logging
 import random
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from dataclasses import dataclass, replace
 
 from marketplace_platform.errors import NotFound
 from marketplace_platform.ids import new_id
 from marketplace_platform.request_context import remaining_budget
-from services.payment.adapters.payment_repository import PaymentRepository
-from services.payment.adapters.psp import (
-    UNDECIDED_STATUSES,
-    Approved,
-    Declined,
-    PaymentProvider,
-    PspOutcome,
-    PspUnavailable,
-    TryAgain,
-    Unknown,
-    authorization_outcome,
-)
 from services.payment.domain import payment as rules
 from services.payment.domain.payment import (
     OPEN_STATES,
@@ -38,54 +24,24 @@ from services.payment.domain.payment import (
     PaymentStatus,
 )
 from services.payment.service_layer import events
-from services.payment.service_layer.unit_of_work import PaymentUnitOfWork
+from services.payment.service_layer.deps import PaymentDeps as PaymentDeps  # re-exported
+from services.payment.service_layer.ports import (
+    UNDECIDED_STATUSES,
+    Approved,
+    Declined,
+    PaymentRepository,
+    PspOutcome,
+    PspUnavailable,
+    TryAgain,
+    Unknown,
+    authorization_outcome,
+)
 
 log = logging.getLogger(__name__)
 
 AUTHORIZE_REQUEST = "authorize"  # one authorization per order, whatever key the caller used
 # The longest Retry-After we wait out within one call; a longer one ends the call UNAVAILABLE.
 MAX_RETRY_AFTER_SECONDS = 10.0
-
-
-class DrivesInFlight:
-    """The operations this process is driving: a concurrent caller joins the drive under way
-    instead of sending the same operation again (which the PSP would answer 409)."""
-
-    def __init__(self) -> None:
-        self._drives: dict[uuid.UUID, asyncio.Future[Payment]] = {}
-
-    async def join(
-        self, operation_id: uuid.UUID, start: Callable[[], Awaitable[Payment]]
-    ) -> Payment:
-        """The outcome of the operation's drive, starting one if none is under way."""
-        drive = self._drives.get(operation_id)
-        if drive is None:
-            drive = asyncio.ensure_future(start())
-            self._drives[operation_id] = drive
-            drive.add_done_callback(lambda done: self._finished(operation_id, done))
-        # A caller that gives up (its deadline) does not stop the drive: it settles the ledger.
-        return await asyncio.shield(drive)
-
-    def _finished(self, operation_id: uuid.UUID, drive: asyncio.Future[Payment]) -> None:
-        if self._drives.get(operation_id) is drive:
-            del self._drives[operation_id]
-        if not drive.cancelled():
-            drive.exception()  # retrieved here too, in case every caller gave up
-
-
-@dataclass(frozen=True)
-class PaymentDeps:
-    """What the use cases need: units of work, the PSP, and how hard to try."""
-
-    unit_of_work: Callable[[], PaymentUnitOfWork]
-    psp: PaymentProvider
-    attempts: int = 3
-    backoff_seconds: float = 0.2
-    # How long after its last recorded attempt an operation's owner (the saga, the shipping
-    # consumer, a queue redrive) may still be retrying it: until then reconciliation never
-    # reads the PSP's silence as "not applied". Well above the longest owner retry.
-    owner_horizon: timedelta = timedelta(minutes=15)
-    in_flight: DrivesInFlight = field(default_factory=DrivesInFlight)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from marketplace.common.v1 import ids_pb2
 from marketplace.payment.v1 import payment_service_pb2 as pb
 from marketplace_platform.errors import DomainError
-from services.payment.adapters.psp import Approved, Declined, Intent, PspUnavailable, Unknown
 from services.payment.domain import payment as rules
 from services.payment.domain.payment import (
     NOT_APPLIED,
@@ -22,8 +21,9 @@ from services.payment.domain.payment import (
     PaymentStatus,
 )
 from services.payment.service_layer import payments, release
+from services.payment.service_layer.deps import PaymentDeps
 from services.payment.service_layer.events import money
-from services.payment.service_layer.payments import PaymentDeps
+from services.payment.service_layer.ports import Approved, Declined, Intent, PspUnavailable, Unknown
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,6 @@ import uuid
 from dataclasses import dataclass
 
 from marketplace_platform.ids import new_id
-from services.payment.adapters.payment_repository import PaymentRepository
-from services.payment.adapters.psp import Declined, Unknown
 from services.payment.domain import payment as rules
 from services.payment.domain.payment import (
     OPEN_STATES,
@@ -29,7 +27,8 @@ from services.payment.domain.payment import (
     ReleaseBlocked,
 )
 from services.payment.service_layer import payments
-from services.payment.service_layer.payments import PaymentDeps
+from services.payment.service_layer.deps import PaymentDeps
+from services.payment.service_layer.ports import Declined, PaymentRepository, Unknown
 
 log = logging.getLogger(__name__)
 

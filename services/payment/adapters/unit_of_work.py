@@ -1,11 +1,13 @@
-"""Payment's unit of work: one transaction, with the payment repository bound to it."""
+"""Payment's unit of work on PostgreSQL: one transaction, with the SQL payment repository bound
+to it (the AbstractPaymentUnitOfWork of the service layer's ports)."""
 
 from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace_platform.db import UnitOfWork
-from services.payment.adapters.payment_repository import PaymentRepository, SqlPaymentRepository
+from services.payment.adapters.payment_repository import SqlPaymentRepository
+from services.payment.service_layer.ports import PaymentRepository
 
 
 class PaymentUnitOfWork(UnitOfWork):
