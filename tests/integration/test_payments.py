@@ -37,6 +37,7 @@ from services.payment.adapters.tables import payment_operations
 from services.payment.adapters.unit_of_work import PaymentUnitOfWork
 from services.payment.domain.payment import PaymentStatus
 from services.payment.service_layer import payments, reconciliation
+from services.payment.service_layer.deps import PaymentDeps
 from services.payment.service_layer.ports import Intent
 from tests.support.grpc_probes import SERVING, health_status
 from tests.support.psp import RunningPsp
@@ -73,10 +74,10 @@ def payment_settings(psp: RunningPsp, **overrides: Any) -> payment.PaymentSettin
 
 
 @pytest.fixture
-async def direct(engine: AsyncEngine, psp: RunningPsp) -> AsyncIterator[payments.PaymentDeps]:
+async def direct(engine: AsyncEngine, psp: RunningPsp) -> AsyncIterator[PaymentDeps]:
     """The use cases wired directly, as the reconciliation worker runs them."""
     adapter = HttpPsp(psp.url, timeout=5, breaker=CircuitBreaker())
-    yield payments.PaymentDeps(
+    yield PaymentDeps(
         unit_of_work=unit_of_work_factory(
             engine, OutboxWriter(tables.outbox, producer="payment"), kind=PaymentUnitOfWork
         ),
@@ -314,7 +315,7 @@ async def test_an_open_circuit_answers_unavailable_without_calling_the_psp(
 
 
 async def test_a_crash_between_the_psp_success_and_the_ledger_write_is_reconciled(
-    psp: RunningPsp, migrated_database_url: str, direct: payments.PaymentDeps
+    psp: RunningPsp, migrated_database_url: str, direct: PaymentDeps
 ) -> None:
     port = free_port()
     env = {
@@ -383,7 +384,7 @@ async def test_a_crash_between_the_psp_success_and_the_ledger_write_is_reconcile
 
 
 async def test_reconciliation_voids_an_authorization_the_ledger_does_not_know(
-    psp: RunningPsp, direct: payments.PaymentDeps
+    psp: RunningPsp, direct: PaymentDeps
 ) -> None:
     order = str(new_id())
     created = await psp.http.post(
@@ -612,7 +613,7 @@ async def test_a_declined_payment_is_released_without_a_psp_call(
 
 
 async def test_an_authorization_in_flight_at_the_release_is_voided_by_reconciliation(
-    stub: Stub, psp: RunningPsp, direct: payments.PaymentDeps
+    stub: Stub, psp: RunningPsp, direct: PaymentDeps
 ) -> None:
     order = str(new_id())
     await psp.set_faults(latency_ms=700)  # below the service's 1 s PSP timeout
@@ -727,12 +728,12 @@ async def test_a_429_burst_is_waited_out_as_retry_after_says(stub: Stub, psp: Ru
 
 
 async def test_two_payment_processes_driving_one_authorization_at_once_both_authorize(
-    engine: AsyncEngine, psp: RunningPsp, direct: payments.PaymentDeps
+    engine: AsyncEngine, psp: RunningPsp, direct: PaymentDeps
 ) -> None:
     # Two instances of the service (e.g. a saga retry landing on another one) send the same
     # operation under one key at once: the PSP answers the second 409 while the first runs.
     other_psp = HttpPsp(psp.url, timeout=5, breaker=CircuitBreaker())
-    other = payments.PaymentDeps(
+    other = PaymentDeps(
         unit_of_work=unit_of_work_factory(
             engine, OutboxWriter(tables.outbox, producer="payment"), kind=PaymentUnitOfWork
         ),
@@ -803,7 +804,7 @@ async def test_an_answer_later_than_the_timeout_is_resolved_by_asking_the_psp(
 
 
 async def lost_authorization(
-    psp: RunningPsp, direct: payments.PaymentDeps, order: str, method: str = "pm_card_visa"
+    psp: RunningPsp, direct: PaymentDeps, order: str, method: str = "pm_card_visa"
 ) -> None:
     """An authorization the PSP applied whose answer was lost: left UNKNOWN in the ledger."""
     await psp.set_faults(ambiguous_rate=1.0)
@@ -819,9 +820,7 @@ async def lost_authorization(
     await psp.set_faults()
 
 
-async def unapplied_authorization(
-    psp: RunningPsp, direct: payments.PaymentDeps, order: str
-) -> None:
+async def unapplied_authorization(psp: RunningPsp, direct: PaymentDeps, order: str) -> None:
     """An authorization the PSP refused without applying (a 500): UNKNOWN in the ledger."""
     await psp.set_faults(error_rate=1.0)
     with pytest.raises(errors.DependencyUnavailable):
@@ -838,7 +837,7 @@ async def unapplied_authorization(
     await psp.set_faults()
 
 
-async def retry_authorization(direct: payments.PaymentDeps, order: str, method: str) -> None:
+async def retry_authorization(direct: PaymentDeps, order: str, method: str) -> None:
     command = payments.Authorize(
         order_id=uuid.UUID(order),
         customer_id="customer-1",
@@ -851,7 +850,7 @@ async def retry_authorization(direct: payments.PaymentDeps, order: str, method: 
 
 @pytest.mark.parametrize("resolver", ["owner", "reconciliation"])
 async def test_an_authorization_voided_at_the_psp_is_not_read_as_authorized(
-    psp: RunningPsp, direct: payments.PaymentDeps, resolver: str
+    psp: RunningPsp, direct: PaymentDeps, resolver: str
 ) -> None:
     order = str(new_id())
     await lost_authorization(psp, direct, order)
@@ -878,7 +877,7 @@ async def test_an_authorization_voided_at_the_psp_is_not_read_as_authorized(
 
 
 async def test_a_decline_found_by_lookup_keeps_the_psps_decline_code(
-    psp: RunningPsp, direct: payments.PaymentDeps
+    psp: RunningPsp, direct: PaymentDeps
 ) -> None:
     order = str(new_id())
     await lost_authorization(psp, direct, order, method="pm_card_chargeDeclined")
@@ -897,7 +896,7 @@ class UndecidedPsp(HttpPsp):
 
 
 async def test_an_intent_still_processing_is_left_open_not_settled(
-    engine: AsyncEngine, psp: RunningPsp, direct: payments.PaymentDeps
+    engine: AsyncEngine, psp: RunningPsp, direct: PaymentDeps
 ) -> None:
     order = str(new_id())
     await lost_authorization(psp, direct, order)
@@ -920,7 +919,7 @@ async def test_an_intent_still_processing_is_left_open_not_settled(
 
 
 async def test_an_owner_retrying_a_lost_authorization_is_not_overtaken_by_reconciliation(
-    stub: Stub, psp: RunningPsp, direct: payments.PaymentDeps, engine: AsyncEngine
+    stub: Stub, psp: RunningPsp, direct: PaymentDeps, engine: AsyncEngine
 ) -> None:
     # The saga's first AuthorizePayment loses every answer (nothing applied); reconciliation
     # runs before the saga's retry: within the owner horizon it must leave the operation open.
@@ -942,7 +941,7 @@ async def test_an_owner_retrying_a_lost_authorization_is_not_overtaken_by_reconc
 
 
 async def test_an_authorization_resolved_not_applied_is_tried_again_by_its_owner(
-    stub: Stub, psp: RunningPsp, direct: payments.PaymentDeps, engine: AsyncEngine
+    stub: Stub, psp: RunningPsp, direct: PaymentDeps, engine: AsyncEngine
 ) -> None:
     # Past the owner horizon reconciliation settles it FAILED not_applied; an owner that still
     # retries (a late saga attempt, an operator) gets it tried again, not a decline.
@@ -969,7 +968,7 @@ async def test_an_authorization_resolved_not_applied_is_tried_again_by_its_owner
 async def test_a_capture_that_failed_transiently_captures_on_a_later_call_with_its_key(
     stub: Stub,
     psp: RunningPsp,
-    direct: payments.PaymentDeps,
+    direct: PaymentDeps,
     engine: AsyncEngine,
     horizon: timedelta | None,
 ) -> None:
@@ -1018,7 +1017,7 @@ async def test_a_capture_the_psp_refused_stays_refused_on_a_repeat(
 
 
 async def test_a_release_whose_void_was_never_applied_is_tried_again(
-    stub: Stub, psp: RunningPsp, direct: payments.PaymentDeps, engine: AsyncEngine
+    stub: Stub, psp: RunningPsp, direct: PaymentDeps, engine: AsyncEngine
 ) -> None:
     order = str(new_id())
     await stub.AuthorizePayment(authorize_request(order))
@@ -1042,7 +1041,7 @@ async def test_a_release_whose_void_was_never_applied_is_tried_again(
 
 
 async def test_a_late_success_wins_over_a_not_applied_verdict(
-    psp: RunningPsp, direct: payments.PaymentDeps, engine: AsyncEngine
+    psp: RunningPsp, direct: PaymentDeps, engine: AsyncEngine
 ) -> None:
     # Even when reconciliation gives up on an operation (horizon 0 here) while the owner's
     # request is still on its way to the PSP, the PSP's later answer is what the ledger keeps.
@@ -1078,7 +1077,7 @@ async def test_a_late_success_wins_over_a_not_applied_verdict(
 
 @pytest.mark.parametrize("applied", [True, False])
 async def test_a_release_settles_an_authorization_its_cancelled_owner_left_unknown(
-    stub: Stub, psp: RunningPsp, direct: payments.PaymentDeps, applied: bool
+    stub: Stub, psp: RunningPsp, direct: PaymentDeps, applied: bool
 ) -> None:
     # The saga gave up on the authorization (the order was cancelled), leaving it UNKNOWN: no
     # owner will ever ask again, so the release itself asks the PSP instead of answering
@@ -1104,7 +1103,7 @@ async def test_a_release_settles_an_authorization_its_cancelled_owner_left_unkno
 
 
 async def test_reconciliation_settles_a_cancelled_orders_abandoned_authorization_at_once(
-    stub: Stub, psp: RunningPsp, direct: payments.PaymentDeps
+    stub: Stub, psp: RunningPsp, direct: PaymentDeps
 ) -> None:
     # A cancelled order's owner is gone, so its open authorization that the PSP never applied
     # does not wait out the owner horizon (15 minutes): the next pass settles it as failed.

@@ -1,6 +1,7 @@
 """The layering rules, read from every module's imports (including imports inside functions):
 services never import each other; the gateway imports only the contracts and the platform
-library; the platform library imports no service, worker, saga task, simulator or gateway."""
+library; the platform library imports no service, worker, saga task, simulator or gateway; and
+inside a service the dependency rule: domain <- service_layer <- adapters, entrypoints."""
 
 from __future__ import annotations
 
@@ -87,6 +88,21 @@ def breaking(root: Path, allowed: frozenset[str]) -> list[Import]:
 def test_a_service_imports_no_other_service(service: str) -> None:
     allowed = frozenset({"marketplace", "marketplace_platform", f"services.{service}"})
     assert breaking(REPO / "services" / service, allowed) == []
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_services_domain_imports_only_itself_and_the_platform(service: str) -> None:
+    allowed = frozenset({"marketplace", "marketplace_platform", f"services.{service}.domain"})
+    assert breaking(REPO / "services" / service / "domain", allowed) == []
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_services_use_cases_see_its_adapters_only_through_ports(service: str) -> None:
+    own = f"services.{service}"
+    allowed = frozenset(
+        {"marketplace", "marketplace_platform", f"{own}.domain", f"{own}.service_layer"}
+    )
+    assert breaking(REPO / "services" / service / "service_layer", allowed) == []
 
 
 def test_the_gateway_imports_only_the_contracts_and_the_platform_library() -> None:

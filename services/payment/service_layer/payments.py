@@ -24,7 +24,7 @@ from services.payment.domain.payment import (
     PaymentStatus,
 )
 from services.payment.service_layer import events
-from services.payment.service_layer.deps import PaymentDeps as PaymentDeps  # re-exported
+from services.payment.service_layer.deps import PaymentDeps
 from services.payment.service_layer.ports import (
     UNDECIDED_STATUSES,
     Approved,
