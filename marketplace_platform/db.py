@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import TracebackType
-from typing import Self, TypeVar, overload
+from typing import Protocol, Self, TypeVar, overload
 
 from google.protobuf.message import Message
 from sqlalchemy import text
@@ -41,6 +41,27 @@ async def ping(engine: AsyncEngine) -> None:
     """Raise unless the database answers a trivial query."""
     async with engine.connect() as connection:
         await connection.execute(text("SELECT 1"))
+
+
+class AbstractUnitOfWork(Protocol):
+    """A unit of work as use cases see it: entering begins a transaction, a clean exit commits
+    it, an error rolls it back, and events published inside it land with its writes. Each
+    service's abstract unit of work extends this with its repositories."""
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None: ...
+
+    async def publish(
+        self, payload: Message, *, aggregate_type: str, aggregate_id: str
+    ) -> envelope_pb2.EventEnvelope:
+        """Record an event in the outbox, inside this transaction."""
+        ...
 
 
 class UnitOfWork:

@@ -13,8 +13,6 @@ import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Self
 
 import pytest
 
@@ -35,6 +33,7 @@ from services.cart.service_layer import carts, catalog
 from services.cart.service_layer.cache_upkeep import settle_owed_invalidations
 from services.cart.service_layer.deps import CartDeps
 from services.cart.service_layer.ports import CacheState, CartCache, Pending
+from tests.support.in_memory import InMemoryUnitOfWork
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 CUSTOMER = "customer-1"
@@ -168,7 +167,7 @@ class FakeDatabase:
         return FakeUnitOfWork(self)
 
 
-class FakeUnitOfWork:
+class FakeUnitOfWork(InMemoryUnitOfWork):
     """A transaction over a working copy of the tables: committed on a clean exit, dropped on
     an error."""
 
@@ -180,25 +179,19 @@ class FakeUnitOfWork:
     def __init__(self, database: FakeDatabase) -> None:
         self.database = database
 
-    async def __aenter__(self) -> Self:
+    def begin(self) -> None:
         self.working = self.database.tables.copy()
         self.carts = FakeCarts(self.working, NOW)
         self.catalog = FakeCatalog(self.working, NOW)
         self.keys = FakeKeys(self.working)
         self.invalidations = FakeInvalidations(self.working)
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            self.database.tables = self.working
-            self.database.commits += 1
-        else:
-            self.database.rollbacks += 1
+    def commit(self) -> None:
+        self.database.tables = self.working
+        self.database.commits += 1
+
+    def roll_back(self) -> None:
+        self.database.rollbacks += 1
 
     async def now(self) -> datetime:
         """The transaction's time."""

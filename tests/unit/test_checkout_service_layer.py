@@ -12,8 +12,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import pytest
 from google.protobuf.message import Message
@@ -23,7 +22,6 @@ from marketplace_platform import errors
 from marketplace_platform.money import Money
 from marketplace_platform.outbox import OutboxWriter
 from marketplace_platform.saga import SagaStarter, StartedExecution
-from marketplace_platform.validation import field_violations
 from services.checkout.adapters import tables
 from services.checkout.domain import tax
 from services.checkout.domain.errors import (
@@ -52,11 +50,11 @@ from services.checkout.service_layer.ports import (
     PricedCart,
     PricingProblem,
 )
+from tests.support.in_memory import InMemoryUnitOfWork, checked_envelope
 
 START = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 ADDRESS = ShippingAddress("Ada Lovelace", "1 Main St", "Springfield", "12345", "US")
 LEASE = timedelta(seconds=30)
-
 
 # --- the fake database and unit of work ----------------------------------------------------
 
@@ -209,7 +207,7 @@ class FakeIdempotencyRepository(IdempotencyRepositoryPort):
             self._uow.wrote = True
 
 
-class FakeUnitOfWork:
+class FakeUnitOfWork(InMemoryUnitOfWork):
     """An AbstractCheckoutUnitOfWork on the fake database: a working copy taken on entry,
     committed on a clean exit, dropped on an error. Two transactions writing over each other
     fail loudly (the fake does not model row locks, so it refuses to pretend)."""
@@ -219,21 +217,15 @@ class FakeUnitOfWork:
         self._outbox = OutboxWriter(tables.outbox, producer="checkout")
         self.wrote = False
 
-    async def __aenter__(self) -> Self:
+    def begin(self) -> None:
         self._began_at = self.db.version
         self._rows = copy.deepcopy(self.db.committed)
         self.wrote = False
         self.orders = FakeOrderRepository(self._rows, self)
         self.keys = FakeIdempotencyRepository(self._rows, self)
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if exc_type is not None or not self.wrote:
+    def commit(self) -> None:
+        if not self.wrote:
             return
         assert self.db.version == self._began_at, "overlapping writing transactions"
         self.db.committed = self._rows
@@ -242,11 +234,9 @@ class FakeUnitOfWork:
     async def publish(
         self, payload: Message, *, aggregate_type: str, aggregate_id: str
     ) -> envelope_pb2.EventEnvelope:
-        envelope = self._outbox.envelope(
-            payload, aggregate_type=aggregate_type, aggregate_id=aggregate_id
+        envelope = checked_envelope(
+            self._outbox, payload, aggregate_type=aggregate_type, aggregate_id=aggregate_id
         )
-        broken = field_violations(payload) + field_violations(envelope)
-        assert not broken, f"a malformed {envelope.event_type}: {broken}"
         self._rows.outbox.append(envelope)
         self.wrote = True
         return envelope

@@ -14,8 +14,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
-from typing import Self
 
 import pytest
 from google.protobuf.message import Message
@@ -42,6 +40,7 @@ from services.inventory.service_layer.reservations import (
     ReserveStock,
 )
 from services.inventory.service_layer.stock import SetStock
+from tests.support.in_memory import InMemoryUnitOfWork
 
 START = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 TTL = timedelta(minutes=15)
@@ -252,32 +251,26 @@ class FakeAudit(StockAuditor):
         return audited
 
 
-class FakeUnitOfWork:
+class FakeUnitOfWork(InMemoryUnitOfWork):
     """An inventory unit of work over the store (an `AbstractInventoryUnitOfWork`): a clean exit
     keeps the changes, an error puts the store back as it was on entry."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    async def __aenter__(self) -> Self:
+    def begin(self) -> None:
         self._before = self.store.snapshot()
         self.stock = FakeStockItems(self.store)
         self.holds = FakeHolds(self.store)
         self.reservations = FakeReservations(self.store)
         self.audit = FakeAudit(self.store)
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            self.store.commits += 1
-        else:
-            self.store.restore(self._before)
-            self.store.rollbacks += 1
+    def commit(self) -> None:
+        self.store.commits += 1
+
+    def roll_back(self) -> None:
+        self.store.restore(self._before)
+        self.store.rollbacks += 1
 
     async def publish(
         self, payload: Message, *, aggregate_type: str, aggregate_id: str

@@ -15,8 +15,6 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
-from typing import Self
 
 import pytest
 from google.protobuf.message import Message
@@ -25,7 +23,6 @@ from marketplace.events.v1 import envelope_pb2
 from marketplace.events.v1 import payment_events_pb2 as events
 from marketplace_platform.ids import new_id
 from marketplace_platform.outbox import OutboxWriter
-from marketplace_platform.validation import field_violations
 from services.payment.adapters import tables
 from services.payment.domain.payment import (
     NEVER_APPLIED_FAILURES,
@@ -50,6 +47,7 @@ from services.payment.service_layer.ports import (
     PspUnavailable,
     Unknown,
 )
+from tests.support.in_memory import InMemoryUnitOfWork, checked_envelope
 
 # --- the in-memory ledger -----------------------------------------------------------------------
 
@@ -231,7 +229,7 @@ class InMemoryPaymentRepository:
         return [(o, self.ledger.payments[o.payment_id]) for o in found]
 
 
-class InMemoryUnitOfWork:
+class LedgerUnitOfWork(InMemoryUnitOfWork):
     """The AbstractPaymentUnitOfWork port as one transaction over the in-memory ledger: its
     writes (and events) land together on a clean exit, and none of them on an error. It has no
     session: a use case touching `uow.session` fails."""
@@ -242,34 +240,24 @@ class InMemoryUnitOfWork:
         self._ledger = ledger
         self._outbox = OutboxWriter(tables.outbox, producer="payment")
 
-    async def __aenter__(self) -> Self:
+    def begin(self) -> None:
         self._working = self._ledger.copy()
         self.payments = InMemoryPaymentRepository(self._working)
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            committed = self._working
-            self._ledger.payments = committed.payments
-            self._ledger.operations = committed.operations
-            self._ledger.cancelled = committed.cancelled
-            self._ledger.events = committed.events
+    def commit(self) -> None:
+        committed = self._working
+        self._ledger.payments = committed.payments
+        self._ledger.operations = committed.operations
+        self._ledger.cancelled = committed.cancelled
+        self._ledger.events = committed.events
 
     async def publish(
         self, payload: Message, *, aggregate_type: str, aggregate_id: str
     ) -> envelope_pb2.EventEnvelope:
         """Record the event in this transaction, refusing a malformed one as the outbox does."""
-        envelope = self._outbox.envelope(
-            payload, aggregate_type=aggregate_type, aggregate_id=aggregate_id
+        envelope = checked_envelope(
+            self._outbox, payload, aggregate_type=aggregate_type, aggregate_id=aggregate_id
         )
-        broken = field_violations(payload) + field_violations(envelope)
-        if broken:
-            raise ValueError(f"malformed {envelope.event_type}: {broken}")
         self._working.events.append(payload)
         return envelope
 
@@ -449,9 +437,7 @@ def psp() -> InMemoryPsp:
 
 @pytest.fixture
 def deps(ledger: Ledger, psp: InMemoryPsp) -> PaymentDeps:
-    return PaymentDeps(
-        unit_of_work=lambda: InMemoryUnitOfWork(ledger), psp=psp, backoff_seconds=0.0
-    )
+    return PaymentDeps(unit_of_work=lambda: LedgerUnitOfWork(ledger), psp=psp, backoff_seconds=0.0)
 
 
 def authorize_command(

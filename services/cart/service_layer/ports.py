@@ -14,9 +14,9 @@ import uuid
 from collections.abc import Collection, Sequence
 from datetime import datetime
 from enum import StrEnum
-from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol
 
+from marketplace_platform.db import AbstractUnitOfWork
 from services.cart.domain.cart import Cart
 from services.cart.domain.catalog import Product
 from services.cart.domain.idempotency import KeyedRequest, StoredRequest
@@ -136,7 +136,7 @@ class CartCache(Protocol):
         ...
 
 
-class AbstractCartUnitOfWork(Protocol):
+class AbstractCartUnitOfWork(AbstractUnitOfWork, Protocol):
     """One transaction of the cart service: entering begins it, a clean exit commits it, an
     error rolls it back; the repositories are usable while it is open."""
 
@@ -163,12 +163,3 @@ class AbstractCartUnitOfWork(Protocol):
     async def now(self) -> datetime:
         """The transaction's time, by the database's clock."""
         ...
-
-    async def __aenter__(self) -> Self: ...
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None: ...

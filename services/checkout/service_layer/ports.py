@@ -9,12 +9,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol
 
-from google.protobuf.message import Message
-
-from marketplace.events.v1 import envelope_pb2
+from marketplace_platform.db import AbstractUnitOfWork
 from marketplace_platform.money import Money
 from services.checkout.domain.idempotency import IdempotencyRecord, PlacedOrder
 from services.checkout.domain.order import Order, OrderLine
@@ -153,7 +150,7 @@ class IdempotencyRepositoryPort(abc.ABC):
         """Delete up to `limit` records created before now - older_than; how many."""
 
 
-class AbstractCheckoutUnitOfWork(Protocol):
+class AbstractCheckoutUnitOfWork(AbstractUnitOfWork, Protocol):
     """One checkout transaction as the use cases see it: entering begins it, a clean exit
     commits, an error rolls back; its orders, its idempotency keys and its outbox together."""
 
@@ -165,19 +162,4 @@ class AbstractCheckoutUnitOfWork(Protocol):
     @property
     def keys(self) -> IdempotencyRepositoryPort:
         """PlaceOrder's idempotency records, inside this transaction."""
-        ...
-
-    async def __aenter__(self) -> Self: ...
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None: ...
-
-    async def publish(
-        self, payload: Message, *, aggregate_type: str, aggregate_id: str
-    ) -> envelope_pb2.EventEnvelope:
-        """Record an event in the outbox, inside this transaction."""
         ...

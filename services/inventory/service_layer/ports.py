@@ -12,12 +12,9 @@ import abc
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol
 
-from google.protobuf.message import Message
-
-from marketplace.events.v1 import envelope_pb2
+from marketplace_platform.db import AbstractUnitOfWork
 from services.inventory.domain.audit import AuditedSku
 from services.inventory.domain.reservation import (
     ReleaseReason,
@@ -121,7 +118,7 @@ class StockAuditor(abc.ABC):
         """Recompute the given SKUs (all when empty), in SKU order."""
 
 
-class AbstractInventoryUnitOfWork(Protocol):
+class AbstractInventoryUnitOfWork(AbstractUnitOfWork, Protocol):
     """One inventory transaction: entering begins it, a clean exit commits it, an error rolls it
     back; the repositories are usable, and events can be published, while it is open."""
 
@@ -148,18 +145,3 @@ class AbstractInventoryUnitOfWork(Protocol):
     async def now(self) -> datetime:
         """The transaction's time, by the database's clock: the clock reservations expire by."""
         ...
-
-    async def publish(
-        self, payload: Message, *, aggregate_type: str, aggregate_id: str
-    ) -> envelope_pb2.EventEnvelope:
-        """Record an event in the outbox, inside this transaction."""
-        ...
-
-    async def __aenter__(self) -> Self: ...
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None: ...

@@ -14,12 +14,9 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol
 
-from google.protobuf.message import Message
-
-from marketplace.events.v1 import envelope_pb2
+from marketplace_platform.db import AbstractUnitOfWork
 from marketplace_platform.errors import DependencyUnavailable
 from services.payment.domain.payment import Operation, OperationKind, OperationState, Payment
 
@@ -233,7 +230,7 @@ class PaymentProvider(Protocol):
 # --- the unit of work ---------------------------------------------------------------------------
 
 
-class AbstractPaymentUnitOfWork(Protocol):
+class AbstractPaymentUnitOfWork(AbstractUnitOfWork, Protocol):
     """One transaction of the payment schema: entering begins it, a clean exit commits it, an
     error rolls it back; `payments` and `publish` are usable while it is open."""
 
@@ -241,18 +238,3 @@ class AbstractPaymentUnitOfWork(Protocol):
     def payments(self) -> PaymentRepository:
         """Payments, their operations and the cancelled orders, within this transaction."""
         ...
-
-    async def publish(
-        self, payload: Message, *, aggregate_type: str, aggregate_id: str
-    ) -> envelope_pb2.EventEnvelope:
-        """Record an event in the outbox, inside this transaction."""
-        ...
-
-    async def __aenter__(self) -> Self: ...
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None: ...
