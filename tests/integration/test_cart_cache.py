@@ -32,7 +32,7 @@ from services.cart.adapters.cart_cache import RedisCartCache
 from services.cart.adapters.tables import cache_invalidations
 from services.cart.domain.cart import Cart, CartStatus
 from tests.conftest import wait_for_redis
-from tests.integration.test_carts import (
+from tests.support.carts import (
     add_product,
     cache_health,
     cart_stub,

@@ -5,10 +5,8 @@ that write nothing, pricing for checkout, and one order per cart."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -16,21 +14,30 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from marketplace.cart.v1 import cart_service_pb2 as pb
-from marketplace.cart.v1 import cart_service_pb2_grpc as pb_grpc
-from marketplace.common.v1 import ids_pb2, money_pb2
+from marketplace.common.v1 import ids_pb2
 from marketplace_platform import errors
 from marketplace_platform.grpc_errors import from_rpc_error
 from marketplace_platform.grpc_server import RunningServer
 from marketplace_platform.ids import new_id
 from services.cart import bootstrap as cart
 from services.cart.adapters.tables import cart_lines, carts, idempotency_keys, products
+from tests.support.carts import (
+    add_product,
+    cache_health,
+    cart_stub,
+    customer,
+    fresh_sku,
+    get_cart,
+    money,
+    new_cart,
+    running_cart,
+    set_quantity,
+    set_request,
+)
 from tests.support.database import table_counts
 from tests.support.grpc_probes import SERVING, health_status
-from tests.support.keys import customer_id
 from tests.support.keys import idempotency_key as key
-from tests.support.polling import until_equal
 from tests.support.refusals import refusal
-from tests.support.servers import serving
 
 if TYPE_CHECKING:
     from marketplace.cart.v1.cart_service_pb2_grpc import CartServiceAsyncStub as Stub
@@ -42,108 +49,16 @@ WITHIN = 30.0
 pytestmark = pytest.mark.engine(db_pool_size=20)
 
 
-@asynccontextmanager
-async def running_cart(
-    engine: AsyncEngine, redis_url: str, *, wait_for_cache: bool = True, **overrides: Any
-) -> AsyncIterator[RunningServer]:
-    """A cart server on a free port with its cache upkeep loop running, as in production."""
-    values: dict[str, Any] = {
-        "redis_url": redis_url,
-        "grpc_port": 0,
-        "cart_cache_retry_seconds": 0.1,
-        "cart_cache_sweep_seconds": 0.2,
-    }
-    settings = cart.CartSettings(**(values | overrides))
-    async with serving(settings, cart.build(settings), engine, background=True) as running:
-        if wait_for_cache:
-            await until_equal(lambda: cache_health(running), SERVING)
-        yield running
-
-
-async def cache_health(running: RunningServer) -> int:
-    """What the server reports under the cache's own health name."""
-    return await health_status(f"127.0.0.1:{running.port}", cart.CACHE_HEALTH_NAME)
-
-
 @pytest.fixture(scope="module")
 async def server(engine: AsyncEngine, redis_server_url: str) -> AsyncIterator[RunningServer]:
     async with running_cart(engine, redis_server_url) as running:
         yield running
 
 
-@asynccontextmanager
-async def cart_stub(running: RunningServer) -> AsyncIterator[Stub]:
-    """A stub on a channel of its own."""
-    channel = grpc.aio.insecure_channel(
-        f"127.0.0.1:{running.port}", options=[("grpc.use_local_subchannel_pool", 1)]
-    )
-    try:
-        yield pb_grpc.CartServiceStub(channel)
-    finally:
-        await channel.close()
-
-
 @pytest.fixture
 async def stub(server: RunningServer) -> AsyncIterator[Stub]:
     async with cart_stub(server) as fresh:
         yield fresh
-
-
-def customer() -> ids_pb2.CustomerId:
-    return ids_pb2.CustomerId(value=customer_id())
-
-
-def fresh_sku(prefix: str = "C") -> str:
-    return f"{prefix}{uuid.uuid4().hex[:10]}"
-
-
-def money(amount: int, currency: str = "USD") -> money_pb2.Money:
-    return money_pb2.Money(amount_minor=amount, currency=currency)
-
-
-async def add_product(
-    stub: Stub, sku: str, amount: int = 1000, *, currency: str = "USD", listed: bool = True
-) -> pb.Product:
-    response = await stub.UpsertProduct(
-        pb.UpsertProductRequest(
-            idempotency_key=key(),
-            sku=ids_pb2.Sku(value=sku),
-            name=f"Product {sku}",
-            price=money(amount, currency),
-            listed=listed,
-        )
-    )
-    return response.product
-
-
-async def new_cart(stub: Stub, owner: ids_pb2.CustomerId) -> pb.Cart:
-    return (
-        await stub.CreateCart(pb.CreateCartRequest(idempotency_key=key(), customer_id=owner))
-    ).cart
-
-
-def set_request(
-    cart: pb.Cart, sku: str, quantity: int, expected_version: int = 0, idempotency_key: str = ""
-) -> pb.SetItemQuantityRequest:
-    return pb.SetItemQuantityRequest(
-        idempotency_key=idempotency_key or key(),
-        cart_id=cart.cart_id,
-        customer_id=cart.customer_id,
-        sku=ids_pb2.Sku(value=sku),
-        quantity=quantity,
-        expected_version=expected_version,
-    )
-
-
-async def set_quantity(
-    stub: Stub, cart: pb.Cart, sku: str, quantity: int, version: int = 0
-) -> pb.Cart:
-    return (await stub.SetItemQuantity(set_request(cart, sku, quantity, version))).cart
-
-
-async def get_cart(stub: Stub, cart: pb.Cart) -> pb.Cart:
-    request = pb.GetCartRequest(cart_id=cart.cart_id, customer_id=cart.customer_id)
-    return (await stub.GetCart(request)).cart
 
 
 async def row_counts(engine: AsyncEngine) -> dict[str, int]:

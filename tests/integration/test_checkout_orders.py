@@ -11,7 +11,7 @@ import contextlib
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from marketplace.checkout.v1 import checkout_service_pb2 as pb
 from marketplace.checkout.v1 import checkout_service_pb2_grpc as pb_grpc
-from marketplace.common.v1 import address_pb2, ids_pb2
+from marketplace.common.v1 import ids_pb2
 from marketplace.events.v1 import envelope_pb2, order_events_pb2, shipping_events_pb2
 from marketplace_platform import errors
 from marketplace_platform.channels import open_channel
@@ -41,11 +41,11 @@ from services.checkout.service_layer.deps import CheckoutDeps
 from services.checkout.service_layer.ports import (
     CartPort,
     CartStatus,
-    PaymentPort,
     PaymentSummary,
     PricedCart,
     PricingProblem,
 )
+from tests.support.checkout import FakePayments, place_request
 from tests.support.keys import customer_id as customer
 from tests.support.keys import idempotency_key as new_key
 from tests.support.polling import eventually
@@ -130,16 +130,6 @@ class RecordingSagaStarter(SagaStarter):
         return StartedExecution(f"exec-{name}", name, already_existed=existed)
 
 
-@dataclass
-class FakePayments(PaymentPort):
-    """Payments in memory: what order reads show."""
-
-    payments: dict[uuid.UUID, PaymentSummary] = field(default_factory=dict)
-
-    async def summary(self, order_id: uuid.UUID) -> PaymentSummary | None:
-        return self.payments.get(order_id)
-
-
 def usd(amount: int) -> Money:
     return Money(amount, "USD")
 
@@ -187,26 +177,6 @@ def reset_fakes(rig: Rig) -> None:
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def place_request(
-    customer_id: str,
-    cart_id: uuid.UUID,
-    key: str,
-    *,
-    method: str = "pm_card_visa",
-    country: str = "US",
-) -> pb.PlaceOrderRequest:
-    return pb.PlaceOrderRequest(
-        idempotency_key=key,
-        customer_id=ids_pb2.CustomerId(value=customer_id),
-        cart_id=ids_pb2.CartId(value=str(cart_id)),
-        payment_method=method,
-        shipping_address=address_pb2.Address(
-            name="Ada Lovelace", line1="1 Main St", city="Springfield", postal_code="12345",
-            country=country,
-        ),
-    )  # fmt: skip
 
 
 async def scalar(engine: AsyncEngine, sql: str, **params: Any) -> Any:

@@ -24,7 +24,7 @@ from marketplace_platform import errors
 from marketplace_platform.channels import open_channel
 from marketplace_platform.grpc_errors import from_rpc_error
 from marketplace_platform.saga.local import LocalSagaStarter
-from tests.integration.test_checkout_orders import FakePayments, place_request
+from tests.support.checkout import FakePayments, place_request
 from tests.support.keys import customer_id as customer
 from tests.support.keys import idempotency_key as key
 from tests.support.refusals import refusal
