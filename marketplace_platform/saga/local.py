@@ -13,12 +13,16 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from marketplace_platform.ids import new_id
+from marketplace_platform.notifications import notify
 from marketplace_platform.saga import ExecutionDescription, SagaStarter, StartedExecution
 from marketplace_platform.saga.tables import executions, history
+
+# Where a started execution is announced; the payload is its state machine's name.
+EXECUTIONS_CHANNEL = "saga_executions"
 
 
 @dataclass(frozen=True)
@@ -67,12 +71,18 @@ class LocalSagaStarter(SagaStarter):
                 .returning(executions.c.id)
             )
             if inserted is not None:
+                # The first history row, and the engines' wake-up (sent on commit) in the
+                # same statement: an idle engine claims the execution at once, not at its poll.
+                notified = notify(EXECUTIONS_CHANNEL, self._state_machine).cte("notified")
+                first_event = sa.select(
+                    sa.literal(inserted, sa.Uuid),
+                    sa.literal(1),
+                    sa.literal("ExecutionStarted"),
+                    sa.literal({"input": dict(payload)}, JSONB),
+                ).select_from(notified)
                 await connection.execute(
-                    history.insert().values(
-                        execution_id=inserted,
-                        seq=1,
-                        type="ExecutionStarted",
-                        payload={"input": dict(payload)},
+                    history.insert().from_select(
+                        ["execution_id", "seq", "type", "payload"], first_event
                     )
                 )
                 return inserted, False

@@ -20,7 +20,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from marketplace_platform.saga.local import LocalSagaStarter
+from marketplace_platform.notifications import Listener
+from marketplace_platform.saga.local import EXECUTIONS_CHANNEL, LocalSagaStarter
 from workers.saga_engine.asl.interpreter import Position
 from workers.saga_engine.asl.machine import StateMachine
 from workers.saga_engine.engine import EngineOptions, SagaEngine
@@ -57,13 +58,14 @@ def saga_engine(
     owner: str | None = None,
     lease_seconds: float = 10.0,
     slots: int = 4,
+    poll_interval_seconds: float = 0.02,
 ) -> SagaEngine:
     invoker = TaskInvoker(handlers, ThreadPoolExecutor(slots))
     options = EngineOptions(
         owner=owner or f"engine-{uuid.uuid4().hex[:6]}",
         state_machine_name=machine_name,
         lease_seconds=lease_seconds,
-        poll_interval_seconds=0.02,
+        poll_interval_seconds=poll_interval_seconds,
         max_concurrent_executions=slots,
     )
     return SagaEngine.on(engine, StateMachine.from_definition(definition), invoker, options)
@@ -447,3 +449,49 @@ async def _pinned_definitions(engine: AsyncEngine, names: list[str]) -> list[Any
     )
     async with engine.connect() as connection:
         return [json.loads(await connection.scalar(query, {"name": n})) for n in names]
+
+
+async def terminate_listeners(engine: AsyncEngine, channel: str) -> int:
+    """Kill the server side of every LISTEN connection on `channel` (as a restart would)."""
+    async with engine.begin() as connection:
+        killed = await connection.scalar(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = :name AND datname = current_database()"
+            ),
+            {"name": f"listen:{channel}"},
+        )
+    return int(killed or 0)
+
+
+async def test_an_idle_engine_runs_a_started_execution_at_once_and_again_after_losing_its_listen(
+    engine: AsyncEngine, migrated_database_url: str, machine_name: str, starter: LocalSagaStarter
+) -> None:
+    # Idle slots would look again only after an hour: only the start's NOTIFY can wake them.
+    definition = {"StartAt": "Done", "States": {"Done": {"Type": "Pass", "End": True}}}
+    saga = saga_engine(engine, machine_name, definition, {}, poll_interval_seconds=3_600)
+    listener = Listener(
+        migrated_database_url, EXECUTIONS_CHANNEL, saga.wakeups, payload=machine_name
+    )
+    listening = asyncio.create_task(listener.run())
+    running = asyncio.create_task(saga.run(grace_seconds=5))
+    try:
+        await asyncio.wait_for(listener.listening.wait(), 10)
+        first = str(uuid.uuid4())
+        await starter.start_execution(name=first, payload={"order_id": first})
+        assert await wait_for_status(starter, [first], within=20) == {first: "SUCCEEDED"}
+        # The LISTEN connection dies (a database restart, a failover): the listener says so,
+        # wakes the slots to look for what it may have missed, and listens again.
+        assert await terminate_listeners(engine, EXECUTIONS_CHANNEL) >= 1
+        deadline = time.monotonic() + 20
+        while listener.connections < 2:
+            assert time.monotonic() < deadline, "the listener did not listen again"
+            await asyncio.sleep(0.05)
+        second = str(uuid.uuid4())
+        await starter.start_execution(name=second, payload={"order_id": second})
+        assert await wait_for_status(starter, [second], within=20) == {second: "SUCCEEDED"}
+    finally:
+        saga.stop()
+        await running
+        listening.cancel()
+        await asyncio.gather(listening, return_exceptions=True)

@@ -12,6 +12,8 @@ import uvloop
 from marketplace_platform.db import create_engine
 from marketplace_platform.logs import configure_logging
 from marketplace_platform.migrations import migrations_dir, upgrade
+from marketplace_platform.notifications import Listener
+from marketplace_platform.saga.local import EXECUTIONS_CHANNEL
 from workers.saga_engine.asl.machine import StateMachine
 from workers.saga_engine.engine import EngineOptions, SagaEngine, default_owner
 from workers.saga_engine.settings import SagaEngineSettings
@@ -60,8 +62,17 @@ async def run(settings: SagaEngineSettings) -> None:
         machine.digest,
         settings.saga_handlers,
     )
+    listener = Listener(
+        settings.database_url,
+        EXECUTIONS_CHANNEL,
+        saga_engine.wakeups,
+        payload=options.state_machine_name,
+    )
+    listening = asyncio.create_task(listener.run(), name="saga-listener")
     try:
         await saga_engine.run(grace_seconds=settings.shutdown_grace_seconds)
     finally:
+        listening.cancel()
+        await asyncio.gather(listening, return_exceptions=True)
         await engine.dispose()
     log.info("saga engine %s stopped", options.owner)

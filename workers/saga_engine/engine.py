@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from marketplace_platform.notifications import Wakeups
 from workers.saga_engine.asl.errors import TIMEOUT
 from workers.saga_engine.asl.interpreter import (
     Ended,
@@ -71,6 +72,9 @@ class SagaEngine:
         self._invoker = invoker
         self._options = options
         self._stopping = asyncio.Event()
+        # Woken when an execution is started (a LISTEN on the starters' NOTIFY, wired by the
+        # process) or the engine is stopped; idle slots otherwise look again every poll.
+        self.wakeups = Wakeups()
 
     @classmethod
     def on(
@@ -86,6 +90,7 @@ class SagaEngine:
     def stop(self) -> None:
         """Ask every slot to finish its current step, commit it, release and return."""
         self._stopping.set()
+        self.wakeups.wake()
 
     async def run(self, grace_seconds: float = 10.0) -> None:
         """Run until `stop()`; past the grace, steps still in flight are cut and released."""
@@ -123,11 +128,8 @@ class SagaEngine:
             except Exception:
                 log.exception("saga engine slot failed; trying again")
                 worked = False
-            if not worked:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._stopping.wait(), self._options.poll_interval_seconds
-                    )
+            if not worked and not self._stopping.is_set():
+                await self.wakeups.wait(self._options.poll_interval_seconds)
 
     async def _hold(self, claim: Claim) -> None:
         """Drive `claim` while renewing its lease; a lost lease abandons the step."""

@@ -1,0 +1,115 @@
+"""PostgreSQL LISTEN/NOTIFY: a process is woken when there is work instead of polling for it.
+
+A notification is a hint, never the work itself. It is sent when the writing transaction
+commits, and a listener whose connection dropped (a database restart, a network blip) misses
+the ones sent meanwhile, so every waiter keeps a fallback poll and finds such work by it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+import sqlalchemy as sa
+
+log = logging.getLogger(__name__)
+
+
+def notify(channel: str, payload: str = "") -> sa.Select[Any]:
+    """A SELECT that queues a notification on `channel`, delivered when its transaction commits
+    (usable as a CTE, so the notification rides on a statement the transaction makes anyway)."""
+    return sa.select(sa.func.pg_notify(channel, payload).label("notified"))
+
+
+class Wakeups:
+    """Wakes whoever waits, at once, each time `wake` is called."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def wake(self) -> None:
+        """Wake every current waiter; later waiters wait for the next call."""
+        event, self._event = self._event, asyncio.Event()
+        event.set()
+
+    async def wait(self, within: float) -> bool:
+        """Wait for the next `wake`, or `within` seconds; whether it was woken."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), within)
+            return True
+        return False
+
+
+class Listener:
+    """Keeps a LISTEN on `channel` open on a connection of its own, reopening it with backoff
+    when it is lost; each notification whose payload is `payload` (any, if None) wakes
+    `wakeups`."""
+
+    def __init__(
+        self,
+        database_url: str,
+        channel: str,
+        wakeups: Wakeups,
+        *,
+        payload: str | None = None,
+        probe_seconds: float = 5.0,
+        reconnect_max_seconds: float = 5.0,
+    ) -> None:
+        self._database_url = database_url
+        self._channel = channel
+        self._wakeups = wakeups
+        self._payload = payload
+        self._probe_seconds = probe_seconds
+        self._reconnect_max_seconds = reconnect_max_seconds
+        self.listening = asyncio.Event()
+        self.connections = 0  # LISTENs established so far (a reconnect adds one)
+        self._established = False
+
+    async def run(self) -> None:
+        """Listen until cancelled; a lost connection is logged and reopened."""
+        delay = 0.1
+        while True:
+            self._established = False
+            try:
+                await self._listen()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
+                if self._established:  # it had worked: start the backoff over
+                    delay = 0.1
+                log.warning(
+                    "LISTEN %s lost (%s); waiters poll until it is back, retrying in %.1fs",
+                    self._channel,
+                    error,
+                    delay,
+                )
+                # Work committed while nobody listened: let the waiters look for it now.
+                self._wakeups.wake()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._reconnect_max_seconds)
+
+    async def _listen(self) -> None:
+        connection = await asyncpg.connect(
+            self._database_url,
+            timeout=self._probe_seconds,
+            server_settings={"application_name": f"listen:{self._channel}"},
+        )
+        try:
+            await connection.add_listener(self._channel, self._on_notification)
+            self._established = True
+            self.connections += 1
+            self.listening.set()
+            log.info("listening on %s", self._channel)
+            while True:
+                await asyncio.sleep(self._probe_seconds)
+                # A dead connection says so only when used: ask it something.
+                await connection.fetchval("SELECT 1", timeout=self._probe_seconds)
+        finally:
+            self.listening.clear()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(connection.close(), self._probe_seconds)
+
+    def _on_notification(self, connection: Any, pid: int, channel: str, payload: str) -> None:
+        if self._payload is None or payload == self._payload:
+            self._wakeups.wake()
