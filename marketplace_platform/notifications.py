@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
@@ -25,28 +26,46 @@ def notify(channel: str, payload: str = "") -> sa.Select[Any]:
 
 
 class Wakeups:
-    """Wakes whoever waits, at once, each time `wake` is called."""
+    """Waiters parked until there is work: one is woken per unit of work (a notification is
+    one new row, which one waiter claims), or all of them at once (stopping, a lost LISTEN)."""
 
     def __init__(self) -> None:
-        self._event = asyncio.Event()
+        self._waiters: deque[asyncio.Future[None]] = deque()
 
-    def wake(self) -> None:
-        """Wake every current waiter; later waiters wait for the next call."""
-        event, self._event = self._event, asyncio.Event()
-        event.set()
+    def wake_one(self) -> None:
+        """Wake the longest-waiting waiter, if any waits (a busy one finds the work itself)."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def wake_all(self) -> None:
+        """Wake every current waiter."""
+        waiters, self._waiters = self._waiters, deque()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def wait(self, within: float) -> bool:
-        """Wait for the next `wake`, or `within` seconds; whether it was woken."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._event.wait(), within)
+        """Wait to be woken, or `within` seconds; whether it was woken."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(within):
+                await waiter
             return True
-        return False
+        except TimeoutError:
+            return False
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
 
 
 class Listener:
     """Keeps a LISTEN on `channel` open on a connection of its own, reopening it with backoff
-    when it is lost; each notification whose payload is `payload` (any, if None) wakes
-    `wakeups`."""
+    when it is lost; each notification whose payload is `payload` (any, if None) wakes one of
+    `wakeups`' waiters, and a lost connection wakes them all."""
 
     def __init__(
         self,
@@ -84,8 +103,8 @@ class Listener:
                     error,
                     delay,
                 )
-                # Work committed while nobody listened: let the waiters look for it now.
-                self._wakeups.wake()
+                # Work committed while nobody listened: let every waiter look for it now.
+                self._wakeups.wake_all()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._reconnect_max_seconds)
 
@@ -112,4 +131,4 @@ class Listener:
 
     def _on_notification(self, connection: Any, pid: int, channel: str, payload: str) -> None:
         if self._payload is None or payload == self._payload:
-            self._wakeups.wake()
+            self._wakeups.wake_one()

@@ -72,8 +72,8 @@ class SagaEngine:
         self._invoker = invoker
         self._options = options
         self._stopping = asyncio.Event()
-        # Woken when an execution is started (a LISTEN on the starters' NOTIFY, wired by the
-        # process) or the engine is stopped; idle slots otherwise look again every poll.
+        # One idle slot is woken per execution started (a LISTEN on the starters' NOTIFY, wired
+        # by the process), all of them when the engine stops; otherwise they look every poll.
         self.wakeups = Wakeups()
 
     @classmethod
@@ -90,7 +90,7 @@ class SagaEngine:
     def stop(self) -> None:
         """Ask every slot to finish its current step, commit it, release and return."""
         self._stopping.set()
-        self.wakeups.wake()
+        self.wakeups.wake_all()
 
     async def run(self, grace_seconds: float = 10.0) -> None:
         """Run until `stop()`; past the grace, steps still in flight are cut and released."""
