@@ -77,7 +77,8 @@ class Listener:
         probe_seconds: float = 5.0,
         reconnect_max_seconds: float = 5.0,
     ) -> None:
-        self._database_url = database_url
+        # asyncpg's own DSN: SQLAlchemy's driver suffix (postgresql+asyncpg://) is not one.
+        self._database_url = database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
         self._channel = channel
         self._wakeups = wakeups
         self._payload = payload
