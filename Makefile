@@ -21,7 +21,7 @@ help:
 	@echo "make build    build wheels (contracts and platform) into dist/"
 	@echo "make token    print a development JWT for the gateway (TOKEN_ARGS='--sub ID --scope admin')"
 	@echo "make deploy   package and deploy to AWS (DEPLOY_ENV, DEPLOY_REGION; AWS CLI + Docker; not in CI)"
-	@echo "make bench    inventory reservations/s (hot SKU vs 1,000 SKUs), cart reads/s (cache vs none), checkout load (docs/benchmarks.md)"
+	@echo "make bench    inventory reservations/s (hot SKU vs 1,000 SKUs), cart reads/s (cache vs none), saga start to claim (NOTIFY vs poll), checkout load (docs/benchmarks.md)"
 	@echo "make chaos    2,000 checkouts under retry storms, 20 SIGKILLs, PSP faults, a Redis restart; check every invariant (SEED=N replays)"
 
 install: $(PROTOS_STAMP)
@@ -69,6 +69,7 @@ $(BUF): package.json package-lock.json
 bench: $(PROTOS_STAMP)
 	$(PY) -m bench.inventory_reservations
 	$(PY) -m bench.cart_reads
+	$(PY) -m bench.saga_wakeup --json build/bench/saga_wakeup.json
 	$(PY) -m bench.checkout_load --stored 0,10000 --json build/bench/checkout.json --plot build/bench/checkout.png
 
 # The whole stack under a seeded storm of customers and faults; exits non-zero on any invariant

@@ -62,17 +62,20 @@ async def run(settings: SagaEngineSettings) -> None:
         machine.digest,
         settings.saga_handlers,
     )
-    listener = Listener(
-        settings.database_url,
-        EXECUTIONS_CHANNEL,
-        saga_engine.wakeups,
-        payload=options.state_machine_name,
-    )
-    listening = asyncio.create_task(listener.run(), name="saga-listener")
+    listening: list[asyncio.Task[None]] = []
+    if settings.saga_wake_on_notify:
+        listener = Listener(
+            settings.database_url,
+            EXECUTIONS_CHANNEL,
+            saga_engine.wakeups,
+            payload=options.state_machine_name,
+        )
+        listening.append(asyncio.create_task(listener.run(), name="saga-listener"))
     try:
         await saga_engine.run(grace_seconds=settings.shutdown_grace_seconds)
     finally:
-        listening.cancel()
-        await asyncio.gather(listening, return_exceptions=True)
+        for task in listening:
+            task.cancel()
+        await asyncio.gather(*listening, return_exceptions=True)
         await engine.dispose()
     log.info("saga engine %s stopped", options.owner)
