@@ -18,4 +18,4 @@ class InventoryDeps:
     `async def use_case(command, deps: InventoryDeps) -> result`.
     """
 
-    unit_of_work: Callable[[], AbstractInventoryUnitOfWork]
+    unit_of_work: UnitOfWorkFactory
