@@ -35,7 +35,7 @@ from tests.support.psp import RunningPsp
 from tests.support.servers import ServiceServers
 from workers.saga_engine.asl.machine import StateMachine
 from workers.saga_engine.engine import EngineOptions, SagaEngine
-from workers.saga_engine.task_invoker import TaskInvoker
+from workers.saga_engine.task_invoker import InProcessTaskInvoker
 
 if TYPE_CHECKING:
     from marketplace.cart.v1.cart_service_pb2_grpc import CartServiceAsyncStub as CartStub
@@ -311,7 +311,9 @@ async def place_and_run(shop: Shop, meter: Meter) -> tuple[dict[str, Cost], dict
     # A lease far longer than the test: no renewal lands in the count.
     options = EngineOptions(owner="budget", state_machine_name=STATE_MACHINE, lease_seconds=3_600)
     with ThreadPoolExecutor(max_workers=1) as executor:
-        invoker = TaskInvoker({resource: counted(resource) for resource in HANDLERS}, executor)
+        invoker = InProcessTaskInvoker(
+            {resource: counted(resource) for resource in HANDLERS}, executor
+        )
         saga = SagaEngine.on(meter.engines["saga"], machine, invoker, options)
         before = meter.snapshot()
         await saga.run_until_idle()

@@ -26,7 +26,7 @@ from workers.saga_engine.asl.interpreter import Position
 from workers.saga_engine.asl.machine import StateMachine
 from workers.saga_engine.engine import EngineOptions, SagaEngine
 from workers.saga_engine.store import ExecutionStore, LeaseLost
-from workers.saga_engine.task_invoker import TaskHandler, TaskInvoker
+from workers.saga_engine.task_invoker import InProcessTaskInvoker, TaskHandler
 
 WITHIN = 60.0
 
@@ -60,7 +60,7 @@ def saga_engine(
     slots: int = 4,
     poll_interval_seconds: float = 0.02,
 ) -> SagaEngine:
-    invoker = TaskInvoker(handlers, ThreadPoolExecutor(slots))
+    invoker = InProcessTaskInvoker(handlers, ThreadPoolExecutor(slots))
     options = EngineOptions(
         owner=owner or f"engine-{uuid.uuid4().hex[:6]}",
         state_machine_name=machine_name,

@@ -39,7 +39,7 @@ from tests.support.psp import RunningPsp
 from tests.support.servers import ServiceServers
 from workers.saga_engine.asl.interpreter import Interpreter
 from workers.saga_engine.asl.machine import StateMachine
-from workers.saga_engine.task_invoker import TaskInvoker
+from workers.saga_engine.task_invoker import InProcessTaskInvoker
 
 if TYPE_CHECKING:
     from marketplace.cart.v1.cart_service_pb2_grpc import CartServiceAsyncStub as CartStub
@@ -554,7 +554,7 @@ async def test_the_engine_runs_the_definition_through_the_adapters_to_either_end
     declined = await placed_order(shop, "pm_card_chargeDeclined", sku=sku)
 
     with ThreadPoolExecutor(max_workers=4) as executor:
-        interpreter = Interpreter(machine, TaskInvoker(HANDLERS, executor))
+        interpreter = Interpreter(machine, InProcessTaskInvoker(HANDLERS, executor))
         confirmed, _ = await interpreter.run(good, execution(good))
         cancelled, _ = await interpreter.run(declined, execution(declined))
 
@@ -614,7 +614,7 @@ async def test_the_engine_compensates_a_cancel_asked_for_after_the_pivot_down_to
 
     with ThreadPoolExecutor(max_workers=4) as executor:
         handlers = cancelling_after("AuthorizePaymentFunctionArn")
-        interpreter = Interpreter(machine, TaskInvoker(handlers, executor))
+        interpreter = Interpreter(machine, InProcessTaskInvoker(handlers, executor))
         ended, _ = await interpreter.run(saga_input, execution(saga_input))
 
     assert (ended.error, ended.cause) == ("OrderCancelled", "customer_cancelled")
@@ -646,7 +646,7 @@ async def test_a_commit_that_keeps_failing_never_leaves_a_confirmed_order_on_a_h
 
     handlers = HANDLERS | {"CommitReservationFunctionArn": inventory_down}
     with ThreadPoolExecutor(max_workers=4) as executor:
-        interpreter = Interpreter(machine, TaskInvoker(handlers, executor), sleep=no_wait)
+        interpreter = Interpreter(machine, InProcessTaskInvoker(handlers, executor), sleep=no_wait)
         ended, _ = await interpreter.run(saga_input, execution(saga_input))
 
     assert (ended.error, ended.cause) == ("OrderCancelled", "timeout")

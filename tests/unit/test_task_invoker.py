@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from workers.saga_engine.asl.errors import StatesError
-from workers.saga_engine.task_invoker import TaskInvoker, placeholder_name
+from workers.saga_engine.task_invoker import InProcessTaskInvoker, placeholder_name
 
 
 class PaymentDeclined(Exception):
@@ -37,7 +37,7 @@ async def test_the_handler_gets_the_payload_and_a_context(executor: ThreadPoolEx
         seen.append((event, context.function_name, context.get_remaining_time_in_millis()))
         return {"ok": True}
 
-    invoker = TaskInvoker({"ReserveFunctionArn": handler}, executor)
+    invoker = InProcessTaskInvoker({"ReserveFunctionArn": handler}, executor)
     result = await invoker.invoke("${ReserveFunctionArn}", {"a": 1}, timeout_seconds=5)
     assert result == {"ok": True}
     ((event, name, remaining),) = seen
@@ -51,7 +51,7 @@ async def test_an_exception_becomes_its_class_name_and_message(
     def handler(event: Any, context: Any) -> None:
         raise PaymentDeclined("card declined")
 
-    invoker = TaskInvoker({"Pay": handler}, executor)
+    invoker = InProcessTaskInvoker({"Pay": handler}, executor)
     with pytest.raises(StatesError) as failure:
         await invoker.invoke("${Pay}", {}, timeout_seconds=None)
     assert (failure.value.error, failure.value.cause) == ("PaymentDeclined", "card declined")
@@ -59,7 +59,7 @@ async def test_an_exception_becomes_its_class_name_and_message(
 
 async def test_running_past_timeout_seconds_is_states_timeout(executor: ThreadPoolExecutor) -> None:
     release = threading.Event()
-    invoker = TaskInvoker({"Slow": lambda event, context: release.wait(10)}, executor)
+    invoker = InProcessTaskInvoker({"Slow": lambda event, context: release.wait(10)}, executor)
     try:
         with pytest.raises(StatesError) as failure:
             await invoker.invoke("${Slow}", {}, timeout_seconds=0.1)
@@ -71,7 +71,7 @@ async def test_running_past_timeout_seconds_is_states_timeout(executor: ThreadPo
 async def test_unknown_resources_and_non_json_results_are_runtime_errors(
     executor: ThreadPoolExecutor,
 ) -> None:
-    invoker = TaskInvoker({"Odd": lambda event, context: {1, 2}}, executor)
+    invoker = InProcessTaskInvoker({"Odd": lambda event, context: {1, 2}}, executor)
     assert invoker.missing({"${Odd}", "${Gone}"}) == {"${Gone}"}
     for resource in ("${Odd}", "${Gone}"):
         with pytest.raises(StatesError) as failure:

@@ -17,7 +17,7 @@ from marketplace_platform.saga.local import EXECUTIONS_CHANNEL
 from workers.saga_engine.asl.machine import StateMachine
 from workers.saga_engine.engine import EngineOptions, SagaEngine, default_owner
 from workers.saga_engine.settings import SagaEngineSettings
-from workers.saga_engine.task_invoker import TaskInvoker, load_task_handlers
+from workers.saga_engine.task_invoker import InProcessTaskInvoker, load_task_handlers
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def main() -> None:
 async def run(settings: SagaEngineSettings) -> None:
     """Run the engine until SIGTERM or SIGINT, then finish or release the steps in flight."""
     machine = StateMachine.load(settings.saga_definition)
-    invoker = TaskInvoker(
+    invoker = InProcessTaskInvoker(
         load_task_handlers(settings.saga_handlers),
         ThreadPoolExecutor(settings.saga_task_threads, thread_name_prefix="saga-task"),
     )

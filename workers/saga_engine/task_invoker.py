@@ -50,7 +50,7 @@ def load_task_handlers(dotted: str) -> Mapping[str, TaskHandler]:
     return handlers
 
 
-class TaskInvoker:
+class InProcessTaskInvoker:
     """Runs a Task's handler in a worker thread; its exception becomes the Step Functions error
     (Error = class name, Cause = message) and running past TimeoutSeconds is States.Timeout."""
 
