@@ -276,10 +276,12 @@ SAGA_STEP_BUDGET = {
     "CommitReservationFunctionArn": {"inventory": (6, 1)},
 }
 # The durable saga engine for one execution of 6 Task states (the Parallel counts as one state
-# that holds two): claim it, and per state entered one history row + one position update, per
-# Task one scheduled/succeeded history pair, each state's move committed before the next one
-# runs (that is what makes a SIGKILLed engine resume where it was); then end it.
-SAGA_ENGINE_BUDGET = {"saga": (28, 15)}
+# that holds two): claim it; then one statement and one commit per Task called (the position
+# and every event since the last write, TaskScheduled last, appended by the same statement,
+# so a SIGKILLed engine resumes at that Task, which is idempotent); the Parallel's two branches
+# schedule theirs apart; then end it (the last Task's result, the Succeed state, the end). The
+# ninth is run_until_idle's claim that finds nothing due. 8 + 1 statements, each its commit.
+SAGA_ENGINE_BUDGET = {"saga": (9, 9)}
 
 
 async def place_and_run(shop: Shop, meter: Meter) -> tuple[dict[str, Cost], dict[str, Any]]:

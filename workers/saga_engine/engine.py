@@ -18,6 +18,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -27,7 +28,6 @@ from workers.saga_engine.asl.interpreter import (
     Ended,
     Event,
     Interpreter,
-    Moved,
     Paused,
     Position,
     TaskInvoker,
@@ -199,10 +199,6 @@ class SagaEngine:
             # compared in the database, so deadlines are measured on the same clock.
             return claim.database_now + timedelta(seconds=time.monotonic() - started)
 
-        async def record(event: Event) -> None:
-            await self._store.append(claim, [event])
-
-        interpreter = Interpreter(machine, self._invoker, clock=now, on_scheduled=record)
         execution = context_object(
             execution_id=str(claim.execution_id),
             name=claim.name,
@@ -210,79 +206,134 @@ class SagaEngine:
             started_at=claim.started_at,
             machine_name=self._options.state_machine_name,
         )
-        events: list[Event] = []
+        journal = _Journal(self._store, claim, machine)
+        interpreter = Interpreter(machine, self._invoker, clock=now, on_scheduled=journal.scheduled)
         if claim.previous_owner is not None:
-            events.append(
+            journal.events.append(
                 Event("ExecutionResumed", None, {"expired_lease_of": claim.previous_owner})
             )
-        deadline = claim.deadline
         position = claim.position
         if position is None:
             if machine.timeout_seconds is not None:
-                deadline = claim.started_at + timedelta(seconds=machine.timeout_seconds)
+                journal.deadline = claim.started_at + timedelta(seconds=machine.timeout_seconds)
             position, entered = interpreter.start(claim.input)
-            await self._store.begin(
-                claim,
-                position,
-                machine=machine,
-                deadline=deadline,
-                events=[*events, entered],
-            )
-            events = []
+            journal.moved(position, [entered])
+        deadline = journal.deadline
         while True:
             remaining = None if deadline is None else (deadline - now()).total_seconds()
             if remaining is not None and remaining <= 0:
-                await self._time_out(claim, position, events)
+                await self._time_out(journal, position)
                 return
             try:
                 step = await asyncio.wait_for(interpreter.step(position, execution), remaining)
             except TimeoutError:
-                await self._time_out(claim, position, events)
+                await self._time_out(journal, position)
                 return
-            events.extend(step.events)
+            journal.events.extend(step.events)
             outcome = step.outcome
             if isinstance(outcome, Ended):
-                await self._end(claim, outcome, events)
+                await self._end(journal, outcome)
                 return
             if isinstance(outcome, Paused):
-                await self._store.advance(
-                    claim, outcome.position, events=events, run_at=outcome.until, release=True
-                )
+                journal.moved(outcome.position, [])
+                await journal.write(run_at=outcome.until, release=True)
                 return
-            position = self._moved(interpreter, outcome, events)
+            position, entered = interpreter.enter(outcome)
+            journal.moved(position, [entered])
             if self._stopping.is_set():
-                await self._store.advance(claim, position, events=events, release=True)
+                await journal.write(release=True)
                 return
-            await self._store.advance(claim, position, events=events)
-            events = []
 
-    @staticmethod
-    def _moved(interpreter: Interpreter, outcome: Moved, events: list[Event]) -> Position:
-        position, entered = interpreter.enter(outcome)
-        events.append(entered)
-        return position
-
-    async def _end(self, claim: Claim, outcome: Ended, events: list[Event]) -> None:
+    async def _end(self, journal: _Journal, outcome: Ended) -> None:
         if outcome.status == "SUCCEEDED":
-            events.append(Event("ExecutionSucceeded", None, {"output": outcome.output}))
+            journal.events.append(Event("ExecutionSucceeded", None, {"output": outcome.output}))
         else:
-            events.append(
+            journal.events.append(
                 Event("ExecutionFailed", None, {"error": outcome.error, "cause": outcome.cause})
             )
-        await self._store.finish(
-            claim,
-            status=outcome.status,
-            events=events,
-            output=outcome.output,
-            error=outcome.error,
-            cause=outcome.cause,
+        await journal.finish(
+            status=outcome.status, output=outcome.output, error=outcome.error, cause=outcome.cause
         )
-        log.info("execution %s %s", claim.name, outcome.status)
+        log.info("execution %s %s", journal.claim.name, outcome.status)
 
-    async def _time_out(self, claim: Claim, position: Position, events: list[Event]) -> None:
+    async def _time_out(self, journal: _Journal, position: Position) -> None:
         cause = f"the execution ran past its TimeoutSeconds in state {position.state}"
-        events.append(Event("ExecutionTimedOut", position.state, {"error": TIMEOUT}))
-        await self._store.finish(
-            claim, status="TIMED_OUT", events=events, error=TIMEOUT, cause=cause
-        )
-        log.info("execution %s TIMED_OUT", claim.name)
+        journal.events.append(Event("ExecutionTimedOut", position.state, {"error": TIMEOUT}))
+        await journal.finish(status="TIMED_OUT", error=TIMEOUT, cause=cause)
+        log.info("execution %s TIMED_OUT", journal.claim.name)
+
+
+class _Journal:
+    """What one held execution did since its last commit, written at the next point that needs
+    it: before a Task is called (the position and every event so far, then TaskScheduled, in one
+    statement), when it pauses, stops or ends. Choice, Pass and the moves between states are
+    pure functions of committed input, so a runner that dies before writing them redoes them
+    the same way; a Task whose result was not yet written runs again (at-least-once, and every
+    handler is idempotent), exactly as one cut off mid-call does."""
+
+    def __init__(self, store: ExecutionStore, claim: Claim, machine: StateMachine) -> None:
+        self._store = store
+        self.claim = claim
+        self._machine = machine
+        self.deadline = claim.deadline
+        self._begun = claim.position is not None
+        self._position: Position | None = None  # moved to, not written yet
+        self.events: list[Event] = []
+        # A Parallel's branches schedule their Tasks concurrently: one write at a time.
+        self._lock = asyncio.Lock()
+
+    def moved(self, position: Position, events: list[Event]) -> None:
+        """The execution is at `position` now (in memory until the next write)."""
+        self._position = position
+        self.events.extend(events)
+
+    async def scheduled(self, event: Event) -> None:
+        """A Task is about to be called: commit where the execution is and that it is called."""
+        async with self._lock:
+            self.events.append(event)
+            await self.write()
+
+    async def write(self, *, run_at: datetime | None = None, release: bool = False) -> None:
+        """Commit the position and the events so far (due at `run_at`, else now)."""
+        events, self.events = self.events, []
+        if not self._begun:
+            assert self._position is not None  # an unbegun execution was moved to its start
+            await self._store.begin(
+                self.claim,
+                self._position,
+                machine=self._machine,
+                deadline=self.deadline,
+                events=events,
+                run_at=run_at,
+                release=release,
+            )
+            self._begun = True
+        elif self._position is not None:
+            await self._store.advance(
+                self.claim, self._position, events=events, run_at=run_at, release=release
+            )
+        elif release:
+            await self._store.release(self.claim, events)
+        elif events:
+            await self._store.append(self.claim, events)
+        self._position = None
+
+    async def finish(
+        self,
+        *,
+        status: str,
+        output: Any = None,
+        error: str | None = None,
+        cause: str | None = None,
+    ) -> None:
+        """Close the execution with everything not yet written."""
+        async with self._lock:
+            events, self.events = self.events, []
+            await self._store.finish(
+                self.claim,
+                status=status,
+                events=events,
+                output=output,
+                error=error,
+                cause=cause,
+            )

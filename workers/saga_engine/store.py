@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from marketplace_platform.saga.tables import SCHEMA, definitions, executions, history
@@ -132,8 +132,11 @@ class ExecutionStore:
         machine: StateMachine,
         deadline: datetime | None,
         events: Sequence[Event],
+        run_at: datetime | None = None,
+        release: bool = False,
     ) -> None:
-        """Record the first state of an execution no runner had picked up, pinned to `machine`."""
+        """Record the first position of an execution no runner had begun, pinned to `machine`
+        (due at `run_at`, else now)."""
         storing = None if machine.digest in self._stored_digests else machine
         async with self._engine.begin() as connection:
             await self._fenced_update(
@@ -143,7 +146,7 @@ class ExecutionStore:
                 storing=storing,
                 definition_digest=machine.digest,
                 deadline=deadline,
-                **_position_values(position),
+                **_step_values(position, run_at, release),
             )
         self._stored_digests.add(machine.digest)
 
@@ -167,14 +170,10 @@ class ExecutionStore:
         release: bool = False,
     ) -> None:
         """Commit a step: the new position (due at `run_at`, else now) and its events."""
-        values: dict[str, Any] = {
-            **_position_values(position),
-            "next_run_at": sa.func.now() if run_at is None else run_at,
-        }
-        if release:
-            values.update(_RELEASED)
         async with self._engine.begin() as connection:
-            await self._fenced_update(connection, claim, events, **values)
+            await self._fenced_update(
+                connection, claim, events, **_step_values(position, run_at, release)
+            )
 
     async def finish(
         self,
@@ -215,36 +214,62 @@ class ExecutionStore:
         **values: Any,
     ) -> None:
         # The lease token fences every write: a runner whose lease was taken over finds no
-        # row to update and drops its result instead of overwriting the new holder's.
-        update = (
+        # row to update and drops its result instead of overwriting the new holder's. The
+        # events are appended by the same statement (a CTE fed by the update's new last_seq),
+        # so a step costs one round trip however many events it has.
+        moved = (
             executions.update()
             .where(executions.c.id == claim.execution_id, executions.c.lease_token == claim.token)
             .values(last_seq=executions.c.last_seq + len(events), **values)
             .returning(executions.c.last_seq)
+            .cte("moved")
         )
+        statement = sa.select(moved.c.last_seq)
+        if events:
+            statement = statement.add_cte(_appended(moved, claim, events))
         if storing is not None:
             # Stored in the same statement as the pin: no pinned digest lacks its definition,
             # and beginning an execution costs no statement more.
-            update = update.add_cte(_store_definition(storing))
-        last_seq = await connection.scalar(update)
+            statement = statement.add_cte(_store_definition(storing))
+        last_seq = await connection.scalar(statement)
         if last_seq is None:
             raise LeaseLost(f"{claim.name}: lease {claim.token} is no longer held")
-        if events:
-            first = last_seq - len(events) + 1
-            await connection.execute(
-                history.insert(),
+
+
+def _appended(moved: sa.CTE, claim: Claim, events: Sequence[Event]) -> sa.CTE:
+    """An INSERT of `events` into the history, numbered up to `moved`'s new last_seq."""
+    rows = (
+        sa.func.jsonb_to_recordset(
+            sa.bindparam(
+                "events",
                 [
-                    {
-                        "execution_id": claim.execution_id,
-                        "seq": first + offset,
-                        "type": event.type,
-                        "state": event.state,
-                        "payload": event.payload,
-                        "owner": claim.owner,
-                    }
-                    for offset, event in enumerate(events)
+                    {"offset": offset, "type": e.type, "state": e.state, "payload": e.payload}
+                    for offset, e in enumerate(events, start=1)
                 ],
+                type_=JSONB,
             )
+        )
+        .table_valued(
+            sa.column("type", sa.Text),
+            sa.column("state", sa.Text),
+            sa.column("payload", JSONB),
+            sa.column("offset", sa.Integer),
+        )
+        .render_derived(name="event", with_types=True)
+    )
+    numbered = sa.select(
+        sa.literal(claim.execution_id, sa.Uuid),
+        moved.c.last_seq - len(events) + rows.c.offset,
+        rows.c.type,
+        rows.c.state,
+        rows.c.payload,
+        sa.literal(claim.owner, sa.Text),
+    ).select_from(moved.join(rows, sa.true()))
+    return (
+        history.insert()
+        .from_select(["execution_id", "seq", "type", "state", "payload", "owner"], numbered)
+        .cte("appended")
+    )
 
 
 _RELEASED: dict[str, Any] = {"lease_owner": None, "lease_token": None, "lease_expires_at": None}
@@ -259,10 +284,14 @@ def _store_definition(machine: StateMachine) -> sa.CTE:
     )
 
 
-def _position_values(position: Position) -> dict[str, Any]:
-    return {
+def _step_values(position: Position, run_at: datetime | None, release: bool) -> dict[str, Any]:
+    values: dict[str, Any] = {
         "current_state": position.state,
         "state_input": sa.null() if position.input is None else position.input,
         "state_memo": position.memo(),
         "state_entered_at": position.entered_at,
+        "next_run_at": sa.func.now() if run_at is None else run_at,
     }
+    if release:
+        values.update(_RELEASED)
+    return values
