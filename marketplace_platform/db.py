@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self, TypeVar, overload
 
@@ -109,6 +110,32 @@ class UnitOfWork:
         return await self._outbox.add(
             self.session, payload, aggregate_type=aggregate_type, aggregate_id=aggregate_id
         )
+
+
+_NOW = text("SELECT now()")
+
+
+class TransactionClock:
+    """The database's time of one transaction, read at most once.
+
+    PostgreSQL's `now()` is fixed for the whole transaction, so a statement that returns it
+    beside its own columns (`note`) spares the transaction a `SELECT now()` of its own when a
+    use case later asks the time; one that has read nothing yet asks the database.
+    """
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+        self._now: datetime | None = None
+
+    def note(self, now: datetime) -> None:
+        """Remember the transaction's now() as a statement of this transaction returned it."""
+        self._now = now
+
+    async def now(self) -> datetime:
+        """The transaction's now()."""
+        if self._now is None:
+            self._now = (await self._session.execute(_NOW)).scalar_one()
+        return self._now
 
 
 U = TypeVar("U", bound=UnitOfWork)

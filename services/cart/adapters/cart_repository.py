@@ -3,22 +3,56 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import MutableMapping, Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from marketplace_platform.db import TransactionClock
 from marketplace_platform.money import Money
 from services.cart.adapters.tables import cart_lines, carts
 from services.cart.domain.cart import Cart, CartLine, CartStatus
+from services.cart.domain.catalog import Product
+
+# The cart, its lines in the order they were added, each with its product as the catalog has
+# it now (NULLs when the SKU left the catalog), and the transaction's now(): everything
+# pricing a cart needs, in one round trip.
+_CART = """
+SELECT c.cart_id, c.customer_id, c.status, c.version, c.order_id, c.created_at, c.updated_at,
+       now() AS transaction_now,
+       ARRAY(SELECT ROW(l.sku, l.merchant_id, l.name, l.quantity, l.unit_price_minor,
+                        l.currency, p.sku IS NOT NULL, p.merchant_id, p.name, p.price_minor,
+                        p.currency, p.listed, p.created_at, p.updated_at)
+             FROM cart.cart_lines AS l LEFT JOIN cart.products AS p ON p.sku = l.sku
+             WHERE l.cart_id = c.cart_id
+             ORDER BY l.position) AS lines
+FROM cart.carts AS c
+WHERE c.cart_id = :cart_id
+"""
+_GET = text(_CART)
+_GET_FOR_UPDATE = text(_CART + "FOR UPDATE OF c")
 
 
 class CartRepository:
-    """Carts of the cart schema, within the caller's transaction."""
+    """Carts of the cart schema, within the caller's transaction.
 
-    def __init__(self, session: AsyncSession) -> None:
+    Reading a cart also reads its lines' products and the transaction's clock in the same
+    statement; they are handed to `seen_products` (which the catalog repository of the same
+    transaction answers from) and to `clock`.
+    """
+
+    def __init__(
+        self,
+        session: AsyncSession,
+        *,
+        clock: TransactionClock,
+        seen_products: MutableMapping[str, Product | None],
+    ) -> None:
         self.session = session
+        self._clock = clock
+        self._seen_products = seen_products
 
     async def create(self, *, cart_id: uuid.UUID, customer_id: str) -> Cart:
         """Insert an empty OPEN cart at version 1."""
@@ -33,18 +67,27 @@ class CartRepository:
 
     async def get(self, cart_id: uuid.UUID, *, for_update: bool = False) -> Cart | None:
         """The cart with its lines in the order they were added (row-locked when for_update)."""
-        query = select(carts).where(carts.c.cart_id == cart_id)
-        if for_update:
-            query = query.with_for_update()
-        row = (await self.session.execute(query)).one_or_none()
+        query = _GET_FOR_UPDATE if for_update else _GET
+        row = (await self.session.execute(query, {"cart_id": cart_id})).mappings().one_or_none()
         if row is None:
             return None
-        lines = await self.session.execute(
-            select(cart_lines)
-            .where(cart_lines.c.cart_id == cart_id)
-            .order_by(cart_lines.c.position)
-        )
-        return _to_cart(row._mapping, tuple(_to_line(line._mapping) for line in lines))
+        self._clock.note(row["transaction_now"])
+        return _to_cart(row, tuple(self._lines(row["lines"])))
+
+    def _lines(self, records: Sequence[Sequence[Any]]) -> list[CartLine]:
+        lines = []
+        for sku, merchant_id, name, quantity, price, currency, in_catalog, *product in records:
+            lines.append(
+                CartLine(
+                    sku=sku,
+                    merchant_id=merchant_id,
+                    name=name,
+                    quantity=quantity,
+                    unit_price=Money(price, currency),
+                )
+            )
+            self._seen_products[sku] = _product(sku, *product) if in_catalog else None
+        return lines
 
     async def save(self, before: Cart, after: Cart) -> Cart:
         """Write the changes from `before` (as loaded under lock) to `after`; return it stored.
@@ -105,13 +148,24 @@ class CartRepository:
         return int((await self.session.execute(query)).scalar_one())
 
 
-def _to_line(mapping: Any) -> CartLine:
-    return CartLine(
-        sku=mapping["sku"],
-        merchant_id=mapping["merchant_id"],
-        name=mapping["name"],
-        quantity=mapping["quantity"],
-        unit_price=Money(mapping["unit_price_minor"], mapping["currency"]),
+def _product(
+    sku: str,
+    merchant_id: str,
+    name: str,
+    price_minor: int,
+    currency: str,
+    listed: bool,
+    created_at: Any,
+    updated_at: Any,
+) -> Product:
+    return Product(
+        sku=sku,
+        merchant_id=merchant_id,
+        name=name,
+        price=Money(price_minor, currency),
+        listed=listed,
+        created_at=created_at,
+        updated_at=updated_at,
     )
 
 

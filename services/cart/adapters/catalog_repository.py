@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, MutableMapping
 from typing import Any
 
 from sqlalchemy import func, select
@@ -15,10 +15,18 @@ from services.cart.domain.catalog import Product
 
 
 class CatalogRepository:
-    """Products of the cart schema, within the caller's transaction."""
+    """Products of the cart schema, within the caller's transaction.
 
-    def __init__(self, session: AsyncSession) -> None:
+    `seen_products` holds the products this transaction has read already (the cart repository
+    reads its lines' products with the cart); a product asked for again is answered from it
+    without another statement.
+    """
+
+    def __init__(
+        self, session: AsyncSession, *, seen_products: MutableMapping[str, Product | None]
+    ) -> None:
         self.session = session
+        self._seen = seen_products
 
     async def upsert(self, product: Product) -> Product:
         """Create the product or replace its name, merchant, price and listed flag."""
@@ -37,21 +45,29 @@ class CatalogRepository:
                 ).returning(*products.c)
             )
         ).one()
-        return _to_product(row._mapping)
+        stored = _to_product(row._mapping)
+        self._seen[stored.sku] = stored
+        return stored
 
     async def get(self, sku: str) -> Product | None:
         """One product, or None."""
+        if sku in self._seen:
+            return self._seen[sku]
         row = (
             await self.session.execute(select(products).where(products.c.sku == sku))
         ).one_or_none()
-        return _to_product(row._mapping) if row is not None else None
+        found = _to_product(row._mapping) if row is not None else None
+        self._seen[sku] = found
+        return found
 
     async def many(self, skus: Collection[str]) -> dict[str, Product]:
         """The products of the SKUs that exist, by SKU."""
-        if not skus:
-            return {}
-        rows = await self.session.execute(select(products).where(products.c.sku.in_(skus)))
-        return {row.sku: _to_product(row._mapping) for row in rows}
+        unseen = [sku for sku in skus if sku not in self._seen]
+        if unseen:
+            rows = await self.session.execute(select(products).where(products.c.sku.in_(unseen)))
+            found = {row.sku: _to_product(row._mapping) for row in rows}
+            self._seen.update({sku: found.get(sku) for sku in unseen})
+        return {sku: product for sku in skus if (product := self._seen[sku]) is not None}
 
 
 def _to_product(mapping: Any) -> Product:
