@@ -11,6 +11,7 @@ from sqlalchemy import Row, and_, func, select, true
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from marketplace_platform.db import TransactionClock
 from marketplace_platform.ids import new_id
 from services.inventory.adapters.tables import reservation_lines, reservations
 from services.inventory.domain.reservation import (
@@ -29,16 +30,23 @@ _LINES = (
     .where(reservation_lines.c.reservation_id == reservations.c.reservation_id)
     .lateral("lines")
 )
-_WITH_LINES = select(reservations, _LINES.c.skus, _LINES.c.quantities).select_from(
-    reservations.outerjoin(_LINES, true())
-)
+# A reservation with its lines, and the transaction's now() (what an expiry is judged by).
+_WITH_LINES = select(
+    reservations,
+    _LINES.c.skus,
+    _LINES.c.quantities,
+    func.now().label("transaction_now"),
+).select_from(reservations.outerjoin(_LINES, true()))
 
 
 class ReservationRepository(Reservations):
-    """Reservations of the inventory schema, within the caller's transaction."""
+    """Reservations of the inventory schema, within the caller's transaction. Reading one also
+    reads the transaction's now() and hands it to `clock`, so judging its expiry costs no
+    statement of its own."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, *, clock: TransactionClock) -> None:
         self.session = session
+        self._clock = clock
 
     async def create(
         self,
@@ -91,12 +99,17 @@ class ReservationRepository(Reservations):
         query = _WITH_LINES.where(reservations.c.order_id == order_id)
         if for_update:
             query = query.with_for_update(of=reservations)
-        return _from_row((await self.session.execute(query)).one_or_none())
+        return self._noted((await self.session.execute(query)).one_or_none())
 
     async def by_id(self, reservation_id: uuid.UUID) -> Reservation | None:
         """A reservation with its lines."""
         query = _WITH_LINES.where(reservations.c.reservation_id == reservation_id)
-        return _from_row((await self.session.execute(query)).one_or_none())
+        return self._noted((await self.session.execute(query)).one_or_none())
+
+    def _noted(self, row: Row[Any] | None) -> Reservation | None:
+        if row is not None:
+            self._clock.note(row.transaction_now)
+        return _from_row(row)
 
     async def close(
         self,

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from marketplace_platform.db import UnitOfWork
+from marketplace_platform.db import TransactionClock, UnitOfWork
 from services.inventory.adapters.audit import LedgerAudit
 from services.inventory.adapters.reservation_repository import ReservationRepository
 from services.inventory.adapters.stock_repository import StockHolds, StockRepository
@@ -31,9 +30,11 @@ class InventoryUnitOfWork(UnitOfWork):
         """Attach inventory's repositories to this transaction's session."""
         self.stock = StockRepository(session)
         self.holds = StockHolds(session)
-        self.reservations = ReservationRepository(session)
+        self._clock = TransactionClock(session)
+        self.reservations = ReservationRepository(session, clock=self._clock)
         self.audit = LedgerAudit(session)
 
     async def now(self) -> datetime:
-        """The database's time of this transaction: the clock reservations expire by."""
-        return (await self.session.execute(select(func.now()))).scalar_one()
+        """The database's time of this transaction: the clock reservations expire by (read
+        already when this transaction read a reservation)."""
+        return await self._clock.now()
