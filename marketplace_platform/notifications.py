@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
@@ -62,16 +63,87 @@ class Wakeups:
                 self._waiters.remove(waiter)
 
 
+class Watch:
+    """One waiter's interest in a key of `KeyedWakeups`, armed from the moment it is taken: a
+    wake that comes before `wait` (while the waiter reads) is kept for it, never lost."""
+
+    def __init__(self) -> None:
+        self._woken = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def wake(self) -> None:
+        """Mark the watch woken and release its waiter, if one waits."""
+        self._woken = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def wait(self, within: float) -> bool:
+        """Wait for a wake since the watch began or since the last wait that returned True, or
+        `within` seconds; whether it was woken (a woken watch is armed again)."""
+        if not self._woken:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                async with asyncio.timeout(within):
+                    await self._waiter
+            except TimeoutError:
+                return False
+            finally:
+                self._waiter = None
+        self._woken = False
+        return True
+
+
+class KeyedWakeups:
+    """Waiters parked per key (the payload of a notification, e.g. an order id): a notification
+    wakes every waiter of its key and nobody else; a lost LISTEN wakes every waiter of every
+    key, so each looks again at what it waits for."""
+
+    def __init__(self) -> None:
+        self._watches: dict[str, set[Watch]] = {}
+
+    @contextlib.contextmanager
+    def watch(self, key: str) -> Iterator[Watch]:
+        """A watch on `key` for the block; take it before reading the state it waits on."""
+        watch = Watch()
+        self._watches.setdefault(key, set()).add(watch)
+        try:
+            yield watch
+        finally:
+            watches = self._watches.get(key)
+            if watches is not None:
+                watches.discard(watch)
+                if not watches:
+                    del self._watches[key]
+
+    def wake(self, key: str) -> None:
+        """Wake every waiter of `key` (none waiting: nothing is kept)."""
+        for watch in self._watches.get(key, ()):
+            watch.wake()
+
+    def wake_all(self) -> None:
+        """Wake every waiter of every key."""
+        for watches in self._watches.values():
+            for watch in watches:
+                watch.wake()
+
+    def waiting(self, key: str | None = None) -> int:
+        """How many watches are open on `key` (on any key, if None)."""
+        if key is not None:
+            return len(self._watches.get(key, ()))
+        return sum(len(watches) for watches in self._watches.values())
+
+
 class Listener:
     """Keeps a LISTEN on `channel` open on a connection of its own, reopening it with backoff
     when it is lost; each notification whose payload is `payload` (any, if None) wakes one of
-    `wakeups`' waiters, and a lost connection wakes them all."""
+    `Wakeups`' waiters, or with `KeyedWakeups` every waiter of the payload's key; a lost
+    connection wakes them all."""
 
     def __init__(
         self,
         database_url: str,
         channel: str,
-        wakeups: Wakeups,
+        wakeups: Wakeups | KeyedWakeups,
         *,
         payload: str | None = None,
         probe_seconds: float = 5.0,
@@ -131,5 +203,9 @@ class Listener:
                 await asyncio.wait_for(connection.close(), self._probe_seconds)
 
     def _on_notification(self, connection: Any, pid: int, channel: str, payload: str) -> None:
-        if self._payload is None or payload == self._payload:
+        if self._payload is not None and payload != self._payload:
+            return
+        if isinstance(self._wakeups, KeyedWakeups):
+            self._wakeups.wake(payload)
+        else:
             self._wakeups.wake_one()
