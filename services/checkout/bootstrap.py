@@ -13,6 +13,7 @@ from marketplace.checkout.v1 import checkout_service_pb2, checkout_service_pb2_g
 from marketplace_platform.channels import open_channel
 from marketplace_platform.db import unit_of_work_factory
 from marketplace_platform.grpc_server import ServiceRegistration
+from marketplace_platform.notifications import KeyedWakeups
 from marketplace_platform.outbox import OutboxWriter
 from marketplace_platform.periodic import BackgroundLoop, every
 from marketplace_platform.saga import SagaStarter
@@ -25,11 +26,13 @@ from marketplace_platform.service_main import (
 )
 from marketplace_platform.settings import ServiceSettings
 from services.checkout.adapters import cart_client, payment_client, tables
+from services.checkout.adapters.settlements import settlement_listener
 from services.checkout.adapters.unit_of_work import CheckoutUnitOfWork
 from services.checkout.entrypoints.grpc_servicer import CheckoutServicer
 from services.checkout.service_layer import housekeeping
 from services.checkout.service_layer.deps import CheckoutDeps
 from services.checkout.service_layer.ports import CartPort, PaymentPort
+from services.checkout.service_layer.settlement_waits import SettlementWaits
 
 SERVICE_NAME = checkout_service_pb2.DESCRIPTOR.services_by_name["CheckoutService"].full_name
 
@@ -76,14 +79,20 @@ def build(
             saga=saga or saga_starter(settings, engine),
             lease=timedelta(seconds=settings.idempotency_lease_seconds),
         )
-        servicer = CheckoutServicer(deps)
+        # GetOrder's waiters, woken by one LISTEN per process that runs as a background loop.
+        wakeups = KeyedWakeups()
+        listener = settlement_listener(settings.database_url, wakeups)
+        servicer = CheckoutServicer(
+            deps, settlements=SettlementWaits(wakeups, listening=listener.listening)
+        )
         registration = ServiceRegistration(
             SERVICE_NAME,
             lambda server: checkout_service_pb2_grpc.add_CheckoutServiceServicer_to_server(
                 servicer, server
             ),
         )
-        return ServiceParts([registration], background=background_loops(settings, deps))
+        background = [*background_loops(settings, deps), listener.run]
+        return ServiceParts([registration], background=background)
 
     return parts
 

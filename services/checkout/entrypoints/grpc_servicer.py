@@ -13,18 +13,22 @@ from marketplace.checkout.v1 import checkout_service_pb2_grpc as pb_grpc
 from marketplace.common.v1 import address_pb2, ids_pb2
 from marketplace.payment.v1 import payment_service_pb2 as payment_pb
 from services.checkout.domain.order import FailureReason, FraudDecision, Order, ShippingAddress
-from services.checkout.service_layer import events, orders, placement, steps
+from services.checkout.service_layer import events, orders, placement, settlement_waits, steps
 from services.checkout.service_layer.deps import CheckoutDeps
 from services.checkout.service_layer.ports import PaymentSummary
+from services.checkout.service_layer.settlement_waits import SettlementWaits
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+# Kept back from the caller's deadline when GetOrder waits: the last read and the answer.
+ANSWER_RESERVE_SECONDS = 0.5
 
 
 class CheckoutServicer(pb_grpc.CheckoutServiceServicer):
     """Translates CheckoutService calls to the checkout handlers."""
 
-    def __init__(self, deps: CheckoutDeps) -> None:
+    def __init__(self, deps: CheckoutDeps, *, settlements: SettlementWaits) -> None:
         self.deps = deps
+        self.settlements = settlements
 
     async def PlaceOrder(
         self, request: pb.PlaceOrderRequest, context: Context
@@ -44,9 +48,14 @@ class CheckoutServicer(pb_grpc.CheckoutServiceServicer):
         )
 
     async def GetOrder(self, request: pb.GetOrderRequest, context: Context) -> pb.GetOrderResponse:
-        view = await orders.get_order(
-            uuid.UUID(request.order_id.value), request.customer_id.value, deps=self.deps
-        )
+        order_id, customer_id = uuid.UUID(request.order_id.value), request.customer_id.value
+        within = _wait_within(request, context.time_remaining())
+        if within > 0:
+            view = await settlement_waits.get_order_once_settled(
+                order_id, customer_id, within=within, waits=self.settlements, deps=self.deps
+            )
+        else:
+            view = await orders.get_order(order_id, customer_id, deps=self.deps)
         return pb.GetOrderResponse(order=order_to_proto(view.order, view.payment))
 
     async def ListOrders(
@@ -176,6 +185,16 @@ def order_to_proto(order: Order, payment: PaymentSummary | None) -> pb.Order:
     if order.updated_at is not None:
         message.updated_at.FromDatetime(order.updated_at)
     return message
+
+
+def _wait_within(request: pb.GetOrderRequest, deadline_in: float | None) -> float:
+    """The request's wait in seconds, cut short to answer before the caller's deadline."""
+    if not request.HasField("wait"):
+        return 0.0
+    wait = request.wait.ToTimedelta().total_seconds()
+    if deadline_in is None:
+        return wait
+    return min(wait, deadline_in - min(ANSWER_RESERVE_SECONDS, deadline_in / 2))
 
 
 def _payment_status(name: str) -> payment_pb.PaymentStatus.ValueType:

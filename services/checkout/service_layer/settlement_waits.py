@@ -1,0 +1,57 @@
+"""Reading an order once it has left PENDING: a caller may wait a few seconds for the saga to
+settle the order instead of polling for it (GetOrder's `wait`, the gateway's `Prefer: wait`).
+
+Waiting costs no query: every waiter of an order parks on a watch of its id in one registry
+per process, fed by one LISTEN (the orders table's trigger notifies each settlement when it
+commits). The watch is taken before the first read, so a settlement between that read and
+the wait still wakes it. While the LISTEN is down nothing wakes a watch but the lost
+connection itself, so waiters then look again every `poll_seconds` until it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+
+from marketplace_platform.notifications import KeyedWakeups
+from services.checkout.domain.order import OrderStatus
+from services.checkout.service_layer import orders
+from services.checkout.service_layer.deps import CheckoutDeps
+from services.checkout.service_layer.orders import OrderView
+
+POLL_SECONDS_WITHOUT_LISTEN = 1.0
+
+
+@dataclass(frozen=True)
+class SettlementWaits:
+    """The process's waiters by order id, and whether the LISTEN that wakes them is up."""
+
+    wakeups: KeyedWakeups
+    listening: asyncio.Event
+    poll_seconds: float = POLL_SECONDS_WITHOUT_LISTEN
+
+
+async def get_order_once_settled(
+    order_id: uuid.UUID,
+    customer_id: str,
+    *,
+    within: float,
+    waits: SettlementWaits,
+    deps: CheckoutDeps,
+) -> OrderView:
+    """The customer's order as soon as it is not PENDING, or as it stands after `within` s."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + within
+    with waits.wakeups.watch(str(order_id)) as watch:
+        view = await orders.get_order(order_id, customer_id, deps=deps)
+        while view.order.status is OrderStatus.PENDING:
+            left = until - loop.time()
+            if left <= 0:
+                break
+            polling = not waits.listening.is_set()
+            woken = await watch.wait(min(left, waits.poll_seconds) if polling else left)
+            if not woken and not polling:
+                break  # nothing settled it while the LISTEN was up: it stands as it was read
+            view = await orders.get_order(order_id, customer_id, deps=deps)
+    return view
