@@ -96,6 +96,14 @@ class Operation:
         return f"{self.kind.lower()}-{self.operation_id}"
 
 
+@dataclass(frozen=True)
+class Ledger:
+    """A payment and its operations, oldest first: what an answer about a payment shows."""
+
+    payment: Payment
+    operations: tuple[Operation, ...]
+
+
 def may_try_again(operation: Operation) -> bool:
     """True when the operation failed without the PSP refusing it: a repeat tries it again."""
     return (

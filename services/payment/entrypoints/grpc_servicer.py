@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any, TypeAlias
 
 import grpc
@@ -34,8 +35,10 @@ class PaymentServicer(pb_grpc.PaymentServiceServicer):
             currency=request.amount.currency,
             payment_method=request.payment_method,
         )
-        payment = await payments.authorize(command, self.deps)
-        return pb.AuthorizePaymentResponse(payment=await self._wire(payment))
+        ledger = await payments.authorize_with_ledger(command, self.deps)
+        return pb.AuthorizePaymentResponse(
+            payment=payment_to_proto(ledger.payment, ledger.operations)
+        )
 
     async def CapturePayment(
         self, request: pb.CapturePaymentRequest, context: Context
@@ -117,7 +120,7 @@ class PaymentServicer(pb_grpc.PaymentServiceServicer):
         return payment_to_proto(payment, operations)
 
 
-def payment_to_proto(payment: Payment, operations: list[Operation]) -> pb.Payment:
+def payment_to_proto(payment: Payment, operations: Sequence[Operation]) -> pb.Payment:
     """The wire form of a payment and its ledger."""
     message = pb.Payment(
         payment_id=ids_pb2.PaymentId(value=str(payment.payment_id)),

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from services.payment.domain.payment import Payment
+from services.payment.domain.payment import Ledger
 from services.payment.service_layer.ports import AbstractPaymentUnitOfWork, PaymentProvider
 
 
@@ -17,11 +17,9 @@ class DrivesInFlight:
     instead of sending the same operation again (which the PSP would answer 409)."""
 
     def __init__(self) -> None:
-        self._drives: dict[uuid.UUID, asyncio.Future[Payment]] = {}
+        self._drives: dict[uuid.UUID, asyncio.Future[Ledger]] = {}
 
-    async def join(
-        self, operation_id: uuid.UUID, start: Callable[[], Awaitable[Payment]]
-    ) -> Payment:
+    async def join(self, operation_id: uuid.UUID, start: Callable[[], Awaitable[Ledger]]) -> Ledger:
         """The outcome of the operation's drive, starting one if none is under way."""
         drive = self._drives.get(operation_id)
         if drive is None:
@@ -31,7 +29,7 @@ class DrivesInFlight:
         # A caller that gives up (its deadline) does not stop the drive: it settles the ledger.
         return await asyncio.shield(drive)
 
-    def _finished(self, operation_id: uuid.UUID, drive: asyncio.Future[Payment]) -> None:
+    def _finished(self, operation_id: uuid.UUID, drive: asyncio.Future[Ledger]) -> None:
         if self._drives.get(operation_id) is drive:
             del self._drives[operation_id]
         if not drive.cancelled():

@@ -16,6 +16,7 @@ from marketplace_platform.request_context import remaining_budget
 from services.payment.domain import payment as rules
 from services.payment.domain.payment import (
     OPEN_STATES,
+    Ledger,
     Operation,
     OperationKind,
     OperationState,
@@ -77,6 +78,12 @@ class Void:
 async def authorize(command: Authorize, deps: PaymentDeps) -> Payment:
     """Authorize once per order: repeats return the first outcome, another amount is refused,
     and an order whose payment was released (cancelled) is refused."""
+    return (await authorize_with_ledger(command, deps)).payment
+
+
+async def authorize_with_ledger(command: Authorize, deps: PaymentDeps) -> Ledger:
+    """`authorize`, with the payment's operations as they stand after it, read in the
+    transaction that settled it (or, for a repeat, that found it settled)."""
     rules.check_currency(command.currency)
     async with deps.unit_of_work() as uow:
         fresh = Payment(
@@ -118,8 +125,8 @@ async def authorize(command: Authorize, deps: PaymentDeps) -> Payment:
             # Settled by an earlier call: read the payment again, as of after that settlement.
             settled = await uow.payments.by_order(command.order_id)
             assert settled is not None
-            return settled
-    return await drive(operation, payment, deps)
+            return Ledger(settled, tuple(await uow.payments.operations(settled.payment_id)))
+    return await _drive_ledger(operation, payment, deps)
 
 
 async def _reopen(
@@ -223,12 +230,17 @@ async def drive(operation: Operation, payment: Payment, deps: PaymentDeps) -> Pa
     gets UNAVAILABLE, and a later call or the reconciliation resolves it. Concurrent callers in
     this process share one drive.
     """
+    return (await _drive_ledger(operation, payment, deps)).payment
+
+
+async def _drive_ledger(operation: Operation, payment: Payment, deps: PaymentDeps) -> Ledger:
+    """`drive`, with the payment's operations as the settlement left them."""
     return await deps.in_flight.join(
         operation.operation_id, lambda: _drive(operation, payment, deps)
     )
 
 
-async def _drive(operation: Operation, payment: Payment, deps: PaymentDeps) -> Payment:
+async def _drive(operation: Operation, payment: Payment, deps: PaymentDeps) -> Ledger:
     state = operation.state
     asked_to_wait: float | None = None
     cause = "no attempt"
@@ -247,7 +259,7 @@ async def _drive(operation: Operation, payment: Payment, deps: PaymentDeps) -> P
         if isinstance(outcome, TryAgain):  # not applied: the same key is sent again
             asked_to_wait, cause = outcome.after_seconds, outcome.cause
             continue
-        return await settle(operation, outcome, deps)
+        return await _settle(operation, outcome, deps)
     raise PspUnavailable(
         f"no outcome from the PSP for the {operation.kind.lower()} of order {payment.order_id}"
         f" ({cause}); it will be resolved before anything is sent again",
@@ -320,6 +332,8 @@ async def resolve(
 async def mark_unknown(operation: Operation, deps: PaymentDeps) -> None:
     """Record that the PSP may or may not have applied the operation."""
     async with deps.unit_of_work() as uow:
+        # Under the payment's row lock, as every change of its operations' states.
+        await uow.payments.by_id(operation.payment_id, for_update=True)
         current = await uow.payments.operation_by_id(operation.operation_id)
         if current.state in OPEN_STATES:
             await uow.payments.set_state(operation, OperationState.UNKNOWN)
@@ -327,11 +341,20 @@ async def mark_unknown(operation: Operation, deps: PaymentDeps) -> None:
 
 async def settle(operation: Operation, outcome: Approved | Declined, deps: PaymentDeps) -> Payment:
     """Write the PSP's answer to the ledger and the payment, with its event, once."""
+    return (await _settle(operation, outcome, deps)).payment
+
+
+async def _settle(operation: Operation, outcome: Approved | Declined, deps: PaymentDeps) -> Ledger:
+    """`settle`, with the payment's operations as they stand after it (what was written, not
+    read again)."""
     async with deps.unit_of_work() as uow:
+        # Every change of an operation's state holds its payment's row lock (settle, reopen,
+        # mark_unknown), so the ledger read under that lock is the one this settlement changes.
         payment = await uow.payments.by_id(operation.payment_id, for_update=True)
-        current = await uow.payments.operation_by_id(operation.operation_id)
+        ledger = await uow.payments.operations(payment.payment_id)
+        current = next(o for o in ledger if o.operation_id == operation.operation_id)
         if not rules.awaits_outcome(current):
-            return payment  # a concurrent caller settled it first
+            return Ledger(payment, tuple(ledger))  # a concurrent caller settled it first
         # A late answer for an operation reconciliation gave up on ("not applied") still wins:
         # the PSP's word is the truth, our verdict was only a reading of its silence.
         payment = rules.reopened(payment, current)
@@ -343,7 +366,8 @@ async def settle(operation: Operation, outcome: Approved | Declined, deps: Payme
                     psp_intent_id=outcome.intent.id,
                     capture_before=outcome.intent.capture_before,
                 )
-            await uow.payments.set_state(operation, OperationState.SUCCEEDED)
+            state, failure_code = OperationState.SUCCEEDED, None
+            await uow.payments.set_state(operation, state)
             payment = await uow.payments.save(payment)
             event = events.succeeded(payment, operation)
         else:
@@ -351,7 +375,8 @@ async def settle(operation: Operation, outcome: Approved | Declined, deps: Payme
             payment = rules.after_failure(payment, operation, outcome.code)
             if operation.kind is OperationKind.AUTHORIZE and outcome.intent_id:
                 payment = replace(payment, psp_intent_id=outcome.intent_id)
-            await uow.payments.set_state(operation, OperationState.FAILED, outcome.code)
+            state, failure_code = OperationState.FAILED, outcome.code
+            await uow.payments.set_state(operation, state, failure_code)
             payment = await uow.payments.save(payment)
             event = events.failed(payment, operation, outcome.code)
         await uow.publish(
@@ -363,4 +388,8 @@ async def settle(operation: Operation, outcome: Approved | Declined, deps: Payme
             payment.order_id,
             "succeeded" if isinstance(outcome, Approved) else f"failed: {outcome.code}",
         )
-        return payment
+        settled = replace(current, state=state, failure_code=failure_code)
+        return Ledger(
+            payment,
+            tuple(settled if o.operation_id == settled.operation_id else o for o in ledger),
+        )
