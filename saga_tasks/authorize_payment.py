@@ -31,11 +31,11 @@ RAISES = frozenset({"RetryableError", "StepFailed", "PaymentDeclined", "Authoriz
 REQUIRES = frozenset({"order_id", "customer_id", "payment_method", "amount"})
 
 
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+async def run(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """{"order_id", "customer_id", "payment_method", "amount": money, "saga_started_at"?} ->
     the authorization."""
     try:
-        return _authorize(event, context)
+        return await _authorize(event, context)
     except RetryableError as error:
         if budget_spent(event.get("saga_started_at"), datetime.now(UTC)):
             raise AuthorizationBudgetSpent(f"{error} (authorization budget spent)") from error
@@ -50,7 +50,7 @@ def budget_spent(started_at: object, now: datetime) -> bool:
     return (now - started).total_seconds() >= clients.settings().authorization_budget_seconds
 
 
-def _authorize(event: dict[str, Any], context: Any) -> dict[str, Any]:
+async def _authorize(event: dict[str, Any], context: Any) -> dict[str, Any]:
     key = wire.step_key(event, STEP)
     request = pb.AuthorizePaymentRequest(
         idempotency_key=key,
@@ -60,7 +60,7 @@ def _authorize(event: dict[str, Any], context: Any) -> dict[str, Any]:
         payment_method=str(wire.field(event, "payment_method")),
     )
     try:
-        response = clients.invoke(
+        response = await clients.invoke(
             clients.payment().AuthorizePayment,
             request,
             key=key,
@@ -81,3 +81,6 @@ def _authorize(event: dict[str, Any], context: Any) -> dict[str, Any]:
         "status": "AUTHORIZED",
         "authorized": wire.money_to_json(payment.authorized),
     }
+
+
+handler = clients.blocking(run)

@@ -15,14 +15,17 @@ RAISES = frozenset({"RetryableError", "StepFailed", "OrderCancelRequested"})
 REQUIRES = frozenset({"order_id"})
 
 
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+async def run(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """{"order_id"} -> {"tax": money, "total": money}."""
     key = wire.step_key(event, STEP)
     request = pb.CalculateTaxRequest(idempotency_key=key, order_id=wire.order_id(event))
     try:
-        response = clients.invoke(
+        response = await clients.invoke(
             clients.checkout().CalculateTax, request, key=key, context=context
         )
     except grpc.RpcError as error:
         raise translate(error, STEP) from error
     return {"tax": wire.money_to_json(response.tax), "total": wire.money_to_json(response.total)}
+
+
+handler = clients.blocking(run)

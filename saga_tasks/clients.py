@@ -1,10 +1,19 @@
-"""gRPC stubs for the adapters: one channel per target, built on first use and kept for the
-process (a Lambda container's later invocations reuse it), and a deadline for every call."""
+"""gRPC stubs for the adapters: one `grpc.aio` channel per target and event loop, built on first
+use and kept (a Lambda container's later invocations, and the saga engine's every call, reuse
+it), and a deadline for every call.
+
+Each step is an async core, `run(event, context)`, that the local saga engine awaits on its own
+loop; `blocking(run)` is the same step as the `handler(event, context)` a Lambda (or a thread)
+calls, run on that thread's own loop, which is kept with its channels between invocations.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import threading
+import weakref
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -19,8 +28,14 @@ from saga_tasks.settings import AdapterSettings
 # No retry policy on the channel: the state machine's Retry is the one layer that retries.
 _CHANNEL_OPTIONS = [("grpc.enable_retries", 0), ("grpc.keepalive_time_ms", 30_000)]
 
-_channels: dict[str, grpc.Channel] = {}
+# A grpc.aio channel belongs to the loop it was made on; a loop's channels go with it.
+_channels: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, grpc.aio.Channel]] = (
+    weakref.WeakKeyDictionary()
+)
 _lock = threading.Lock()
+_thread = threading.local()
+
+StepCore = Callable[[dict[str, Any], Any], Awaitable[dict[str, Any]]]
 
 
 @functools.cache
@@ -29,27 +44,43 @@ def settings() -> AdapterSettings:
     return AdapterSettings()
 
 
-def channel(target: str) -> grpc.Channel:
-    """The process's channel to `target`, created on first use."""
+def channel(target: str) -> grpc.aio.Channel:
+    """The running loop's channel to `target`, created on first use."""
+    loop = asyncio.get_running_loop()
     with _lock:
-        if target not in _channels:
-            _channels[target] = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
-        return _channels[target]
+        by_target = _channels.setdefault(loop, {})
+        if target not in by_target:
+            by_target[target] = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+        return by_target[target]
 
 
-def inventory() -> inventory_service_pb2_grpc.InventoryServiceStub:
+def inventory() -> inventory_service_pb2_grpc.InventoryServiceAsyncStub:
     """A stub for the inventory service."""
     return inventory_service_pb2_grpc.InventoryServiceStub(channel(settings().inventory_target))
 
 
-def payment() -> payment_service_pb2_grpc.PaymentServiceStub:
+def payment() -> payment_service_pb2_grpc.PaymentServiceAsyncStub:
     """A stub for the payment service."""
     return payment_service_pb2_grpc.PaymentServiceStub(channel(settings().payment_target))
 
 
-def checkout() -> checkout_service_pb2_grpc.CheckoutServiceStub:
+def checkout() -> checkout_service_pb2_grpc.CheckoutServiceAsyncStub:
     """A stub for the checkout service."""
     return checkout_service_pb2_grpc.CheckoutServiceStub(channel(settings().checkout_target))
+
+
+def blocking(core: StepCore) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+    """The Lambda-style `handler(event, context)` of a step's async core: it runs the core on
+    the calling thread's own event loop, kept (with its channels) for the thread's next call."""
+
+    @functools.wraps(core)
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        loop: asyncio.AbstractEventLoop | None = getattr(_thread, "loop", None)
+        if loop is None:
+            loop = _thread.loop = asyncio.new_event_loop()
+        return loop.run_until_complete(core(event, context))
+
+    return handler
 
 
 def deadline(context: Any, limit: float | None = None) -> float:
@@ -70,16 +101,26 @@ def call_metadata(idempotency_key: str) -> tuple[tuple[str, str], ...]:
 
 
 def reset() -> None:
-    """Close every channel and forget the settings (tests that move the services use this)."""
+    """Forget every channel and the settings (tests that move the services use this). The
+    running loop's channels are closed in the background; other loops' go with their loop."""
     with _lock:
-        for open_channel in _channels.values():
-            open_channel.close()
+        owned = list(_channels.items())
         _channels.clear()
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    for loop, by_target in owned:
+        for open_channel in by_target.values():
+            if loop is running:
+                loop.create_task(open_channel.close())
+            elif running is None and not loop.is_closed() and not loop.is_running():
+                loop.run_until_complete(open_channel.close())
     settings.cache_clear()
 
 
-def invoke(
-    method: grpc.UnaryUnaryMultiCallable[Any, Any],
+async def invoke(
+    method: Any,
     request: Any,
     *,
     key: str,
@@ -87,4 +128,4 @@ def invoke(
     limit: float | None = None,
 ) -> Any:
     """Call `method` with the step's deadline and request id; failures raise grpc.RpcError."""
-    return method(request, timeout=deadline(context, limit), metadata=call_metadata(key))
+    return await method(request, timeout=deadline(context, limit), metadata=call_metadata(key))

@@ -21,12 +21,12 @@ RAISES = frozenset({"RetryableError", "StepFailed", "ReservationExpired"})
 REQUIRES = frozenset({"order_id"})
 
 
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+async def run(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """{"order_id"} -> {"reservation_id", "status": "COMMITTED"}."""
     key = wire.step_key(event, STEP)
     request = pb.CommitReservationRequest(idempotency_key=key, order_id=wire.order_id(event))
     try:
-        response = clients.invoke(
+        response = await clients.invoke(
             clients.inventory().CommitReservation, request, key=key, context=context
         )
     except grpc.RpcError as error:
@@ -35,3 +35,6 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             raise ReservationExpired(details(error)) from error
         raise translate(error, STEP) from error
     return {"reservation_id": response.reservation.reservation_id.value, "status": "COMMITTED"}
+
+
+handler = clients.blocking(run)

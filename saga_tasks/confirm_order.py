@@ -21,7 +21,7 @@ RAISES = frozenset({"RetryableError", "StepFailed", "OrderCancelRequested"})
 REQUIRES = frozenset({"order_id", "reservation_id", "payment_id"})
 
 
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+async def run(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """{"order_id", "reservation_id", "payment_id"} -> {"order_id", "status": "CONFIRMED"}."""
     key = wire.step_key(event, STEP)
     request = pb.ConfirmOrderRequest(
@@ -31,7 +31,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         payment_id=ids_pb2.PaymentId(value=str(wire.field(event, "payment_id"))),
     )
     try:
-        response = clients.invoke(
+        response = await clients.invoke(
             clients.checkout().ConfirmOrder, request, key=key, context=context
         )
     except grpc.RpcError as error:
@@ -41,3 +41,6 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         "order_id": order.order_id.value,
         "status": pb.OrderStatus.Name(order.status).removeprefix("ORDER_STATUS_"),
     }
+
+
+handler = clients.blocking(run)

@@ -18,7 +18,7 @@ REQUIRES = frozenset({"order_id", "reason", "error"})
 MAX_DETAIL = 1024  # FailOrderRequest.failure_detail's limit
 
 
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+async def run(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """{"order_id", "reason", "error": the caught error} -> {"status": "CANCELLED", "reason"}."""
     key = wire.step_key(event, STEP)
     reason = str(wire.field(event, "reason"))
@@ -29,7 +29,9 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         failure_detail=failure_detail(wire.field(event, "error")),
     )
     try:
-        response = clients.invoke(clients.checkout().FailOrder, request, key=key, context=context)
+        response = await clients.invoke(
+            clients.checkout().FailOrder, request, key=key, context=context
+        )
     except grpc.RpcError as error:
         raise translate(error, STEP) from error
     status = pb.OrderStatus.Name(response.order.status).removeprefix("ORDER_STATUS_")
@@ -48,3 +50,6 @@ def failure_detail(error: Any) -> str:
         parsed = cause
     message = parsed.get("errorMessage", cause) if isinstance(parsed, dict) else cause
     return f"{name}: {message}"[:MAX_DETAIL] if message else name[:MAX_DETAIL]
+
+
+handler = clients.blocking(run)

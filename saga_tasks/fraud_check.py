@@ -15,12 +15,14 @@ RAISES = frozenset({"RetryableError", "StepFailed", "OrderCancelRequested", "Fra
 REQUIRES = frozenset({"order_id"})
 
 
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+async def run(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """{"order_id"} -> {"decision": "APPROVE", "risk_score": int}."""
     key = wire.step_key(event, STEP)
     request = pb.AssessFraudRequest(idempotency_key=key, order_id=wire.order_id(event))
     try:
-        response = clients.invoke(clients.checkout().AssessFraud, request, key=key, context=context)
+        response = await clients.invoke(
+            clients.checkout().AssessFraud, request, key=key, context=context
+        )
     except grpc.RpcError as error:
         raise translate(error, STEP) from error
     if response.decision == pb.FRAUD_DECISION_REJECT:
@@ -28,3 +30,6 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if response.decision != pb.FRAUD_DECISION_APPROVE:
         raise StepFailed(f"fraud check answered {pb.FraudDecision.Name(response.decision)}")
     return {"decision": "APPROVE", "risk_score": response.risk_score}
+
+
+handler = clients.blocking(run)

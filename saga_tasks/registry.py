@@ -1,8 +1,10 @@
 """The saga task handlers by the Task Resource placeholder that names them in the definition.
 
 `"${ReserveInventoryFunctionArn}"` in deploy/ecs/checkout_saga.asl.json is run by
-HANDLERS["ReserveInventoryFunctionArn"]; RAISES and REQUIRES say which named errors each one
-may end with and which input fields it reads, so tests can hold the definition to them.
+HANDLERS["ReserveInventoryFunctionArn"] (blocking, as a Lambda runs it) or awaited as
+ASYNC_HANDLERS["ReserveInventoryFunctionArn"] (the local engine); RAISES and REQUIRES say which
+named errors each one may end with and which input fields it reads, so tests can hold the
+definition to them.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from saga_tasks import (
     reserve_inventory,
     void_payment,
 )
+from saga_tasks.clients import StepCore
 
 _STEPS: dict[str, ModuleType] = {
     "CalculateTaxFunctionArn": calculate_tax,
@@ -35,8 +38,11 @@ _STEPS: dict[str, ModuleType] = {
     "FailOrderFunctionArn": fail_order,
 }
 
+# What a Lambda runs: handler(event, context), blocking.
 HANDLERS: dict[str, Callable[[dict[str, Any], Any], Any]] = {
     name: module.handler for name, module in _STEPS.items()
 }
+# What the local saga engine awaits on its own loop: the same steps' async cores.
+ASYNC_HANDLERS: dict[str, StepCore] = {name: module.run for name, module in _STEPS.items()}
 RAISES: dict[str, frozenset[str]] = {name: module.RAISES for name, module in _STEPS.items()}
 REQUIRES: dict[str, frozenset[str]] = {name: module.REQUIRES for name, module in _STEPS.items()}

@@ -20,7 +20,7 @@ RAISES = frozenset({"RetryableError", "StepFailed"})
 REQUIRES = frozenset({"order_id", "reason"})
 
 
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+async def run(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """{"order_id", "reason"} -> {"status": "RELEASED" | "EXPIRED" | "NONE"}."""
     key = wire.step_key(event, STEP)
     request = pb.ReleaseReservationRequest(
@@ -29,7 +29,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         reason=reasons.release_reason(str(wire.field(event, "reason"))),
     )
     try:
-        response = clients.invoke(
+        response = await clients.invoke(
             clients.inventory().ReleaseReservation, request, key=key, context=context
         )
     except grpc.RpcError as error:
@@ -38,3 +38,6 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return {"status": "NONE"}
     status = pb.ReservationStatus.Name(response.reservation.status)
     return {"status": status.removeprefix("RESERVATION_STATUS_")}
+
+
+handler = clients.blocking(run)

@@ -17,7 +17,7 @@ RAISES = frozenset({"RetryableError", "StepFailed", "OutOfStock"})
 REQUIRES = frozenset({"order_id", "lines"})
 
 
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+async def run(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """{"order_id", "lines": [{"sku", "quantity"}]} -> the reservation's id, status, expiry."""
     key = wire.step_key(event, STEP)
     request = pb.ReserveStockRequest(
@@ -30,7 +30,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         ttl=duration_pb2.Duration(seconds=clients.settings().reservation_ttl_seconds),
     )
     try:
-        response = clients.invoke(
+        response = await clients.invoke(
             clients.inventory().ReserveStock, request, key=key, context=context
         )
     except grpc.RpcError as error:
@@ -41,3 +41,6 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         "status": pb.ReservationStatus.Name(reservation.status).removeprefix("RESERVATION_STATUS_"),
         "expires_at": reservation.expires_at.ToJsonString(),
     }
+
+
+handler = clients.blocking(run)

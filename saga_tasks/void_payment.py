@@ -22,7 +22,7 @@ RAISES = frozenset({"RetryableError", "StepFailed"})
 REQUIRES = frozenset({"order_id", "reason"})
 
 
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+async def run(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """{"order_id", "reason"} -> {"status": "VOIDED" | "FAILED" | "NONE"}."""
     key = wire.step_key(event, STEP)
     request = pb.VoidPaymentRequest(
@@ -31,7 +31,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         reason=reasons.void_reason(str(wire.field(event, "reason"))),
     )
     try:
-        response = clients.invoke(
+        response = await clients.invoke(
             clients.payment().VoidPayment,
             request,
             key=key,
@@ -47,3 +47,6 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return {"status": "NONE"}
     status = pb.PaymentStatus.Name(response.payment.status)
     return {"status": status.removeprefix("PAYMENT_STATUS_")}
+
+
+handler = clients.blocking(run)

@@ -34,7 +34,7 @@ from marketplace_platform.grpc_server import RunningServer
 from marketplace_platform.ids import new_id
 from marketplace_platform.saga.local import LocalSagaStarter
 from saga_tasks import clients, errors
-from saga_tasks.registry import HANDLERS
+from saga_tasks.registry import ASYNC_HANDLERS, HANDLERS
 from tests.support.psp import RunningPsp
 from tests.support.servers import ServiceServers
 from workers.saga_engine.asl.interpreter import Interpreter
@@ -95,8 +95,8 @@ async def stock(inventory_server: RunningServer) -> AsyncIterator[InventoryStub]
 
 
 async def run(resource: str, event: dict[str, Any], context: Any = LAMBDA) -> Any:
-    """Invoke a handler as the saga engine does: synchronously, on a worker thread."""
-    return await asyncio.to_thread(HANDLERS[resource], event, context)
+    """Invoke a step as the saga engine does: its async core, awaited on this loop."""
+    return await ASYNC_HANDLERS[resource](event, context)
 
 
 async def stocked_sku(stub: InventoryStub, units: int) -> str:
@@ -135,6 +135,29 @@ async def test_reserve_holds_every_line_and_a_repeat_returns_the_same_reservatio
 
     assert first == again
     assert first["status"] == "ACTIVE"
+    assert await reserved(stock, sku) == 2
+
+
+@pytest.mark.usefixtures("targets")
+async def test_the_lambda_handler_is_the_same_step_blocking_on_its_threads_own_loop(
+    stock: InventoryStub,
+) -> None:
+    sku = await stocked_sku(stock, 5)
+    event = {"order_id": str(new_id()), "lines": [{"sku": sku, "quantity": 2}]}
+    lambda_handler = HANDLERS["ReserveInventoryFunctionArn"]
+
+    def two_invocations() -> tuple[Any, Any, int]:
+        # A Lambda container's invocations follow one another on one thread and one channel.
+        first = lambda_handler(event, LAMBDA)
+        again = lambda_handler(event, LAMBDA)
+        return first, again, sum(len(channels) for channels in clients._channels.values())
+
+    first, again, channels = await asyncio.to_thread(two_invocations)
+    awaited = await run("ReserveInventoryFunctionArn", event)
+
+    assert first == again == awaited
+    assert first["status"] == "ACTIVE"
+    assert channels == 1
     assert await reserved(stock, sku) == 2
 
 
@@ -554,7 +577,7 @@ async def test_the_engine_runs_the_definition_through_the_adapters_to_either_end
     declined = await placed_order(shop, "pm_card_chargeDeclined", sku=sku)
 
     with ThreadPoolExecutor(max_workers=4) as executor:
-        interpreter = Interpreter(machine, InProcessTaskInvoker(HANDLERS, executor))
+        interpreter = Interpreter(machine, InProcessTaskInvoker(ASYNC_HANDLERS, executor))
         confirmed, _ = await interpreter.run(good, execution(good))
         cancelled, _ = await interpreter.run(declined, execution(declined))
 
@@ -590,9 +613,9 @@ def cancelling_after(step: str) -> dict[str, Any]:
     """The real handlers, where `step` is followed by the customer's cancel of the order, as
     if it arrived while the state machine moved on to the next state."""
 
-    def then_cancel(event: dict[str, Any], context: Any) -> Any:
-        result = HANDLERS[step](event, context)
-        clients.checkout().CancelOrder(
+    async def then_cancel(event: dict[str, Any], context: Any) -> Any:
+        result = await ASYNC_HANDLERS[step](event, context)
+        await clients.checkout().CancelOrder(
             checkout_pb.CancelOrderRequest(
                 idempotency_key=f"cancel-{event['order_id']}",
                 order_id=ids_pb2.OrderId(value=event["order_id"]),
@@ -602,7 +625,7 @@ def cancelling_after(step: str) -> dict[str, Any]:
         )
         return result
 
-    return HANDLERS | {step: then_cancel}
+    return ASYNC_HANDLERS | {step: then_cancel}
 
 
 async def test_the_engine_compensates_a_cancel_asked_for_after_the_pivot_down_to_no_stock_held(
@@ -644,7 +667,8 @@ async def test_a_commit_that_keeps_failing_never_leaves_a_confirmed_order_on_a_h
     async def no_wait(seconds: float) -> None:
         await asyncio.sleep(0)
 
-    handlers = HANDLERS | {"CommitReservationFunctionArn": inventory_down}
+    # A blocking handler among the async ones runs on the pool, as SAGA_HANDLERS may mix them.
+    handlers = ASYNC_HANDLERS | {"CommitReservationFunctionArn": inventory_down}
     with ThreadPoolExecutor(max_workers=4) as executor:
         interpreter = Interpreter(machine, InProcessTaskInvoker(handlers, executor), sleep=no_wait)
         ended, _ = await interpreter.run(saga_input, execution(saga_input))

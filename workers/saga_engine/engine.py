@@ -72,8 +72,8 @@ class SagaEngine:
         self._invoker = invoker
         self._options = options
         self._stopping = asyncio.Event()
-        # One idle slot is woken per execution started (a LISTEN on the starters' NOTIFY, wired
-        # by the process), all of them when the engine stops; otherwise they look every poll.
+        # The claimer is woken per execution started (a LISTEN on the starters' NOTIFY, wired by
+        # the process), when a driver frees room, and when the engine stops; else it polls.
         self.wakeups = Wakeups()
 
     @classmethod
@@ -88,21 +88,46 @@ class SagaEngine:
         return cls(ExecutionStore(engine), machine, invoker, options)
 
     def stop(self) -> None:
-        """Ask every slot to finish its current step, commit it, release and return."""
+        """Ask every driver to finish its current step, commit it, release and return."""
         self._stopping.set()
         self.wakeups.wake_all()
 
     async def run(self, grace_seconds: float = 10.0) -> None:
-        """Run until `stop()`; past the grace, steps still in flight are cut and released."""
-        slots = [
-            asyncio.create_task(self._slot(), name=f"saga-slot-{index}")
-            for index in range(self._options.max_concurrent_executions)
-        ]
-        await self._stopping.wait()
-        _, pending = await asyncio.wait(slots, timeout=grace_seconds)
-        for slot in pending:
-            slot.cancel()
-        await asyncio.gather(*slots, return_exceptions=True)
+        """Run until `stop()`: one claimer leases due executions while fewer than
+        `max_concurrent_executions` are held, each driven by a task of its own (its Tasks are
+        awaited, so a held execution costs a coroutine, not a thread). On stop, each driver
+        commits its step and releases; past the grace, steps still in flight are cut."""
+        held: set[asyncio.Task[None]] = set()
+        limit = self._options.max_concurrent_executions
+
+        def done(driver: asyncio.Task[None]) -> None:
+            was_full = len(held) >= limit
+            held.discard(driver)
+            if not driver.cancelled() and driver.exception() is not None:
+                log.error("saga execution driver failed", exc_info=driver.exception())
+            if was_full:
+                self.wakeups.wake_one()  # the claimer waits for room
+
+        while not self._stopping.is_set():
+            claim = None
+            if len(held) < limit:
+                try:
+                    claim = await self._claim()
+                except Exception:
+                    log.exception("saga engine could not claim; trying again")
+            if claim is None:
+                # Nothing due, or no room: woken by a start's NOTIFY or a driver's end, else
+                # the poll finds retries and waits that came due.
+                await self.wakeups.wait(self._options.poll_interval_seconds)
+                continue
+            driver = asyncio.create_task(self._hold(claim), name=f"saga:{claim.name}")
+            held.add(driver)
+            driver.add_done_callback(done)
+        if held:
+            _, pending = await asyncio.wait(set(held), timeout=grace_seconds)
+            for driver in pending:
+                driver.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def run_until_idle(self) -> None:
         """Drive due executions one after another until none is due (for tests and tools)."""
@@ -111,25 +136,18 @@ class SagaEngine:
 
     async def run_one(self) -> bool:
         """Claim one due execution and drive it until it waits or ends; False if none was due."""
-        claim = await self._store.claim(
-            state_machine=self._options.state_machine_name,
-            owner=self._options.owner,
-            lease_seconds=self._options.lease_seconds,
-        )
+        claim = await self._claim()
         if claim is None:
             return False
         await self._hold(claim)
         return True
 
-    async def _slot(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                worked = await self.run_one()
-            except Exception:
-                log.exception("saga engine slot failed; trying again")
-                worked = False
-            if not worked and not self._stopping.is_set():
-                await self.wakeups.wait(self._options.poll_interval_seconds)
+    async def _claim(self) -> Claim | None:
+        return await self._store.claim(
+            state_machine=self._options.state_machine_name,
+            owner=self._options.owner,
+            lease_seconds=self._options.lease_seconds,
+        )
 
     async def _hold(self, claim: Claim) -> None:
         """Drive `claim` while renewing its lease; a lost lease abandons the step."""

@@ -14,12 +14,14 @@ class SagaEngineSettings(ServiceSettings):
 
     service_name: str = "saga-engine"
     saga_definition: Path = Path("deploy/ecs/checkout_saga.asl.json")
-    saga_handlers: str = "saga_tasks.registry:HANDLERS"
+    saga_handlers: str = "saga_tasks.registry:ASYNC_HANDLERS"
     saga_state_machine_name: str = "checkout"
     saga_lease_seconds: float = Field(default=30.0, gt=0)
     saga_poll_interval_seconds: float = Field(default=0.25, gt=0)
     # LISTEN for started executions (off: the poll alone finds them, e.g. behind a pooler in
     # transaction mode, where LISTEN cannot work).
     saga_wake_on_notify: bool = True
-    saga_max_concurrent_executions: int = Field(default=16, ge=1)
+    # Executions held at once: each is a coroutine (its Tasks awaited), not a thread.
+    saga_max_concurrent_executions: int = Field(default=64, ge=1)
+    # Threads for blocking (Lambda-style) handlers only; the saga tasks are awaited.
     saga_task_threads: int = Field(default=16, ge=1)

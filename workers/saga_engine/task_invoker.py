@@ -1,13 +1,15 @@
-"""Task Resources run as in-process Lambda-style handlers, on a bounded thread pool."""
+"""Task Resources run in process: an async handler (a step's core) is awaited on the engine's own
+loop, a blocking Lambda-style handler runs on a bounded thread pool."""
 
 from __future__ import annotations
 
 import asyncio
 import importlib
+import inspect
 import json
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,8 +53,9 @@ def load_task_handlers(dotted: str) -> Mapping[str, TaskHandler]:
 
 
 class InProcessTaskInvoker:
-    """Runs a Task's handler in a worker thread; its exception becomes the Step Functions error
-    (Error = class name, Cause = message) and running past TimeoutSeconds is States.Timeout."""
+    """Runs a Task's handler: awaited on this loop if it is a coroutine function, else in a
+    worker thread. Its exception becomes the Step Functions error (Error = class name, Cause =
+    message) and running past TimeoutSeconds is States.Timeout."""
 
     def __init__(self, handlers: Mapping[str, TaskHandler], executor: ThreadPoolExecutor) -> None:
         self._handlers = dict(handlers)
@@ -72,12 +75,17 @@ class InProcessTaskInvoker:
         context = LambdaContext(function_name=name, deadline_monotonic=deadline)
         # The handler gets its own copy, as a Lambda gets its own deserialized event.
         event = json.loads(json.dumps(payload))
-        loop = asyncio.get_running_loop()
-        call = loop.run_in_executor(self._executor, handler, event, context)
+        call: Awaitable[Any]
+        if inspect.iscoroutinefunction(handler):
+            call = handler(event, context)  # cancelled, call and all, if it runs out of time
+        else:
+            call = asyncio.get_running_loop().run_in_executor(
+                self._executor, handler, event, context
+            )
         try:
             result = await asyncio.wait_for(call, timeout_seconds)
         except TimeoutError as exc:
-            # The thread cannot be stopped; it finishes on its own and its result is dropped,
+            # A thread cannot be stopped; it finishes on its own and its result is dropped,
             # as a timed-out Lambda's would be.
             raise StatesError(TIMEOUT, f"{name} ran past {timeout_seconds}s") from exc
         except Exception as exc:
