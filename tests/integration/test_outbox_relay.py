@@ -1,6 +1,7 @@
 """The outbox relay against real PostgreSQL, with outbox rows written by inventory's unit of work:
 every row delivered in order per aggregate and marked published; racing relays deliver each row
-once; a relay process SIGKILLed mid-batch loses nothing; lag; SIGTERM stops the process cleanly."""
+once; a relay process SIGKILLed mid-batch loses nothing; lag; SIGTERM stops the process cleanly;
+a transaction that writes outbox rows queues one NOTIFY for the relays, however many rows."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from marketplace.common.v1 import ids_pb2
@@ -24,9 +26,10 @@ from marketplace_platform.db import unit_of_work_factory
 from marketplace_platform.event_bus import decode_message_body
 from marketplace_platform.event_bus.local import LocalEventBus
 from marketplace_platform.event_bus.rules import Routing, load_routing
-from marketplace_platform.outbox import OutboxWriter
+from marketplace_platform.outbox import OUTBOX_CHANNEL, RELAY_BUSY_SECONDS, OutboxWriter
 from marketplace_platform.queues.postgres import PostgresQueues
 from services.inventory.adapters import tables as inventory_tables
+from tests.support.polling import eventually
 from tests.support.processes import PythonProcesses
 from workers.outbox_relay.relay import OutboxRelay, outbox_lag
 
@@ -119,6 +122,38 @@ async def drain(relay: OutboxRelay) -> None:
     deadline = time.monotonic() + WITHIN
     while await relay.relay_once():
         assert time.monotonic() < deadline
+
+
+async def mark_all_published(engine: AsyncEngine) -> None:
+    outbox = inventory_tables.outbox
+    async with engine.begin() as connection:
+        await connection.execute(
+            update(outbox).where(outbox.c.published_at.is_(None)).values(published_at=func.now())
+        )
+
+
+async def test_a_transaction_writing_rows_notifies_once_and_only_when_no_relay_is_busy(
+    engine: AsyncEngine, module_database_url: str
+) -> None:
+    received: list[tuple[str, str]] = []
+    listener = await asyncpg.connect(module_database_url)
+    try:
+        await listener.add_listener(
+            OUTBOX_CHANNEL, lambda _c, _pid, channel, payload: received.append((channel, payload))
+        )
+        await mark_all_published(engine)
+        await write_events(engine, aggregates=5, per_aggregate=1)  # 5 rows, one NOTIFY
+        await write_events(engine, aggregates=1, per_aggregate=1)  # a young row waits: none
+        await asyncio.sleep(RELAY_BUSY_SECONDS + 0.05)  # nobody took it: it is old now
+        await write_events(engine, aggregates=1, per_aggregate=1)  # so this one notifies
+        await mark_all_published(engine)
+        # Notifications arrive in commit order: once this last one is in, any extra one of the
+        # transactions before it would be too.
+        await write_events(engine, aggregates=3, per_aggregate=1)
+        await eventually(lambda: len(received) >= 3, what="three notifications")
+    finally:
+        await listener.close()
+    assert received == [(OUTBOX_CHANNEL, SCHEMA)] * 3
 
 
 async def test_the_relay_delivers_every_row_in_order_and_marks_it_published(
