@@ -3,8 +3,9 @@ translates the answer back. No business rules live here."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
 import grpc
@@ -25,6 +26,7 @@ from gateway.bodies import (
     StockBody,
     parse_body,
 )
+from gateway.prefer import PREFER, PREFERENCE_APPLIED, WaitPreference, wait_preference
 from gateway.problems import (
     ApiProblem,
     FieldProblem,
@@ -43,6 +45,7 @@ from marketplace.cart.v1 import cart_service_pb2 as cart_pb
 from marketplace.checkout.v1 import checkout_service_pb2 as checkout_pb
 from marketplace.common.v1 import address_pb2, ids_pb2, money_pb2
 from marketplace.inventory.v1 import inventory_service_pb2 as inventory_pb
+from marketplace_platform.request_context import deadline_var
 
 IDEMPOTENCY_KEY = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"
@@ -74,12 +77,14 @@ class GatewayApi:
         jwt_secret: str,
         max_body_bytes: int,
         openapi_document: bytes,
+        request_budget_seconds: float,
     ) -> None:
         self._upstreams = upstreams
         self._throttle = throttle
         self.jwt_secret = jwt_secret
         self.max_body_bytes = max_body_bytes
         self.openapi_document = openapi_document
+        self.request_budget_seconds = request_budget_seconds
 
     def routes(self) -> list[Route]:
         """Every route of the public API."""
@@ -209,9 +214,14 @@ class GatewayApi:
         return json_response(views.cart(response.cart))
 
     async def place_order(self, request: Request) -> Response:
-        """Check the caller's cart out: 202 with the PENDING order; replays answer the same."""
+        """Check the caller's cart out: 202 with the PENDING order; replays answer the same.
+
+        With `Prefer: wait=N` the answer waits up to N s for the order to leave PENDING: 200
+        with the order once it has, else 202 with the order as it stands.
+        """
         principal = await self._customer(request)
         key = _required_key(request)
+        wait = _wait(request)
         body = await self._body(request, CheckoutBody)
         address = body.shipping_address
         response = await self._upstreams().checkout.PlaceOrder(
@@ -236,18 +246,42 @@ class GatewayApi:
         if response.replayed:
             headers[REPLAYED] = "true"
         document = {"order_id": order_id, "status": views.order_status(response.status)}
-        return json_response(document, 202, headers)
+        if wait is None:
+            return json_response(document, 202, headers)
+        try:
+            order = await self._order(principal, order_id, wait)
+        except grpc.aio.AioRpcError:
+            # The order is placed; only the wait failed: answer as without the preference.
+            return json_response(document, 202, headers)
+        headers[PREFERENCE_APPLIED] = wait.applied
+        pending = order.status == checkout_pb.ORDER_STATUS_PENDING
+        return json_response(views.order(order), 202 if pending else 200, headers)
 
     async def get_order(self, request: Request) -> Response:
-        """One of the caller's orders."""
+        """One of the caller's orders; with `Prefer: wait=N`, once it has left PENDING or N s
+        have passed."""
         principal = await self._customer(request)
-        response = await self._upstreams().checkout.GetOrder(
-            checkout_pb.GetOrderRequest(
-                order_id=ids_pb2.OrderId(value=request.path_params["order_id"]),
-                customer_id=_customer_id(principal),
-            )
+        wait = _wait(request)
+        order = await self._order(principal, request.path_params["order_id"], wait)
+        headers = {PREFERENCE_APPLIED: wait.applied} if wait is not None else None
+        return json_response(views.order(order), headers=headers)
+
+    async def _order(
+        self, principal: Principal, order_id: str, wait: WaitPreference | None
+    ) -> checkout_pb.Order:
+        """GetOrder, waiting `wait` for the order to leave PENDING; the request's budget (and
+        the call's deadline) grows by the wait, so the wait never eats into the read."""
+        read = checkout_pb.GetOrderRequest(
+            order_id=ids_pb2.OrderId(value=order_id), customer_id=_customer_id(principal)
         )
-        return json_response(views.order(response.order))
+        if wait is None:
+            return (await self._upstreams().checkout.GetOrder(read)).order
+        read.wait.seconds = wait.seconds
+        with _budget_extended_by(wait.seconds):
+            response = await self._upstreams().checkout.GetOrder(
+                read, timeout=wait.seconds + self.request_budget_seconds
+            )
+        return response.order
 
     async def cancel_order(self, request: Request) -> Response:
         """Ask to cancel one of the caller's orders: 202 with the order as it now stands."""
@@ -310,6 +344,22 @@ def _route(path: str, **by_method: Endpoint) -> Route:
         return await by_method[request.method](request)
 
     return Route(path, dispatch, methods=list(by_method))
+
+
+def _wait(request: Request) -> WaitPreference | None:
+    """The request's usable `Prefer: wait`, if any (anything else in Prefer is ignored)."""
+    return wait_preference(request.headers.getlist(PREFER))
+
+
+@contextlib.contextmanager
+def _budget_extended_by(seconds: float) -> Iterator[None]:
+    """Inside the block, the request's deadline (every upstream call's cap) is `seconds` later."""
+    deadline = deadline_var.get()
+    token = deadline_var.set(None if deadline is None else deadline + seconds)
+    try:
+        yield
+    finally:
+        deadline_var.reset(token)
 
 
 def _customer_id(principal: Principal) -> ids_pb2.CustomerId:

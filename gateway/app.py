@@ -76,6 +76,7 @@ def build_app(settings: GatewaySettings) -> Starlette:
         jwt_secret=settings.gateway_jwt_secret,
         max_body_bytes=settings.gateway_max_body_bytes,
         openapi_document=OPENAPI_PATH.read_bytes(),
+        request_budget_seconds=settings.gateway_request_budget_seconds,
     )
     return Starlette(
         routes=api.routes(),

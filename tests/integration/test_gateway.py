@@ -731,6 +731,58 @@ async def test_a_checkout_is_accepted_and_its_replay_is_the_same_order(
     assert [(line["sku"], line["quantity"]) for line in document["lines"]] == [(sku, 2)]
 
 
+async def test_prefer_wait_holds_the_answer_for_the_wait_beyond_the_budget_and_says_so(
+    http: httpx.AsyncClient, gateway: Gateway
+) -> None:
+    # No saga runs in this module: the order stays PENDING, so every wait runs its course.
+    sku = await stocked_product(http, price_minor=1000)
+    customer = bearer()
+    cart_id = await filled_cart(http, customer, sku)
+    body = {"cart_id": cart_id, "payment_method": "pm_card_visa", "shipping_address": ADDRESS}
+    key = {"Idempotency-Key": f"key-{uuid.uuid4().hex}"}
+
+    started = time.monotonic()
+    first = await http.post(
+        "/v1/checkouts", json=body, headers={**customer, **key, "Prefer": "respond-async, wait=1"}
+    )
+    assert first.status_code == 202, first.text
+    assert time.monotonic() - started >= 1.0
+    assert first.headers["preference-applied"] == "wait=1"
+    order = first.json()  # the order as it stands, not only its id
+    assert (order["status"], order["subtotal"]["amount_minor"]) == ("PENDING", 2000)
+    order_id = order["order_id"]
+    assert first.headers["location"] == f"/v1/orders/{order_id}"
+
+    # A replay waits too, and longer than the request budget (the wait is added to it).
+    wait = int(gateway.settings.gateway_request_budget_seconds) + 1
+    started = time.monotonic()
+    replay = await http.post(
+        "/v1/checkouts", json=body, headers={**customer, **key, "Prefer": f"wait={wait}"}
+    )
+    assert replay.status_code == 202, replay.text
+    assert time.monotonic() - started >= wait
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert replay.headers["preference-applied"] == f"wait={wait}"
+    assert replay.json()["order_id"] == order_id
+
+    started = time.monotonic()
+    read = await http.get(f"/v1/orders/{order_id}", headers={**customer, "Prefer": "wait=1"})
+    assert read.status_code == 200, read.text
+    assert time.monotonic() - started >= 1.0
+    assert (read.json()["status"], read.headers["preference-applied"]) == ("PENDING", "wait=1")
+
+    # A malformed or unknown preference is ignored: answered at once, as without the header.
+    for prefer in ("wait=soon", "wait=1.5", "handling=strict", "wait=0"):
+        started = time.monotonic()
+        plain = await http.get(f"/v1/orders/{order_id}", headers={**customer, "Prefer": prefer})
+        assert plain.status_code == 200, plain.text
+        assert "preference-applied" not in plain.headers
+        assert time.monotonic() - started < 1.0
+    replay = await http.post("/v1/checkouts", json=body, headers={**customer, **key, "Prefer": "x"})
+    assert (replay.status_code, replay.json()) == (202, {"order_id": order_id, "status": "PENDING"})
+    assert "preference-applied" not in replay.headers
+
+
 async def test_a_customer_cancels_a_pending_order(http: httpx.AsyncClient) -> None:
     sku = await stocked_product(http)
     customer = bearer()
