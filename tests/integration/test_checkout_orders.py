@@ -335,6 +335,67 @@ async def test_requests_that_find_the_first_in_flight_are_told_so(rig: Rig) -> N
     assert await orders_for_cart(rig.engine, cart_id) == 1
 
 
+async def test_a_key_reaped_while_its_cart_is_priced_is_claimed_again_with_the_order(
+    rig: Rig,
+) -> None:
+    buyer, key = customer(), new_key()
+    cart_id = rig.carts.add(buyer)
+
+    async def reap_the_key() -> None:  # a request so slow that the reaper took its key
+        async with rig.engine.begin() as connection:
+            await connection.execute(
+                text("DELETE FROM checkout.idempotency_keys WHERE customer_id = :c AND key = :k"),
+                {"c": buyer, "k": key},
+            )
+
+    rig.carts.hold = reap_the_key
+    request = place_request(buyer, cart_id, key)
+    placed = await rig.stub.PlaceOrder(request)
+    rig.carts.hold = None
+    assert not placed.replayed
+    assert await key_state(rig.engine, buyer, key) == "COMPLETED"
+    replay = await rig.stub.PlaceOrder(request)
+    assert (replay.order_id, replay.replayed) == (placed.order_id, True)
+    assert await orders_for_cart(rig.engine, cart_id) == 1
+
+
+async def test_a_request_whose_lease_was_taken_over_replays_the_order_placed_first(
+    rig: Rig,
+) -> None:
+    buyer, key = customer(), new_key()
+    cart_id = rig.carts.add(buyer)
+    release, held = asyncio.Event(), asyncio.Event()
+
+    async def hold_the_first() -> None:
+        if not held.is_set():
+            held.set()
+            await release.wait()
+
+    rig.carts.hold = hold_the_first
+    request = place_request(buyer, cart_id, key)
+    slow = asyncio.ensure_future(rig.stub.PlaceOrder(request))
+    async with asyncio.timeout(WITHIN):
+        await held.wait()
+    async with rig.engine.begin() as connection:  # the slow request's lease runs out
+        await connection.execute(
+            update(tables.idempotency_keys)
+            .where(
+                tables.idempotency_keys.c.customer_id == buyer,
+                tables.idempotency_keys.c.key == key,
+            )
+            .values(locked_until=func.now() - timedelta(seconds=1))
+        )
+    took_over = await rig.stub.PlaceOrder(request)
+    # The slow request priced the cart before the one that took over checked it out.
+    rig.carts.carts[cart_id].status, rig.carts.carts[cart_id].order_id = CartStatus.OPEN, None
+    release.set()
+    first = await slow
+    rig.carts.hold = None
+    assert not took_over.replayed
+    assert (first.order_id, first.replayed) == (took_over.order_id, True)
+    assert await orders_for_cart(rig.engine, cart_id) == 1
+
+
 async def test_different_keys_racing_on_one_cart_make_one_order(rig: Rig) -> None:
     buyer = customer()
     cart_id = rig.carts.add(buyer)

@@ -6,13 +6,26 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, delete, func, select, tuple_, update
+from sqlalchemy import Row, bindparam, delete, func, select, text, tuple_, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.checkout.adapters.tables import idempotency_keys
 from services.checkout.domain.idempotency import IdempotencyRecord, PlacedOrder, RecordState
 from services.checkout.service_layer.ports import IdempotencyRepositoryPort
+
+# The completed record, inserted again (with a lease, as a claim has) when it was reaped.
+_COMPLETE_CLAIM = text(
+    """
+    INSERT INTO checkout.idempotency_keys AS k (customer_id, key, fingerprint, state,
+                                                locked_until, response)
+    VALUES (:customer_id, :key, :fingerprint, :state, now() + CAST(:lease AS interval),
+            :response)
+    ON CONFLICT (customer_id, key) DO UPDATE
+        SET state = excluded.state, response = excluded.response
+    """
+).bindparams(bindparam("response", type_=JSONB))
 
 
 class IdempotencyRepository(IdempotencyRepositoryPort):
@@ -76,7 +89,30 @@ class IdempotencyRepository(IdempotencyRepositoryPort):
             customer_id,
             key,
             state=RecordState.COMPLETED.value,
-            response={"order_id": str(response.order_id), "status": response.status},
+            response=_response(response),
+        )
+
+    async def complete_claim(
+        self,
+        *,
+        customer_id: str,
+        key: str,
+        fingerprint: str,
+        lease: timedelta,
+        response: PlacedOrder,
+    ) -> None:
+        """Store the response of the request that claimed the key, claiming it again if it was
+        reaped since: one upsert."""
+        await self.session.execute(
+            _COMPLETE_CLAIM,
+            {
+                "customer_id": customer_id,
+                "key": key,
+                "fingerprint": fingerprint,
+                "state": RecordState.COMPLETED.value,
+                "lease": lease,
+                "response": _response(response),
+            },
         )
 
     async def reap(self, *, older_than: timedelta, limit: int) -> int:
@@ -105,6 +141,10 @@ class IdempotencyRepository(IdempotencyRepositoryPort):
             .where(idempotency_keys.c.customer_id == customer_id, idempotency_keys.c.key == key)
             .values(**values)
         )
+
+
+def _response(placed: PlacedOrder) -> dict[str, str]:
+    return {"order_id": str(placed.order_id), "status": placed.status}
 
 
 def _record(row: Row[Any]) -> IdempotencyRecord:

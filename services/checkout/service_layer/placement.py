@@ -122,17 +122,13 @@ async def _write_order(
 ) -> tuple[PlacedOrder, bool]:
     async with deps.unit_of_work() as uow:
         keys = uow.keys
-        record = await keys.get(command.customer_id, command.idempotency_key)
-        if record is not None and record.response is not None:
-            return record.response, True  # a request that took over our lease finished first
-        if record is None:  # reaped while we priced the cart (a very slow request)
-            await keys.claim(
-                customer_id=command.customer_id,
-                key=command.idempotency_key,
-                fingerprint=request,
-                lease=deps.lease,
-            )
         if not await uow.orders.add(order):
+            # The cart has an order. A request that took over our lease and finished first
+            # placed it under our key (same request, same cart): replay its answer. Any other
+            # order of the cart is a conflict.
+            record = await keys.get(command.customer_id, command.idempotency_key)
+            if record is not None and record.response is not None:
+                return record.response, True
             existing = await uow.orders.order_id_for_cart(order.cart_id)
             raise _already_ordered(order.cart_id, existing)
         await uow.publish(
@@ -141,7 +137,14 @@ async def _write_order(
             aggregate_id=str(order.order_id),
         )
         placed = PlacedOrder(order.order_id, order.status.value)
-        await keys.complete(command.customer_id, command.idempotency_key, placed)
+        # Claimed again if it was reaped while we priced the cart (a very slow request).
+        await keys.complete_claim(
+            customer_id=command.customer_id,
+            key=command.idempotency_key,
+            fingerprint=request,
+            lease=deps.lease,
+            response=placed,
+        )
     return placed, False
 
 

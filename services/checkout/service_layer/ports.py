@@ -145,6 +145,22 @@ class IdempotencyRepositoryPort(abc.ABC):
     async def complete(self, customer_id: str, key: str, response: PlacedOrder) -> None:
         """Store the response; from now on the key replays it."""
 
+    async def complete_claim(
+        self,
+        *,
+        customer_id: str,
+        key: str,
+        fingerprint: str,
+        lease: timedelta,
+        response: PlacedOrder,
+    ) -> None:
+        """Store the response of the request that claimed the key, claiming it again first if
+        it was reaped since (a very slow request); from now on the key replays it. (The SQL
+        repository does this in one statement.)"""
+        if await self.get(customer_id, key) is None:
+            await self.claim(customer_id=customer_id, key=key, fingerprint=fingerprint, lease=lease)
+        await self.complete(customer_id, key, response)
+
     @abc.abstractmethod
     async def reap(self, *, older_than: timedelta, limit: int) -> int:
         """Delete up to `limit` records created before now - older_than; how many."""
