@@ -11,7 +11,11 @@ Wire format (what every consumer decodes, whichever adapter delivered it):
 
 - `detail` is the `marketplace.events.v1.EventEnvelope` in protobuf JSON
   (`json_format.MessageToDict`, camelCase names such as `eventId`, `eventType`,
-  `aggregateId`, `traceContext`), its `payload` an Any with its `@type`.
+  `aggregateId`, `traceContext`), its `payload` an Any with its `@type`, plus `@envelope`: the
+  same envelope serialized (protobuf binary, base64). Consumers decode that (a binary parse
+  costs about a fifteenth of `json_format.ParseDict` on the JSON); the JSON fields are there for
+  rules, operators and any reader without the contracts. A detail without `@envelope` (written
+  before it existed, or by hand) is parsed from its JSON.
 - `detail-type` is the envelope's `event_type` (e.g. `marketplace.events.v1.OrderPlaced`),
   `source` is `marketplace.<producer>`; rules match on `detail-type` and optionally `source`.
 
@@ -23,6 +27,7 @@ the producer's trace. Delivery is at least once: deduplicate by `event_id`.
 from __future__ import annotations
 
 import abc
+import base64
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +46,8 @@ from marketplace.events.v1 import (
 )
 
 SOURCE_PREFIX = "marketplace."
+# The detail's key for the serialized envelope ("@" keeps it clear of any protobuf JSON name).
+BINARY_ENVELOPE_KEY = "@envelope"
 
 
 def event_source(producer: str) -> str:
@@ -51,11 +58,15 @@ def event_source(producer: str) -> str:
 def envelope_to_detail(envelope: envelope_pb2.EventEnvelope) -> dict[str, Any]:
     """The envelope as the JSON object carried in an event's `detail`."""
     detail: dict[str, Any] = json_format.MessageToDict(envelope)
+    detail[BINARY_ENVELOPE_KEY] = base64.b64encode(envelope.SerializeToString()).decode("ascii")
     return detail
 
 
 def envelope_from_detail(detail: Mapping[str, Any]) -> envelope_pb2.EventEnvelope:
-    """The envelope from an event's `detail` object."""
+    """The envelope from an event's `detail` object: its binary form when it carries one."""
+    binary = detail.get(BINARY_ENVELOPE_KEY)
+    if isinstance(binary, str):
+        return envelope_pb2.EventEnvelope.FromString(base64.b64decode(binary, validate=True))
     envelope = envelope_pb2.EventEnvelope()
     json_format.ParseDict(dict(detail), envelope, ignore_unknown_fields=True)
     return envelope
