@@ -1,6 +1,7 @@
 """The checkout saga end to end on the real multi-process stack (`make run`'s supervisor):
 cart -> PlaceOrder -> the saga engine running deploy/ecs/checkout_saga.asl.json through the
-saga tasks -> inventory and payment (against the PSP simulator) -> CONFIRMED or CANCELLED."""
+saga tasks -> inventory and payment (against the PSP simulator) -> CONFIRMED or CANCELLED; and
+`Prefer: wait` through the gateway, answered when the saga settles the order."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import os
 import random
 import signal
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ from marketplace.checkout.v1 import checkout_service_pb2_grpc as checkout_grpc
 from marketplace.common.v1 import address_pb2, ids_pb2, money_pb2
 from marketplace.inventory.v1 import inventory_service_pb2 as inventory_pb
 from marketplace.inventory.v1 import inventory_service_pb2_grpc as inventory_grpc
+from tests.support import shopper
 from tests.support.stack import LaunchedStack, running_stack
 
 if TYPE_CHECKING:
@@ -313,3 +316,81 @@ async def test_killing_the_saga_engine_mid_flight_completes_every_order_once(
             intents = listed.json()["data"]
             assert len(intents) == 1, (order.order_id.value, intents)
             assert intents[0]["amount"] == order.total.amount_minor
+
+
+async def test_prefer_wait_answers_with_the_order_once_the_saga_settles_it(
+    clients: Clients, stack: LaunchedStack
+) -> None:
+    customer = f"cust-{uuid.uuid4().hex[:8]}"
+    me = shopper.bearer(customer)
+
+    async def check_out(cart_id: str, idempotency_key: str, prefer: str) -> httpx.Response:
+        body = {"cart_id": cart_id, "payment_method": "pm_card_visa"}
+        headers = me | {"Idempotency-Key": idempotency_key, "Prefer": prefer}
+        return await http.post(
+            "/v1/checkouts", json=body | {"shipping_address": shopper.ADDRESS}, headers=headers
+        )
+
+    # Waiters are woken by checkout's LISTEN (the trigger's NOTIFY), not by a poll.
+    await stack.wait_for_line("listening on checkout_order_settled", within=30)
+    async with httpx.AsyncClient(base_url=stack.url("gateway"), timeout=30) as http:
+        sku = await shopper.stocked_sku(http, on_hand=5, price_minor=1_500)
+        # The saga engine is stopped (SIGSTOP): the order cannot settle within the wait.
+        engine_pid = stack.pid_of("saga-engine")
+        assert engine_pid is not None
+        os.kill(engine_pid, signal.SIGSTOP)
+        try:
+            stalled_key = key("stalled")
+            started = time.monotonic()
+            stalled_cart = await shopper.cart_holding(http, customer, sku, 1)
+            stalled = await check_out(stalled_cart, stalled_key, "wait=1")
+            assert stalled.status_code == 202, stalled.text
+            assert time.monotonic() - started >= 1.0
+            assert stalled.headers["Preference-Applied"] == "wait=1"
+            assert stalled.json()["status"] == "PENDING"
+            order_id = stalled.json()["order_id"]
+
+            # A reader waiting on it is answered when the saga, running again, confirms it.
+            read = asyncio.create_task(
+                http.get(f"/v1/orders/{order_id}", headers=me | {"Prefer": "wait=10"})
+            )
+            await asyncio.sleep(1.0)
+            assert not read.done()
+        finally:
+            os.kill(engine_pid, signal.SIGCONT)
+        started = time.monotonic()
+        settled = await read
+        assert settled.status_code == 200, settled.text
+        assert settled.headers["Preference-Applied"] == "wait=10"
+        assert settled.json()["status"] in ("CONFIRMED", "SHIPPED"), settled.json()
+        assert time.monotonic() - started < 9.0  # woken by the settlement, not the end of the wait
+
+        # A replay of the stalled checkout, waiting, now answers the settled order.
+        replay = await check_out(stalled_cart, stalled_key, "wait=5")
+        assert replay.status_code == 200, replay.text
+        assert replay.headers["Idempotent-Replayed"] == "true"
+        assert (replay.json()["order_id"], replay.headers["Preference-Applied"]) == (
+            order_id,
+            "wait=5",
+        )
+
+        # With the engine running, a checkout waiting 5 s is answered with the CONFIRMED order.
+        confirmed_key = key("waited")
+        cart_id = await shopper.cart_holding(http, customer, sku, 1)
+        placed = await check_out(cart_id, confirmed_key, "wait=5")
+        assert placed.status_code == 200, placed.text
+        assert placed.headers["Preference-Applied"] == "wait=5"
+        assert placed.headers["Location"] == f"/v1/orders/{placed.json()['order_id']}"
+        order = placed.json()
+        assert order["status"] in ("CONFIRMED", "SHIPPED"), order
+        assert order["payment"]["authorized"] == order["total"]
+
+        # Its replay under the same Idempotency-Key, waiting too, is the same order, at once.
+        started = time.monotonic()
+        again = await check_out(cart_id, confirmed_key, "wait=5")
+        assert again.status_code == 200, again.text
+        assert again.headers["Idempotent-Replayed"] == "true"
+        assert again.headers["Preference-Applied"] == "wait=5"
+        assert again.json()["order_id"] == order["order_id"]
+        assert again.json()["status"] in ("CONFIRMED", "SHIPPED")
+        assert time.monotonic() - started < 5.0
