@@ -19,6 +19,7 @@ import orjson
 from gateway.auth import ADMIN_SCOPE, issue_token
 from gateway.settings import DEV_JWT_SECRET
 
+CUSTOMER_PREFIX = "bench-"  # every customer the benchmark makes, and no one else
 ON_HAND = 1_000_000_000  # no checkout of a run is refused for stock
 PRICE_MINOR = 2_500
 PREPARE_IN_FLIGHT = 32
@@ -34,6 +35,9 @@ ADDRESS = {
 class PreparedCheckout:
     """A filled cart of its own customer, and the checkout request ready to send."""
 
+    customer_id: str
+    cart_id: str
+    idempotency_key: str
     headers: dict[str, str]
     body: bytes
 
@@ -42,6 +46,7 @@ class PreparedCheckout:
 class Attempt:
     """One POST /v1/checkouts: when it was sent (wall clock), how long it took, what came back."""
 
+    request: PreparedCheckout
     sent_at: float
     seconds: float
     status: int
@@ -82,7 +87,7 @@ def http_session(gateway_url: str, connections: int) -> aiohttp.ClientSession:
 
 async def stock_catalog(session: aiohttp.ClientSession, skus: int) -> list[str]:
     """Create `skus` products with ample stock; return their SKUs."""
-    admin = bearer("bench-ops", ADMIN_SCOPE)
+    admin = bearer("ops-bench", ADMIN_SCOPE)
     run = uuid.uuid4().hex[:8]
     names = [f"BENCH-{run}-{number:04d}" for number in range(skus)]
     for sku in names:
@@ -101,7 +106,7 @@ async def prepare_checkouts(
 
     async def one() -> PreparedCheckout:
         async with gate:
-            customer = f"bench-{uuid.uuid4().hex[:16]}"
+            customer = f"{CUSTOMER_PREFIX}{uuid.uuid4().hex[:16]}"
             headers = bearer(customer)
             cart = await _retrying(lambda: session.post("/v1/carts", json={}, headers=headers), 201)
             cart_id = str(cart["cart_id"])
@@ -109,9 +114,12 @@ async def prepare_checkouts(
             path = f"/v1/carts/{cart_id}/items/{random.choice(skus)}"
             await _retrying(lambda: session.put(path, json=line, headers=headers), 200)
         body = {"cart_id": cart_id, "payment_method": card, "shipping_address": ADDRESS}
+        key = uuid.uuid4().hex
         return PreparedCheckout(
-            headers=headers
-            | {"Idempotency-Key": uuid.uuid4().hex, "Content-Type": "application/json"},
+            customer_id=customer,
+            cart_id=cart_id,
+            idempotency_key=key,
+            headers=headers | {"Idempotency-Key": key, "Content-Type": "application/json"},
             body=orjson.dumps(body),
         )
 
@@ -201,10 +209,12 @@ async def _check_out(session: aiohttp.ClientSession, request: PreparedCheckout) 
             status = r.status
     except (aiohttp.ClientError, TimeoutError):
         seconds = time.perf_counter() - begins
-        return Attempt(sent_at=sent_at, seconds=seconds, status=0, order_id=None)
+        return Attempt(request=request, sent_at=sent_at, seconds=seconds, status=0, order_id=None)
     seconds = time.perf_counter() - begins
     order_id = orjson.loads(payload).get("order_id") if status == 202 else None
-    return Attempt(sent_at=sent_at, seconds=seconds, status=status, order_id=order_id)
+    return Attempt(
+        request=request, sent_at=sent_at, seconds=seconds, status=status, order_id=order_id
+    )
 
 
 async def _retrying(
