@@ -79,19 +79,26 @@ def build(
             saga=saga or saga_starter(settings, engine),
             lease=timedelta(seconds=settings.idempotency_lease_seconds),
         )
-        # GetOrder's waiters, woken by one LISTEN per process that runs as a background loop.
+        # GetOrder's waiters, woken by one LISTEN per process that runs as a background loop;
+        # when the loops stop (shutdown), the waiters answer at once.
         wakeups = KeyedWakeups()
         listener = settlement_listener(settings.database_url, wakeups)
-        servicer = CheckoutServicer(
-            deps, settlements=SettlementWaits(wakeups, listening=listener.listening)
-        )
+        waits = SettlementWaits(wakeups, listening=listener.listening)
+
+        async def listen() -> None:
+            try:
+                await listener.run()
+            finally:
+                waits.stop()
+
+        servicer = CheckoutServicer(deps, settlements=waits)
         registration = ServiceRegistration(
             SERVICE_NAME,
             lambda server: checkout_service_pb2_grpc.add_CheckoutServiceServicer_to_server(
                 servicer, server
             ),
         )
-        background = [*background_loops(settings, deps), listener.run]
+        background = [*background_loops(settings, deps), listen]
         return ServiceParts([registration], background=background)
 
     return parts

@@ -3,7 +3,8 @@ as the order leaves PENDING (the orders table's trigger NOTIFYs, the server's on
 the order's waiters), PENDING after the wait when nothing settles it, inside the caller's
 deadline, and one settlement releases every waiter of the order at a cost of one read each
 before and after the wait, none while waiting. A lost LISTEN wakes the waiters, which read
-again and still see the settlement. The saga is driven by hand through its FailOrder step."""
+again and still see the settlement; a server shutting down answers its waiters at once. The
+saga is driven by hand through its FailOrder step."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ from tests.support.checkout import FakePayments, place_request
 from tests.support.keys import customer_id as new_customer
 from tests.support.keys import idempotency_key as new_key
 from tests.support.polling import eventually
-from tests.support.servers import ServiceServers
+from tests.support.servers import ServiceServers, serving
 
 if TYPE_CHECKING:
     from marketplace.checkout.v1.checkout_service_pb2_grpc import (
@@ -88,20 +89,27 @@ class Rig:
     engine: AsyncEngine
 
 
-@pytest.fixture(scope="module")
-async def rig(
-    engine: AsyncEngine, grpc_servers: ServiceServers, migrated_database_url: str
-) -> AsyncIterator[Rig]:
+def checkout_settings(database_url: str) -> checkout.CheckoutSettings:
     # The LISTEN must be on the database the orders are in; the housekeeping loops stay idle.
-    settings = checkout.CheckoutSettings(
+    return checkout.CheckoutSettings(
         grpc_port=0,
-        database_url=migrated_database_url,
+        database_url=database_url,
         completer_interval_seconds=3_600,
         timeout_sweep_interval_seconds=3_600,
         key_reap_interval_seconds=3_600,
     )
-    factory = checkout.build(settings, carts=OneLineCarts(), payments=FakePayments(), saga=NoSaga())
-    server = await grpc_servers.start(settings, factory, background=True)
+
+
+def checkout_factory(settings: checkout.CheckoutSettings) -> Any:
+    return checkout.build(settings, carts=OneLineCarts(), payments=FakePayments(), saga=NoSaga())
+
+
+@pytest.fixture(scope="module")
+async def rig(
+    engine: AsyncEngine, grpc_servers: ServiceServers, migrated_database_url: str
+) -> AsyncIterator[Rig]:
+    settings = checkout_settings(migrated_database_url)
+    server = await grpc_servers.start(settings, checkout_factory(settings), background=True)
     channel = open_channel(f"127.0.0.1:{server.port}", default_timeout=30)
     await eventually(lambda: listeners(engine), what="the server LISTENs", within=20)
     yield Rig(pb_grpc.CheckoutServiceStub(channel), engine)
@@ -289,3 +297,26 @@ async def test_a_lost_listen_wakes_the_waiters_and_they_still_see_the_settlement
 async def _listening_again(engine: AsyncEngine, lost: int) -> bool:
     now = await listeners(engine)
     return bool(now) and lost not in now
+
+
+async def test_a_server_shutting_down_answers_its_waiters_at_once(
+    rig: Rig, engine: AsyncEngine, migrated_database_url: str
+) -> None:
+    order_id, customer = await placed_order(rig)
+    settings = checkout_settings(migrated_database_url)
+    async with serving(settings, checkout_factory(settings), engine, background=True) as server:
+        channel = open_channel(f"127.0.0.1:{server.port}", default_timeout=30)
+        stub: Stub = pb_grpc.CheckoutServiceStub(channel)
+        started = time.monotonic()
+
+        async def read() -> pb.GetOrderResponse:
+            return await stub.GetOrder(get_order(order_id, customer, 10))
+
+        waiter = asyncio.create_task(read())
+        await asyncio.sleep(0.5)
+        assert not waiter.done()
+    # The block's end stopped the loops (the LISTEN with them), then drained the server.
+    order = (await waiter).order
+    await channel.close()
+    assert order.status == pb.ORDER_STATUS_PENDING
+    assert time.monotonic() - started < PROMPTLY

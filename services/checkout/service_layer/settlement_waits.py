@@ -5,14 +5,15 @@ Waiting costs no query: every waiter of an order parks on a watch of its id in o
 per process, fed by one LISTEN (the orders table's trigger notifies each settlement when it
 commits). The watch is taken before the first read, so a settlement between that read and
 the wait still wakes it. While the LISTEN is down nothing wakes a watch but the lost
-connection itself, so waiters then look again every `poll_seconds` until it is back.
+connection itself, so waiters then look again every `poll_seconds` until it is back. When the
+process shuts down (`stop`), every waiter reads once more and answers, so draining is quick.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from marketplace_platform.notifications import KeyedWakeups
 from services.checkout.domain.order import OrderStatus
@@ -30,6 +31,12 @@ class SettlementWaits:
     wakeups: KeyedWakeups
     listening: asyncio.Event
     poll_seconds: float = POLL_SECONDS_WITHOUT_LISTEN
+    stopped: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def stop(self) -> None:
+        """End every wait now and from now on (the process is stopping): each reads once more."""
+        self.stopped.set()
+        self.wakeups.wake_all()
 
 
 async def get_order_once_settled(
@@ -45,7 +52,7 @@ async def get_order_once_settled(
     until = loop.time() + within
     with waits.wakeups.watch(str(order_id)) as watch:
         view = await orders.get_order(order_id, customer_id, deps=deps)
-        while view.order.status is OrderStatus.PENDING:
+        while view.order.status is OrderStatus.PENDING and not waits.stopped.is_set():
             left = until - loop.time()
             if left <= 0:
                 break
