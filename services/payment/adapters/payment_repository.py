@@ -8,7 +8,7 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, func, literal, select
+from sqlalchemy import bindparam, exists, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -33,6 +33,60 @@ _PAYMENT_FIELDS = (
     "capture_before",
 )
 
+# The statements of the hot path, built once (their values are bound at execution, so each is
+# compiled once per process and never keyed again).
+_CREATED = [c.name for c in payments.c if c.name not in ("created_at", "updated_at")]
+_CREATE = (
+    insert(payments)
+    .from_select(
+        _CREATED,
+        select(*(bindparam(name, type_=payments.c[name].type).label(name) for name in _CREATED))
+        # The cancellation check is part of the insert (the order's id bound once, above).
+        .where(~exists().where(cancelled_orders.c.order_id == bindparam("order_id"))),
+    )
+    .on_conflict_do_nothing(index_elements=[payments.c.order_id])
+    .returning(*payments.c)
+)
+_BY_ORDER = select(payments).where(payments.c.order_id == bindparam("order_id"))
+_BY_ORDER_FOR_UPDATE = _BY_ORDER.with_for_update()
+_BY_ID = select(payments).where(payments.c.payment_id == bindparam("payment_key"))
+_BY_ID_FOR_UPDATE = _BY_ID.with_for_update()
+_SAVE = (
+    payments.update()
+    .where(payments.c.payment_id == bindparam("payment_key"))
+    .values({**{name: bindparam(name) for name in _PAYMENT_FIELDS}, "updated_at": func.now()})
+    .returning(*payments.c)
+)
+_IS_CANCELLED = select(cancelled_orders.c.order_id).where(
+    cancelled_orders.c.order_id == bindparam("order_id")
+)
+_MARK_CANCELLED = insert(cancelled_orders).on_conflict_do_nothing()
+_ADD_OPERATION = (
+    insert(payment_operations)
+    .on_conflict_do_nothing(constraint="operation_per_request")
+    .returning(*payment_operations.c)
+)
+_OPERATION = select(payment_operations).where(
+    payment_operations.c.payment_id == bindparam("payment_key"),
+    payment_operations.c.kind == bindparam("kind"),
+    payment_operations.c.request_key == bindparam("request_key"),
+)
+_OPERATION_BY_ID_FOR_UPDATE = (
+    select(payment_operations)
+    .where(payment_operations.c.operation_id == bindparam("operation_key"))
+    .with_for_update()
+)
+_OPERATIONS = (
+    select(payment_operations)
+    .where(payment_operations.c.payment_id == bindparam("payment_key"))
+    .order_by(payment_operations.c.created_at, payment_operations.c.operation_id)
+)
+_SET_STATE = (
+    payment_operations.update()
+    .where(payment_operations.c.operation_id == bindparam("operation_key"))
+    .values(state=bindparam("state"), failure_code=bindparam("failure_code"), updated_at=func.now())
+)
+
 
 class SqlPaymentRepository:
     """The PaymentRepository of the payment schema, within the caller's transaction."""
@@ -46,19 +100,9 @@ class SqlPaymentRepository:
         The cancellation check is part of the insert, so a first authorization costs no extra
         statement; which of the two it was is for the caller to find out.
         """
-        values = {k: v for k, v in asdict(payment).items() if k not in ("created_at", "updated_at")}
-        source = select(
-            *(literal(value, payments.c[name].type).label(name) for name, value in values.items())
-        ).where(~exists().where(cancelled_orders.c.order_id == payment.order_id))
+        values = asdict(payment)
         row = (
-            (
-                await self.session.execute(
-                    insert(payments)
-                    .from_select(list(values), source)
-                    .on_conflict_do_nothing(index_elements=[payments.c.order_id])
-                    .returning(*payments.c)
-                )
-            )
+            (await self.session.execute(_CREATE, {name: values[name] for name in _CREATED}))
             .mappings()
             .one_or_none()
         )
@@ -66,15 +110,11 @@ class SqlPaymentRepository:
 
     async def mark_cancelled(self, order_id: uuid.UUID) -> None:
         """Remember that the order was cancelled (once; a repeat changes nothing)."""
-        await self.session.execute(
-            insert(cancelled_orders).values(order_id=order_id).on_conflict_do_nothing()
-        )
+        await self.session.execute(_MARK_CANCELLED, {"order_id": order_id})
 
     async def is_cancelled(self, order_id: uuid.UUID) -> bool:
         """Whether the order's payment was released because the order was cancelled."""
-        found = await self.session.execute(
-            select(cancelled_orders.c.order_id).where(cancelled_orders.c.order_id == order_id)
-        )
+        found = await self.session.execute(_IS_CANCELLED, {"order_id": order_id})
         return found.first() is not None
 
     async def cancelled_holding_money(self) -> list[Payment]:
@@ -104,18 +144,15 @@ class SqlPaymentRepository:
 
     async def by_order(self, order_id: uuid.UUID, *, for_update: bool = False) -> Payment | None:
         """The order's payment (row-locked when for_update)."""
-        query = select(payments).where(payments.c.order_id == order_id)
-        if for_update:
-            query = query.with_for_update()
-        row = (await self.session.execute(query)).mappings().one_or_none()
+        query = _BY_ORDER_FOR_UPDATE if for_update else _BY_ORDER
+        row = (await self.session.execute(query, {"order_id": order_id})).mappings().one_or_none()
         return _payment(row) if row else None
 
     async def by_id(self, payment_id: uuid.UUID, *, for_update: bool = False) -> Payment:
         """A payment by its id (row-locked when for_update)."""
-        query = select(payments).where(payments.c.payment_id == payment_id)
-        if for_update:
-            query = query.with_for_update()
-        return _payment((await self.session.execute(query)).mappings().one())
+        query = _BY_ID_FOR_UPDATE if for_update else _BY_ID
+        found = await self.session.execute(query, {"payment_key": payment_id})
+        return _payment(found.mappings().one())
 
     async def all_by_intent(self) -> dict[str, Payment]:
         """Every payment that has a PSP intent, by intent id."""
@@ -129,82 +166,37 @@ class SqlPaymentRepository:
     async def save(self, payment: Payment) -> Payment:
         """Write the payment's status and amounts."""
         values = {name: getattr(payment, name) for name in _PAYMENT_FIELDS}
-        row = (
-            (
-                await self.session.execute(
-                    payments.update()
-                    .where(payments.c.payment_id == payment.payment_id)
-                    .values(**values, updated_at=func.now())
-                    .returning(*payments.c)
-                )
-            )
-            .mappings()
-            .one()
-        )
-        return _payment(row)
+        found = await self.session.execute(_SAVE, {**values, "payment_key": payment.payment_id})
+        return _payment(found.mappings().one())
 
     async def add_operation(self, operation: Operation) -> Operation | None:
         """Record an operation; None when the same request already has one."""
         values = {
             k: v for k, v in asdict(operation).items() if k not in ("created_at", "updated_at")
         }
-        row = (
-            (
-                await self.session.execute(
-                    insert(payment_operations)
-                    .values(**values)
-                    .on_conflict_do_nothing(constraint="operation_per_request")
-                    .returning(*payment_operations.c)
-                )
-            )
-            .mappings()
-            .one_or_none()
-        )
+        row = (await self.session.execute(_ADD_OPERATION, values)).mappings().one_or_none()
         return _operation(row) if row else None
 
     async def operation(
         self, payment_id: uuid.UUID, kind: OperationKind, request_key: str
     ) -> Operation | None:
         """The operation recorded for one request."""
-        row = (
-            (
-                await self.session.execute(
-                    select(payment_operations).where(
-                        payment_operations.c.payment_id == payment_id,
-                        payment_operations.c.kind == kind,
-                        payment_operations.c.request_key == request_key,
-                    )
-                )
-            )
-            .mappings()
-            .one_or_none()
+        found = await self.session.execute(
+            _OPERATION, {"payment_key": payment_id, "kind": kind, "request_key": request_key}
         )
+        row = found.mappings().one_or_none()
         return _operation(row) if row else None
 
     async def operation_by_id(self, operation_id: uuid.UUID) -> Operation:
         """One operation, locked for the transaction."""
-        row = (
-            (
-                await self.session.execute(
-                    select(payment_operations)
-                    .where(payment_operations.c.operation_id == operation_id)
-                    .with_for_update()
-                )
-            )
-            .mappings()
-            .one()
+        found = await self.session.execute(
+            _OPERATION_BY_ID_FOR_UPDATE, {"operation_key": operation_id}
         )
-        return _operation(row)
+        return _operation(found.mappings().one())
 
     async def operations(self, payment_id: uuid.UUID) -> list[Operation]:
         """A payment's operations, oldest first."""
-        rows = (
-            await self.session.execute(
-                select(payment_operations)
-                .where(payment_operations.c.payment_id == payment_id)
-                .order_by(payment_operations.c.created_at, payment_operations.c.operation_id)
-            )
-        ).mappings()
+        rows = (await self.session.execute(_OPERATIONS, {"payment_key": payment_id})).mappings()
         return [_operation(row) for row in rows]
 
     async def set_state(
@@ -212,9 +204,8 @@ class SqlPaymentRepository:
     ) -> None:
         """Record what became of an operation."""
         await self.session.execute(
-            payment_operations.update()
-            .where(payment_operations.c.operation_id == operation.operation_id)
-            .values(state=state, failure_code=failure_code, updated_at=func.now())
+            _SET_STATE,
+            {"operation_key": operation.operation_id, "state": state, "failure_code": failure_code},
         )
 
     async def reopen(self, operation: Operation) -> Operation:
