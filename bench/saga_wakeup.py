@@ -48,6 +48,9 @@ class Phase:
     max_ms: float
 
 
+POLL_BASELINE_SECONDS = "0.25"
+
+
 def main() -> None:
     """Parse the knobs, run both phases, print them and their ratio."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -92,6 +95,8 @@ async def phase(
         "SAGA_DEFINITION": str(definition),
         "SAGA_STATE_MACHINE_NAME": MACHINE,
         "SAGA_WAKE_ON_NOTIFY": "true" if wake else "false",
+        # The baseline is the engine as it was before NOTIFY: a 0.25 s poll.
+        "SAGA_POLL_INTERVAL_SECONDS": POLL_BASELINE_SECONDS,
         "MIGRATE_ON_START": "false",
         "PYTHONUNBUFFERED": "1",
     }

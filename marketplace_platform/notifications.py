@@ -28,18 +28,25 @@ def notify(channel: str, payload: str = "") -> sa.Select[Any]:
 
 class Wakeups:
     """Waiters parked until there is work: one is woken per unit of work (a notification is
-    one new row, which one waiter claims), or all of them at once (stopping, a lost LISTEN)."""
+    one new row, which one waiter claims), or all of them at once (stopping, a lost LISTEN).
 
-    def __init__(self) -> None:
+    With `keep_one`, a wake that finds nobody waiting is kept for the next wait (at most one:
+    for a single claimer, which may be between a claim that found nothing and its wait when the
+    work is committed); without it nothing is kept (many waiters: a busy one finds the work)."""
+
+    def __init__(self, *, keep_one: bool = False) -> None:
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._keep_one = keep_one
+        self._kept = False
 
     def wake_one(self) -> None:
-        """Wake the longest-waiting waiter, if any waits (a busy one finds the work itself)."""
+        """Wake the longest-waiting waiter, if any waits (else keep the wake, if `keep_one`)."""
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
                 return
+        self._kept = self._keep_one
 
     def wake_all(self) -> None:
         """Wake every current waiter."""
@@ -50,6 +57,9 @@ class Wakeups:
 
     async def wait(self, within: float) -> bool:
         """Wait to be woken, or `within` seconds; whether it was woken."""
+        if self._kept:
+            self._kept = False
+            return True
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:

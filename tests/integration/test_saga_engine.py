@@ -495,3 +495,37 @@ async def test_an_idle_engine_runs_a_started_execution_at_once_and_again_after_l
         await running
         listening.cancel()
         await asyncio.gather(listening, return_exceptions=True)
+
+
+async def test_a_retry_back_off_wakes_the_engine_that_paused_it_when_it_comes_due(
+    engine: AsyncEngine, machine_name: str, starter: LocalSagaStarter
+) -> None:
+    # The engine would look again only after an hour: only its own timer can bring the retry.
+    attempts: list[float] = []
+
+    def flaky(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        attempts.append(time.monotonic())
+        if len(attempts) == 1:
+            raise RuntimeError("the first attempt fails")
+        return {"done": event["step"]}
+
+    retried = task(
+        "Flaky",
+        "flaky",
+        End=True,
+        Retry=[{"ErrorEquals": ["States.ALL"], "IntervalSeconds": 1, "MaxAttempts": 2}],
+    )
+    definition = {"StartAt": "Flaky", "States": {"Flaky": retried}}
+    name = str(uuid.uuid4())
+    await starter.start_execution(name=name, payload={"order_id": name})
+    saga = saga_engine(
+        engine, machine_name, definition, {"Flaky": flaky}, poll_interval_seconds=3_600
+    )
+    running = asyncio.create_task(saga.run(grace_seconds=5))
+    try:
+        assert await wait_for_status(starter, [name], within=20) == {name: "SUCCEEDED"}
+    finally:
+        saga.stop()
+        await running
+    assert len(attempts) == 2
+    assert 0.9 < attempts[1] - attempts[0] < 10

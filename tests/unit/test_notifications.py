@@ -72,3 +72,16 @@ async def test_a_wake_before_the_wait_is_kept_for_the_watch_and_a_wait_rearms_it
     with wakeups.watch("order-1") as fresh:
         assert await fresh.wait(within=0.01) is False
     assert wakeups.waiting() == 0
+
+
+async def test_a_wake_with_nobody_waiting_is_kept_once_for_a_single_claimer() -> None:
+    wakeups = Wakeups(keep_one=True)
+    wakeups.wake_one()  # committed while the claimer was busy claiming: it must look again
+    wakeups.wake_one()  # one look finds both: no more than one wake is kept
+    assert await wakeups.wait(within=5) is True
+    assert await wakeups.wait(within=0.05) is False
+    waiting = asyncio.create_task(wakeups.wait(within=5))
+    await asyncio.sleep(0)
+    wakeups.wake_one()  # someone waits: the wake goes to it, nothing is kept besides
+    assert await waiting is True
+    assert await wakeups.wait(within=0.05) is False

@@ -38,6 +38,10 @@ from workers.saga_engine.store import Claim, ExecutionStore, LeaseLost
 
 log = logging.getLogger(__name__)
 
+# A paused execution's local wake-up comes this much after its due time, so the database's
+# clock (which the claim compares with) has passed it too.
+_DUE_MARGIN_SECONDS = 0.005
+
 
 @dataclass(frozen=True)
 class EngineOptions:
@@ -46,7 +50,7 @@ class EngineOptions:
     owner: str
     state_machine_name: str = "checkout"
     lease_seconds: float = 30.0
-    poll_interval_seconds: float = 0.25
+    poll_interval_seconds: float = 1.0
     max_concurrent_executions: int = 8
 
 
@@ -73,8 +77,10 @@ class SagaEngine:
         self._options = options
         self._stopping = asyncio.Event()
         # The claimer is woken per execution started (a LISTEN on the starters' NOTIFY, wired by
-        # the process), when a driver frees room, and when the engine stops; else it polls.
-        self.wakeups = Wakeups()
+        # the process), when a retry or Wait it paused comes due, when a driver frees room, and
+        # when the engine stops; the poll finds the rest (other engines' pauses, expired leases,
+        # starts a lost LISTEN missed). A wake while it is busy claiming is kept for its wait.
+        self.wakeups = Wakeups(keep_one=True)
 
     @classmethod
     def on(
@@ -255,6 +261,8 @@ class SagaEngine:
             if isinstance(outcome, Paused):
                 journal.moved(outcome.position, [])
                 await journal.write(run_at=outcome.until, release=True)
+                due_in = (outcome.until - now()).total_seconds() + _DUE_MARGIN_SECONDS
+                asyncio.get_running_loop().call_later(max(0.0, due_in), self.wakeups.wake_one)
                 return
             position, entered = interpreter.enter(outcome)
             journal.moved(position, [entered])

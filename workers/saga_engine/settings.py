@@ -17,7 +17,7 @@ class SagaEngineSettings(ServiceSettings):
     saga_handlers: str = "saga_tasks.registry:ASYNC_HANDLERS"
     saga_state_machine_name: str = "checkout"
     saga_lease_seconds: float = Field(default=30.0, gt=0)
-    saga_poll_interval_seconds: float = Field(default=0.25, gt=0)
+    saga_poll_interval_seconds: float = Field(default=1.0, gt=0)
     # LISTEN for started executions (off: the poll alone finds them, e.g. behind a pooler in
     # transaction mode, where LISTEN cannot work).
     saga_wake_on_notify: bool = True
