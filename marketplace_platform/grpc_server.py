@@ -1,8 +1,9 @@
 """The grpc.aio server bootstrap every service uses.
 
 Health checking (SERVING only while the readiness probe passes, e.g. the database answers),
-reflection, the boundary interceptors and OpenTelemetry, and graceful shutdown on SIGTERM:
-health goes NOT_SERVING, in-flight calls drain within the grace period, then the server stops.
+reflection, the boundary interceptors and OpenTelemetry's (only while tracing is on), and
+graceful shutdown on SIGTERM: health goes NOT_SERVING, in-flight calls drain within the grace
+period, then the server stops.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from marketplace_platform.interceptors import ServiceBoundaryInterceptor
 from marketplace_platform.periodic import BackgroundLoop
 from marketplace_platform.settings import ServiceSettings
-from marketplace_platform.telemetry import server_tracing_interceptor
+from marketplace_platform.telemetry import server_tracing_interceptors
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ async def start_server(
     """Build, bind and start the server; health follows the readiness probe from then on."""
     boundary = ServiceBoundaryInterceptor()
     server = grpc.aio.server(
-        interceptors=[server_tracing_interceptor(), boundary],
+        interceptors=[*server_tracing_interceptors(), boundary],
         options=[("grpc.so_reuseport", 0)],
     )
     for service in services:

@@ -40,6 +40,9 @@ class ServiceSettings(BaseSettings):
     migrate_on_start: bool = True
     log_level: str = "INFO"
     otel_traces_exporter: Literal["none", "console", "otlp"] = "none"
+    # The share of new traces sampled while tracing is on (parent-based: a traced caller's
+    # decision is kept). Standard OpenTelemetry name; OTEL_TRACES_SAMPLER itself is not read.
+    otel_traces_sampler_arg: float = Field(default=1.0, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _refuse_dev_defaults_in_production(self) -> Self:

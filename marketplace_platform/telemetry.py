@@ -1,4 +1,13 @@
-"""OpenTelemetry: a tracer provider per process and the gRPC server/client instrumentation."""
+"""OpenTelemetry: a tracer provider per process and the gRPC server/client instrumentation.
+
+Tracing is on in a process when it exports spans (`OTEL_TRACES_EXPORTER` console or otlp):
+then `configure_tracing` installs a tracer provider sampling `OTEL_TRACES_SAMPLER_ARG` of new
+traces (parent-based: a call or event whose caller was sampled is sampled, and one whose caller
+was not is not), and the gRPC interceptors record a span per call and carry the trace context
+to the next service and, through the outbox, to the event's consumers. With no exporter nothing
+is installed: spans are OpenTelemetry's no-ops and the interceptors are left out, since they
+would cost every call its bookkeeping for spans nobody reads.
+"""
 
 from __future__ import annotations
 
@@ -9,31 +18,69 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, TraceIdRatioBased
 
 from marketplace_platform.settings import ServiceSettings
 
 
+def tracer_provider(settings: ServiceSettings) -> TracerProvider | None:
+    """The provider the settings ask for: None when no span is exported (tracing off)."""
+    if settings.otel_traces_exporter == "none":
+        return None
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": settings.service_name}),
+        sampler=sampler(settings.otel_traces_sampler_arg),
+    )
+    provider.add_span_processor(BatchSpanProcessor(_exporter(settings)))
+    return provider
+
+
+def sampler(ratio: float) -> Sampler:
+    """Sample `ratio` of new traces; a span with a parent follows its parent's decision."""
+    return ParentBased(root=TraceIdRatioBased(ratio))
+
+
 def configure_tracing(settings: ServiceSettings) -> None:
-    """Install the process's tracer provider with the configured exporter."""
-    provider = TracerProvider(resource=Resource.create({"service.name": settings.service_name}))
+    """Install the process's tracer provider when tracing is on; otherwise install nothing."""
+    provider = tracer_provider(settings)
+    if provider is not None:
+        trace.set_tracer_provider(provider)
+
+
+def installed_provider() -> TracerProvider | None:
+    """The tracer provider configure_tracing installed in this process, if it did."""
+    provider = trace.get_tracer_provider()
+    return provider if isinstance(provider, TracerProvider) else None
+
+
+def server_tracing_interceptors(
+    provider: TracerProvider | None = None,
+) -> list[grpc.aio.ServerInterceptor]:
+    """Continue the caller's trace (traceparent in metadata) and record a span per call; none
+    when tracing is off (`provider`: the installed one by default)."""
+    provider = provider or installed_provider()
+    if provider is None:
+        return []
+    interceptor: grpc.aio.ServerInterceptor = aio_server_interceptor(tracer_provider=provider)  # type: ignore[no-untyped-call]
+    return [interceptor]
+
+
+def client_tracing_interceptors(provider: TracerProvider | None = None) -> list[Any]:
+    """Start a client span per call and inject the trace context into the metadata; none when
+    tracing is off (`provider`: the installed one by default)."""
+    provider = provider or installed_provider()
+    if provider is None:
+        return []
+    return list(aio_client_interceptors(tracer_provider=provider))  # type: ignore[no-untyped-call]
+
+
+def _exporter(settings: ServiceSettings) -> SpanExporter:
     if settings.otel_traces_exporter == "console":
-        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
-    elif settings.otel_traces_exporter == "otlp":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # type: ignore[import-not-found]
-            OTLPSpanExporter,
-        )
+        return ConsoleSpanExporter()
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # type: ignore[import-not-found]
+        OTLPSpanExporter,
+    )
 
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    trace.set_tracer_provider(provider)
-
-
-def server_tracing_interceptor() -> grpc.aio.ServerInterceptor:
-    """Continues the caller's trace (traceparent in metadata) and records a span per call."""
-    interceptor: grpc.aio.ServerInterceptor = aio_server_interceptor()  # type: ignore[no-untyped-call]
-    return interceptor
-
-
-def client_tracing_interceptors() -> list[Any]:
-    """Start a client span per call and inject the trace context into the metadata."""
-    return list(aio_client_interceptors())  # type: ignore[no-untyped-call]
+    exporter: SpanExporter = OTLPSpanExporter()
+    return exporter
