@@ -1,7 +1,9 @@
 """The outbox relay against real PostgreSQL, with outbox rows written by inventory's unit of work:
 every row delivered in order per aggregate and marked published; racing relays deliver each row
 once; a relay process SIGKILLed mid-batch loses nothing; lag; SIGTERM stops the process cleanly;
-a transaction that writes outbox rows queues one NOTIFY for the relays, however many rows."""
+a transaction that writes outbox rows queues one NOTIFY for the relays, however many rows, and
+an idle relay process that would poll hourly publishes new rows at once, also after its LISTEN
+connection was terminated."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from pathlib import Path
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from marketplace.common.v1 import ids_pb2
@@ -29,7 +31,7 @@ from marketplace_platform.event_bus.rules import Routing, load_routing
 from marketplace_platform.outbox import OUTBOX_CHANNEL, RELAY_BUSY_SECONDS, OutboxWriter
 from marketplace_platform.queues.postgres import PostgresQueues
 from services.inventory.adapters import tables as inventory_tables
-from tests.support.polling import eventually
+from tests.support.polling import eventually, until_equal
 from tests.support.processes import PythonProcesses
 from workers.outbox_relay.relay import OutboxRelay, outbox_lag
 
@@ -279,3 +281,51 @@ async def test_sigterm_stops_the_relay_process_cleanly(
     assert process.wait(timeout=WITHIN) == 0
     log = (relay_processes.log_dir / "relay-0.log").read_text()
     assert "outbox relay stopped" in log
+
+
+async def listen_backends(engine: AsyncEngine, channel: str) -> set[int]:
+    """The server pids of the LISTEN connections kept for `channel` (by application name)."""
+    async with engine.connect() as connection:
+        pids = await connection.scalars(
+            text(
+                "SELECT pid FROM pg_stat_activity"
+                " WHERE application_name = :name AND datname = current_database()"
+            ),
+            {"name": f"listen:{channel}"},
+        )
+        return set(pids)
+
+
+async def test_an_idle_relay_that_would_poll_hourly_is_woken_by_new_rows_even_after_its_listen_dies(
+    engine: AsyncEngine, relay_processes: PythonProcesses
+) -> None:
+    relay_processes.env["RELAY_POLL_INTERVAL_SECONDS"] = "3600"
+    process = relay_processes.start()
+    first = await eventually(
+        lambda: listen_backends(engine, OUTBOX_CHANNEL), what="the relay LISTENs", within=WITHIN
+    )
+    for _ in range(2):
+        # The relay is idle (its first pass has run or runs now): only a NOTIFY makes it look
+        # again within the hour.
+        written = await write_events(engine, aggregates=3, per_aggregate=2)
+        event_ids = [event_id for ids in written.values() for event_id in ids]
+        await until_equal(lambda ids=event_ids: published_count(engine, ids), len(event_ids))
+    assert process.poll() is None
+
+    async with engine.connect() as connection:
+        await connection.execute(
+            text("SELECT pg_terminate_backend(pid) FROM unnest(CAST(:pids AS int[])) AS pid"),
+            {"pids": list(first)},
+        )
+    await eventually(
+        lambda: _reopened(engine, first), what="the relay LISTENs again", within=WITHIN
+    )
+    written = await write_events(engine, aggregates=2, per_aggregate=2)
+    event_ids = [event_id for ids in written.values() for event_id in ids]
+    await until_equal(lambda: published_count(engine, event_ids), len(event_ids))
+    assert process.poll() is None
+
+
+async def _reopened(engine: AsyncEngine, before: set[int]) -> bool:
+    now = await listen_backends(engine, OUTBOX_CHANNEL)
+    return bool(now) and not now & before

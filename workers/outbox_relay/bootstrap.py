@@ -16,7 +16,10 @@ from marketplace_platform.event_bus.local import LocalEventBus
 from marketplace_platform.event_bus.rules import load_routing
 from marketplace_platform.logs import configure_logging
 from marketplace_platform.migrations import migrations_dir, upgrade
+from marketplace_platform.notifications import Listener
+from marketplace_platform.outbox import OUTBOX_CHANNEL
 from marketplace_platform.queues.postgres import PostgresQueues
+from marketplace_platform.queues.wakeups import KeptWakeups
 from workers.outbox_relay.relay import OutboxRelay
 from workers.outbox_relay.settings import OutboxRelaySettings
 
@@ -59,6 +62,18 @@ async def run(settings: OutboxRelaySettings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
+    listening: list[asyncio.Task[None]] = []
+    wakeups: KeptWakeups | None = None
+    if settings.relay_wake_on_notify:
+        wakeups = KeptWakeups()
+        schemas = settings.schema_list()
+        listener = Listener(
+            settings.database_url,
+            OUTBOX_CHANNEL,
+            wakeups,
+            payload=schemas[0] if schemas and len(schemas) == 1 else None,
+        )
+        listening.append(asyncio.create_task(listener.run(), name="outbox-listener"))
     log.info(
         "outbox relay running: %s bus, schemas %s, batches of %d",
         settings.relay_bus,
@@ -70,7 +85,11 @@ async def run(settings: OutboxRelaySettings) -> None:
             stopping,
             poll_interval_seconds=settings.relay_poll_interval_seconds,
             lag_log_interval_seconds=settings.relay_lag_log_interval_seconds,
+            wakeups=wakeups,
         )
     finally:
+        for task in listening:
+            task.cancel()
+        await asyncio.gather(*listening, return_exceptions=True)
         await engine.dispose()
     log.info("outbox relay stopped")

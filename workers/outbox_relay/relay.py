@@ -13,6 +13,12 @@ How several relays share the work without reordering an aggregate's events:
 
 A relay killed between 3 and 4 leaves its rows unpublished; the next relay publishes them again
 (a duplicate, never a loss). Consumers deduplicate by event_id.
+
+When to look: a relay given `wakeups` (woken by the outbox rows' NOTIFY, see
+`marketplace_platform.outbox`) waits for one when a pass published nothing, and looks anyway
+every poll interval (a NOTIFY is skipped while a relay is busy, and lost while the LISTEN is
+down); after a pass that published rows it looks again at once. The schemas that have an outbox
+are discovered again at each lag log, not on every pass.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from marketplace.events.v1 import envelope_pb2
 from marketplace_platform.event_bus import EventBus
+from marketplace_platform.notifications import Wakeups
 
 log = logging.getLogger(__name__)
 
@@ -105,12 +112,19 @@ class OutboxRelay:
         self._bus = bus
         self._schemas = [_checked(schema) for schema in schemas] if schemas else None
         self._batch_size = batch_size
+        self._discovered: list[str] | None = None
 
     async def schemas(self) -> list[str]:
-        """The schemas this relay reads."""
+        """The schemas this relay reads (discovered once, until `rediscover`)."""
         if self._schemas is not None:
             return list(self._schemas)
-        return await outbox_schemas(self._engine)
+        if self._discovered is None:
+            self._discovered = await outbox_schemas(self._engine)
+        return list(self._discovered)
+
+    def rediscover(self) -> None:
+        """Look for outbox schemas again on the next pass (a migration may have added one)."""
+        self._discovered = None
 
     async def relay_once(self) -> int:
         """One batch from every schema; returns how many rows were published."""
@@ -210,10 +224,12 @@ class OutboxRelay:
         self,
         stopping: asyncio.Event,
         *,
-        poll_interval_seconds: float = 0.2,
+        poll_interval_seconds: float = 1.0,
         lag_log_interval_seconds: float = 15.0,
+        wakeups: Wakeups | None = None,
     ) -> None:
-        """Relay until `stopping` is set: the batch in hand finishes, then it returns."""
+        """Relay until `stopping` is set: the batch in hand finishes, then it returns. After a
+        pass that published nothing it waits for `wakeups` (if any) or the poll interval."""
         next_lag_log = time.monotonic()
         while not stopping.is_set():
             try:
@@ -222,11 +238,11 @@ class OutboxRelay:
                 log.exception("relay pass failed; retrying")
                 published = 0
             if time.monotonic() >= next_lag_log:
+                self.rediscover()
                 await self._log_lag()
                 next_lag_log = time.monotonic() + lag_log_interval_seconds
             if published == 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stopping.wait(), poll_interval_seconds)
+                await _idle(stopping, poll_interval_seconds, wakeups)
 
     async def _log_lag(self) -> None:
         try:
@@ -246,3 +262,18 @@ class OutboxRelay:
                     "outbox_lag_seconds": lag.oldest_age_seconds or 0.0,
                 },
             )
+
+
+async def _idle(stopping: asyncio.Event, seconds: float, wakeups: Wakeups | None) -> None:
+    """Wait until woken, stopped, or `seconds` pass."""
+    if wakeups is None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), seconds)
+        return
+    woken = asyncio.ensure_future(wakeups.wait(seconds))
+    stopped = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait({woken, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in (woken, stopped):
+            waiter.cancel()

@@ -17,7 +17,11 @@ class OutboxRelaySettings(ServiceSettings):
     # Comma-separated schemas to relay; empty means every schema that has an outbox table.
     relay_schemas: str = ""
     relay_batch_size: int = Field(default=200, ge=1)
-    relay_poll_interval_seconds: float = Field(default=0.2, gt=0)
+    # A LISTEN on the outbox rows' NOTIFY wakes an idle relay; it looks anyway this often (a
+    # NOTIFY is skipped while a relay is busy, lost while the LISTEN is down). False: the poll
+    # alone (e.g. behind a pooler in transaction mode, where LISTEN cannot work).
+    relay_wake_on_notify: bool = True
+    relay_poll_interval_seconds: float = Field(default=1.0, gt=0)
     relay_lag_log_interval_seconds: float = Field(default=15.0, gt=0)
     relay_bus: Literal["local", "eventbridge"] = "local"
     relay_rules_file: Path = Path("deploy/ecs/event_rules.json")
