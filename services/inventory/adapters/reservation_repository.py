@@ -7,8 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, and_, func, select, true
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Row, and_, bindparam, func, select, text, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace_platform.db import TransactionClock
@@ -39,6 +38,38 @@ _WITH_LINES = select(
 ).select_from(reservations.outerjoin(_LINES, true()))
 
 
+# The order's reservation and its lines in one statement; nothing when the order has one.
+_CREATE = text(
+    """
+    WITH reservation AS (
+        INSERT INTO inventory.reservations (reservation_id, order_id, status, fingerprint,
+                                            expires_at, closed_at, release_reason)
+        VALUES (:reservation_id, :order_id, :status, :fingerprint,
+                now() + CAST(:ttl AS interval), CASE WHEN :closed THEN now() END,
+                :release_reason)
+        ON CONFLICT (order_id) DO NOTHING
+        RETURNING *
+    ), lines AS (
+        INSERT INTO inventory.reservation_lines (reservation_id, sku, quantity)
+        SELECT reservation.reservation_id, v.sku, v.quantity
+        FROM reservation,
+             unnest(CAST(:skus AS text[]), CAST(:quantities AS integer[])) AS v(sku, quantity)
+    )
+    SELECT * FROM reservation
+    """
+)
+_CLOSE = (
+    reservations.update()
+    .where(reservations.c.reservation_id == bindparam("reservation_key"))
+    .values(
+        status=bindparam("status"),
+        closed_at=func.now(),
+        release_reason=bindparam("release_reason"),
+    )
+    .returning(*reservations.c)
+)
+
+
 class ReservationRepository(Reservations):
     """Reservations of the inventory schema, within the caller's transaction. Reading one also
     reads the transaction's now() and hands it to `clock`, so judging its expiry costs no
@@ -59,37 +90,23 @@ class ReservationRepository(Reservations):
         release_reason: ReleaseReason | None = None,
     ) -> Reservation | None:
         """Insert the order's reservation; None when the order already has one."""
-        closed = status is not ReservationStatus.ACTIVE
-        row = (
-            await self.session.execute(
-                insert(reservations)
-                .values(
-                    reservation_id=new_id(),
-                    order_id=order_id,
-                    status=status,
-                    fingerprint=fingerprint,
-                    expires_at=func.now() + ttl,
-                    closed_at=func.now() if closed else None,
-                    release_reason=release_reason,
-                )
-                .on_conflict_do_nothing(index_elements=[reservations.c.order_id])
-                .returning(*reservations.c)
-            )
-        ).one_or_none()
+        found = await self.session.execute(
+            _CREATE,
+            {
+                "reservation_id": new_id(),
+                "order_id": order_id,
+                "status": status.value,
+                "fingerprint": fingerprint,
+                "ttl": ttl,
+                "closed": status is not ReservationStatus.ACTIVE,
+                "release_reason": release_reason.value if release_reason else None,
+                "skus": [line.sku for line in lines],
+                "quantities": [line.quantity for line in lines],
+            },
+        )
+        row = found.one_or_none()
         if row is None:
             return None
-        if lines:
-            await self.session.execute(
-                reservation_lines.insert(),
-                [
-                    {
-                        "reservation_id": row.reservation_id,
-                        "sku": line.sku,
-                        "quantity": line.quantity,
-                    }
-                    for line in lines
-                ],
-            )
         return _to_reservation(row._mapping, tuple(lines))
 
     async def by_order(
@@ -118,15 +135,15 @@ class ReservationRepository(Reservations):
         release_reason: ReleaseReason | None = None,
     ) -> Reservation:
         """Mark an active reservation committed, released or expired."""
-        row = (
-            await self.session.execute(
-                reservations.update()
-                .where(reservations.c.reservation_id == reservation.reservation_id)
-                .values(status=status, closed_at=func.now(), release_reason=release_reason)
-                .returning(*reservations.c)
-            )
-        ).one()
-        return _to_reservation(row._mapping, reservation.lines)
+        found = await self.session.execute(
+            _CLOSE,
+            {
+                "reservation_key": reservation.reservation_id,
+                "status": status,
+                "release_reason": release_reason,
+            },
+        )
+        return _to_reservation(found.one()._mapping, reservation.lines)
 
     async def expire_due(self, *, as_of: datetime | None, limit: int) -> list[Reservation]:
         """Mark up to `limit` active reservations past their expiry EXPIRED, skipping any that

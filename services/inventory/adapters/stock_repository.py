@@ -13,6 +13,8 @@ from services.inventory.domain.reservation import ReservationLine
 from services.inventory.domain.stock import Movement, StockLevel
 from services.inventory.service_layer.ports import Holds, StockItems
 
+_RECORD = stock_movements.insert()
+
 
 class StockRepository(StockItems):
     """Stock rows of the inventory schema, within the caller's transaction."""
@@ -62,7 +64,7 @@ class StockRepository(StockItems):
         """Append movements to the ledger."""
         if movements:
             await self.session.execute(
-                stock_movements.insert(),
+                _RECORD,
                 [
                     {
                         "sku": m.sku,
