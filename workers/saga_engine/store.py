@@ -4,6 +4,7 @@ history back."""
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Sequence
@@ -111,13 +112,7 @@ class ExecutionStore:
     async def renew(self, claim: Claim, *, lease_seconds: float) -> None:
         """Extend the lease; raise LeaseLost if another runner has taken the execution."""
         async with self._engine.begin() as connection:
-            await self._fenced_update(
-                connection,
-                claim,
-                [],
-                lease_expires_at=sa.func.now()
-                + sa.func.make_interval(0, 0, 0, 0, 0, 0, lease_seconds),
-            )
+            await self._fenced_update(connection, claim, [], lease_seconds=lease_seconds)
 
     async def append(self, claim: Claim, events: Sequence[Event]) -> None:
         """Append events to the history while keeping the execution where it is."""
@@ -192,10 +187,10 @@ class ExecutionStore:
                 claim,
                 events,
                 status=status,
-                output=sa.null() if output is None else output,
+                output=output,
                 error=error,
                 cause=cause,
-                stopped_at=sa.func.now(),
+                stopped_at=True,
                 **_RELEASED,
             )
 
@@ -216,39 +211,84 @@ class ExecutionStore:
         # The lease token fences every write: a runner whose lease was taken over finds no
         # row to update and drops its result instead of overwriting the new holder's. The
         # events are appended by the same statement (a CTE fed by the update's new last_seq),
-        # so a step costs one round trip however many events it has.
-        moved = (
-            executions.update()
-            .where(executions.c.id == claim.execution_id, executions.c.lease_token == claim.token)
-            .values(last_seq=executions.c.last_seq + len(events), **values)
-            .returning(executions.c.last_seq)
-            .cte("moved")
-        )
-        statement = sa.select(moved.c.last_seq)
+        # so a step costs one round trip however many events it has. The statement of each
+        # shape (the columns set, events or not, a definition to store or not) is built once.
+        statement = _write(tuple(sorted(values)), bool(events), storing is not None)
+        parameters: dict[str, Any] = {
+            "execution_id": claim.execution_id,
+            "token": claim.token,
+            "appended": len(events),
+            **{f"v_{name}": value for name, value in values.items()},
+        }
         if events:
-            statement = statement.add_cte(_appended(moved, claim, events))
+            parameters["owner"] = claim.owner
+            parameters["events"] = [
+                {"offset": offset, "type": e.type, "state": e.state, "payload": e.payload}
+                for offset, e in enumerate(events, start=1)
+            ]
         if storing is not None:
-            # Stored in the same statement as the pin: no pinned digest lacks its definition,
-            # and beginning an execution costs no statement more.
-            statement = statement.add_cte(_store_definition(storing))
-        last_seq = await connection.scalar(statement)
+            parameters["digest"] = storing.digest
+            parameters["definition"] = storing.canonical
+        last_seq = await connection.scalar(statement, parameters)
         if last_seq is None:
             raise LeaseLost(f"{claim.name}: lease {claim.token} is no longer held")
 
 
-def _appended(moved: sa.CTE, claim: Claim, events: Sequence[Event]) -> sa.CTE:
-    """An INSERT of `events` into the history, numbered up to `moved`'s new last_seq."""
-    rows = (
-        sa.func.jsonb_to_recordset(
-            sa.bindparam(
-                "events",
-                [
-                    {"offset": offset, "type": e.type, "state": e.state, "payload": e.payload}
-                    for offset, e in enumerate(events, start=1)
-                ],
-                type_=JSONB,
-            )
+_RELEASED: dict[str, Any] = {"lease_owner": None, "lease_token": None, "lease_expires_at": None}
+# JSON columns that may be cleared: None is SQL NULL, not the JSON value null.
+_NULLABLE_JSON = JSONB(none_as_null=True)
+
+
+def _set(name: str) -> Any:
+    """What a write sets column `name` to, from its parameter `v_<name>`."""
+    bound = f"v_{name}"
+    if name == "stopped_at":
+        return sa.func.now()
+    if name == "next_run_at":  # a due time, or now
+        return sa.func.coalesce(
+            sa.bindparam(bound, type_=sa.DateTime(timezone=True)), sa.func.now()
         )
+    if name == "lease_seconds":  # renewing: the lease runs that long from now
+        return sa.func.now() + sa.func.make_interval(0, 0, 0, 0, 0, 0, sa.bindparam(bound))
+    column = executions.c[name]
+    kind = _NULLABLE_JSON if isinstance(column.type, JSONB) else column.type
+    return sa.bindparam(bound, type_=kind)
+
+
+@functools.cache
+def _write(columns: tuple[str, ...], appends: bool, stores: bool) -> sa.Select[Any]:
+    """The fenced write that sets `columns`, appends events (`appends`) and stores a
+    definition (`stores`), built once per shape (its compiled form is cached with it)."""
+    values = {
+        ("lease_expires_at" if name == "lease_seconds" else name): _set(name) for name in columns
+    }
+    moved = (
+        executions.update()
+        .where(
+            executions.c.id == sa.bindparam("execution_id", type_=sa.Uuid),
+            executions.c.lease_token == sa.bindparam("token", type_=sa.Uuid),
+        )
+        .values(
+            last_seq=executions.c.last_seq + sa.bindparam("appended", type_=sa.Integer), **values
+        )
+        .returning(executions.c.last_seq)
+        .cte("moved")
+    )
+    statement = sa.select(moved.c.last_seq)
+    if appends:
+        statement = statement.add_cte(_appended(moved))
+    if stores:
+        # Stored in the same statement as the pin: no pinned digest lacks its definition,
+        # and beginning an execution costs no statement more.
+        statement = statement.add_cte(_store_definition())
+    return statement
+
+
+def _appended(moved: sa.CTE) -> sa.CTE:
+    """An INSERT of the `events` parameter into the history, numbered up to `moved`'s new
+    last_seq."""
+    rows = (
+        sa.func.jsonb_to_recordset(sa.bindparam("events", type_=JSONB))
         .table_valued(
             sa.column("type", sa.Text),
             sa.column("state", sa.Text),
@@ -258,12 +298,12 @@ def _appended(moved: sa.CTE, claim: Claim, events: Sequence[Event]) -> sa.CTE:
         .render_derived(name="event", with_types=True)
     )
     numbered = sa.select(
-        sa.literal(claim.execution_id, sa.Uuid),
-        moved.c.last_seq - len(events) + rows.c.offset,
+        sa.bindparam("execution_id", type_=sa.Uuid),
+        moved.c.last_seq - sa.bindparam("appended", type_=sa.Integer) + rows.c.offset,
         rows.c.type,
         rows.c.state,
         rows.c.payload,
-        sa.literal(claim.owner, sa.Text),
+        sa.bindparam("owner", type_=sa.Text),
     ).select_from(moved.join(rows, sa.true()))
     return (
         history.insert()
@@ -272,13 +312,10 @@ def _appended(moved: sa.CTE, claim: Claim, events: Sequence[Event]) -> sa.CTE:
     )
 
 
-_RELEASED: dict[str, Any] = {"lease_owner": None, "lease_token": None, "lease_expires_at": None}
-
-
-def _store_definition(machine: StateMachine) -> sa.CTE:
+def _store_definition() -> sa.CTE:
     return (
         insert(definitions)
-        .values(digest=machine.digest, definition=machine.canonical)
+        .values(digest=sa.bindparam("digest"), definition=sa.bindparam("definition"))
         .on_conflict_do_nothing(index_elements=[definitions.c.digest])
         .cte("stored_definition")
     )
@@ -287,10 +324,10 @@ def _store_definition(machine: StateMachine) -> sa.CTE:
 def _step_values(position: Position, run_at: datetime | None, release: bool) -> dict[str, Any]:
     values: dict[str, Any] = {
         "current_state": position.state,
-        "state_input": sa.null() if position.input is None else position.input,
+        "state_input": position.input,
         "state_memo": position.memo(),
         "state_entered_at": position.entered_at,
-        "next_run_at": sa.func.now() if run_at is None else run_at,
+        "next_run_at": run_at,  # None: now
     }
     if release:
         values.update(_RELEASED)
