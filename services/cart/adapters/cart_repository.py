@@ -6,7 +6,7 @@ import uuid
 from collections.abc import MutableMapping, Sequence
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,6 +31,17 @@ SELECT c.cart_id, c.customer_id, c.status, c.version, c.order_id, c.created_at, 
 FROM cart.carts AS c
 WHERE c.cart_id = :cart_id
 """
+_SAVE = (
+    carts.update()
+    .where(carts.c.cart_id == bindparam("cart_key"))
+    .values(
+        version=bindparam("version"),
+        status=bindparam("status"),
+        order_id=bindparam("order_id"),
+        updated_at=func.now(),
+    )
+    .returning(*carts.c)
+)
 _GET = text(_CART)
 _GET_FOR_UPDATE = text(_CART + "FOR UPDATE OF c")
 
@@ -108,15 +119,13 @@ class CartRepository:
                 await self._put_line(after.cart_id, line)
         row = (
             await self.session.execute(
-                carts.update()
-                .where(carts.c.cart_id == after.cart_id)
-                .values(
-                    version=after.version,
-                    status=after.status.value,
-                    order_id=after.order_id,
-                    updated_at=func.now(),
-                )
-                .returning(*carts.c)
+                _SAVE,
+                {
+                    "cart_key": after.cart_id,
+                    "version": after.version,
+                    "status": after.status.value,
+                    "order_id": after.order_id,
+                },
             )
         ).one()
         return _to_cart(row._mapping, after.lines)

@@ -5,12 +5,24 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, bindparam, func, or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.cart.adapters.tables import cache_invalidations
 from services.cart.service_layer.ports import Pending
+
+# Built once at import: a newer version owed replaces an older one, never the reverse.
+_OWED = insert(cache_invalidations).values(
+    cart_id=bindparam("cart_id"), version=bindparam("version")
+)
+_OWE = _OWED.on_conflict_do_update(
+    index_elements=[cache_invalidations.c.cart_id],
+    set_={
+        "version": func.greatest(cache_invalidations.c.version, _OWED.excluded.version),
+        "recorded_at": func.now(),
+    },
+)
 
 
 class InvalidationRepository:
@@ -21,16 +33,7 @@ class InvalidationRepository:
 
     async def owe(self, cart_id: uuid.UUID, version: int) -> None:
         """Record that the cache must learn the cart is now at `version`."""
-        statement = insert(cache_invalidations).values(cart_id=cart_id, version=version)
-        await self.session.execute(
-            statement.on_conflict_do_update(
-                index_elements=[cache_invalidations.c.cart_id],
-                set_={
-                    "version": func.greatest(cache_invalidations.c.version, version),
-                    "recorded_at": func.now(),
-                },
-            )
-        )
+        await self.session.execute(_OWE, {"cart_id": cart_id, "version": version})
 
     async def pending(self, *, limit: int) -> list[Pending]:
         """The oldest invalidations still owed."""

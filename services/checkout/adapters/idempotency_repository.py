@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, bindparam, delete, func, select, text, tuple_, update
+from sqlalchemy import Interval, Row, bindparam, delete, func, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,6 +28,28 @@ _COMPLETE_CLAIM = text(
 ).bindparams(bindparam("response", type_=JSONB))
 
 
+_CLAIM = (
+    pg_insert(idempotency_keys)
+    .values(
+        customer_id=bindparam("customer_id"),
+        key=bindparam("key"),
+        fingerprint=bindparam("fingerprint"),
+        state=RecordState.STARTED.value,
+        locked_until=func.now() + bindparam("lease", type_=Interval),
+    )
+    .on_conflict_do_nothing()
+    .returning(idempotency_keys.c.key)
+)
+_GET_FOR_UPDATE = (
+    select(idempotency_keys)
+    .where(
+        idempotency_keys.c.customer_id == bindparam("customer_id"),
+        idempotency_keys.c.key == bindparam("key"),
+    )
+    .with_for_update()
+)
+
+
 class IdempotencyRepository(IdempotencyRepositoryPort):
     """Claims, reads, completes and reaps idempotency records."""
 
@@ -43,27 +65,15 @@ class IdempotencyRepository(IdempotencyRepositoryPort):
     ) -> bool:
         """Insert a STARTED record holding a lease; False when the key already has one."""
         inserted = await self.session.execute(
-            pg_insert(idempotency_keys)
-            .values(
-                customer_id=customer_id,
-                key=key,
-                fingerprint=fingerprint,
-                state=RecordState.STARTED.value,
-                locked_until=func.now() + lease,
-            )
-            .on_conflict_do_nothing()
-            .returning(idempotency_keys.c.key)
+            _CLAIM,
+            {"customer_id": customer_id, "key": key, "fingerprint": fingerprint, "lease": lease},
         )
         return inserted.one_or_none() is not None
 
     async def get(self, customer_id: str, key: str) -> IdempotencyRecord | None:
         """The record, row-locked until the transaction ends."""
         row = (
-            await self.session.execute(
-                select(idempotency_keys)
-                .where(idempotency_keys.c.customer_id == customer_id, idempotency_keys.c.key == key)
-                .with_for_update()
-            )
+            await self.session.execute(_GET_FOR_UPDATE, {"customer_id": customer_id, "key": key})
         ).one_or_none()
         return None if row is None else _record(row)
 
