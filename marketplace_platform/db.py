@@ -18,13 +18,14 @@ from sqlalchemy.ext.asyncio import (
 
 from marketplace.events.v1 import envelope_pb2
 from marketplace_platform.outbox import OutboxWriter
-from marketplace_platform.settings import ServiceSettings
+from marketplace_platform.settings import ServiceSettings, to_asyncpg_url
 
 
-def create_engine(settings: ServiceSettings) -> AsyncEngine:
-    """An engine with a bounded pool, a statement timeout and the service as application name."""
+def create_engine(settings: ServiceSettings, *, url: str | None = None) -> AsyncEngine:
+    """An engine with a bounded pool, a statement timeout and the service as application name,
+    on the service's database (or on `url`, e.g. a reader endpoint of the same database)."""
     return create_async_engine(
-        settings.sqlalchemy_url,
+        settings.sqlalchemy_url if url is None else to_asyncpg_url(url),
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
         pool_timeout=settings.default_call_timeout_seconds,

@@ -27,6 +27,8 @@ class ServiceParts:
 
     services: Sequence[ServiceRegistration]
     background: Sequence[BackgroundLoop] = ()
+    # Engines of its own besides the service's (e.g. a reader endpoint), disposed at the end.
+    engines: Sequence[AsyncEngine] = ()
 
 
 ServiceFactory = Callable[[AsyncEngine], ServiceParts]
@@ -44,10 +46,13 @@ async def _serve(settings: ServiceSettings, package: str, build: ServiceFactory)
         await asyncio.to_thread(upgrade, settings.database_url, migrations_dir(package))
         log.info("%s schema is up to date", settings.service_name)
     engine = create_engine(settings)
+    parts = None
     try:
         parts = build(engine)
         await serve_until_signalled(
             settings, parts.services, readiness=lambda: ping(engine), background=parts.background
         )
     finally:
+        for own in parts.engines if parts is not None else ():
+            await own.dispose()
         await engine.dispose()

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from marketplace.checkout.v1 import checkout_service_pb2, checkout_service_pb2_grpc
 from marketplace_platform.channels import open_channel
-from marketplace_platform.db import unit_of_work_factory
+from marketplace_platform.db import create_engine, unit_of_work_factory
 from marketplace_platform.grpc_server import ServiceRegistration
 from marketplace_platform.notifications import KeyedWakeups
 from marketplace_platform.outbox import OutboxWriter
@@ -58,6 +58,9 @@ class CheckoutSettings(ServiceSettings):
     order_timeout_seconds: float = Field(default=780.0, gt=0)
     timeout_sweep_interval_seconds: float = Field(default=30.0, gt=0)
     key_reap_interval_seconds: float = Field(default=600.0, gt=0)
+    # A reader endpoint of the same database (Aurora's reader, a streaming replica) for order
+    # reads; empty reads everything from DATABASE_URL.
+    reader_database_url: str = ""
 
 
 def build(
@@ -70,10 +73,15 @@ def build(
     """The checkout gRPC service and its loops; ports default to the configured gRPC peers."""
 
     def parts(engine: AsyncEngine) -> ServiceParts:
+        outbox = OutboxWriter(tables.outbox, producer="checkout")
+        reader_engine = None
+        if settings.reader_database_url:
+            reader_engine = create_engine(settings, url=settings.reader_database_url)
         deps = CheckoutDeps(
-            unit_of_work=unit_of_work_factory(
-                engine, OutboxWriter(tables.outbox, producer="checkout"), kind=CheckoutUnitOfWork
-            ),
+            unit_of_work=unit_of_work_factory(engine, outbox, kind=CheckoutUnitOfWork),
+            reader=None
+            if reader_engine is None
+            else unit_of_work_factory(reader_engine, outbox, kind=CheckoutUnitOfWork),
             carts=carts or _grpc_cart_port(settings),
             payments=payments or _grpc_payment_port(settings),
             saga=saga or saga_starter(settings, engine),
@@ -99,7 +107,11 @@ def build(
             ),
         )
         background = [*background_loops(settings, deps), listen]
-        return ServiceParts([registration], background=background)
+        return ServiceParts(
+            [registration],
+            background=background,
+            engines=() if reader_engine is None else (reader_engine,),
+        )
 
     return parts
 

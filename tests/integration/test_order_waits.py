@@ -28,13 +28,9 @@ from marketplace.checkout.v1 import checkout_service_pb2 as pb
 from marketplace.checkout.v1 import checkout_service_pb2_grpc as pb_grpc
 from marketplace.common.v1 import ids_pb2
 from marketplace_platform.channels import open_channel
-from marketplace_platform.money import Money
-from marketplace_platform.saga import SagaStarter, StartedExecution
 from services.checkout import bootstrap as checkout
 from services.checkout.adapters.settlements import SETTLED_CHANNEL
-from services.checkout.domain.order import OrderLine
-from services.checkout.service_layer.ports import CartPort, CartStatus, PricedCart
-from tests.support.checkout import FakePayments, place_request
+from tests.support.checkout import FakePayments, NoSaga, OneLineCarts, place_request
 from tests.support.keys import customer_id as new_customer
 from tests.support.keys import idempotency_key as new_key
 from tests.support.polling import eventually
@@ -54,26 +50,6 @@ PROMPTLY = 3.0
 
 # Few connections: the waiters queue for them, and the database server is shared.
 pytestmark = pytest.mark.engine(db_pool_size=4)
-
-
-class OneLineCarts(CartPort):
-    """Every cart is its customer's, open, with one mug."""
-
-    async def price_cart(self, *, cart_id: uuid.UUID, customer_id: str) -> PricedCart:
-        line = OrderLine("MUG-1", "acme", "Mug", 1, Money(500, "USD"))
-        return PricedCart(cart_id, customer_id, CartStatus.OPEN, (line,), Money(500, "USD"))
-
-    async def mark_checked_out(
-        self, *, cart_id: uuid.UUID, customer_id: str, order_id: uuid.UUID
-    ) -> None:
-        return None
-
-
-class NoSaga(SagaStarter):
-    """Starts nothing: the test settles orders itself."""
-
-    async def start_execution(self, *, name: str, payload: Any) -> StartedExecution:
-        return StartedExecution(f"exec-{name}", name, already_existed=False)
 
 
 @dataclass

@@ -42,6 +42,8 @@ async def serving(
             loop.cancel()
         await asyncio.gather(*loops, return_exceptions=True)
         await running.stop(1)
+        for own in parts.engines:
+            await own.dispose()
 
 
 class ServiceServers:

@@ -22,6 +22,9 @@ class CheckoutDeps:
     """
 
     unit_of_work: Callable[[], AbstractCheckoutUnitOfWork]
+    # Units of work on a reader endpoint (replicas that may lag the writer), for order reads
+    # that can be a little stale; None reads everything from the writer.
+    reader: Callable[[], AbstractCheckoutUnitOfWork] | None = None
     carts: CartPort
     payments: PaymentPort
     saga: SagaStarter

@@ -24,10 +24,21 @@ class OrderView:
     payment: PaymentSummary | None
 
 
-async def get_order(order_id: uuid.UUID, customer_id: str, *, deps: CheckoutDeps) -> OrderView:
-    """One of the customer's orders; anyone else's is NotFound."""
-    async with deps.unit_of_work() as uow:
-        order = await uow.orders.get(order_id)
+async def get_order(
+    order_id: uuid.UUID, customer_id: str, *, deps: CheckoutDeps, fresh: bool = False
+) -> OrderView:
+    """One of the customer's orders; anyone else's is NotFound.
+
+    Read from the reader endpoint when there is one (it may lag the writer by a moment), unless
+    `fresh`; an order the reader does not have yet, such as the customer's own just placed, is
+    read from the writer, so a customer always finds the order they were answered with."""
+    order = None
+    if deps.reader is not None and not fresh:
+        async with deps.reader() as uow:
+            order = await uow.orders.get(order_id)
+    if order is None or order.customer_id != customer_id:
+        async with deps.unit_of_work() as uow:
+            order = await uow.orders.get(order_id)
     if order is None or order.customer_id != customer_id:
         raise NotFound(f"no order {order_id}", metadata={"order_id": str(order_id)})
     return OrderView(order, await _payment_of(order, deps))

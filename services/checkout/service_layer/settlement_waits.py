@@ -47,11 +47,13 @@ async def get_order_once_settled(
     waits: SettlementWaits,
     deps: CheckoutDeps,
 ) -> OrderView:
-    """The customer's order as soon as it is not PENDING, or as it stands after `within` s."""
+    """The customer's order as soon as it is not PENDING, or as it stands after `within` s.
+    Read from the writer: the notification comes from it, and a lagging reader would answer
+    PENDING for an order that has settled."""
     loop = asyncio.get_running_loop()
     until = loop.time() + within
     with waits.wakeups.watch(str(order_id)) as watch:
-        view = await orders.get_order(order_id, customer_id, deps=deps)
+        view = await orders.get_order(order_id, customer_id, deps=deps, fresh=True)
         while view.order.status is OrderStatus.PENDING and not waits.stopped.is_set():
             left = until - loop.time()
             if left <= 0:
@@ -60,5 +62,5 @@ async def get_order_once_settled(
             woken = await watch.wait(min(left, waits.poll_seconds) if polling else left)
             if not woken and not polling:
                 break  # nothing settled it while the LISTEN was up: it stands as it was read
-            view = await orders.get_order(order_id, customer_id, deps=deps)
+            view = await orders.get_order(order_id, customer_id, deps=deps, fresh=True)
     return view
