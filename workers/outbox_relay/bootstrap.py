@@ -16,10 +16,9 @@ from marketplace_platform.event_bus.local import LocalEventBus
 from marketplace_platform.event_bus.rules import load_routing
 from marketplace_platform.logs import configure_logging
 from marketplace_platform.migrations import migrations_dir, upgrade
-from marketplace_platform.notifications import Listener
+from marketplace_platform.notifications import Listener, Wakeups
 from marketplace_platform.outbox import OUTBOX_CHANNEL
 from marketplace_platform.queues.postgres import PostgresQueues
-from marketplace_platform.queues.wakeups import KeptWakeups
 from workers.outbox_relay.relay import OutboxRelay
 from workers.outbox_relay.settings import OutboxRelaySettings
 
@@ -63,9 +62,9 @@ async def run(settings: OutboxRelaySettings) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     listening: list[asyncio.Task[None]] = []
-    wakeups: KeptWakeups | None = None
+    wakeups: Wakeups | None = None
     if settings.relay_wake_on_notify:
-        wakeups = KeptWakeups()
+        wakeups = Wakeups(keep_one=True)
         schemas = settings.schema_list()
         listener = Listener(
             settings.database_url,
