@@ -23,6 +23,10 @@ import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 # SQS's longest message delay; both adapters accept `retry_later` delays up to it.
 MAX_RETRY_DELAY_SECONDS = 900
@@ -104,6 +108,19 @@ class Queues(abc.ABC):
     @abc.abstractmethod
     async def delete(self, queue: str, receipt_handle: str) -> None:
         """Remove a received message for good (a handled message)."""
+
+    async def delete_batch(self, queue: str, receipt_handles: Sequence[str]) -> None:
+        """Remove several received messages for good (by default one `delete` each)."""
+        for receipt_handle in receipt_handles:
+            await self.delete(queue, receipt_handle)
+
+    async def delete_within(
+        self, session: AsyncSession, queue: str, receipt_handles: Sequence[str]
+    ) -> bool:
+        """Delete the messages inside the caller's database transaction, so they go exactly
+        when its writes commit, if these queues live in that database; False (nothing done)
+        when they do not: then delete them after the commit."""
+        return False
 
     @abc.abstractmethod
     async def change_visibility(

@@ -4,11 +4,18 @@ Receivers claim rows with `FOR UPDATE SKIP LOCKED` and hide them by moving `visi
 forward, so several consumers share a queue without handing one message to two of them at once.
 A receive first moves the visible messages that already used up their receives to the DLQ.
 `retry_later` is one UPDATE of the row (same message id, fresh receive count), so it is atomic.
+
+A send also queues a NOTIFY on the queue's channel (`queue_channel`), in its INSERT statement,
+so consumers that LISTEN there receive at once instead of polling; messages that become visible
+later (a visibility timeout or a retry delay running out) send none and are found by their
+receivers' fallback poll. `delete_batch` can settle messages inside the consumer's own
+transaction, when its database is the queues' database.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 import uuid
@@ -16,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from marketplace_platform.queues import (
     QueueDefinition,
@@ -71,12 +78,14 @@ _RECEIVE = text(
     """
 )
 
+# The CTE is selected from, so it runs: one NOTIFY per send, whatever the number of messages.
 _SEND = text(
     """
+    WITH notified AS (SELECT pg_notify(:channel, '') AS notified)
     INSERT INTO queues.messages (message_id, queue, body, sent_at, visible_at)
     SELECT message_id, :queue, body, clock_timestamp(), clock_timestamp()
     FROM unnest(CAST(:message_ids AS uuid[]), CAST(:bodies AS text[]))
-        WITH ORDINALITY AS sent(message_id, body, position)
+        WITH ORDINALITY AS sent(message_id, body, position), notified
     ORDER BY position
     """
 )
@@ -84,6 +93,14 @@ _SEND = text(
 _DELETE = text(
     "DELETE FROM queues.messages"
     " WHERE queue = :queue AND message_id = :message_id AND receipt_token = :token"
+)
+
+_DELETE_BATCH = text(
+    """
+    DELETE FROM queues.messages AS m
+    USING unnest(CAST(:message_ids AS uuid[]), CAST(:tokens AS uuid[])) AS settled(id, token)
+    WHERE m.queue = :queue AND m.message_id = settled.id AND m.receipt_token = settled.token
+    """
 )
 
 _CHANGE_VISIBILITY = text(
@@ -130,6 +147,18 @@ _REDRIVE = text(
     )
     """
 )
+
+
+# PostgreSQL's longest identifier, which a channel name must fit.
+_MAX_CHANNEL_BYTES = 63
+
+
+def queue_channel(queue: str) -> str:
+    """The LISTEN/NOTIFY channel of a queue: its name, or a digest of a name too long for one."""
+    channel = f"queue:{queue}"
+    if len(channel.encode()) <= _MAX_CHANNEL_BYTES:
+        return channel
+    return f"queue:{hashlib.sha256(queue.encode()).hexdigest()[:40]}"
 
 
 def _receipt_handle(message_id: uuid.UUID, token: uuid.UUID) -> str:
@@ -185,7 +214,13 @@ class PostgresQueues(Queues):
         message_ids = [uuid.uuid4() for _ in bodies]
         async with self._engine.begin() as connection:
             await connection.execute(
-                _SEND, {"queue": queue, "message_ids": message_ids, "bodies": list(bodies)}
+                _SEND,
+                {
+                    "queue": queue,
+                    "channel": queue_channel(queue),
+                    "message_ids": message_ids,
+                    "bodies": list(bodies),
+                },
             )
         return [str(message_id) for message_id in message_ids]
 
@@ -258,6 +293,41 @@ class PostgresQueues(Queues):
             await connection.execute(
                 _DELETE, {"queue": queue, "message_id": message_id, "token": token}
             )
+
+    async def delete_batch(
+        self,
+        queue: str,
+        receipt_handles: Sequence[str],
+        *,
+        connection: AsyncConnection | None = None,
+    ) -> None:
+        """Remove several received messages in one statement; stale handles do nothing. On
+        `connection` (a transaction of the caller's on the queues' database), it commits or
+        rolls back with the caller's own writes."""
+        self._policy(queue)
+        if not receipt_handles:
+            return
+        parsed = [_parse_receipt_handle(handle) for handle in receipt_handles]
+        parameters = {
+            "queue": queue,
+            "message_ids": [message_id for message_id, _ in parsed],
+            "tokens": [token for _, token in parsed],
+        }
+        if connection is not None:
+            await connection.execute(_DELETE_BATCH, parameters)
+            return
+        async with self._engine.begin() as own:
+            await own.execute(_DELETE_BATCH, parameters)
+
+    async def delete_within(
+        self, session: AsyncSession, queue: str, receipt_handles: Sequence[str]
+    ) -> bool:
+        """Delete the messages in the session's transaction when it is on the queues' database."""
+        connection = await session.connection()
+        if connection.engine.url != self._engine.url:
+            return False
+        await self.delete_batch(queue, receipt_handles, connection=connection)
+        return True
 
     async def change_visibility(
         self, queue: str, receipt_handle: str, visibility_timeout_seconds: int
