@@ -2,7 +2,10 @@
 delivered twice have one effect and are deleted; a poison message lands in the DLQ after the
 maximum receives; a message whose dependency is down (a real gRPC UNAVAILABLE) outlives its
 receive budget and is handled once the dependency is back; `python -m workers.consumers.invoice`
-consumes and stops cleanly on SIGTERM."""
+consumes and stops cleanly on SIGTERM. Batches: a batch holding a poison event delivers the
+others once and the poison one follows the retry/DLQ rules; an idle consumer process that would
+poll hourly is woken by each send, also after its LISTEN backend is terminated; two analytics
+processes on one queue record each of many events, each sent twice, exactly once."""
 
 from __future__ import annotations
 
@@ -26,16 +29,19 @@ from local_supervisor.embedded import free_port
 from marketplace.events.v1 import order_events_pb2
 from marketplace_platform.channels import open_channel
 from marketplace_platform.db import UnitOfWork, create_engine, unit_of_work_factory
+from marketplace_platform.event_bus import decode_message_body
 from marketplace_platform.event_bus.local import bus_event
 from marketplace_platform.ids import new_id
 from marketplace_platform.object_store.local import LocalObjectStore
 from marketplace_platform.outbox import OutboxWriter
 from marketplace_platform.queues import QueueDefinition, ReceivedMessage
-from marketplace_platform.queues.postgres import PostgresQueues
+from marketplace_platform.queues.postgres import PostgresQueues, queue_channel
 from marketplace_platform.settings import ServiceSettings
 from tests.support.events import order_placed
-from tests.support.processes import python_module
+from tests.support.polling import eventually
+from tests.support.processes import PythonProcesses, python_module
 from workers.consumers import tables
+from workers.consumers.analytics.sink import JsonLinesFactSink
 from workers.consumers.consumer import Consumer, DeliveredEvent
 from workers.consumers.invoice import handlers as invoice
 from workers.consumers.loop import ConsumerLoop, LoopOptions, is_transient
@@ -315,3 +321,193 @@ async def test_the_invoice_consumer_process_consumes_and_stops_on_sigterm(
             assert await process.wait() == 0
 
     assert await store.keys("invoices/") == [invoice.invoice_key(placed.aggregate_id)]
+
+
+async def inbox_count(engine: AsyncEngine, consumer: str) -> int:
+    async with engine.connect() as connection:
+        count = await connection.scalar(
+            text("SELECT count(*) FROM consumers.inbox WHERE consumer = :consumer"),
+            {"consumer": consumer},
+        )
+    return int(count or 0)
+
+
+async def test_a_batch_with_a_poison_event_delivers_the_others_once_and_dead_letters_it(
+    engine: AsyncEngine, unit_of_work: Callable[[], UnitOfWork], tmp_path: Path
+) -> None:
+    queue = a_queue(max_receives=3)
+    queues = PostgresQueues(engine, [queue])
+    store = LocalObjectStore(tmp_path)
+    write_invoice = invoice.handlers(store)[order_events_pb2.OrderPlaced.DESCRIPTOR.full_name]
+    poison_order = str(new_id())
+    calls: dict[str, int] = {}
+
+    async def invoice_unless_poison(event: DeliveredEvent, uow: UnitOfWork) -> None:
+        calls[event.envelope.aggregate_id] = calls.get(event.envelope.aggregate_id, 0) + 1
+        if event.envelope.aggregate_id == poison_order:
+            raise ValueError("a bug that only this event meets")
+        await write_invoice(event, uow)
+
+    name = f"poisoned-{new_id().hex[-10:]}"
+    consumer = Consumer(
+        name, {order_events_pb2.OrderPlaced.DESCRIPTOR.full_name: invoice_unless_poison}
+    )
+    loop = ConsumerLoop(consumer, queues, queue.name, unit_of_work, fast_retries())
+    good = [order_placed(str(new_id())) for _ in range(5)]
+    poison = order_placed(poison_order)
+    await queues.send_batch(
+        queue.name, [json.dumps(bus_event(e)) for e in [*good[:2], poison, *good[2:]]]
+    )
+
+    assert await loop.poll_once() == 6  # one batch, which the poison fails
+    assert sorted(await store.keys("invoices/")) == sorted(
+        invoice.invoice_key(e.aggregate_id) for e in good
+    )
+    assert await inbox_count(engine, name) == 5
+    assert (await queues.stats(queue.name)).visible + (
+        await queues.stats(queue.name)
+    ).in_flight == 1
+
+    async with asyncio.timeout(WITHIN):
+        while (await queues.stats(queue.dead_letter_queue)).visible == 0:
+            await loop.poll_once()
+    (dead,) = await queues.peek(queue.dead_letter_queue)
+    assert decode_message_body(dead.body).event_id == poison.event_id
+    assert calls[poison_order] == queue.max_receive_count + 1  # the batch's try, then its own
+    # Those before the poison ran in the batch's try (rolled back), then on their own; those
+    # after it only on their own. Each committed once: five invoices, five inbox rows.
+    assert [calls[e.aggregate_id] for e in good] == [2, 2, 1, 1, 1]
+    assert await inbox_count(engine, name) == 5
+    stats = await queues.stats(queue.name)
+    assert (stats.visible, stats.in_flight) == (0, 0)
+
+
+def rules_file(path: Path, queue: QueueDefinition) -> Path:
+    """An event rules file that declares `queue` (and routes nothing to it)."""
+    path.write_text(
+        json.dumps(
+            {
+                "queues": [
+                    {
+                        "name": queue.name,
+                        "dead_letter_queue": queue.dead_letter_queue,
+                        "max_receive_count": queue.max_receive_count,
+                        "visibility_timeout_seconds": queue.visibility_timeout_seconds,
+                    }
+                ],
+                "rules": [],
+            }
+        )
+    )
+    return path
+
+
+async def listen_backends(engine: AsyncEngine, channel: str) -> set[int]:
+    """The server pids of the LISTEN connections kept for `channel` (by application name)."""
+    async with engine.connect() as connection:
+        pids = await connection.scalars(
+            text(
+                "SELECT pid FROM pg_stat_activity"
+                " WHERE application_name = :name AND datname = current_database()"
+            ),
+            {"name": f"listen:{channel}"},
+        )
+        return set(pids)
+
+
+async def test_an_idle_consumer_that_would_poll_hourly_is_woken_by_each_send_after_a_lost_listen(
+    tmp_path: Path, engine: AsyncEngine, migrated_database_url: str
+) -> None:
+    queue = a_queue()
+    queues = PostgresQueues(engine, [queue])
+    store = LocalObjectStore(tmp_path / "documents")
+    env = {
+        **os.environ,
+        "DATABASE_URL": migrated_database_url,
+        "CONSUMER_QUEUE": queue.name,
+        "EVENT_RULES_FILE": str(rules_file(tmp_path / "rules.json", queue)),
+        "INVOICE_STORE_URL": str(store.root),
+        "CONSUMER_POLL_INTERVAL_SECONDS": "3600",
+    }
+    channel = queue_channel(queue.name)
+
+    async def send_and_see_its_invoice() -> None:
+        placed = order_placed(str(new_id()))
+        await queues.send(queue.name, json.dumps(bus_event(placed)))
+        key = invoice.invoice_key(placed.aggregate_id)
+
+        async def written() -> bool:
+            return key in await store.keys("invoices/")
+
+        await eventually(written, what=f"{key} written", within=10)
+
+    async with python_module("workers.consumers.invoice", env=env) as process:
+        first = await eventually(
+            lambda: listen_backends(engine, channel), what="the consumer LISTENs", within=WITHIN
+        )
+        await send_and_see_its_invoice()  # found by its first receive, or woken
+        await send_and_see_its_invoice()  # idle now: only the NOTIFY makes it look
+        async with engine.connect() as connection:
+            await connection.execute(
+                text("SELECT pg_terminate_backend(pid) FROM unnest(CAST(:pids AS int[])) AS pid"),
+                {"pids": list(first)},
+            )
+
+        async def reopened() -> bool:
+            now = await listen_backends(engine, channel)
+            return bool(now) and not now & first
+
+        await eventually(reopened, what="the consumer LISTENs again", within=WITHIN)
+        await send_and_see_its_invoice()
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(WITHIN):
+            assert await process.wait() == 0
+
+
+async def test_two_analytics_processes_on_one_queue_record_each_event_once(
+    tmp_path: Path, engine: AsyncEngine, migrated_database_url: str
+) -> None:
+    queue = a_queue()
+    queues = PostgresQueues(engine, [queue])
+    sink_path = tmp_path / "facts.jsonl"
+    env = {
+        **os.environ,
+        "DATABASE_URL": migrated_database_url,
+        "CONSUMER_QUEUE": queue.name,
+        "EVENT_RULES_FILE": str(rules_file(tmp_path / "rules.json", queue)),
+        "ANALYTICS_SINK_URL": str(sink_path),
+        "LOG_LEVEL": "WARNING",
+    }
+    processes = PythonProcesses("workers.consumers.analytics", env, tmp_path, "analytics-{}.log")
+    events = [order_placed(str(new_id())) for _ in range(60)]
+    bodies = [json.dumps(bus_event(e)) for e in events]
+    try:
+        racers = [processes.start(), processes.start()]
+        # Each event twice, in small sends while both consume: copies land in different
+        # batches and processes, and race in the inbox.
+        for start in range(0, len(bodies), 6):
+            chunk = bodies[start : start + 6]
+            await queues.send_batch(queue.name, chunk + chunk[::-1])
+
+        async def drained() -> bool:
+            stats = await queues.stats(queue.name)
+            return (stats.visible, stats.in_flight) == (0, 0)
+
+        await eventually(drained, what="the queue drained", within=WITHIN, interval=0.1)
+        assert all(racer.poll() is None for racer in racers)
+    finally:
+        processes.stop_all()
+
+    facts = JsonLinesFactSink(sink_path).facts()
+    ids = [fact["fact_id"] for fact in facts]
+    assert sorted(ids) == sorted(e.event_id for e in events)  # each once, none lost
+    async with engine.connect() as connection:
+        handled = await connection.scalar(
+            text(
+                "SELECT count(*) FROM consumers.inbox"
+                " WHERE consumer = 'analytics' AND event_id = ANY(CAST(:ids AS uuid[]))"
+            ),
+            {"ids": [e.event_id for e in events]},
+        )
+    assert handled == len(events)
+    assert await queues.peek(queue.dead_letter_queue) == []

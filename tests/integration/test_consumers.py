@@ -27,7 +27,7 @@ from tests.support.events import order_cancelled, order_placed, payment_refunded
 from workers.consumers import tables
 from workers.consumers.analytics import handlers as analytics
 from workers.consumers.analytics.sink import JsonLinesFactSink
-from workers.consumers.consumer import Consumer, DeliveredEvent, Outcome, process
+from workers.consumers.consumer import Consumer, DeliveredEvent, Outcome, process, process_batch
 from workers.consumers.email import handlers as email
 from workers.consumers.invoice import handlers as invoice
 
@@ -163,6 +163,29 @@ async def test_analytics_appends_one_fact_per_event(
     placed = next(f for f in facts if f["fact_id"] == events[0].event_id)
     assert placed["event"] == "OrderPlaced"
     assert placed["data"]["total"] == {"amount_minor": "2700", "currency": "USD"}
+
+
+async def test_analytics_batches_racing_in_the_inbox_append_each_fact_once(
+    tmp_path: Path, engine: AsyncEngine, unit_of_work: Callable[[], UnitOfWork]
+) -> None:
+    sinks = [JsonLinesFactSink(tmp_path / "facts.jsonl") for _ in range(2)]
+    consumers = [
+        Consumer(analytics.CONSUMER, analytics.handlers(sink), analytics.record_batch(sink))
+        for sink in sinks
+    ]
+    events = [order_placed(str(new_id())) for _ in range(12)]
+    deliveries = twice_shuffled(events)
+    batches = [deliveries[start : start + 4] for start in range(0, len(deliveries), 4)]
+
+    outcomes = await asyncio.gather(
+        *(process_batch(consumers[i % 2], b, unit_of_work) for i, b in enumerate(batches))
+    )
+
+    flat = [outcome for batch in outcomes for outcome in batch]
+    assert flat.count(Outcome.HANDLED) == len(events)
+    assert flat.count(Outcome.DUPLICATE) == len(events)
+    assert sorted(f["fact_id"] for f in sinks[0].facts()) == sorted(e.event_id for e in events)
+    assert await inbox_rows(engine, analytics.CONSUMER, [e.event_id for e in events]) == 12
 
 
 async def test_analytics_file_sink_repeats_nothing_even_without_the_inbox(tmp_path: Path) -> None:

@@ -1,7 +1,18 @@
-"""The consumer loop: receive from the consumer's queue, process each event, delete it.
+"""The consumer loop: receive a batch from the consumer's queue, process its events, delete them.
 
-A message is deleted only after its event was processed (or was a duplicate, or not for this
-consumer). A failure is one of two kinds:
+A batch is delivered in one transaction (`process_batch`: one inbox claim, the handlers, and the
+messages' deletion when the queues live in the consumer's database; else they are deleted right
+after the commit). If any of it fails, nothing of the batch commits and its events are delivered
+one by one, each in its own transaction, so one bad message never holds back the others and is
+treated on its own as below. A message is deleted only after its event was processed (or was a
+duplicate, or not for this consumer).
+
+With `wakeups` (the PostgreSQL queues' NOTIFY on send, through a LISTEN of the process's own),
+an idle loop waits to be woken instead of long-polling, and looks anyway every
+`poll_interval_seconds` (messages whose visibility or retry delay ran out notify nobody; nor
+does a send while the LISTEN was down). Without them (SQS) it long-polls `wait_seconds`.
+
+A failure is one of two kinds:
 
 - transient: something the handler depends on is unavailable (a service answering UNAVAILABLE
   while it restarts, a deadline, the database away). The message is put back with
@@ -32,12 +43,14 @@ from botocore.exceptions import (  # type: ignore[import-untyped]
 from botocore.exceptions import ConnectionError as AwsConnectionError
 from opentelemetry import trace
 
+from marketplace.events.v1 import envelope_pb2
 from marketplace_platform import grpc_errors
 from marketplace_platform.db import UnitOfWork
 from marketplace_platform.errors import DependencyUnavailable
 from marketplace_platform.event_bus import decode_message_body
+from marketplace_platform.notifications import Wakeups
 from marketplace_platform.queues import MAX_RETRY_DELAY_SECONDS, Queues, ReceivedMessage
-from workers.consumers.consumer import Consumer, process
+from workers.consumers.consumer import Consumer, process, process_batch
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +69,12 @@ _MAX_CAUSES = 8
 
 @dataclass(frozen=True, kw_only=True)
 class LoopOptions:
-    """How much to take at once, how long to long-poll, how to back off each kind of failure."""
+    """How much to take at once, how long to long-poll (or, woken by notifications, to wait
+    for one before looking anyway), how to back off each kind of failure."""
 
     batch_size: int = 10
     wait_seconds: float = 1.0
+    poll_interval_seconds: float = 1.0
     retry_base_seconds: float = 1.0
     retry_max_seconds: float = 300.0
     unavailable_base_seconds: float = 1.0
@@ -147,6 +162,7 @@ class ConsumerLoop:
         options: LoopOptions | None = None,
         *,
         tracer: trace.Tracer | None = None,
+        wakeups: Wakeups | None = None,
     ) -> None:
         self.consumer = consumer
         self.queues = queues
@@ -154,45 +170,105 @@ class ConsumerLoop:
         self._unit_of_work = unit_of_work
         self.options = options or LoopOptions()
         self._tracer = tracer
+        self.wakeups = wakeups
         self._stopping = asyncio.Event()
         self._rng = random.Random()
 
     def stop(self) -> None:
         """Finish the batch in hand, then return from `run`."""
         self._stopping.set()
+        if self.wakeups is not None:
+            self.wakeups.wake_all()
 
     async def run(self) -> None:
-        """Poll and process until `stop`."""
+        """Receive and process until `stop`."""
         log.info("%s consuming %s", self.consumer.name, self.queue)
         while not self._stopping.is_set():
             try:
-                await self.poll_once()
+                received = await self.poll_once()
             except Exception:
                 # The queue itself failed (database or SQS down): wait a little, then poll again.
                 log.exception("%s could not receive from %s", self.consumer.name, self.queue)
                 await self._pause(self.options.retry_base_seconds)
+                continue
+            if received == 0 and self.wakeups is not None and not self._stopping.is_set():
+                await self.wakeups.wait(self.options.poll_interval_seconds)
 
     async def poll_once(self) -> int:
-        """Receive one batch and settle every message of it; returns how many were received."""
+        """Receive one batch and settle every message of it; returns how many were received
+        (woken by notifications, the receive does not long-poll: `run` waits for them)."""
         messages = await self.queues.receive(
             self.queue,
             max_messages=self.options.batch_size,
-            wait_seconds=self.options.wait_seconds,
+            wait_seconds=0 if self.wakeups is not None else self.options.wait_seconds,
         )
-        await asyncio.gather(*(self._settle(message) for message in messages))
+        decoded: list[tuple[ReceivedMessage, envelope_pb2.EventEnvelope]] = []
+        for message in messages:
+            try:
+                decoded.append((message, decode_message_body(message.body)))
+            except Exception as error:
+                await self._failed(message, error)
+        if len(decoded) == 1:
+            await self._settle(*decoded[0])
+        elif decoded:
+            await self._settle_batch(decoded)
         return len(messages)
 
-    async def _settle(self, message: ReceivedMessage) -> None:
+    async def _settle_batch(
+        self, decoded: list[tuple[ReceivedMessage, envelope_pb2.EventEnvelope]]
+    ) -> None:
+        handles = [message.receipt_handle for message, _ in decoded]
+        deleted = False
+
+        async def delete(uow: UnitOfWork) -> None:
+            nonlocal deleted
+            deleted = await self.queues.delete_within(uow.session, self.queue, handles)
+
         try:
-            envelope = decode_message_body(message.body)
-            await process(self.consumer, envelope, self._unit_of_work, tracer=self._tracer)
+            await process_batch(
+                self.consumer,
+                [envelope for _, envelope in decoded],
+                self._unit_of_work,
+                tracer=self._tracer,
+                settle=delete,
+            )
         except Exception as error:
-            if is_transient(error):
-                await self._retry_later(message, error)
-            else:
-                await self._back_off(message, error)
+            log.warning(
+                "%s: a batch of %d failed (%s); delivering its events one by one",
+                self.consumer.name,
+                len(decoded),
+                describe(error),
+            )
+            for message, envelope in decoded:
+                await self._settle(message, envelope)
             return
-        await self.queues.delete(self.queue, message.receipt_handle)
+        if not deleted:
+            await self.queues.delete_batch(self.queue, handles)
+
+    async def _settle(self, message: ReceivedMessage, envelope: envelope_pb2.EventEnvelope) -> None:
+        deleted = False
+
+        async def delete(uow: UnitOfWork) -> None:
+            nonlocal deleted
+            deleted = await self.queues.delete_within(
+                uow.session, self.queue, [message.receipt_handle]
+            )
+
+        try:
+            await process(
+                self.consumer, envelope, self._unit_of_work, tracer=self._tracer, settle=delete
+            )
+        except Exception as error:
+            await self._failed(message, error)
+            return
+        if not deleted:
+            await self.queues.delete(self.queue, message.receipt_handle)
+
+    async def _failed(self, message: ReceivedMessage, error: Exception) -> None:
+        if is_transient(error):
+            await self._retry_later(message, error)
+        else:
+            await self._back_off(message, error)
 
     async def _retry_later(self, message: ReceivedMessage, error: Exception) -> None:
         attempt = message.retry_attempt + 1

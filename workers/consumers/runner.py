@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from marketplace_platform.db import create_engine, unit_of_work_factory
 from marketplace_platform.logs import configure_logging
 from marketplace_platform.migrations import migrations_dir, upgrade
+from marketplace_platform.notifications import Listener, Wakeups
 from marketplace_platform.outbox import OutboxWriter
 from marketplace_platform.queues import Queues
 from marketplace_platform.telemetry import configure_tracing
@@ -68,19 +69,30 @@ async def run(settings: S, wire: Wire[S]) -> None:
     engine = create_engine(settings)
     consumer, close = await wire(settings)
     producer = OutboxWriter(tables.outbox, producer=consumer.name)
+    queue = settings.consumer_queue or consumer.name
+    listening: list[asyncio.Task[None]] = []
+    wakeups: Wakeups | None = None
+    if settings.queue_backend == "postgres" and settings.consumer_wake_on_notify:
+        from marketplace_platform.queues.postgres import queue_channel
+
+        wakeups = Wakeups(keep_one=True)
+        listener = Listener(settings.database_url, queue_channel(queue), wakeups)
+        listening.append(asyncio.create_task(listener.run(), name="queue-listener"))
     loop = ConsumerLoop(
         consumer,
         open_queues(settings, engine),
-        settings.consumer_queue or consumer.name,
+        queue,
         unit_of_work_factory(engine, producer),
         LoopOptions(
             batch_size=settings.consumer_batch_size,
             wait_seconds=settings.consumer_wait_seconds,
+            poll_interval_seconds=settings.consumer_poll_interval_seconds,
             retry_base_seconds=settings.consumer_retry_base_seconds,
             retry_max_seconds=settings.consumer_retry_max_seconds,
             unavailable_base_seconds=settings.consumer_unavailable_base_seconds,
             unavailable_max_seconds=settings.consumer_unavailable_max_seconds,
         ),
+        wakeups=wakeups,
     )
     running = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -88,6 +100,9 @@ async def run(settings: S, wire: Wire[S]) -> None:
     try:
         await loop.run()
     finally:
+        for task in listening:
+            task.cancel()
+        await asyncio.gather(*listening, return_exceptions=True)
         await close()
         await engine.dispose()
     log.info("%s stopped", consumer.name)

@@ -19,6 +19,12 @@ class ConsumerSettings(ServiceSettings):
     consumer_queue: str = ""
     consumer_batch_size: int = Field(default=10, ge=1, le=10)
     consumer_wait_seconds: float = Field(default=1.0, ge=0, le=20)
+    # PostgreSQL queues: a LISTEN on the queue's channel wakes an idle consumer (no long poll);
+    # it looks anyway this often, for messages that became visible later or were sent while
+    # the LISTEN was down. False: long-poll CONSUMER_WAIT_SECONDS (e.g. behind a pooler in
+    # transaction mode, where LISTEN cannot work).
+    consumer_wake_on_notify: bool = True
+    consumer_poll_interval_seconds: float = Field(default=1.0, gt=0)
     consumer_retry_base_seconds: float = Field(default=1.0, gt=0)
     consumer_retry_max_seconds: float = Field(default=300.0, gt=0)
     # Backoff of a message whose dependency is unavailable (retried without using up receives);

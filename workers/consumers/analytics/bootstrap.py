@@ -34,4 +34,7 @@ async def wire(settings: AnalyticsSettings) -> tuple[Consumer, Closer]:
     async def close() -> None:
         return None
 
-    return Consumer(handlers.CONSUMER, handlers.handlers(sink)), close
+    consumer = Consumer(
+        handlers.CONSUMER, handlers.handlers(sink), handle_batch=handlers.record_batch(sink)
+    )
+    return consumer, close

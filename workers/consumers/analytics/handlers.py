@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from google.protobuf import json_format
@@ -15,7 +15,7 @@ from marketplace.events.v1 import (
 )
 from marketplace_platform.db import UnitOfWork
 from workers.consumers.analytics.sink import FactSink
-from workers.consumers.consumer import DeliveredEvent, Handler, event_name
+from workers.consumers.consumer import BatchHandler, DeliveredEvent, Handler, event_name
 
 CONSUMER = "analytics"
 
@@ -48,3 +48,14 @@ def handlers(sink: FactSink) -> Mapping[str, Handler]:
         await sink.append(str(event.event_id), event.occurred_at, fact_of(event))
 
     return dict.fromkeys(EVENT_TYPES, record)
+
+
+def record_batch(sink: FactSink) -> BatchHandler:
+    """The facts of a batch's events appended to the sink together."""
+
+    async def record_all(events: Sequence[DeliveredEvent], uow: UnitOfWork) -> None:
+        await sink.append_many(
+            [(str(event.event_id), event.occurred_at, fact_of(event)) for event in events]
+        )
+
+    return record_all
