@@ -98,13 +98,18 @@ async def drive_load(
     async with (
         httpx.AsyncClient(base_url=stack.url("gateway"), limits=limits) as gateway,
         httpx.AsyncClient(base_url=stack.url("psp")) as psp,
+        faults.confirmed_probe(stack, f"chaos-{plan.run_id}-") as any_confirmed,
     ):
         await customers.stock_catalog(
             gateway, traffic, prices=plan.prices, initial_stock=plan.initial_stock
         )
         injectors = [
             asyncio.create_task(faults.run_kills(stack, plan.kills, progress, fault_log)),
-            asyncio.create_task(faults.run_psp_phases(psp, plan.psp_phases, progress, fault_log)),
+            asyncio.create_task(
+                faults.run_psp_phases(
+                    psp, plan.psp_phases, progress, fault_log, any_confirmed=any_confirmed
+                )
+            ),
             asyncio.create_task(
                 faults.run_redis_restarts(stack, plan.redis_restarts, progress, fault_log)
             ),

@@ -7,9 +7,12 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+import asyncpg  # type: ignore[import-untyped]
 import httpx
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -25,6 +28,8 @@ PID_WAIT = 30.0  # a process being restarted gets this long to come back before 
 # Not JSON, so no consumer can read an event out of it: every receive fails until the queue
 # parks it in its DLQ.
 POISON_BODY = "chaos poison: this message is not an event"
+# How long a phase meant for confirmed orders waits for the first one before it starts anyway.
+FIRST_CONFIRMED_WAIT = 120.0
 
 
 @dataclass(frozen=True)
@@ -124,11 +129,18 @@ async def set_psp_faults(psp: httpx.AsyncClient, faults: Faults) -> None:
 
 
 async def run_psp_phases(
-    psp: httpx.AsyncClient, phases: Sequence[PspPhase], progress: Progress, faults: FaultLog
+    psp: httpx.AsyncClient,
+    phases: Sequence[PspPhase],
+    progress: Progress,
+    faults: FaultLog,
+    *,
+    any_confirmed: Callable[[], Awaitable[bool]],
 ) -> None:
     """Change the PSP's faults at each planned moment; lift a timed phase after its time."""
     for phase in phases:
         await progress.reach(phase.at_progress)
+        if phase.after_first_confirmed:
+            await _first_confirmed(any_confirmed)
         await set_psp_faults(psp, phase.faults)
         faults.psp_phases.append(
             AppliedPhase(progress.share, phase.faults, phase.lasts_seconds, phase.why)
@@ -140,6 +152,38 @@ async def run_psp_phases(
             # when the load finishes meanwhile.
             await asyncio.sleep(phase.lasts_seconds)
             await set_psp_faults(psp, {})
+
+
+@asynccontextmanager
+async def confirmed_probe(
+    stack: ChaosStack, customer_prefix: str
+) -> AsyncIterator[Callable[[], Awaitable[bool]]]:
+    """For the block, a check of whether any order of the run's customers is CONFIRMED yet."""
+    db = await asyncpg.connect(stack.database_url)
+
+    async def any_confirmed() -> bool:
+        found = await db.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM checkout.orders WHERE customer_id LIKE $1"
+            " AND status IN ('CONFIRMED', 'SHIPPED'))",
+            customer_prefix + "%",
+        )
+        return bool(found)
+
+    try:
+        yield any_confirmed
+    finally:
+        await db.close()
+
+
+async def _first_confirmed(any_confirmed: Callable[[], Awaitable[bool]]) -> None:
+    """Wait until some order of the run is CONFIRMED (at most FIRST_CONFIRMED_WAIT seconds)."""
+    deadline = time.monotonic() + FIRST_CONFIRMED_WAIT
+    while not await any_confirmed():
+        if time.monotonic() > deadline:
+            log.warning("no order confirmed within %.0fs; the phase starts anyway",
+                        FIRST_CONFIRMED_WAIT)  # fmt: skip
+            return
+        await asyncio.sleep(0.5)
 
 
 async def run_redis_restarts(

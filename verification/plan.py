@@ -67,6 +67,9 @@ class PspPhase:
     faults: Faults
     lasts_seconds: float | None = None
     why: str = ""  # what the phase is meant to hit
+    # Not before some order of the run has passed the pivot (is CONFIRMED): a phase meant to
+    # hit confirmed orders must not start while the sagas still lag behind the load.
+    after_first_confirmed: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -144,7 +147,7 @@ def _long_phases(rng: random.Random, seconds: float, fields: frozenset[str]) -> 
     compensation = rng.uniform(0.7, 0.85)
     return [
         PspPhase(at_progress=after_pivot, faults=outage(seconds, hang=False, fields=fields),
-                 lasts_seconds=seconds,
+                 lasts_seconds=seconds, after_first_confirmed=True,
                  why="outage after the pivot: captures and cancels of confirmed orders"),
         PspPhase(at_progress=compensation, faults={"ambiguous_rate": 0.6}, lasts_seconds=5.0,
                  why="lost answers: authorizations applied that payment does not know of"),
