@@ -23,18 +23,11 @@ from marketplace_platform.settings import ServiceSettings, to_asyncpg_url
 
 def create_engine(settings: ServiceSettings, *, url: str | None = None) -> AsyncEngine:
     """An engine with a bounded pool, a statement timeout and the service as application name,
-    on the service's database (or on `url`, e.g. a reader endpoint of the same database).
-
-    The pool keeps every connection it opens, up to twice `db_pool_size` (the bound it always
-    had: the size plus as many again in overflow). An overflow connection used to be closed on
-    return and opened again at the next burst, each time a PostgreSQL backend, a TLS attempt,
-    the type codecs and every statement prepared anew: under the checkout benchmark (c=8) that
-    was 8-16% of the checkout and payment processes' CPU (py-spy).
-    """
+    on the service's database (or on `url`, e.g. a reader endpoint of the same database)."""
     return create_async_engine(
         settings.sqlalchemy_url if url is None else to_asyncpg_url(url),
-        pool_size=2 * settings.db_pool_size,
-        max_overflow=0,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_pool_size,
         pool_timeout=settings.default_call_timeout_seconds,
         connect_args={
             "timeout": settings.default_call_timeout_seconds,
