@@ -6,9 +6,11 @@ A receive first moves the visible messages that already used up their receives t
 `retry_later` is one UPDATE of the row (same message id, fresh receive count), so it is atomic.
 
 A send also queues a NOTIFY on the queue's channel (`queue_channel`), in its INSERT statement,
-so consumers that LISTEN there receive at once instead of polling; messages that become visible
-later (a visibility timeout or a retry delay running out) send none and are found by their
-receivers' fallback poll. `delete_batch` can settle messages inside the consumer's own
+so consumers that LISTEN there receive at once instead of polling, unless a message of the queue
+became visible less than `BUSY_SECONDS` ago and still waits (its receivers are awake or being
+woken; a message nobody takes ages past that, and the next send notifies). Messages that become
+visible later (a visibility timeout or a retry delay running out) send none and are found by
+their receivers' fallback poll. `delete_batch` can settle messages inside the consumer's own
 transaction, when its database is the queues' database.
 """
 
@@ -38,6 +40,10 @@ log = logging.getLogger(__name__)
 
 # How often a long poll looks again; short enough to feel like SQS's immediate wake-up.
 LONG_POLL_INTERVAL_SECONDS = 0.05
+# A visible message younger than this says its receivers are awake: a send adds no NOTIFY (a
+# notifying commit holds a server-wide lock until it is flushed).
+BUSY_SECONDS = 0.2
+BUSY_MILLISECONDS = round(BUSY_SECONDS * 1000)
 DLQ_VISIBILITY_TIMEOUT_SECONDS = 30
 
 
@@ -78,10 +84,19 @@ _RECEIVE = text(
     """
 )
 
-# The CTE is selected from, so it runs: one NOTIFY per send, whatever the number of messages.
+# The CTE is selected from, so it runs: at most one NOTIFY per send, whatever the number of
+# messages, and none while the queue's oldest visible message became visible less than
+# BUSY_SECONDS ago (a receiver is on the queue, or is about to be woken for it).
 _SEND = text(
-    """
-    WITH notified AS (SELECT pg_notify(:channel, '') AS notified)
+    f"""
+    WITH notified AS (
+        SELECT CASE WHEN coalesce((
+            SELECT visible_at FROM queues.messages
+            WHERE queue = :queue AND visible_at <= clock_timestamp()
+            ORDER BY visible_at, id LIMIT 1
+        ), '-infinity') < clock_timestamp() - interval '{BUSY_MILLISECONDS} milliseconds'
+        THEN pg_notify(:channel, '') END AS notified
+    )
     INSERT INTO queues.messages (message_id, queue, body, sent_at, visible_at)
     SELECT message_id, :queue, body, clock_timestamp(), clock_timestamp()
     FROM unnest(CAST(:message_ids AS uuid[]), CAST(:bodies AS text[]))

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 import grpc
 import pytest
 import sqlalchemy.exc
@@ -35,7 +36,7 @@ from marketplace_platform.ids import new_id
 from marketplace_platform.object_store.local import LocalObjectStore
 from marketplace_platform.outbox import OutboxWriter
 from marketplace_platform.queues import QueueDefinition, ReceivedMessage
-from marketplace_platform.queues.postgres import PostgresQueues, queue_channel
+from marketplace_platform.queues.postgres import BUSY_SECONDS, PostgresQueues, queue_channel
 from marketplace_platform.settings import ServiceSettings
 from tests.support.events import order_placed
 from tests.support.polling import eventually
@@ -511,3 +512,29 @@ async def test_two_analytics_processes_on_one_queue_record_each_event_once(
         )
     assert handled == len(events)
     assert await queues.peek(queue.dead_letter_queue) == []
+
+
+async def test_a_send_notifies_its_queue_once_unless_a_young_message_still_waits(
+    engine: AsyncEngine, migrated_database_url: str
+) -> None:
+    queue = a_queue()
+    queues = PostgresQueues(engine, [queue])
+    received: list[str] = []
+    listener = await asyncpg.connect(migrated_database_url)
+    try:
+        await listener.add_listener(
+            queue_channel(queue.name), lambda _c, _pid, channel, _p: received.append(channel)
+        )
+        await queues.send_batch(queue.name, ["a", "b", "c"])  # an empty queue: one NOTIFY
+        await queues.send(queue.name, "d")  # "a" became visible just now: its receivers know
+        await asyncio.sleep(BUSY_SECONDS + 0.05)  # nobody took it: the next send notifies
+        await queues.send(queue.name, "e")
+        taken = await queues.receive(queue.name, max_messages=10)
+        await queues.delete_batch(queue.name, [m.receipt_handle for m in taken])
+        # Notifications arrive in commit order: once this one is in, an extra one would be too.
+        await queues.send(queue.name, "f")
+        await eventually(lambda: len(received) >= 3, what="three notifications")
+    finally:
+        await listener.close()
+    assert received == [queue_channel(queue.name)] * 3
+    assert sorted(m.body for m in taken) == ["a", "b", "c", "d", "e"]
