@@ -278,10 +278,10 @@ SAGA_STEP_BUDGET = {
 # The durable saga engine for one execution of 6 Task states (the Parallel counts as one state
 # that holds two): claim it; then one statement and one commit per Task called (the position
 # and every event since the last write, TaskScheduled last, appended by the same statement,
-# so a SIGKILLed engine resumes at that Task, which is idempotent); the Parallel's two branches
-# schedule theirs apart; then end it (the last Task's result, the Succeed state, the end). The
-# ninth is run_until_idle's claim that finds nothing due. 8 + 1 statements, each its commit.
-SAGA_ENGINE_BUDGET = {"saga": (9, 9)}
+# so a SIGKILLed engine resumes at that Task, which is idempotent), the Parallel's two branches
+# in one write; then end it (the last Task's result, the Succeed state, the end). The eighth
+# is run_until_idle's claim that finds nothing due. 7 + 1 statements, each its commit.
+SAGA_ENGINE_BUDGET = {"saga": (8, 8)}
 
 
 async def place_and_run(shop: Shop, meter: Meter) -> tuple[dict[str, Cost], dict[str, Any]]:

@@ -305,8 +305,10 @@ class _Journal:
         self._begun = claim.position is not None
         self._position: Position | None = None  # moved to, not written yet
         self.events: list[Event] = []
-        # A Parallel's branches schedule their Tasks concurrently: one write at a time.
+        # A Parallel's branches schedule their Tasks concurrently: one write at a time, and
+        # those scheduled in the same turn of the loop in one write.
         self._lock = asyncio.Lock()
+        self._group: asyncio.Future[None] | None = None
 
     def moved(self, position: Position, events: list[Event]) -> None:
         """The execution is at `position` now (in memory until the next write)."""
@@ -314,9 +316,18 @@ class _Journal:
         self.events.extend(events)
 
     async def scheduled(self, event: Event) -> None:
-        """A Task is about to be called: commit where the execution is and that it is called."""
+        """A Task is about to be called: commit where the execution is and that it is called.
+        Tasks scheduled together (a Parallel's branches) share one write: the first waits a
+        turn of the loop for the others, and each returns once the write holding it is done."""
+        self.events.append(event)
+        if self._group is None:
+            self._group = asyncio.ensure_future(self._write_group())
+        await asyncio.shield(self._group)
+
+    async def _write_group(self) -> None:
+        await asyncio.sleep(0)  # the other branches reach their own scheduled() meanwhile
         async with self._lock:
-            self.events.append(event)
+            self._group = None
             await self.write()
 
     async def write(self, *, run_at: datetime | None = None, release: bool = False) -> None:
