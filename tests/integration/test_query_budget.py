@@ -244,36 +244,39 @@ def describe(costs: Mapping[str, Cost]) -> str:
 
 # Budgets per operation and service: (statements, commits). What each must do, and why:
 PLACE_ORDER_BUDGET = {
-    # Cart's CheckoutCart: claim the idempotency key (with the database's now() for its
-    # expiry), read the cart, its lines and their products' current prices, mark the cart
-    # checked out (version bump), record the cache invalidation, store the response: one
-    # transaction for the key, one for the change; 10 statements.
-    "cart": (10, 2),
-    # Checkout: claim the idempotency key and read it back (a replay or a conflict answers from
-    # it), then order + lines + OrderPending outbox row + the completed key in ONE transaction,
-    # then start the saga (execution + its first history row) and stamp saga_started_at, each
-    # its own transaction so a crash between them is found by the completer; 9 statements.
-    "checkout": (9, 4),
+    # Cart's CheckoutCart: claim the idempotency key; PriceCart reads the cart, its lines, their
+    # products' current prices and the transaction's now() in one statement; MarkCheckedOut
+    # locks and reads the cart with its lines in one, marks it checked out (version bump),
+    # records the cache invalidation and stores the response: one transaction for the key, one
+    # for the change; 6 statements.
+    "cart": (6, 2),
+    # Checkout: claim the idempotency key (INSERT ... ON CONFLICT DO NOTHING RETURNING; read
+    # only on conflict, to replay or refuse), then in ONE transaction the order and its lines in
+    # one INSERT, the OrderPending outbox row and the completed key by one upsert; then start
+    # the saga (execution + its first history row, one statement) and stamp saga_started_at,
+    # each its own transaction so a crash between them is found by the completer; 7 statements.
+    "checkout": (7, 4),
 }
 SAGA_STEP_BUDGET = {
-    # Read the order aggregate (order, lines, shipments) and store the tax: 1 write, 4 statements.
-    "CalculateTaxFunctionArn": {"checkout": (4, 1)},
-    # The same reads, and store the fraud decision.
-    "FraudCheckFunctionArn": {"checkout": (4, 1)},
-    # Look the order's reservation up (a repeat returns it), insert it with its lines, take the
-    # stock of every SKU in one UPDATE, and its outbox row: one transaction, 5 statements
-    # whatever the number of lines.
-    "ReserveInventoryFunctionArn": {"inventory": (5, 1)},
+    # Read the order aggregate (order, lines, shipments) in one statement; store the tax.
+    "CalculateTaxFunctionArn": {"checkout": (2, 1)},
+    # The same read; store the fraud decision.
+    "FraudCheckFunctionArn": {"checkout": (2, 1)},
+    # Insert the reservation with its lines in one statement (nothing if the order has one:
+    # then look it up, a repeat returns it), the ledger movements, the outbox row, and take the
+    # stock of every SKU in one UPDATE: one transaction, 4 statements whatever the lines.
+    "ReserveInventoryFunctionArn": {"inventory": (4, 1)},
     # Record the payment and the operation BEFORE calling the PSP (a crash leaves a known
-    # pending operation, resolved by querying the PSP), then record the outcome with its outbox
-    # row, then read the result back: 3 transactions, 9 statements.
-    "AuthorizePaymentFunctionArn": {"payment": (9, 3)},
-    # Read the order aggregate, set CONFIRMED, one shipment request per merchant, OrderPlaced and
-    # ShipmentRequested outbox rows: one transaction.
-    "ConfirmOrderFunctionArn": {"checkout": (7, 1)},
-    # Read the reservation, the clock, close it, one movement, one outbox row, move the stock
-    # from reserved to sold in one UPDATE: one transaction.
-    "CommitReservationFunctionArn": {"inventory": (6, 1)},
+    # pending operation, resolved by querying the PSP), then lock the payment, read its ledger,
+    # record the outcome on the operation and the payment with its outbox row: 2 transactions,
+    # 7 statements; the answer is what was written, nothing is read back.
+    "AuthorizePaymentFunctionArn": {"payment": (7, 2)},
+    # Read the order aggregate, set CONFIRMED with every merchant's shipment request in one
+    # statement (a CTE), the OrderPlaced and ShipmentRequested outbox rows: one transaction.
+    "ConfirmOrderFunctionArn": {"checkout": (4, 1)},
+    # Read the reservation with the transaction's now() (its expiry), close it, one movement,
+    # one outbox row, move the stock from reserved to sold in one UPDATE: one transaction.
+    "CommitReservationFunctionArn": {"inventory": (5, 1)},
 }
 # The durable saga engine for one execution of 6 Task states (the Parallel counts as one state
 # that holds two): claim it; then one statement and one commit per Task called (the position
