@@ -301,9 +301,12 @@ async def test_an_idle_relay_that_would_poll_hourly_is_woken_by_new_rows_even_af
 ) -> None:
     relay_processes.env["RELAY_POLL_INTERVAL_SECONDS"] = "3600"
     process = relay_processes.start()
-    first = await eventually(
-        lambda: listen_backends(engine, OUTBOX_CHANNEL), what="the relay LISTENs", within=WITHIN
+    log = relay_processes.log_dir / "relay-0.log"
+    await eventually(
+        lambda: "listening on outbox" in log.read_text(), what="the relay LISTENs", within=WITHIN
     )
+    # The relay killed by the test before may have left a backend that is still going away.
+    first = await listen_backends(engine, OUTBOX_CHANNEL)
 
     async def write_and_see_published() -> None:
         written = await write_events(engine, aggregates=3, per_aggregate=2)

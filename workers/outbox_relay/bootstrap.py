@@ -16,10 +16,10 @@ from marketplace_platform.event_bus.local import LocalEventBus
 from marketplace_platform.event_bus.rules import load_routing
 from marketplace_platform.logs import configure_logging
 from marketplace_platform.migrations import migrations_dir, upgrade
-from marketplace_platform.notifications import Listener, Wakeups
+from marketplace_platform.notifications import Listener
 from marketplace_platform.outbox import OUTBOX_CHANNEL
 from marketplace_platform.queues.postgres import PostgresQueues
-from workers.outbox_relay.relay import OutboxRelay
+from workers.outbox_relay.relay import OutboxAnnouncements, OutboxRelay
 from workers.outbox_relay.settings import OutboxRelaySettings
 
 log = logging.getLogger(__name__)
@@ -62,14 +62,14 @@ async def run(settings: OutboxRelaySettings) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     listening: list[asyncio.Task[None]] = []
-    wakeups: Wakeups | None = None
+    announcements: OutboxAnnouncements | None = None
     if settings.relay_wake_on_notify:
-        wakeups = Wakeups(keep_one=True)
+        announcements = OutboxAnnouncements()
         schemas = settings.schema_list()
         listener = Listener(
             settings.database_url,
             OUTBOX_CHANNEL,
-            wakeups,
+            announcements,
             payload=schemas[0] if schemas and len(schemas) == 1 else None,
         )
         listening.append(asyncio.create_task(listener.run(), name="outbox-listener"))
@@ -84,7 +84,7 @@ async def run(settings: OutboxRelaySettings) -> None:
             stopping,
             poll_interval_seconds=settings.relay_poll_interval_seconds,
             lag_log_interval_seconds=settings.relay_lag_log_interval_seconds,
-            wakeups=wakeups,
+            announcements=announcements,
         )
     finally:
         for task in listening:

@@ -14,11 +14,13 @@ How several relays share the work without reordering an aggregate's events:
 A relay killed between 3 and 4 leaves its rows unpublished; the next relay publishes them again
 (a duplicate, never a loss). Consumers deduplicate by event_id.
 
-When to look: a relay given `wakeups` (woken by the outbox rows' NOTIFY, see
-`marketplace_platform.outbox`) waits for one when a pass published nothing, and looks anyway
-every poll interval (a NOTIFY is skipped while a relay is busy, and lost while the LISTEN is
-down); after a pass that published rows it looks again at once. The schemas that have an outbox
-are discovered again at each lag log, not on every pass.
+When to look: a relay given `announcements` (the outbox rows' NOTIFY, whose payload names the
+schema, see `marketplace_platform.outbox`) waits for one when a pass published nothing, then
+reads only the schemas announced; after a pass it reads again at once the schemas that published
+rows and those announced meanwhile. It reads every schema at each poll interval (a NOTIFY is
+skipped while a relay is busy, and lost while the LISTEN is down) and after a lost LISTEN.
+Without announcements every pass reads every schema. The schemas that have an outbox are
+discovered again at each lag log, not on every pass.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from marketplace.events.v1 import envelope_pb2
 from marketplace_platform.event_bus import EventBus
-from marketplace_platform.notifications import Wakeups
+from marketplace_platform.notifications import KeyedWakeups
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,43 @@ class OutboxLag:
     schema: str
     unpublished: int
     oldest_age_seconds: float | None
+
+
+class OutboxAnnouncements(KeyedWakeups):
+    """The schemas whose outbox was announced (by a NOTIFY naming it) since the relay last
+    took them; a lost LISTEN announces every schema. Fed by `notifications.Listener`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._schemas: set[str] = set()
+        self._every = False
+        self._announced = asyncio.Event()
+
+    def wake(self, key: str) -> None:
+        """`key`'s outbox has new rows."""
+        super().wake(key)
+        self._schemas.add(key)
+        self._announced.set()
+
+    def wake_all(self) -> None:
+        """Any outbox may have new rows (notifications may have been lost)."""
+        super().wake_all()
+        self._every = True
+        self._announced.set()
+
+    def take(self) -> set[str] | None:
+        """The schemas announced since the last take (None: every schema), forgotten now."""
+        schemas, every = self._schemas, self._every
+        self._schemas, self._every = set(), False
+        self._announced.clear()
+        return None if every else schemas
+
+    async def wait(self, within: float) -> bool:
+        """Wait for an announcement (one already there returns at once), or `within` seconds."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                await self._announced.wait()
+        return self._announced.is_set()
 
 
 @dataclass(frozen=True)
@@ -132,6 +171,18 @@ class OutboxRelay:
         for schema in await self.schemas():
             published += await self.relay_schema(schema)
         return published
+
+    async def _relay_pass(self, due: set[str] | None) -> set[str]:
+        """One batch from each schema `due` (None: every one); the schemas that published."""
+        schemas = await self.schemas()
+        if due is not None and self._schemas is None and not due <= set(schemas):
+            self.rediscover()  # an outbox announced that we have not discovered yet
+            schemas = await self.schemas()
+        busy: set[str] = set()
+        for schema in schemas:
+            if (due is None or schema in due) and await self.relay_schema(schema):
+                busy.add(schema)
+        return busy
 
     async def relay_schema(self, schema: str) -> int:
         """One batch from one schema's outbox, in one transaction; returns rows published."""
@@ -226,23 +277,33 @@ class OutboxRelay:
         *,
         poll_interval_seconds: float = 1.0,
         lag_log_interval_seconds: float = 15.0,
-        wakeups: Wakeups | None = None,
+        announcements: OutboxAnnouncements | None = None,
     ) -> None:
         """Relay until `stopping` is set: the batch in hand finishes, then it returns. After a
-        pass that published nothing it waits for `wakeups` (if any) or the poll interval."""
+        pass that published nothing it waits for `announcements` (if any) or the poll interval."""
         next_lag_log = time.monotonic()
+        due: set[str] | None = None
         while not stopping.is_set():
             try:
-                published = await self.relay_once()
+                busy = await self._relay_pass(due)
             except Exception:
                 log.exception("relay pass failed; retrying")
-                published = 0
+                busy = set()
             if time.monotonic() >= next_lag_log:
                 self.rediscover()
                 await self._log_lag()
                 next_lag_log = time.monotonic() + lag_log_interval_seconds
-            if published == 0:
-                await _idle(stopping, poll_interval_seconds, wakeups)
+            if announcements is None:
+                due = None
+                if not busy:
+                    await _idle(stopping, poll_interval_seconds, None)
+                continue
+            announced = announcements.take()
+            if busy or announced is None or announced:
+                due = None if announced is None else busy | announced
+                continue
+            woken = await _idle(stopping, poll_interval_seconds, announcements)
+            due = announcements.take() if woken else None
 
     async def _log_lag(self) -> None:
         try:
@@ -264,16 +325,19 @@ class OutboxRelay:
             )
 
 
-async def _idle(stopping: asyncio.Event, seconds: float, wakeups: Wakeups | None) -> None:
-    """Wait until woken, stopped, or `seconds` pass."""
-    if wakeups is None:
+async def _idle(
+    stopping: asyncio.Event, seconds: float, announcements: OutboxAnnouncements | None
+) -> bool:
+    """Wait until announced, stopped, or `seconds` pass; whether there was an announcement."""
+    if announcements is None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), seconds)
-        return
-    woken = asyncio.ensure_future(wakeups.wait(seconds))
+        return False
+    announced = asyncio.ensure_future(announcements.wait(seconds))
     stopped = asyncio.ensure_future(stopping.wait())
     try:
-        await asyncio.wait({woken, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({announced, stopped}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for waiter in (woken, stopped):
+        for waiter in (announced, stopped):
             waiter.cancel()
+    return announced.done() and not announced.cancelled() and announced.result()
