@@ -2,12 +2,13 @@
 
 Rocket-rides-atomic style phases: (1) claim the key in its own short transaction, (2) price
 the cart over gRPC, outside any transaction, (3) write the order, its OrderPending event and
-the completed key in one transaction. After the commit, freeze the cart and start the saga;
-if the process dies before that, the completer does both later (they are idempotent).
+the completed key in one transaction. After the commit, freeze the cart and start the saga (at
+once); if the process dies before that, the completer does both later (they are idempotent).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from dataclasses import asdict, dataclass
@@ -67,12 +68,20 @@ async def place_order(command: PlaceOrder, *, deps: CheckoutDeps) -> PlaceOrderR
 
 
 async def complete_placement(order: Order, *, deps: CheckoutDeps) -> bool:
-    """Freeze the cart and start the saga, then note it; False (left to the completer) on error."""
+    """Freeze the cart and start the saga, then note it; False (left to the completer) on error.
+    The two are independent and idempotent, so they run at once: the saga starts without
+    waiting for the cart service, and a failure of either leaves both to the completer."""
     try:
-        await deps.carts.mark_checked_out(
-            cart_id=order.cart_id, customer_id=order.customer_id, order_id=order.order_id
+        outcomes = await asyncio.gather(
+            deps.carts.mark_checked_out(
+                cart_id=order.cart_id, customer_id=order.customer_id, order_id=order.order_id
+            ),
+            deps.saga.start_execution(name=str(order.order_id), payload=saga_input(order)),
+            return_exceptions=True,
         )
-        await deps.saga.start_execution(name=str(order.order_id), payload=saga_input(order))
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
         async with deps.unit_of_work() as uow:
             await uow.orders.mark_saga_started(order.order_id)
     except Exception:
