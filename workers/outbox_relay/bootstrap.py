@@ -85,6 +85,7 @@ async def run(settings: OutboxRelaySettings) -> None:
             poll_interval_seconds=settings.relay_poll_interval_seconds,
             lag_log_interval_seconds=settings.relay_lag_log_interval_seconds,
             announcements=announcements,
+            batch_window_seconds=settings.relay_batch_window_seconds,
         )
     finally:
         for task in listening:

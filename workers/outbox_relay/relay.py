@@ -172,17 +172,23 @@ class OutboxRelay:
             published += await self.relay_schema(schema)
         return published
 
-    async def _relay_pass(self, due: set[str] | None) -> set[str]:
-        """One batch from each schema `due` (None: every one); the schemas that published."""
+    async def _relay_pass(self, due: set[str] | None) -> tuple[set[str], bool]:
+        """One batch from each schema `due` (None: every one): the schemas that published, and
+        whether one of them filled its batch (more rows wait)."""
         schemas = await self.schemas()
         if due is not None and self._schemas is None and not due <= set(schemas):
             self.rediscover()  # an outbox announced that we have not discovered yet
             schemas = await self.schemas()
         busy: set[str] = set()
+        full = False
         for schema in schemas:
-            if (due is None or schema in due) and await self.relay_schema(schema):
+            if due is not None and schema not in due:
+                continue
+            published = await self.relay_schema(schema)
+            if published:
                 busy.add(schema)
-        return busy
+            full = full or published >= self._batch_size
+        return busy, full
 
     async def relay_schema(self, schema: str) -> int:
         """One batch from one schema's outbox, in one transaction; returns rows published."""
@@ -278,17 +284,20 @@ class OutboxRelay:
         poll_interval_seconds: float = 1.0,
         lag_log_interval_seconds: float = 15.0,
         announcements: OutboxAnnouncements | None = None,
+        batch_window_seconds: float = 0.05,
     ) -> None:
         """Relay until `stopping` is set: the batch in hand finishes, then it returns. After a
-        pass that published nothing it waits for `announcements` (if any) or the poll interval."""
+        pass that published nothing it waits for `announcements` (if any) or the poll interval;
+        after one that published it waits `batch_window_seconds` before the next (rows that
+        keep coming are taken in batches, not one pass each)."""
         next_lag_log = time.monotonic()
         due: set[str] | None = None
         while not stopping.is_set():
             try:
-                busy = await self._relay_pass(due)
+                busy, full = await self._relay_pass(due)
             except Exception:
                 log.exception("relay pass failed; retrying")
-                busy = set()
+                busy, full = set(), False
             if time.monotonic() >= next_lag_log:
                 self.rediscover()
                 await self._log_lag()
@@ -298,6 +307,9 @@ class OutboxRelay:
                 if not busy:
                     await _idle(stopping, poll_interval_seconds, None)
                 continue
+            if busy and not full:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), batch_window_seconds)
             announced = announcements.take()
             if busy or announced is None or announced:
                 due = None if announced is None else busy | announced

@@ -22,6 +22,8 @@ class OutboxRelaySettings(ServiceSettings):
     # alone (e.g. behind a pooler in transaction mode, where LISTEN cannot work).
     relay_wake_on_notify: bool = True
     relay_poll_interval_seconds: float = Field(default=1.0, gt=0)
+    # After a pass that published rows, how long to let more gather before the next one.
+    relay_batch_window_seconds: float = Field(default=0.05, ge=0)
     relay_lag_log_interval_seconds: float = Field(default=15.0, gt=0)
     relay_bus: Literal["local", "eventbridge"] = "local"
     relay_rules_file: Path = Path("deploy/ecs/event_rules.json")
