@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import pytest
 from google.protobuf import duration_pb2
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from local_supervisor.embedded import free_port
@@ -35,10 +35,16 @@ from services.payment.adapters import tables
 from services.payment.adapters.psp import CircuitBreaker, HttpPsp
 from services.payment.adapters.tables import payment_operations
 from services.payment.adapters.unit_of_work import PaymentUnitOfWork
-from services.payment.domain.payment import PaymentStatus
+from services.payment.domain.payment import (
+    Operation,
+    OperationKind,
+    OperationState,
+    Payment,
+    PaymentStatus,
+)
 from services.payment.service_layer import payments, reconciliation
 from services.payment.service_layer.deps import PaymentDeps
-from services.payment.service_layer.ports import Intent
+from services.payment.service_layer.ports import Approved, Intent
 from tests.support.grpc_probes import SERVING, health_status
 from tests.support.psp import RunningPsp
 from tests.support.refusals import refusal
@@ -1117,3 +1123,80 @@ async def test_reconciliation_settles_a_cancelled_orders_abandoned_authorization
     after, _ = await payments.get_payment(uuid.UUID(order), direct)
     assert after.status is PaymentStatus.FAILED
     assert await psp.intents(order_id=order) == []
+
+
+async def blocked_by(engine: AsyncEngine, holder_pid: int) -> bool:
+    """Whether some backend waits for a lock the backend `holder_pid` holds."""
+    async with engine.connect() as connection:
+        waiting = await connection.execute(
+            text("SELECT count(*) FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid))"),
+            {"pid": holder_pid},
+        )
+        return bool(waiting.scalar_one())
+
+
+async def test_a_settlement_waits_for_the_payments_lock_first_and_reads_the_operation_as_left(
+    direct: PaymentDeps, engine: AsyncEngine
+) -> None:
+    # The settlement locks the payment and the operation in one statement. It must take the
+    # payment's lock first (every other locker does: no deadlock), and read the operation as
+    # the lock's holder left it, even when the holder changed only the operation (as
+    # mark_unknown does): a statement reads as of its start, before any wait, except the rows
+    # it locks. Here the holder refuses the authorization; the PSP's late "approved" must not
+    # be written over that refusal.
+    order = new_id()
+    fresh = Payment(
+        new_id(), order, "customer-1", "USD", "pm_card_visa", 2500, PaymentStatus.PENDING
+    )
+    operation = Operation(
+        new_id(),
+        fresh.payment_id,
+        OperationKind.AUTHORIZE,
+        2500,
+        OperationState.PENDING,
+        "authorize",
+    )
+    async with direct.unit_of_work() as uow:
+        assert await uow.payments.create(fresh, operation) is not None
+    the_payment = tables.payments.c.payment_id == fresh.payment_id
+    the_operation = payment_operations.c.operation_id == operation.operation_id
+
+    async with engine.connect() as holder, holder.begin():
+        await holder.execute(
+            select(tables.payments.c.payment_id).where(the_payment).with_for_update()
+        )
+        holder_pid = (await holder.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        settling = asyncio.ensure_future(
+            payments.settle(operation, Approved(intent=None, reference="pi_late"), direct)
+        )
+        try:
+            async with asyncio.timeout(WITHIN):
+                while True:  # until the settlement waits for the payment's lock
+                    if await blocked_by(engine, holder_pid):
+                        break
+                    await asyncio.sleep(0.02)
+            async with engine.connect() as other, other.begin():  # not held by the waiter
+                await other.execute(
+                    select(payment_operations.c.operation_id)
+                    .where(the_operation)
+                    .with_for_update(nowait=True)
+                )
+            await holder.execute(
+                payment_operations.update()
+                .where(the_operation)
+                .values(state="FAILED", failure_code="card_declined")
+            )
+        except BaseException:
+            settling.cancel()
+            raise
+    settled = await asyncio.wait_for(settling, WITHIN)
+
+    assert settled.status is PaymentStatus.PENDING  # as the holder left it: not authorized
+    assert await operation_states(engine, str(order)) == [("AUTHORIZE", "FAILED", "card_declined")]
+    async with engine.connect() as connection:
+        events = await connection.execute(
+            select(func.count())
+            .select_from(tables.outbox)
+            .where(tables.outbox.c.aggregate_id == str(order))
+        )
+        assert events.scalar_one() == 0

@@ -266,11 +266,12 @@ SAGA_STEP_BUDGET = {
     # then look it up, a repeat returns it), the ledger movements, the outbox row, and take the
     # stock of every SKU in one UPDATE: one transaction, 4 statements whatever the lines.
     "ReserveInventoryFunctionArn": {"inventory": (4, 1)},
-    # Record the payment and the operation BEFORE calling the PSP (a crash leaves a known
-    # pending operation, resolved by querying the PSP), then lock the payment, read its ledger,
-    # record the outcome on the operation and the payment with its outbox row: 2 transactions,
-    # 7 statements; the answer is what was written, nothing is read back.
-    "AuthorizePaymentFunctionArn": {"payment": (7, 2)},
+    # Record the payment with its operation in one statement (a CTE) and commit BEFORE calling
+    # the PSP (a crash leaves a known pending operation, resolved by querying the PSP); then
+    # lock the payment and the operation in one statement, record the outcome on both in one
+    # (CTEs; it reads the ledger too, after the lock), and the outbox row: 2 transactions, 4
+    # statements; the answer is what was written, nothing is read back.
+    "AuthorizePaymentFunctionArn": {"payment": (4, 2)},
     # Read the order aggregate, set CONFIRMED with every merchant's shipment request in one
     # statement (a CTE), the OrderPlaced and ShipmentRequested outbox rows: one transaction.
     "ConfirmOrderFunctionArn": {"checkout": (4, 1)},

@@ -37,6 +37,7 @@ from services.payment.domain.payment import (
     PaymentMismatch,
     PaymentStatus,
 )
+from services.payment.domain.payment import Ledger as PaymentLedger
 from services.payment.service_layer import payments, reconciliation, release
 from services.payment.service_layer.deps import PaymentDeps
 from services.payment.service_layer.ports import (
@@ -99,14 +100,19 @@ class InMemoryPaymentRepository:
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
 
-    async def create(self, payment: Payment) -> Payment | None:
-        """Insert the order's payment; None when the order already has one or was cancelled."""
+    async def create(
+        self, payment: Payment, operation: Operation
+    ) -> tuple[Payment, Operation] | None:
+        """Insert the order's payment with its first operation; None (and nothing inserted)
+        when the order already has a payment or was cancelled."""
         if payment.order_id in self.ledger.cancelled or self.ledger.by_order(payment.order_id):
             return None
         now = _now()
         stored = replace(payment, created_at=now, updated_at=now)
         self.ledger.payments[payment.payment_id] = stored
-        return stored
+        first = replace(operation, payment_id=stored.payment_id, created_at=now, updated_at=now)
+        self.ledger.operations[first.operation_id] = first
+        return stored, first
 
     async def mark_cancelled(self, order_id: uuid.UUID) -> None:
         """Remember that the order was cancelled (once)."""
@@ -139,9 +145,10 @@ class InMemoryPaymentRepository:
         """The order's payment."""
         return self.ledger.by_order(order_id)
 
-    async def by_id(self, payment_id: uuid.UUID, *, for_update: bool = False) -> Payment:
-        """A payment by its id (KeyError when there is none, as `.one()` raises)."""
-        return self.ledger.payments[payment_id]
+    async def locked_operation(self, operation_id: uuid.UUID) -> tuple[Payment, Operation]:
+        """An operation and its payment (KeyError when there is none, as `.one()` raises)."""
+        operation = self.ledger.operations[operation_id]
+        return self.ledger.payments[operation.payment_id], operation
 
     async def all_by_intent(self) -> dict[str, Payment]:
         """Every payment that has a PSP intent, by intent id."""
@@ -163,6 +170,18 @@ class InMemoryPaymentRepository:
         )
         self.ledger.payments[payment.payment_id] = saved
         return saved
+
+    async def record_outcome(
+        self,
+        payment: Payment,
+        operation: Operation,
+        state: OperationState,
+        failure_code: str | None = None,
+    ) -> PaymentLedger:
+        """Write what became of an operation and the payment; the payment with its ledger."""
+        await self.set_state(operation, state, failure_code)
+        saved = await self.save(payment)
+        return PaymentLedger(saved, tuple(await self.operations(saved.payment_id)))
 
     async def add_operation(self, operation: Operation) -> Operation | None:
         """Record an operation; None when the same request already has one."""

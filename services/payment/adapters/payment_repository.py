@@ -8,7 +8,7 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, exists, func, select
+from sqlalchemy import bindparam, exists, func, select, true, union_all
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,6 +16,7 @@ from services.payment.adapters.tables import cancelled_orders, payment_operation
 from services.payment.domain.payment import (
     NEVER_APPLIED_FAILURES,
     OPEN_STATES,
+    Ledger,
     Operation,
     OperationKind,
     OperationState,
@@ -33,10 +34,16 @@ _PAYMENT_FIELDS = (
     "capture_before",
 )
 
+# The prefix of an operation's columns (and values) where a statement has its payment's too.
+_OP = "operation_"
+
 # The statements of the hot path, built once (their values are bound at execution, so each is
 # compiled once per process and never keyed again).
 _CREATED = [c.name for c in payments.c if c.name not in ("created_at", "updated_at")]
-_CREATE = (
+_OPERATION_CREATED = [
+    c.name for c in payment_operations.c if c.name not in ("created_at", "updated_at")
+]
+_created_payment = (
     insert(payments)
     .from_select(
         _CREATED,
@@ -46,11 +53,44 @@ _CREATE = (
     )
     .on_conflict_do_nothing(index_elements=[payments.c.order_id])
     .returning(*payments.c)
+    .cte("created_payment")
 )
+# The first operation goes in only with the payment it belongs to: nothing when the order
+# already had a payment or was cancelled.
+_created_operation = (
+    insert(payment_operations)
+    .from_select(
+        _OPERATION_CREATED,
+        select(
+            *(
+                _created_payment.c.payment_id
+                if name == "payment_id"
+                else bindparam(_OP + name, type_=payment_operations.c[name].type).label(name)
+                for name in _OPERATION_CREATED
+            )
+        ).select_from(_created_payment),
+    )
+    .returning(*payment_operations.c)
+    .cte("created_operation")
+)
+_CREATE = select(
+    _created_payment, *(c.label(_OP + c.name) for c in _created_operation.c)
+).select_from(_created_payment.join(_created_operation, true()))
 _BY_ORDER = select(payments).where(payments.c.order_id == bindparam("order_id"))
 _BY_ORDER_FOR_UPDATE = _BY_ORDER.with_for_update()
-_BY_ID = select(payments).where(payments.c.payment_id == bindparam("payment_key"))
-_BY_ID_FOR_UPDATE = _BY_ID.with_for_update()
+# The payment's row lock first, then the operation's (the order of FOR UPDATE OF is the order
+# they are taken in, as in every other locker: payment, then operation). Locking the
+# operation too makes it read as the last committed change left it, also one that did not
+# touch the payment row (a statement reads as of its start, before any wait for a lock,
+# except the rows it locks).
+_LOCKED_OPERATION = (
+    select(payments, *(c.label(_OP + c.name) for c in payment_operations.c))
+    .join_from(
+        payments, payment_operations, payment_operations.c.payment_id == payments.c.payment_id
+    )
+    .where(payment_operations.c.operation_id == bindparam("operation_key"))
+    .with_for_update(of=[payments, payment_operations])
+)
 _SAVE = (
     payments.update()
     .where(payments.c.payment_id == bindparam("payment_key"))
@@ -86,6 +126,33 @@ _SET_STATE = (
     .where(payment_operations.c.operation_id == bindparam("operation_key"))
     .values(state=bindparam("state"), failure_code=bindparam("failure_code"), updated_at=func.now())
 )
+# An outcome in one statement: the operation's state, the payment's, and the payment's ledger
+# as they leave it (its other operations as this statement found them, read after the caller
+# took the payment's lock; this one as written).
+_settled_operation = (
+    payment_operations.update()
+    .where(payment_operations.c.operation_id == bindparam("operation_key"))
+    .values(
+        state=bindparam(_OP + "state"),
+        failure_code=bindparam(_OP + "failure_code"),
+        updated_at=func.now(),
+    )
+    .returning(*payment_operations.c)
+    .cte("settled_operation")
+)
+_saved_payment = _SAVE.cte("saved_payment")
+_ledger = union_all(
+    select(payment_operations).where(
+        payment_operations.c.payment_id == bindparam("payment_key"),
+        payment_operations.c.operation_id != bindparam("operation_key"),
+    ),
+    select(_settled_operation),
+).subquery("ledger")
+_RECORD_OUTCOME = (
+    select(_saved_payment, *(c.label(_OP + c.name) for c in _ledger.c))
+    .select_from(_saved_payment.join(_ledger, true()))
+    .order_by(_ledger.c.created_at, _ledger.c.operation_id)
+)
 
 
 class SqlPaymentRepository:
@@ -94,19 +161,33 @@ class SqlPaymentRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def create(self, payment: Payment) -> Payment | None:
-        """Insert the order's payment; None when the order already has one or was cancelled.
+    async def create(
+        self, payment: Payment, operation: Operation
+    ) -> tuple[Payment, Operation] | None:
+        """Insert the order's payment with its first operation, in one statement; None (and
+        nothing inserted) when the order already has a payment or was cancelled.
 
         The cancellation check is part of the insert, so a first authorization costs no extra
         statement; which of the two it was is for the caller to find out.
         """
         values = asdict(payment)
+        operation_values = asdict(operation)
         row = (
-            (await self.session.execute(_CREATE, {name: values[name] for name in _CREATED}))
+            (
+                await self.session.execute(
+                    _CREATE,
+                    {name: values[name] for name in _CREATED}
+                    | {
+                        _OP + name: operation_values[name]
+                        for name in _OPERATION_CREATED
+                        if name != "payment_id"  # the payment's, as created
+                    },
+                )
+            )
             .mappings()
             .one_or_none()
         )
-        return _payment(row) if row else None
+        return (_payment(row), _operation(row, _OP)) if row else None
 
     async def mark_cancelled(self, order_id: uuid.UUID) -> None:
         """Remember that the order was cancelled (once; a repeat changes nothing)."""
@@ -148,11 +229,12 @@ class SqlPaymentRepository:
         row = (await self.session.execute(query, {"order_id": order_id})).mappings().one_or_none()
         return _payment(row) if row else None
 
-    async def by_id(self, payment_id: uuid.UUID, *, for_update: bool = False) -> Payment:
-        """A payment by its id (row-locked when for_update)."""
-        query = _BY_ID_FOR_UPDATE if for_update else _BY_ID
-        found = await self.session.execute(query, {"payment_key": payment_id})
-        return _payment(found.mappings().one())
+    async def locked_operation(self, operation_id: uuid.UUID) -> tuple[Payment, Operation]:
+        """An operation and its payment, both row-locked (the payment's lock first), each as
+        the last committed change left it."""
+        found = await self.session.execute(_LOCKED_OPERATION, {"operation_key": operation_id})
+        row = found.mappings().one()
+        return _payment(row), _operation(row, _OP)
 
     async def all_by_intent(self) -> dict[str, Payment]:
         """Every payment that has a PSP intent, by intent id."""
@@ -168,6 +250,36 @@ class SqlPaymentRepository:
         values = {name: getattr(payment, name) for name in _PAYMENT_FIELDS}
         found = await self.session.execute(_SAVE, {**values, "payment_key": payment.payment_id})
         return _payment(found.mappings().one())
+
+    async def record_outcome(
+        self,
+        payment: Payment,
+        operation: Operation,
+        state: OperationState,
+        failure_code: str | None = None,
+    ) -> Ledger:
+        """Write what became of an operation and the payment's status and amounts, in one
+        statement, under the payment's lock (`locked_operation`): the payment as stored, with
+        its operations as they now stand (read after that lock was taken)."""
+        values = {name: getattr(payment, name) for name in _PAYMENT_FIELDS}
+        rows = (
+            (
+                await self.session.execute(
+                    _RECORD_OUTCOME,
+                    values
+                    | {
+                        "payment_key": payment.payment_id,
+                        "operation_key": operation.operation_id,
+                        _OP + "state": state,
+                        _OP + "failure_code": failure_code,
+                    },
+                )
+            )
+            .mappings()
+            .all()
+        )
+        assert rows, f"no operation {operation.operation_id} of payment {payment.payment_id}"
+        return Ledger(_payment(rows[0]), tuple(_operation(row, _OP) for row in rows))
 
     async def add_operation(self, operation: Operation) -> Operation | None:
         """Record an operation; None when the same request already has one."""
@@ -267,15 +379,16 @@ def _payment(row: Any) -> Payment:
     )
 
 
-def _operation(row: Any) -> Operation:
+def _operation(row: Any, prefix: str = "") -> Operation:
+    """The operation in a row, its columns named `prefix` + column (beside its payment's)."""
     return Operation(
-        operation_id=row["operation_id"],
-        payment_id=row["payment_id"],
-        kind=OperationKind(row["kind"]),
-        amount=row["amount"],
-        state=OperationState(row["state"]),
-        request_key=row["request_key"],
-        failure_code=row["failure_code"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
+        operation_id=row[prefix + "operation_id"],
+        payment_id=row[prefix + "payment_id"],
+        kind=OperationKind(row[prefix + "kind"]),
+        amount=row[prefix + "amount"],
+        state=OperationState(row[prefix + "state"]),
+        request_key=row[prefix + "request_key"],
+        failure_code=row[prefix + "failure_code"],
+        created_at=row[prefix + "created_at"],
+        updated_at=row[prefix + "updated_at"],
     )

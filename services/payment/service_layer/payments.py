@@ -95,38 +95,55 @@ async def authorize_with_ledger(command: Authorize, deps: PaymentDeps) -> Ledger
             amount=command.amount,
             status=PaymentStatus.PENDING,
         )
-        payment = await uow.payments.create(fresh)
-        if payment is None:  # the order has a payment already, or it was cancelled
-            payment = await uow.payments.by_order(command.order_id)
-            if payment is None or await uow.payments.is_cancelled(command.order_id):
-                raise OrderCancelled.of_order(command.order_id)
-        rules.check_same_authorization(
-            payment,
-            amount=command.amount,
-            currency=command.currency,
-            method=command.payment_method,
-        )
-        operation = await uow.payments.add_operation(
-            Operation(
-                new_id(),
-                payment.payment_id,
-                OperationKind.AUTHORIZE,
-                command.amount,
-                OperationState.PENDING,
-                AUTHORIZE_REQUEST,
-            )
-        ) or await uow.payments.operation(
-            payment.payment_id, OperationKind.AUTHORIZE, AUTHORIZE_REQUEST
-        )
-        assert operation is not None
-        if rules.may_try_again(operation):
-            operation, payment = await _reopen(uow.payments, operation, command.order_id)
-        if operation.state not in OPEN_STATES:
-            # Settled by an earlier call: read the payment again, as of after that settlement.
-            settled = await uow.payments.by_order(command.order_id)
-            assert settled is not None
-            return Ledger(settled, tuple(await uow.payments.operations(settled.payment_id)))
+        # Both recorded in one statement and committed before the PSP is called: a crash
+        # leaves a known pending operation, resolved by asking the PSP what became of it.
+        created = await uow.payments.create(fresh, _authorization(fresh, command.amount))
+        if created is None:  # the order has a payment already, or it was cancelled
+            payment, operation = await _authorization_of(uow.payments, command)
+            if operation.state not in OPEN_STATES:
+                # Settled by an earlier call: read the payment again, as of after that settlement.
+                settled = await uow.payments.by_order(command.order_id)
+                assert settled is not None
+                return Ledger(settled, tuple(await uow.payments.operations(settled.payment_id)))
+        else:
+            payment, operation = created
     return await _drive_ledger(operation, payment, deps)
+
+
+def _authorization(payment: Payment, amount: int) -> Operation:
+    """A new authorize operation of the payment, pending."""
+    return Operation(
+        new_id(),
+        payment.payment_id,
+        OperationKind.AUTHORIZE,
+        amount,
+        OperationState.PENDING,
+        AUTHORIZE_REQUEST,
+    )
+
+
+async def _authorization_of(
+    payments: PaymentRepository, command: Authorize
+) -> tuple[Payment, Operation]:
+    """The order's payment and its authorization, for a repeat of the request: refused when
+    the order was cancelled or the repeat asks for something else; one that failed without a
+    refusal is opened again."""
+    payment = await payments.by_order(command.order_id)
+    if payment is None or await payments.is_cancelled(command.order_id):
+        raise OrderCancelled.of_order(command.order_id)
+    rules.check_same_authorization(
+        payment,
+        amount=command.amount,
+        currency=command.currency,
+        method=command.payment_method,
+    )
+    operation = await payments.add_operation(
+        _authorization(payment, command.amount)
+    ) or await payments.operation(payment.payment_id, OperationKind.AUTHORIZE, AUTHORIZE_REQUEST)
+    assert operation is not None
+    if rules.may_try_again(operation):
+        operation, payment = await _reopen(payments, operation, command.order_id)
+    return payment, operation
 
 
 async def _reopen(
@@ -333,8 +350,7 @@ async def mark_unknown(operation: Operation, deps: PaymentDeps) -> None:
     """Record that the PSP may or may not have applied the operation."""
     async with deps.unit_of_work() as uow:
         # Under the payment's row lock, as every change of its operations' states.
-        await uow.payments.by_id(operation.payment_id, for_update=True)
-        current = await uow.payments.operation_by_id(operation.operation_id)
+        _, current = await uow.payments.locked_operation(operation.operation_id)
         if current.state in OPEN_STATES:
             await uow.payments.set_state(operation, OperationState.UNKNOWN)
 
@@ -345,16 +361,16 @@ async def settle(operation: Operation, outcome: Approved | Declined, deps: Payme
 
 
 async def _settle(operation: Operation, outcome: Approved | Declined, deps: PaymentDeps) -> Ledger:
-    """`settle`, with the payment's operations as they stand after it (what was written, not
-    read again)."""
+    """`settle`, with the payment's operations as they stand after it (read by the statement
+    that writes the outcome, not in a statement of their own)."""
     async with deps.unit_of_work() as uow:
         # Every change of an operation's state holds its payment's row lock (settle, reopen,
-        # mark_unknown), so the ledger read under that lock is the one this settlement changes.
-        payment = await uow.payments.by_id(operation.payment_id, for_update=True)
-        ledger = await uow.payments.operations(payment.payment_id)
-        current = next(o for o in ledger if o.operation_id == operation.operation_id)
-        if not rules.awaits_outcome(current):
-            return Ledger(payment, tuple(ledger))  # a concurrent caller settled it first
+        # mark_unknown), so the operation read under that lock is as the last change left it,
+        # and the ledger record_outcome reads (a later statement: after the lock) is the one
+        # this settlement changes.
+        payment, current = await uow.payments.locked_operation(operation.operation_id)
+        if not rules.awaits_outcome(current):  # a concurrent caller settled it first
+            return Ledger(payment, tuple(await uow.payments.operations(payment.payment_id)))
         # A late answer for an operation reconciliation gave up on ("not applied") still wins:
         # the PSP's word is the truth, our verdict was only a reading of its silence.
         payment = rules.reopened(payment, current)
@@ -366,19 +382,18 @@ async def _settle(operation: Operation, outcome: Approved | Declined, deps: Paym
                     psp_intent_id=outcome.intent.id,
                     capture_before=outcome.intent.capture_before,
                 )
-            state, failure_code = OperationState.SUCCEEDED, None
-            await uow.payments.set_state(operation, state)
-            payment = await uow.payments.save(payment)
-            event = events.succeeded(payment, operation)
+            ledger = await uow.payments.record_outcome(payment, operation, OperationState.SUCCEEDED)
+            event = events.succeeded(ledger.payment, operation)
         else:
             assert isinstance(outcome, Declined)
             payment = rules.after_failure(payment, operation, outcome.code)
             if operation.kind is OperationKind.AUTHORIZE and outcome.intent_id:
                 payment = replace(payment, psp_intent_id=outcome.intent_id)
-            state, failure_code = OperationState.FAILED, outcome.code
-            await uow.payments.set_state(operation, state, failure_code)
-            payment = await uow.payments.save(payment)
-            event = events.failed(payment, operation, outcome.code)
+            ledger = await uow.payments.record_outcome(
+                payment, operation, OperationState.FAILED, outcome.code
+            )
+            event = events.failed(ledger.payment, operation, outcome.code)
+        payment = ledger.payment
         await uow.publish(
             event, aggregate_type=events.AGGREGATE, aggregate_id=str(payment.order_id)
         )
@@ -388,8 +403,4 @@ async def _settle(operation: Operation, outcome: Approved | Declined, deps: Paym
             payment.order_id,
             "succeeded" if isinstance(outcome, Approved) else f"failed: {outcome.code}",
         )
-        settled = replace(current, state=state, failure_code=failure_code)
-        return Ledger(
-            payment,
-            tuple(settled if o.operation_id == settled.operation_id else o for o in ledger),
-        )
+        return ledger

@@ -18,7 +18,13 @@ from typing import Protocol
 
 from marketplace_platform.db import AbstractUnitOfWork
 from marketplace_platform.errors import DependencyUnavailable
-from services.payment.domain.payment import Operation, OperationKind, OperationState, Payment
+from services.payment.domain.payment import (
+    Ledger,
+    Operation,
+    OperationKind,
+    OperationState,
+    Payment,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +35,11 @@ class PaymentRepository(Protocol):
     """Payments, their operations and the cancelled orders, within one unit of work: the port
     (SqlPaymentRepository in the service, an in-memory one in unit tests)."""
 
-    async def create(self, payment: Payment) -> Payment | None:
-        """Insert the order's payment; None when the order already has one or was cancelled."""
+    async def create(
+        self, payment: Payment, operation: Operation
+    ) -> tuple[Payment, Operation] | None:
+        """Insert the order's payment with its first operation, in one statement; None (and
+        nothing inserted) when the order already has a payment or was cancelled."""
         ...
 
     async def mark_cancelled(self, order_id: uuid.UUID) -> None:
@@ -50,8 +59,9 @@ class PaymentRepository(Protocol):
         """The order's payment (row-locked when for_update)."""
         ...
 
-    async def by_id(self, payment_id: uuid.UUID, *, for_update: bool = False) -> Payment:
-        """A payment by its id (row-locked when for_update)."""
+    async def locked_operation(self, operation_id: uuid.UUID) -> tuple[Payment, Operation]:
+        """An operation and its payment, both row-locked (the payment's lock first), each as
+        the last committed change left it."""
         ...
 
     async def all_by_intent(self) -> dict[str, Payment]:
@@ -60,6 +70,18 @@ class PaymentRepository(Protocol):
 
     async def save(self, payment: Payment) -> Payment:
         """Write the payment's status and amounts; the payment as stored."""
+        ...
+
+    async def record_outcome(
+        self,
+        payment: Payment,
+        operation: Operation,
+        state: OperationState,
+        failure_code: str | None = None,
+    ) -> Ledger:
+        """Write what became of an operation and the payment's status and amounts, in one
+        statement, under the payment's lock (`locked_operation`); the payment as stored, with
+        its operations as they now stand."""
         ...
 
     async def add_operation(self, operation: Operation) -> Operation | None:
