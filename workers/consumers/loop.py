@@ -10,7 +10,9 @@ duplicate, or not for this consumer).
 With `wakeups` (the PostgreSQL queues' NOTIFY on send, through a LISTEN of the process's own),
 an idle loop waits to be woken instead of long-polling, and looks anyway every
 `poll_interval_seconds` (messages whose visibility or retry delay ran out notify nobody; nor
-does a send while the LISTEN was down). Without them (SQS) it long-polls `wait_seconds`.
+does a send while the LISTEN was down); after a batch that was not full it lets messages gather
+for `batch_window_seconds` before receiving again. Without them (SQS) it long-polls
+`wait_seconds`.
 
 A failure is one of two kinds:
 
@@ -75,6 +77,9 @@ class LoopOptions:
     batch_size: int = 10
     wait_seconds: float = 1.0
     poll_interval_seconds: float = 1.0
+    # Woken by notifications: after a batch that was not full, how long to let more messages
+    # gather before the next receive (else every message would be a receive of its own).
+    batch_window_seconds: float = 0.05
     retry_base_seconds: float = 1.0
     retry_max_seconds: float = 300.0
     unavailable_base_seconds: float = 1.0
@@ -191,8 +196,12 @@ class ConsumerLoop:
                 log.exception("%s could not receive from %s", self.consumer.name, self.queue)
                 await self._pause(self.options.retry_base_seconds)
                 continue
-            if received == 0 and self.wakeups is not None and not self._stopping.is_set():
+            if self.wakeups is None or self._stopping.is_set():
+                continue
+            if received == 0:
                 await self.wakeups.wait(self.options.poll_interval_seconds)
+            elif received < self.options.batch_size:
+                await self._pause(self.options.batch_window_seconds)
 
     async def poll_once(self) -> int:
         """Receive one batch and settle every message of it; returns how many were received

@@ -87,6 +87,7 @@ async def run(settings: S, wire: Wire[S]) -> None:
             batch_size=settings.consumer_batch_size,
             wait_seconds=settings.consumer_wait_seconds,
             poll_interval_seconds=settings.consumer_poll_interval_seconds,
+            batch_window_seconds=settings.consumer_batch_window_seconds,
             retry_base_seconds=settings.consumer_retry_base_seconds,
             retry_max_seconds=settings.consumer_retry_max_seconds,
             unavailable_base_seconds=settings.consumer_unavailable_base_seconds,

@@ -25,6 +25,8 @@ class ConsumerSettings(ServiceSettings):
     # transaction mode, where LISTEN cannot work).
     consumer_wake_on_notify: bool = True
     consumer_poll_interval_seconds: float = Field(default=1.0, gt=0)
+    # Woken by notifications: after a batch that was not full, how long to let messages gather.
+    consumer_batch_window_seconds: float = Field(default=0.05, ge=0)
     consumer_retry_base_seconds: float = Field(default=1.0, gt=0)
     consumer_retry_max_seconds: float = Field(default=300.0, gt=0)
     # Backoff of a message whose dependency is unavailable (retried without using up receives);
