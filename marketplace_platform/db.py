@@ -70,9 +70,11 @@ class UnitOfWork:
     """One database transaction: entering begins it, a clean exit commits, an error rolls back.
 
     Use cases write their state and their events (outbox rows) through the same unit of work,
-    so both land together or not at all; they never commit themselves. A service subclasses it
-    to expose its repositories (`uow.orders`, `uow.keys`), bound to the transaction's session in
-    `_bind`, so its use cases never build a repository themselves.
+    so both land together or not at all; they never commit themselves. The events published in
+    a transaction are written together, in one INSERT just before it commits, in the order
+    they were published. A service subclasses it to expose its repositories (`uow.orders`,
+    `uow.keys`), bound to the transaction's session in `_bind`, so its use cases never build a
+    repository themselves.
     """
 
     session: AsyncSession
@@ -80,9 +82,11 @@ class UnitOfWork:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], outbox: OutboxWriter) -> None:
         self._sessions = sessions
         self._outbox = outbox
+        self._published: list[envelope_pb2.EventEnvelope] = []
 
     async def __aenter__(self) -> Self:
         self.session = self._sessions()
+        self._published = []
         await self.session.begin()
         self._bind(self.session)
         return self
@@ -98,19 +102,26 @@ class UnitOfWork:
     ) -> None:
         try:
             if exc_type is None:
+                # The outbox rows in the transaction, at its end: a failed insert commits
+                # nothing (closing the session rolls the transaction back).
+                await self._outbox.write(self.session, self._published)
                 await self.session.commit()
             else:
                 await self.session.rollback()
         finally:
+            self._published = []
             await self.session.close()
 
     async def publish(
         self, payload: Message, *, aggregate_type: str, aggregate_id: str
     ) -> envelope_pb2.EventEnvelope:
-        """Record an event in the outbox, inside this transaction."""
-        return await self._outbox.add(
-            self.session, payload, aggregate_type=aggregate_type, aggregate_id=aggregate_id
+        """Record an event in the outbox, inside this transaction (written at its commit); a
+        malformed event is refused (ValueError) here, at once."""
+        envelope = self._outbox.checked_envelope(
+            payload, aggregate_type=aggregate_type, aggregate_id=aggregate_id
         )
+        self._published.append(envelope)
+        return envelope
 
 
 _NOW = text("SELECT now()")

@@ -3,9 +3,13 @@
 Each service owns an `outbox` table in its own schema; the relay (a worker) publishes rows in
 id order and marks them published.
 
-Waking the relay: the first outbox row of a transaction queues a NOTIFY on `OUTBOX_CHANNEL`
-(payload: the schema) in its own INSERT statement, so an idle relay wakes when the transaction
-commits; later rows of the transaction add none. A notifying commit holds a server-wide lock
+A unit of work writes the events of its transaction together, in one INSERT just before it
+commits (`write`: one row per event, ids in publish order, so the relay publishes them in that
+order); `add` writes one event at once.
+
+Waking the relay: the first outbox INSERT of a transaction queues a NOTIFY on `OUTBOX_CHANNEL`
+(payload: the schema) in that same statement, so an idle relay wakes when the transaction
+commits; later inserts of the transaction add none. A notifying commit holds a server-wide lock
 until it is flushed (8 connections committing one-row inserts: about 2-3x fewer commits per
 second when each notifies), so the row notifies only when the relay may be idle: when the
 oldest unpublished row of the schema, if any, is older than `RELAY_BUSY_SECONDS`. A relay that
@@ -16,6 +20,8 @@ nobody follows).
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +29,7 @@ from google.protobuf import any_pb2
 from google.protobuf.message import Message
 from opentelemetry import propagate
 from sqlalchemy import (
+    CTE,
     BigInteger,
     Column,
     ColumnElement,
@@ -35,13 +42,15 @@ from sqlalchemy import (
     Table,
     Text,
     Uuid,
+    bindparam,
     case,
     func,
-    literal,
     literal_column,
     select,
     text,
+    true,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.events.v1 import envelope_pb2
@@ -77,12 +86,18 @@ def define_outbox_table(metadata: MetaData) -> Table:
     )
 
 
+# An outbox row's columns a writer fills (the id is the table's identity, in insert order).
+_ROW = ("event_id", "event_type", "aggregate_type", "aggregate_id", "occurred_at", "envelope")
+
+
 class OutboxWriter:
     """Builds event envelopes (with the current trace context) and inserts them as rows."""
 
     def __init__(self, table: Table, *, producer: str) -> None:
         self.table = table
         self.producer = producer
+        self._insert = self._insert_rows(notifying=False)
+        self._insert_notifying = self._insert_rows(notifying=True)
 
     def envelope(
         self, payload: Message, *, aggregate_type: str, aggregate_id: str
@@ -106,34 +121,70 @@ class OutboxWriter:
         envelope.payload.CopyFrom(packed)
         return envelope
 
-    async def add(
-        self, session: AsyncSession, payload: Message, *, aggregate_type: str, aggregate_id: str
+    def checked_envelope(
+        self, payload: Message, *, aggregate_type: str, aggregate_id: str
     ) -> envelope_pb2.EventEnvelope:
-        """Insert the event into the outbox within the session's transaction."""
+        """The event's envelope, refusing (ValueError) an event or envelope that breaks its
+        contract's field rules."""
         envelope = self.envelope(payload, aggregate_type=aggregate_type, aggregate_id=aggregate_id)
         # A malformed event is our bug, not the caller's: fail the transaction loudly.
         broken = field_violations(payload) + field_violations(envelope)
         if broken:
             raise ValueError(f"refusing to write a malformed {envelope.event_type}: {broken}")
-        values = {
-            "event_id": envelope.event_id,
-            "event_type": envelope.event_type,
-            "aggregate_type": aggregate_type,
-            "aggregate_id": aggregate_id,
-            "occurred_at": envelope.occurred_at.ToDatetime(tzinfo=UTC),
-            "envelope": envelope.SerializeToString(),
+        return envelope
+
+    async def add(
+        self, session: AsyncSession, payload: Message, *, aggregate_type: str, aggregate_id: str
+    ) -> envelope_pb2.EventEnvelope:
+        """Insert the event into the outbox within the session's transaction, now."""
+        envelope = self.checked_envelope(
+            payload, aggregate_type=aggregate_type, aggregate_id=aggregate_id
+        )
+        await self.write(session, [envelope])
+        return envelope
+
+    async def write(
+        self, session: AsyncSession, envelopes: Sequence[envelope_pb2.EventEnvelope]
+    ) -> None:
+        """Insert the envelopes (checked ones) within the session's transaction, in one
+        statement, their ids in the order given; the transaction's first insert also queues
+        the relay's NOTIFY."""
+        if not envelopes:
+            return
+        rows = {
+            "event_id": [uuid.UUID(e.event_id) for e in envelopes],
+            "event_type": [e.event_type for e in envelopes],
+            "aggregate_type": [e.aggregate_type for e in envelopes],
+            "aggregate_id": [e.aggregate_id for e in envelopes],
+            "occurred_at": [e.occurred_at.ToDatetime(tzinfo=UTC) for e in envelopes],
+            "envelope": [e.SerializeToString() for e in envelopes],
         }
         transaction = session.get_transaction()
         if transaction is not None and session.info.get(_NOTIFIED_IN) is transaction:
-            await session.execute(self.table.insert().values(**values))
-            return envelope
-        await session.execute(self._insert_notifying(values))
+            await session.execute(self._insert, rows)
+            return
+        await session.execute(self._insert_notifying, rows)
         session.info[_NOTIFIED_IN] = transaction
-        return envelope
 
-    def _insert_notifying(self, values: dict[str, object]) -> Insert:
-        """The row's INSERT ... SELECT from a one-row CTE that queues the relay's NOTIFY unless
-        a relay is busy on the outbox (a CTE that is not selected from would not run)."""
+    def _insert_rows(self, *, notifying: bool) -> Insert:
+        """The INSERT of the rows bound as one array per column (one statement, built once,
+        whatever their number), in their order in the arrays; when `notifying`, selected with
+        a one-row CTE that queues the relay's NOTIFY unless a relay is busy on the outbox (a
+        CTE that is not selected from would not run)."""
+        arrays = [bindparam(name, type_=postgresql.ARRAY(self.table.c[name].type)) for name in _ROW]
+        rows = (
+            func.unnest(*arrays)
+            .table_valued(*_ROW, with_ordinality="position")
+            .render_derived(name="rows")
+        )
+        selected = select(*(rows.c[name] for name in _ROW)).order_by(rows.c.position)
+        if notifying:
+            selected = selected.select_from(rows.join(self._notified(), true()))
+        return self.table.insert().from_select(list(_ROW), selected)
+
+    def _notified(self) -> CTE:
+        """A one-row CTE that queues the relay's NOTIFY unless a relay is busy on the outbox:
+        the oldest unpublished row, if any, is younger than RELAY_BUSY_SECONDS."""
         oldest = (
             select(self.table.c.occurred_at)
             .where(self.table.c.published_at.is_(None))
@@ -147,8 +198,6 @@ class OutboxWriter:
             func.now() - busy_for
         )
         channel, payload = OUTBOX_CHANNEL, self.table.schema or "public"
-        notified = select(case((idle, func.pg_notify(channel, payload))).label("notified"))
-        row = select(
-            *(literal(value, self.table.c[name].type) for name, value in values.items())
-        ).select_from(notified.cte("notified"))
-        return self.table.insert().from_select(list(values), row)
+        return select(case((idle, func.pg_notify(channel, payload))).label("notified")).cte(
+            "notified"
+        )

@@ -273,8 +273,10 @@ SAGA_STEP_BUDGET = {
     # statements; the answer is what was written, nothing is read back.
     "AuthorizePaymentFunctionArn": {"payment": (4, 2)},
     # Read the order aggregate, set CONFIRMED with every merchant's shipment request in one
-    # statement (a CTE), the OrderPlaced and ShipmentRequested outbox rows: one transaction.
-    "ConfirmOrderFunctionArn": {"checkout": (4, 1)},
+    # statement (a CTE), then the OrderPlaced and every ShipmentRequested outbox row in one
+    # INSERT (a unit of work writes its transaction's events together, just before it
+    # commits): one transaction, 3 statements whatever the merchants.
+    "ConfirmOrderFunctionArn": {"checkout": (3, 1)},
     # Read the reservation with the transaction's now() (its expiry), close it, one movement,
     # one outbox row, move the stock from reserved to sold in one UPDATE: one transaction.
     "CommitReservationFunctionArn": {"inventory": (5, 1)},

@@ -7,9 +7,10 @@ import os
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from marketplace.common.v1 import ids_pb2
@@ -100,6 +101,43 @@ async def test_a_malformed_event_fails_the_transaction(engine: AsyncEngine) -> N
         await write_stock_and_event(engine, sku, order_id, fail=False)
 
     assert await stored(engine, sku, order_id) == (None, [])
+
+
+async def test_the_events_of_a_transaction_are_one_insert_at_its_end_in_publish_order(
+    engine: AsyncEngine,
+) -> None:
+    sku, order_id = f"UOW-{uuid.uuid4().hex[:12]}", str(new_id())
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    uow = unit_of_work_factory(
+        engine, OutboxWriter(outbox, producer="inventory"), kind=InventoryUnitOfWork
+    )()
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        async with uow:
+            published = [
+                await uow.publish(
+                    released_event(order_id), aggregate_type="order", aggregate_id=order_id
+                )
+                for _ in range(3)
+            ]
+            await uow.stock.get_or_create_for_update(sku)  # a change after the events
+            before_the_end = len(statements)
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+    inserts = [s for s in statements if "INSERT INTO inventory.outbox" in s]
+    assert len(inserts) == 1
+    assert statements.index(inserts[0]) >= before_the_end  # written at the end
+    assert "pg_notify" in inserts[0]  # the transaction's first: it carries the relay's wakeup
+    async with engine.connect() as connection:
+        ids = await connection.execute(
+            select(outbox.c.event_id).where(outbox.c.aggregate_id == order_id).order_by(outbox.c.id)
+        )
+        assert [str(event_id) for event_id in ids.scalars()] == [e.event_id for e in published]
 
 
 async def test_migrations_started_at_once_by_several_processes_all_succeed(
