@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from marketplace_platform.mailer import open_mailer
 from workers.consumers.consumer import Consumer
 from workers.consumers.email import handlers
@@ -17,6 +19,9 @@ class EmailSettings(ConsumerSettings):
     mailer_url: str = ".local/email-outbox"
     email_sender: str = "orders@marketplace.local"
     email_recipient_domain: str = "customers.marketplace.local"
+    # One message at a time: SES cannot be asked to send only once, and in a batch a sibling's
+    # failure would deliver this event again, one by one, after its email went out.
+    consumer_batch_size: int = Field(default=1, ge=1, le=10)
 
 
 async def wire(settings: EmailSettings) -> tuple[Consumer, Closer]:
