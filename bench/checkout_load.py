@@ -43,6 +43,7 @@ from bench.checkout_traffic import (
     closed_loop,
     http_session,
     open_loop,
+    pipeline_drained,
     prepare_checkouts,
     settled_outcomes,
     stock_catalog,
@@ -236,6 +237,8 @@ async def run_step(
             window = await open_loop(session, prepared, rate)
         order_ids = [a.order_id for a in window.attempts if a.order_id]
         outcomes = await settled_outcomes(database_url, order_ids)
+        # The consumers may lag behind the saga: their work for these orders is the step's too.
+        await pipeline_drained(database_url)
         cpu = sample_cpu(stack, postmaster).since(before)
     placed += client_checkouts(window.attempts)
     return summarise(

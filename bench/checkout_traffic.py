@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import aiohttp
 import asyncpg  # type: ignore[import-untyped]
@@ -18,7 +19,9 @@ import orjson
 
 from gateway.auth import ADMIN_SCOPE, issue_token
 from gateway.settings import DEV_JWT_SECRET
+from marketplace_platform.queues.definitions import DEFAULT_RULES_FILE, load_queue_definitions
 
+REPO = Path(__file__).resolve().parents[1]
 CUSTOMER_PREFIX = "bench-"  # every customer the benchmark makes, and no one else
 ON_HAND = 1_000_000_000  # no checkout of a run is refused for stock
 PRICE_MINOR = 2_500
@@ -194,6 +197,38 @@ async def settled_outcomes(database_url: str, order_ids: Sequence[str]) -> list[
         )
         for row in rows
     ]
+
+
+async def pipeline_drained(database_url: str) -> float:
+    """Wait (polling) until every outbox row is published and every consumer queue is empty
+    (dead-letter queues aside): the relay and the consumers have done their part of the orders
+    so far. Seconds waited; raises TimeoutError past SETTLE_WITHIN."""
+    queues = [queue.name for queue in load_queue_definitions(REPO / DEFAULT_RULES_FILE)]
+    started = time.monotonic()
+    connection = await asyncpg.connect(database_url)
+    try:
+        schemas = [
+            row["table_schema"]
+            for row in await connection.fetch(
+                "SELECT table_schema FROM information_schema.tables WHERE table_name = 'outbox'"
+            )
+        ]
+        unpublished = " + ".join(
+            f'(SELECT count(*) FROM "{schema}".outbox WHERE published_at IS NULL)'
+            for schema in schemas
+        )
+        async with asyncio.timeout(SETTLE_WITHIN):
+            while True:
+                busy = await connection.fetchval(
+                    f"SELECT {unpublished or '0'} + (SELECT count(*) FROM queues.messages"
+                    " WHERE queue = ANY($1::text[]))",
+                    queues,
+                )
+                if not busy:
+                    return time.monotonic() - started
+                await asyncio.sleep(0.1)
+    finally:
+        await connection.close()
 
 
 def _epoch(moment: datetime) -> float:
