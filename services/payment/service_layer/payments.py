@@ -137,9 +137,10 @@ async def _authorization_of(
         currency=command.currency,
         method=command.payment_method,
     )
-    operation = await payments.add_operation(
-        _authorization(payment, command.amount)
-    ) or await payments.operation(payment.payment_id, OperationKind.AUTHORIZE, AUTHORIZE_REQUEST)
+    # The payment and its authorization are created in one statement: the one is there.
+    operation = await payments.operation(
+        payment.payment_id, OperationKind.AUTHORIZE, AUTHORIZE_REQUEST
+    )
     assert operation is not None
     if rules.may_try_again(operation):
         operation, payment = await _reopen(payments, operation, command.order_id)
