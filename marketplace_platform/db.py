@@ -1,30 +1,137 @@
-"""PostgreSQL through async SQLAlchemy 2 on asyncpg, and the unit of work owning a transaction."""
+"""PostgreSQL through async SQLAlchemy 2 on asyncpg, and the unit of work owning a transaction.
+
+The database URL may be an endpoint that follows the writer: a libpq-style multi-host URL with
+`target_session_attrs=read-write` (`?host=h1,h2&port=p1,p2&target_session_attrs=read-write`),
+as Aurora's cluster endpoint or a primary with its standby. New connections then reach only a
+server that takes writes. Connections made before a failover are dropped: on checkout when their
+server is gone, and with the rest of the pool on the first error that says the writer is lost
+(the server went away, is shutting down or starting up, or takes no writes any more). While no
+writer can be reached, connection attempts back off (`ConnectBackoff`), and a unit of work that
+loses the writer raises DependencyUnavailable, which callers retry.
+"""
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Callable
 from datetime import datetime
 from types import TracebackType
-from typing import Protocol, Self, TypeVar, overload
+from typing import Any, Protocol, Self, TypeVar, overload
 
 from google.protobuf.message import Message
-from sqlalchemy import text
+from sqlalchemy import event, exc, text
+from sqlalchemy.engine import Dialect, ExceptionContext
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from marketplace.events.v1 import envelope_pb2
+from marketplace_platform.errors import DependencyUnavailable
 from marketplace_platform.outbox import OutboxWriter
 from marketplace_platform.settings import ServiceSettings, to_asyncpg_url
+
+# SQLSTATEs after which a connection must not be used again, nor the rest of its pool (every
+# connection of it points at the same server): a connection exception (class 08), the server
+# shutting down or crashed (57P01, 57P02), still starting up or in recovery (57P03), or taking
+# no writes (25006: a standby, or a primary that was demoted).
+_WRITER_LOST_SQLSTATES = frozenset({"25006", "57P01", "57P02", "57P03"})
+_CONNECTION_EXCEPTION_CLASS = "08"
+_MAX_CAUSES = 8  # how far `raise ... from` chains are followed (SQLAlchemy wraps the driver's)
+_IS_WRITER = text(
+    "SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off'"
+)
+
+
+class NoWriter(ConnectionError):
+    """No server that takes writes can be reached right now (none answers, or those that do
+    are standbys or read-only), or connecting waits out its backoff after such a failure."""
+
+
+def writer_lost(error: BaseException) -> bool:
+    """Whether a failure (or the driver error that caused it) means the database's writer is
+    out of reach: its connection died or was refused, the server is going or coming, or it
+    takes no writes. Not a constraint violation, a statement timeout or any other refusal."""
+    link: BaseException | None = error
+    for _ in range(_MAX_CAUSES):
+        if link is None:
+            return False
+        if isinstance(link, OSError | exc.DisconnectionError):
+            return True
+        if isinstance(link, exc.DBAPIError) and link.connection_invalidated:
+            return True
+        if _lost_sqlstate(getattr(link, "sqlstate", None)):
+            return True
+        if type(link).__name__ == "TargetServerAttributeNotMatched":  # asyncpg: no writer
+            return True
+        link = link.__cause__
+    return False
+
+
+def _lost_sqlstate(sqlstate: object) -> bool:
+    return isinstance(sqlstate, str) and (
+        sqlstate in _WRITER_LOST_SQLSTATES or sqlstate.startswith(_CONNECTION_EXCEPTION_CLASS)
+    )
+
+
+class ConnectBackoff:
+    """Connection attempts of one engine, spaced out while they fail: after a failed attempt
+    the next may start only after a delay that doubles with each failure (from `base` up to
+    `cap` seconds, jittered); meanwhile connecting fails at once with NoWriter. One success
+    ends the backoff. Requests fail fast during an outage instead of piling up connection
+    attempts on a server that is down or still recovering."""
+
+    def __init__(self, *, base: float = 0.05, cap: float = 1.0) -> None:
+        self._base = base
+        self._cap = cap
+        self._failures = 0
+        self._not_before = 0.0
+
+    def connect(
+        self, dialect: Dialect, record: ConnectionPoolEntry, cargs: Any, cparams: Any
+    ) -> Any:
+        """Connect as the dialect would, unless the backoff says not yet (a `do_connect`
+        handler: what it returns is the new connection)."""
+        wait = self._not_before - time.monotonic()
+        if wait > 0:
+            raise NoWriter(f"no writer reachable; next connection attempt in {wait:.2f}s")
+        try:
+            connection = dialect.connect(*cargs, **cparams)
+        except Exception:
+            delay = min(self._cap, self._base * 2**self._failures)
+            self._failures += 1
+            self._not_before = time.monotonic() + random.uniform(delay / 2, delay)
+            raise
+        self._failures = 0
+        self._not_before = 0.0
+        return connection
+
+
+def _drop_closed(
+    dbapi_connection: Any, record: ConnectionPoolEntry, proxy: PoolProxiedConnection
+) -> None:
+    """A pool checkout handler: a connection whose server closed it (killed, restarted) is
+    replaced by a new one before anybody uses it; asking the driver costs no round trip."""
+    if dbapi_connection._connection.is_closed():
+        raise exc.DisconnectionError("the server closed this connection")
+
+
+def _invalidate_on_writer_loss(context: ExceptionContext) -> None:
+    """A handle_error handler: an error that says the writer is lost invalidates the
+    connection and the whole pool, so no connection to that server is used for writes again."""
+    if writer_lost(context.original_exception):
+        context.is_disconnect = True
 
 
 def create_engine(settings: ServiceSettings, *, url: str | None = None) -> AsyncEngine:
     """An engine with a bounded pool, a statement timeout and the service as application name,
-    on the service's database (or on `url`, e.g. a reader endpoint of the same database)."""
-    return create_async_engine(
+    on the service's database (or on `url`, e.g. a reader endpoint of the same database), that
+    follows the writer across a failover (the module's docstring)."""
+    engine = create_async_engine(
         settings.sqlalchemy_url if url is None else to_asyncpg_url(url),
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
@@ -37,12 +144,31 @@ def create_engine(settings: ServiceSettings, *, url: str | None = None) -> Async
             },
         },
     )
+    backoff = ConnectBackoff()
+    event.listen(engine.sync_engine, "do_connect", backoff.connect)
+    event.listen(engine.sync_engine, "checkout", _drop_closed)
+    event.listen(engine.sync_engine, "handle_error", _invalidate_on_writer_loss)
+    return engine
 
 
 async def ping(engine: AsyncEngine) -> None:
-    """Raise unless the database answers a trivial query."""
-    async with engine.connect() as connection:
-        await connection.execute(text("SELECT 1"))
+    """Raise unless the engine reaches the writer: a server that answers AND takes writes (a
+    standby or a demoted primary answers too), else NoWriter. A connection to a server that
+    takes no writes is dropped with the rest of the pool."""
+    try:
+        async with engine.connect() as connection:
+            is_writer = (await connection.execute(_IS_WRITER)).scalar_one()
+            if not is_writer:
+                await connection.invalidate()
+    except NoWriter:
+        raise
+    except Exception as error:
+        if writer_lost(error):
+            raise NoWriter(f"no writer: {error}") from error
+        raise
+    if not is_writer:
+        await engine.dispose()
+        raise NoWriter("the database answers but takes no writes")
 
 
 class AbstractUnitOfWork(Protocol):
@@ -108,9 +234,17 @@ class UnitOfWork:
                 await self.session.commit()
             else:
                 await self.session.rollback()
+        except Exception as error:
+            if writer_lost(error):
+                raise DependencyUnavailable("the database has no writer right now") from error
+            raise
         finally:
             self._published = []
             await self.session.close()
+        if exc is not None and writer_lost(exc):
+            # Unavailable, not a failure of the request: callers retry it (a commit whose
+            # answer was lost may have been applied; every write is idempotent by its key).
+            raise DependencyUnavailable("the database has no writer right now") from exc
 
     async def publish(
         self, payload: Message, *, aggregate_type: str, aggregate_id: str
