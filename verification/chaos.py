@@ -24,7 +24,7 @@ from verification import collect, customers, faults
 from verification.invariants import Verdict, check_all
 from verification.plan import OUTAGE_SECONDS, ChaosPlan, CheckoutPlan, make_plan
 from verification.report import RunFacts, render
-from verification.snapshot import ClientCheckout
+from verification.snapshot import ClientCheckout, InjectedPoison
 from verification.stack import REPO, ChaosStack, fresh_database, kill_targets, running_stack
 
 log = logging.getLogger("verification.chaos")
@@ -133,6 +133,28 @@ async def drive_load(
     return list(results), fault_log
 
 
+def client_records(
+    results: Sequence[customers.CheckoutResult], poison: Sequence[InjectedPoison] = ()
+) -> collect.ClientRecords:
+    """What the customers were answered (each key's orders, each cancel), and the poison the
+    run put on its queues: the client side the invariants hold the system's records against."""
+    checkouts = [
+        ClientCheckout(
+            customer_id=r.plan.customer_id,
+            idempotency_key=r.plan.idempotency_key,
+            cart_id=r.cart_id,
+            order_ids=frozenset(r.order_ids),
+        )
+        for r in results
+        if r.cart_id is not None
+    ]
+    return collect.ClientRecords(
+        checkouts=checkouts,
+        cancels=[r.cancel for r in results if r.cancel is not None],
+        poison=poison,
+    )
+
+
 async def run(options: ChaosOptions) -> int:
     """One full chaos run; the exit code."""
     plan = make_plan(
@@ -162,21 +184,7 @@ async def run(options: ChaosOptions) -> int:
             stack, scope, within=options.settle_within, pipeline=pipeline
         )
         log.info("settled in %.0fs (%d orders unsettled)", waited, unsettled)
-        checkouts = [
-            ClientCheckout(
-                customer_id=r.plan.customer_id,
-                idempotency_key=r.plan.idempotency_key,
-                cart_id=r.cart_id,
-                order_ids=frozenset(r.order_ids),
-            )
-            for r in results
-            if r.cart_id is not None
-        ]
-        clients = collect.ClientRecords(
-            checkouts=checkouts,
-            cancels=[r.cancel for r in results if r.cancel is not None],
-            poison=fault_log.poison,
-        )
+        clients = client_records(results, fault_log.poison)
         async with httpx.AsyncClient(base_url=stack.url("psp")) as psp:
             snapshot, orphans = await collect.take_snapshot(
                 stack,

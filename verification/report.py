@@ -129,18 +129,26 @@ def render(
         f"authorization(s); holds it alone released: {released}",
         "",
     ]
-    out.append("invariants:")
+    out += invariant_lines(results)
+    out += ["", f"result: {verdict(results)} (seed {facts.seed})"]
+    return "\n".join(out)
+
+
+def invariant_lines(results: Sequence[InvariantResult]) -> list[str]:
+    """Each invariant's verdict, what it examined, and its first counterexamples."""
+    out = ["invariants:"]
     for result in results:
         out.append(f"  [{result.verdict.value}] {result.number}. {result.title}: {result.examined}")
         out += [f"      - {c}" for c in result.counterexamples[:SHOWN_COUNTEREXAMPLES]]
         hidden = len(result.counterexamples) - SHOWN_COUNTEREXAMPLES
         if hidden > 0:
             out.append(f"      ... and {hidden} more")
+    return out
+
+
+def verdict(results: Sequence[InvariantResult]) -> str:
+    """PASS, or FAIL with how many violations in how many invariants."""
     failed = [r for r in results if r.verdict is Verdict.FAIL]
-    verdict = (
-        f"FAIL: {violations(results)} violation(s) in {len(failed)} invariant(s)"
-        if failed
-        else "PASS: zero invariant violations"
-    )
-    out += ["", f"result: {verdict} (seed {facts.seed})"]
-    return "\n".join(out)
+    if failed:
+        return f"FAIL: {violations(results)} violation(s) in {len(failed)} invariant(s)"
+    return "PASS: zero invariant violations"
