@@ -1,9 +1,11 @@
-"""Client channels to our own services: deadlines on every call, retries only where safe."""
+"""Client channels to our own services: deadlines on every call, retries only where safe, and
+calls balanced over every replica of a service that is healthy."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from typing import Any
 
 import grpc
 
@@ -19,17 +21,53 @@ RETRY_POLICY = {
     "backoffMultiplier": 2,
     "retryableStatusCodes": ["UNAVAILABLE"],
 }
+# Every call goes to the next replica in turn, among those whose health service answers
+# SERVING for the server as a whole ("", which every service of ours reports next to its own
+# names): a replica that is NOT_SERVING, draining or gone gets no calls until it is back.
+BALANCING = {
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "healthCheckConfig": {"serviceName": ""},
+}
+ADDRESS_SEPARATOR = ","
 
 
-def service_config(idempotent_services: Iterable[str]) -> str:
-    """A gRPC service config that retries the given (fully qualified) services' methods.
+def channel_target(target: str) -> str:
+    """The gRPC target for a `*_TARGET` setting: one address or name as it is (a DNS name's
+    every address is balanced over), several `host:port` IPv4 addresses separated by commas
+    (one per replica, as the local supervisor writes them) as one `ipv4:` target."""
+    addresses = [address.strip() for address in target.split(ADDRESS_SEPARATOR)]
+    if len(addresses) == 1:
+        return addresses[0]
+    return "ipv4:" + ADDRESS_SEPARATOR.join(addresses)
+
+
+def service_config(idempotent_services: Iterable[str] = ()) -> str:
+    """A gRPC service config that balances over healthy replicas and retries the given (fully
+    qualified) services' methods.
 
     Pass only services whose every method is idempotent: reads, and mutations that carry an
     idempotency_key, which is all of ours.
     """
     names = [{"service": name} for name in idempotent_services]
-    config = {"methodConfig": [{"name": names, "retryPolicy": RETRY_POLICY}]} if names else {}
+    config: dict[str, Any] = dict(BALANCING)
+    if names:
+        config["methodConfig"] = [{"name": names, "retryPolicy": RETRY_POLICY}]
     return json.dumps(config)
+
+
+def balanced_channel(
+    target: str,
+    *,
+    idempotent_services: Iterable[str] = (),
+    options: Iterable[tuple[str, Any]] = (),
+    interceptors: Iterable[grpc.aio.ClientInterceptor] = (),
+) -> grpc.aio.Channel:
+    """An insecure channel (inside the VPC / on loopback) to every replica behind `target`,
+    balanced over the healthy ones; `options` add to (or override) the balancing's."""
+    merged = {"grpc.service_config": service_config(idempotent_services), **dict(options)}
+    return grpc.aio.insecure_channel(
+        channel_target(target), options=list(merged.items()), interceptors=list(interceptors)
+    )
 
 
 def open_channel(
@@ -38,10 +76,9 @@ def open_channel(
     default_timeout: float,
     idempotent_services: Iterable[str] = (),
 ) -> grpc.aio.Channel:
-    """An insecure channel (inside the VPC / on loopback) with deadline, tracing and retries."""
+    """A balanced channel (balanced_channel) with deadline, tracing and retries."""
     options = [
         ("grpc.enable_retries", 1),
-        ("grpc.service_config", service_config(idempotent_services)),
         ("grpc.keepalive_time_ms", 30_000),
         # A dependency that restarts (a deploy, a crash, a lost zone) is reconnected within
         # seconds; gRPC's default backoff grows to 2 minutes of refusing calls at once.
@@ -52,4 +89,9 @@ def open_channel(
         DeadlineAndRequestIdInterceptor(default_timeout),
         *client_tracing_interceptors(),
     ]
-    return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
+    return balanced_channel(
+        target,
+        idempotent_services=idempotent_services,
+        options=options,
+        interceptors=interceptors,
+    )

@@ -21,6 +21,7 @@ import grpc
 from marketplace.checkout.v1 import checkout_service_pb2_grpc
 from marketplace.inventory.v1 import inventory_service_pb2_grpc
 from marketplace.payment.v1 import payment_service_pb2_grpc
+from marketplace_platform.channels import balanced_channel
 from marketplace_platform.request_context import REQUEST_ID_HEADER
 from saga_tasks.errors import RetryableError
 from saga_tasks.settings import AdapterSettings
@@ -45,12 +46,12 @@ def settings() -> AdapterSettings:
 
 
 def channel(target: str) -> grpc.aio.Channel:
-    """The running loop's channel to `target`, created on first use."""
+    """The running loop's channel to `target` (balanced over its replicas), made on first use."""
     loop = asyncio.get_running_loop()
     with _lock:
         by_target = _channels.setdefault(loop, {})
         if target not in by_target:
-            by_target[target] = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+            by_target[target] = balanced_channel(target, options=_CHANNEL_OPTIONS)
         return by_target[target]
 
 
