@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import shlex
 import signal
+import socket
 from types import FrameType
 
 import uvicorn
@@ -38,8 +39,22 @@ def main() -> int:
     if settings.gateway_jwt_secret == DEV_JWT_SECRET:
         log.info("try it: %s", curl_example(settings))
     _survive_stop_signals()
-    server.run()
+    if settings.gateway_reuse_port:
+        server.run(sockets=[shared_socket(settings.gateway_host, settings.gateway_port)])
+    else:
+        server.run()
     return 0 if server.started else 1
+
+
+def shared_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port with SO_REUSEPORT, so that every zone's gateway binds the one
+    port and the kernel spreads new connections over those that listen (one that dies takes
+    only its own connections with it)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
 
 
 def _survive_stop_signals() -> None:

@@ -22,6 +22,8 @@ class GatewaySettings(BaseSettings):
     app_env: AppEnv = AppEnv.DEVELOPMENT
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(default=8080, ge=0, le=65535)
+    # Bind the port with SO_REUSEPORT: one gateway per zone on the same port (local stack).
+    gateway_reuse_port: bool = False
     gateway_jwt_secret: str = Field(default=DEV_JWT_SECRET, min_length=32)
     redis_url: str = DEV_REDIS_URL
     cart_target: str = "127.0.0.1:50051"

@@ -32,6 +32,7 @@ from local_supervisor.stack import (
     ports_in_use,
     service_specs,
 )
+from local_supervisor.zones import held_zones_path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,6 +50,7 @@ async def _run(options: RunOptions, console: PrefixedConsole, base_env: Mapping[
         base_env=base_env,
         state_file=options.state_file,
         stop_grace=options.stop_grace,
+        held_zones_file=held_zones_path(options.data_dir),
     )
     prepare = partial(local_stack, options=options, console=console, base_env=base_env)
     return await supervise(
@@ -65,7 +67,9 @@ async def local_stack(
     base_env: Mapping[str, str],
 ) -> AsyncIterator[StackPlan]:
     """Bring up PostgreSQL, Redis and the schema; yield the services to run; stop the stores."""
-    taken = ports_in_use(base_port=options.base_port, http_ports=options.http_ports)
+    taken = ports_in_use(
+        base_port=options.base_port, http_ports=options.http_ports, replicas=options.replicas
+    )
     if taken:
         raise StartupError(
             f"already in use: {', '.join(taken)}; is another `make run` still running? "
@@ -92,6 +96,7 @@ async def local_stack(
                 redis_url=cache_url,
                 http_ports=options.http_ports,
                 extra_env=extra_env,
+                replicas=options.replicas,
             ),
             resources={
                 "DATABASE_URL": mask_password(database_url),

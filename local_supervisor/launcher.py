@@ -24,8 +24,9 @@ from typing import Final, TypeVar
 from local_supervisor.processes import RESTARTING, describe_exit
 from local_supervisor.session import READY_MARK
 from local_supervisor.settings import command_line
-from local_supervisor.stack import GRPC_HOST, STACK, ports_in_use
-from local_supervisor.state_file import read_state, state_file_path
+from local_supervisor.stack import GRPC_HOST, STACK, grpc_port, ports_in_use
+from local_supervisor.state_file import ProcessState, read_state, state_file_path
+from local_supervisor.zones import held_zones_path, hold_zone, release_zone
 
 REPO = Path(__file__).resolve().parents[1]
 SUPERVISOR_MODULE = "local_supervisor"
@@ -57,30 +58,33 @@ class StackNotReady(RuntimeError):
 
 @dataclass(frozen=True)
 class StackPorts:
-    """Where a stack listens: its gRPC services on base_port + offset, its HTTP processes."""
+    """Where a stack listens: its gRPC services on base_port + offset (zone-a's replicas; the
+    other zones' further up, local_supervisor.stack.grpc_port), its HTTP processes."""
 
     base_port: int
     http_ports: Mapping[str, int]  # gateway, psp
 
-    def grpc_address(self, name: str) -> str:
-        """host:port of a gRPC service of the stack (cart, inventory, payment, checkout)."""
-        offset = next(entry.port_offset for entry in STACK if entry.name == name)
-        if offset is None:
-            raise ValueError(f"{name} has no gRPC port")
-        return f"{GRPC_HOST}:{self.base_port + offset}"
+    def grpc_address(self, name: str, zone_index: int = 0) -> str:
+        """host:port of a gRPC service of the stack (cart, inventory, payment, checkout), of
+        its replica in zone `zone_index` (zone-a by default)."""
+        entry = next(entry for entry in STACK if entry.name == name)
+        return f"{GRPC_HOST}:{grpc_port(entry, base_port=self.base_port, zone_index=zone_index)}"
 
     def url(self, name: str) -> str:
         """The base URL of an HTTP process of the stack (gateway, psp)."""
         return f"http://{GRPC_HOST}:{self.http_ports[name]}"
 
 
-def free_ports(rng: random.Random | None = None, *, attempts: int = 50) -> StackPorts:
-    """A base port for the gRPC services and ports for the HTTP processes, all free now."""
+def free_ports(
+    rng: random.Random | None = None, *, attempts: int = 50, replicas: int = 1
+) -> StackPorts:
+    """A base port for the gRPC services and ports for the HTTP processes, all free now (every
+    zone's, with `replicas`)."""
     rng = rng or random.Random()
     for _ in range(attempts):
         base = rng.randint(20_000, 40_000)
         ports = StackPorts(base, {"gateway": base + 10, "psp": base + 11})
-        if not ports_in_use(base_port=base, http_ports=ports.http_ports):
+        if not ports_in_use(base_port=base, http_ports=ports.http_ports, replicas=replicas):
             return ports
     raise RuntimeError("no free ports for the stack")
 
@@ -156,6 +160,22 @@ class LaunchedStack:
     def pid_of(self, name: str) -> int | None:
         """The process's pid from the state file (None while it restarts)."""
         return self.processes().get(name)
+
+    def states(self) -> list[ProcessState]:
+        """Every supervised process as the state file shows it ([] before it was written)."""
+        return read_state(self.state_file)
+
+    def zone_processes(self, zone: str) -> dict[str, int | None]:
+        """Each process of `zone` with its pid from the state file (None: it is down)."""
+        return {state.name: state.pid for state in self.states() if state.zone == zone}
+
+    def hold_zone(self, zone: str) -> None:
+        """Tell the supervisor to restart none of `zone`'s processes that end (a lost zone)."""
+        hold_zone(held_zones_path(self.data_dir), zone)
+
+    def release_zone(self, zone: str) -> None:
+        """Tell the supervisor to restart `zone`'s processes again, those down at once."""
+        release_zone(held_zones_path(self.data_dir), zone)
 
     def restarts_seen(self) -> int:
         """How many SIGKILLed processes the supervisor said it restarts."""
@@ -241,6 +261,7 @@ async def launched_stack(
     ports: StackPorts | None = None,
     keep_lines: int | None = None,
     stop_within: float = STOP_WITHIN,
+    replicas: int = 1,
 ) -> AsyncIterator[LaunchedStack]:
     """`python -m local_supervisor` on free ports (or `ports`) until the block ends, then SIGTERM
     (SIGKILL after stop_within seconds).
@@ -250,13 +271,15 @@ async def launched_stack(
     ready_within: wait (that long, also the supervisor's --ready-timeout) until every process is
     ready before entering the block, else raise StackNotReady; None enters at once.
     log_path: append the supervisor's output there too. keep_lines: keep only that many lines.
+    replicas: of each replicated process, one per zone (`--replicas`).
     """
-    ports = ports or free_ports()
+    ports = ports or free_ports(replicas=replicas)
     argv = command_line(
         data_dir=data_dir,
         base_port=ports.base_port,
         http_ports=ports.http_ports,
         ready_timeout=ready_within,
+        replicas=replicas,
     )
     env = launch_env(database_url=database_url, redis_url=redis_url, settings=settings)
     process = await asyncio.create_subprocess_exec(

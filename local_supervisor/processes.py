@@ -14,13 +14,18 @@ from local_supervisor.console import PrefixedConsole
 from local_supervisor.parent_death import die_with_supervisor_hook
 from local_supervisor.readiness import Readiness, ReadinessCheck, ReadinessProber
 from local_supervisor.state_file import ProcessState, remove_state, write_state
+from local_supervisor.zones import clear_holds, held_zones
 
 _MAX_LINE_BYTES = 64 * 1024
 _OUTPUT_DRAIN_SECONDS = 1.0
 _READY_POLL_SECONDS = 0.1
+_HOLD_POLL_SECONDS = 0.2  # how often a held zone's ended process looks for its release
 # Follows how a process ended in the line the supervisor prints before restarting it:
 # "inventory exited with signal SIGKILL; restarting in 0.5s (restart 1)".
 RESTARTING = "; restarting"
+# ... and instead of it when the process's zone is held down (local_supervisor.zones):
+# "inventory@zone-a exited with signal SIGKILL; not restarted: zone-a is held down ...".
+HELD_DOWN = "; not restarted:"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,6 +36,7 @@ class ProcessSpec:
     argv: Sequence[str]
     env: Mapping[str, str] = field(default_factory=dict)
     readiness: ReadinessCheck | None = None
+    zone: str | None = None  # the zone it runs in; None: it belongs to none (the PSP, Redis)
 
     @property
     def address(self) -> str | None:
@@ -82,10 +88,15 @@ class Supervisor:
         state_file: Path | None = None,
         stop_grace: float = 10.0,
         restart_policy: RestartPolicy | None = None,
+        held_zones_file: Path | None = None,
     ) -> None:
         self._console = console
         self._base_env = dict(base_env)
         self._state_file = state_file
+        # local_supervisor.zones: a zone held there has its ended processes left down.
+        self._held_zones_file = held_zones_file
+        if held_zones_file is not None:
+            clear_holds(held_zones_file)
         self._stop_grace = stop_grace
         self._restart_policy = restart_policy or RestartPolicy()
         self._prober = ReadinessProber()
@@ -131,6 +142,7 @@ class Supervisor:
                 pid=_pid_if_running(child.process),
                 address=child.spec.address,
                 restarts=child.restarts,
+                zone=child.spec.zone,
             )
             for child in self._children.values()
         ]
@@ -192,6 +204,8 @@ class Supervisor:
         self._stopped = True
         if self._state_file:
             remove_state(self._state_file)
+        if self._held_zones_file:
+            clear_holds(self._held_zones_file)
 
     async def _stop_tier(self, tier: list[_Child]) -> None:
         running = [child for child in tier if _pid_if_running(child.process)]
@@ -238,8 +252,12 @@ class Supervisor:
                 return
             if loop.time() - started >= self._restart_policy.reset_after:
                 consecutive = 0
-            consecutive += 1
             child.restarts += 1
+            if self._held(child):
+                await self._wait_for_release(child, outcome)
+                consecutive = 0  # its zone was away, not a process failing again and again
+                continue
+            consecutive += 1
             delay = self._restart_policy.delay(consecutive)
             self._console.say(
                 f"{child.spec.name} {outcome}{RESTARTING} in {delay:.1f}s "
@@ -247,6 +265,22 @@ class Supervisor:
             )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+
+    def _held(self, child: _Child) -> bool:
+        zone = child.spec.zone
+        return bool(self._held_zones_file and zone and zone in held_zones(self._held_zones_file))
+
+    async def _wait_for_release(self, child: _Child, outcome: str) -> None:
+        """Leave a held zone's ended process down until its zone is released (or we stop)."""
+        self._console.say(
+            f"{child.spec.name} {outcome}{HELD_DOWN} {child.spec.zone} is held down "
+            f"(restart {child.restarts} once it is released)"
+        )
+        while self._held(child) and not self.stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=_HOLD_POLL_SECONDS)
+        if not self.stopping:
+            self._console.say(f"{child.spec.zone} released; restarting {child.spec.name}")
 
     async def _run_once(self, child: _Child) -> str:
         try:

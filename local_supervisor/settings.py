@@ -10,6 +10,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from local_supervisor.stack import MAX_REPLICAS
 from local_supervisor.state_file import state_file_path
 
 DEFAULT_BASE_PORT = 50051
@@ -31,6 +32,7 @@ class SupervisorSettings(BaseSettings):
     gateway_port: int = Field(default=8080, ge=1, le=65535)
     psp_port: int = Field(default=8089, ge=1, le=65535)
     local_data_dir: Path = Field(default_factory=default_data_dir)
+    replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,6 +45,7 @@ class RunOptions:
     ready_timeout: float
     stop_grace: float
     skip_migrate: bool
+    replicas: int  # of each replicated process, one per zone (local_supervisor.stack)
     database_url: str | None  # None: start an embedded PostgreSQL
     redis_url: str | None  # None: start an embedded Redis
 
@@ -100,6 +103,14 @@ def parse_options(argv: Sequence[str], settings: SupervisorSettings) -> RunOptio
     parser.add_argument(
         "--skip-migrate", action="store_true", help="do not run database migrations first"
     )
+    parser.add_argument(
+        "--replicas",
+        type=_replicas_flag,
+        default=settings.replicas,
+        help="replicas of every service, worker and the gateway, replica i in zone i "
+        "(zone-a, zone-b, ...); the PSP simulator and Redis run once (env REPLICAS; "
+        "default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     return RunOptions(
         data_dir=args.data_dir.expanduser().resolve(),
@@ -108,9 +119,17 @@ def parse_options(argv: Sequence[str], settings: SupervisorSettings) -> RunOptio
         ready_timeout=args.ready_timeout,
         stop_grace=args.stop_grace,
         skip_migrate=args.skip_migrate,
+        replicas=args.replicas,
         database_url=settings.database_url or None,
         redis_url=settings.redis_url or None,
     )
+
+
+def _replicas_flag(text: str) -> int:
+    count = int(text)
+    if not 1 <= count <= MAX_REPLICAS:
+        raise argparse.ArgumentTypeError(f"between 1 and {MAX_REPLICAS}, not {count}")
+    return count
 
 
 def command_line(
@@ -119,6 +138,7 @@ def command_line(
     base_port: int,
     http_ports: Mapping[str, int],
     ready_timeout: float | None = None,
+    replicas: int = 1,
 ) -> list[str]:
     """The flags that make parse_options read these values: how a launcher (local_supervisor.
     launcher) tells `python -m local_supervisor` where to run."""
@@ -127,6 +147,7 @@ def command_line(
         "--base-port", str(base_port),
         "--gateway-port", str(http_ports["gateway"]),
         "--psp-port", str(http_ports["psp"]),
+        "--replicas", str(replicas),
     ]  # fmt: skip
     if ready_timeout is not None:
         argv += ["--ready-timeout", repr(float(ready_timeout))]

@@ -1,4 +1,5 @@
-"""The local stack's table of services, and the process specs built from it."""
+"""The local stack's table of services, and the process specs built from it: each replicated
+entry runs once per zone (replica i in zone i), every gRPC replica on a port of its own."""
 
 from __future__ import annotations
 
@@ -20,6 +21,13 @@ EVENT_RULES = DEPLOY / "event_rules.json"
 # a time 2 x 2.
 SERVICE_POOL = {"DB_POOL_SIZE": "5"}
 SMALL_POOL = {"DB_POOL_SIZE": "2"}
+# With N replicas each gets 1/N of its pool (at least 1), so the stack stays within them.
+POOL_SETTING = "DB_POOL_SIZE"
+# Zone i's gRPC services listen on base + offset + i * stride (zone-a on base + offset).
+ZONE_PORT_STRIDE = 100
+MAX_REPLICAS = 26  # zone-a .. zone-z
+# A replica's process name when there is more than one: "checkout@zone-b".
+ZONE_MARK = "@"
 
 
 @dataclass(frozen=True)
@@ -32,6 +40,37 @@ class StackEntry:
     env: Mapping[str, str] = field(default_factory=dict)  # its own settings
     http_port_env: str | None = None  # an HTTP process: the variable its port goes in
     ready_path: str | None = None  # ... and the path that answers 200 once it is ready
+    replicated: bool = True  # one per zone; False: one for the whole stack (the PSP)
+    # What a replicated HTTP process is told so that every zone's replica shares its port.
+    shared_port_env: Mapping[str, str] = field(default_factory=dict)
+
+
+def zone_name(index: int) -> str:
+    """The zone of replica `index`: zone-a, zone-b, ..."""
+    if not 0 <= index < MAX_REPLICAS:
+        raise ValueError(f"no zone for replica {index} (at most {MAX_REPLICAS} replicas)")
+    return f"zone-{chr(ord('a') + index)}"
+
+
+def replica_name(name: str, zone: str, replicas: int) -> str:
+    """A replica's process name: the entry's own with one replica, "name@zone" with more."""
+    return name if replicas == 1 else f"{name}{ZONE_MARK}{zone}"
+
+
+def role_of(process_name: str) -> str:
+    """The stack entry a process is a replica of ("checkout@zone-b" -> "checkout")."""
+    return process_name.partition(ZONE_MARK)[0]
+
+
+def grpc_port(entry: StackEntry, *, base_port: int, zone_index: int = 0) -> int:
+    """The port of an entry's gRPC replica in zone `zone_index`."""
+    if entry.port_offset is None:
+        raise ValueError(f"{entry.name} has no gRPC port")
+    return base_port + entry.port_offset + zone_index * ZONE_PORT_STRIDE
+
+
+def _replica_count(entry: StackEntry, replicas: int) -> int:
+    return replicas if entry.replicated else 1
 
 
 # Adding the gateway or a worker is one line here.
@@ -40,7 +79,15 @@ STACK: tuple[StackEntry, ...] = (
     StackEntry("inventory", "services.inventory", 1),
     StackEntry("payment", "services.payment", 2),
     StackEntry("checkout", "services.checkout", 3),
-    StackEntry("psp", "simulators.psp", None, http_port_env="PSP_PORT", ready_path="/healthz"),
+    # The outside world: one for the stack, whatever the zones.
+    StackEntry(
+        "psp",
+        "simulators.psp",
+        None,
+        http_port_env="PSP_PORT",
+        ready_path="/healthz",
+        replicated=False,
+    ),
     # Runs the same state machine file Step Functions runs, calling the saga task handlers.
     StackEntry(
         "saga-engine", "workers.saga_engine", None, env={"SAGA_DEFINITION": str(SAGA_DEFINITION)}
@@ -55,8 +102,16 @@ STACK: tuple[StackEntry, ...] = (
     # Whatever cancelled an order, these give its money and its units back (OrderCancelled).
     StackEntry("payment-release", "workers.consumers.payment_release", None, env=SMALL_POOL),
     StackEntry("stock-release", "workers.consumers.stock_release", None, env=SMALL_POOL),
-    # /readyz answers 200 only once cart, inventory and checkout are SERVING.
-    StackEntry("gateway", "gateway", None, http_port_env="GATEWAY_PORT", ready_path="/readyz"),
+    # /readyz answers 200 only once cart, inventory and checkout are SERVING. Each zone's
+    # gateway binds the one port with SO_REUSEPORT; the kernel spreads connections over them.
+    StackEntry(
+        "gateway",
+        "gateway",
+        None,
+        http_port_env="GATEWAY_PORT",
+        ready_path="/readyz",
+        shared_port_env={"GATEWAY_REUSE_PORT": "true"},
+    ),
 )
 DEFAULT_HTTP_PORTS: Mapping[str, int] = {"psp": 8089, "gateway": 8080}
 
@@ -69,32 +124,47 @@ def service_specs(
     http_ports: Mapping[str, int] = DEFAULT_HTTP_PORTS,
     extra_env: Mapping[str, str] | None = None,
     entries: tuple[StackEntry, ...] = STACK,
+    replicas: int = 1,
 ) -> list[ProcessSpec]:
-    """The process specs of the stack's services: gRPC on base_port + offset, HTTP on its port."""
+    """The process specs of the stack's services, `replicas` of each replicated entry (zone by
+    zone): gRPC on its zone's port, HTTP on its port, ZONE in every replica's environment."""
+    targets = service_targets(
+        base_port=base_port, http_ports=http_ports, entries=entries, replicas=replicas
+    )
+    common = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, **SERVICE_POOL, **targets}
     specs = []
-    targets = service_targets(base_port=base_port, http_ports=http_ports, entries=entries)
-    for entry in entries:
-        env = {
-            "DATABASE_URL": database_url,
-            "REDIS_URL": redis_url,
-            "SERVICE_NAME": entry.name,
-            **SERVICE_POOL,
-            **targets,
-            **(extra_env or {}),
-            **entry.env,
-        }
-        readiness: ReadinessCheck | None = None
-        if entry.port_offset is not None:
-            port = base_port + entry.port_offset
-            env |= {"GRPC_HOST": GRPC_HOST, "GRPC_PORT": str(port)}
-            readiness = GrpcHealthCheck(f"{GRPC_HOST}:{port}")
-        if entry.http_port_env is not None:
-            http_port = http_ports[entry.name]
-            env[entry.http_port_env] = str(http_port)
-            if entry.ready_path is not None:
-                readiness = HttpReadyCheck(GRPC_HOST, http_port, entry.ready_path)
-        argv = [sys.executable, "-m", entry.module]
-        specs.append(ProcessSpec(name=entry.name, argv=argv, env=env, readiness=readiness))
+    for zone_index in range(replicas):
+        zone = zone_name(zone_index)
+        for entry in entries:
+            if zone_index >= _replica_count(entry, replicas):
+                continue
+            env = {"SERVICE_NAME": entry.name, **common, **(extra_env or {}), **entry.env}
+            if entry.replicated:
+                env["ZONE"] = zone
+                env[POOL_SETTING] = str(max(1, int(env[POOL_SETTING]) // replicas))
+            readiness: ReadinessCheck | None = None
+            if entry.port_offset is not None:
+                port = grpc_port(entry, base_port=base_port, zone_index=zone_index)
+                env |= {"GRPC_HOST": GRPC_HOST, "GRPC_PORT": str(port)}
+                readiness = GrpcHealthCheck(f"{GRPC_HOST}:{port}")
+            if entry.http_port_env is not None:
+                http_port = http_ports[entry.name]
+                env[entry.http_port_env] = str(http_port)
+                if _replica_count(entry, replicas) > 1:
+                    env |= entry.shared_port_env
+                if entry.ready_path is not None:
+                    readiness = HttpReadyCheck(GRPC_HOST, http_port, entry.ready_path)
+            name = replica_name(entry.name, zone, _replica_count(entry, replicas))
+            argv = [sys.executable, "-m", entry.module]
+            specs.append(
+                ProcessSpec(
+                    name=name,
+                    argv=argv,
+                    env=env,
+                    readiness=readiness,
+                    zone=zone if entry.replicated else None,
+                )
+            )
     return specs
 
 
@@ -103,10 +173,15 @@ def service_targets(
     base_port: int,
     http_ports: Mapping[str, int] = DEFAULT_HTTP_PORTS,
     entries: tuple[StackEntry, ...] = STACK,
+    replicas: int = 1,
 ) -> dict[str, str]:
-    """Where each process listens, as the variables its callers read (CART_TARGET, PSP_URL)."""
+    """Where each process listens, as the variables its callers read (CART_TARGET, PSP_URL): a
+    gRPC service's every replica, comma-separated (marketplace_platform.channels)."""
     targets = {
-        f"{entry.name.upper()}_TARGET": f"{GRPC_HOST}:{base_port + entry.port_offset}"
+        f"{entry.name.upper()}_TARGET": ",".join(
+            f"{GRPC_HOST}:{grpc_port(entry, base_port=base_port, zone_index=zone_index)}"
+            for zone_index in range(_replica_count(entry, replicas))
+        )
         for entry in entries
         if entry.port_offset is not None
     }
@@ -144,20 +219,28 @@ def ports_in_use(
     base_port: int,
     http_ports: Mapping[str, int] = DEFAULT_HTTP_PORTS,
     entries: tuple[StackEntry, ...] = STACK,
+    replicas: int = 1,
 ) -> list[str]:
     """The stack's ports that something already listens on, as "name (port)"."""
-    taken = []
+    wanted: list[tuple[str, int]] = []
     for entry in entries:
         if entry.port_offset is not None:
-            port = base_port + entry.port_offset
+            count = _replica_count(entry, replicas)
+            wanted += [
+                (
+                    replica_name(entry.name, zone_name(index), count),
+                    grpc_port(entry, base_port=base_port, zone_index=index),
+                )
+                for index in range(count)
+            ]
         elif entry.http_port_env is not None:
-            port = http_ports[entry.name]
-        else:
-            continue
+            wanted.append((entry.name, http_ports[entry.name]))
+    taken = []
+    for name, port in wanted:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind((GRPC_HOST, port))
             except OSError:
-                taken.append(f"{entry.name} ({port})")
+                taken.append(f"{name} ({port})")
     return taken

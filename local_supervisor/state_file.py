@@ -20,6 +20,7 @@ class ProcessState:
     pid: int | None
     address: str | None
     restarts: int
+    zone: str | None = None  # the zone it runs in (local_supervisor.stack); None: no zone
 
 
 def state_file_path(data_dir: Path) -> Path:
@@ -60,6 +61,7 @@ def read_state(path: Path) -> list[ProcessState]:
             pid=None if entry["pid"] is None else int(entry["pid"]),
             address=entry["address"],
             restarts=int(entry["restarts"]),
+            zone=entry.get("zone"),
         )
         for entry in document["processes"]
     ]
