@@ -257,8 +257,11 @@ async def _first_confirmed_after(url: str, prefix: str, wall: float) -> None:
         await connection.close()
 
 
-async def _watch_health(stack: ChaosStack, trace: HealthTrace, since: float) -> None:
-    """Follow one service's health until it was NOT_SERVING and then SERVING again."""
+async def _watch_health(
+    stack: ChaosStack, trace: HealthTrace, since: float, written: asyncio.Event
+) -> None:
+    """Follow one service's health until it is SERVING again after it said NOT_SERVING, or
+    (a service that never did) until it is SERVING once a write went through."""
     async with grpc.aio.insecure_channel(stack.grpc_address(trace.service)) as channel:
         stub: Any = health_pb2_grpc.HealthStub(channel)
         request = health_pb2.HealthCheckRequest(service=HEALTH_NAMES[trace.service])
@@ -270,8 +273,11 @@ async def _watch_health(stack: ChaosStack, trace: HealthTrace, since: float) -> 
             now = time.monotonic() - since
             if status == health_pb2.HealthCheckResponse.NOT_SERVING:
                 trace.not_serving_at = trace.not_serving_at or now
-            elif status == health_pb2.HealthCheckResponse.SERVING and trace.not_serving_at:
-                trace.serving_again_at = now
+            elif status == health_pb2.HealthCheckResponse.SERVING:
+                if trace.not_serving_at is not None:
+                    trace.serving_again_at = now
+                elif written.is_set():
+                    return
             await asyncio.sleep(POLL_SECONDS)
 
 
@@ -293,8 +299,9 @@ async def take_the_writer_away(
     log.info("primary SIGKILLed at %.0f%% of the load (%d orders acknowledged)",
              progress.share * 100, len(timeline.acknowledged_before))  # fmt: skip
     timeline.health = [HealthTrace(name) for name in GRPC_SERVICES]
+    written = asyncio.Event()
     watchers = [
-        asyncio.create_task(_watch_health(stack, trace, timeline.killed_at))
+        asyncio.create_task(_watch_health(stack, trace, timeline.killed_at, written))
         for trace in timeline.health
     ]
     await asyncio.sleep(options.promote_after)
@@ -309,6 +316,7 @@ async def take_the_writer_away(
     async with asyncio.timeout(RECOVERY_WITHIN):
         await _first_write(pair.writer_url("postgres"))
         timeline.first_write = time.monotonic() - timeline.killed_at
+        written.set()
         timeline.lost_when_back = await missing(stack.database_url, timeline.acknowledged_before)
         await _first_confirmed_after(stack.database_url, customer_prefix, timeline.killed_wall)
         timeline.first_confirmed = time.monotonic() - timeline.killed_at
