@@ -186,12 +186,18 @@ async def test_a_server_turned_read_only_is_not_written_to_again() -> None:
     async with replica_pair(standby=False) as pair:
         await pair.create_database(DATABASE)
         engine = create_engine(ServiceSettings(database_url=pair.writer_url(DATABASE)))
+        uow = unit_of_work_factory(engine, OutboxWriter(outbox, producer="test"))()
         admin = await asyncpg.connect(pair.primary.url(DATABASE))
         try:
-            await ping(engine)  # the pool holds a connection to the writer
+            await admin.execute("CREATE TABLE marks (n int)")
+            async with uow:  # the pool holds a connection to the writer
+                await uow.session.execute(text("INSERT INTO marks VALUES (1)"))
             await admin.execute("ALTER SYSTEM SET default_transaction_read_only = on")
             await admin.execute("SELECT pg_reload_conf()")
             await asyncio.sleep(0.5)
+            with pytest.raises(DependencyUnavailable):  # 25006: the pool is dropped
+                async with uow:
+                    await uow.session.execute(text("INSERT INTO marks VALUES (2)"))
             with pytest.raises(NoWriter):
                 await ping(engine)
             await admin.execute("ALTER SYSTEM RESET default_transaction_read_only")
@@ -204,6 +210,9 @@ async def test_a_server_turned_read_only_is_not_written_to_again() -> None:
                         break
                     except NoWriter:
                         await asyncio.sleep(0.1)
+            async with uow:
+                await uow.session.execute(text("INSERT INTO marks VALUES (3)"))
+            assert await admin.fetchval("SELECT array_agg(n ORDER BY n) FROM marks") == [1, 3]
         finally:
             await admin.close()
             await engine.dispose()
