@@ -18,6 +18,7 @@ import httpx
 from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
 
+from local_supervisor.stack import role_of
 from marketplace.common.v1 import ids_pb2
 from marketplace.inventory.v1 import inventory_service_pb2 as inventory_pb
 from marketplace.inventory.v1 import inventory_service_pb2_grpc as inventory_grpc
@@ -331,7 +332,7 @@ async def take_snapshot(
 ) -> tuple[Snapshot, int]:
     """Read everything the invariants need, the PSP before the harness reconciles; then
     reconcile and audit. Also the orphans ReconcilePayments says it voided."""
-    processes = set(stack.processes())
+    processes = {role_of(name) for name in stack.processes()}  # "shipping@zone-b": shipping
     relay = has_relay(processes)
     db = await asyncpg.connect(stack.database_url)
     try:

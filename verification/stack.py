@@ -118,11 +118,17 @@ async def fresh_database(server_url: str | None, scratch: Path) -> AsyncIterator
 
 @asynccontextmanager
 async def running_stack(
-    *, database_url: str, data_dir: Path, rng: random.Random, ready_within: float = 120.0
+    *,
+    database_url: str,
+    data_dir: Path,
+    rng: random.Random,
+    ready_within: float = 120.0,
+    replicas: int = 1,
 ) -> AsyncIterator[ChaosStack]:
     """The supervisor running the whole stack on free ports until the block ends, entered once
-    every process is ready; its output goes to data_dir/supervisor.log too."""
-    ports = free_ports(rng)
+    every process is ready (`replicas` of each, one per zone); its output goes to
+    data_dir/supervisor.log too."""
+    ports = free_ports(rng, replicas=replicas)
     # The PSP keeps its ledger under the run's folder: a shared one would mix other stacks'
     # intents into the ground truth (and let this run's reconciliation void them).
     settings = STACK_ENV | DEADLINE_ENV
@@ -139,6 +145,7 @@ async def running_stack(
         ready_within=ready_within,
         log_path=data_dir / "supervisor.log",
         ports=ports,
+        replicas=replicas,
     ) as launched:
         yield ChaosStack(database_url, data_dir, ports.base_port, ports.http_ports, launched)
 

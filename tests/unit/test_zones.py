@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.server import shared_socket
 from local_supervisor.launcher import StackPorts
 from local_supervisor.settings import SupervisorSettings, command_line, parse_options
 from local_supervisor.stack import (
@@ -131,3 +132,12 @@ def test_zones_are_held_and_released_in_one_file(tmp_path: Path) -> None:
     assert held_zones(holds) == {"zone-b"}
     clear_holds(holds)
     assert held_zones(holds) == frozenset()
+
+
+def test_every_zones_gateway_binds_the_one_port() -> None:
+    with shared_socket("127.0.0.1", 0) as first:
+        port = first.getsockname()[1]
+        first.listen()
+        with shared_socket("127.0.0.1", port) as second:
+            second.listen()
+            assert second.getsockname() == first.getsockname()
