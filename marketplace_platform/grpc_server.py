@@ -1,6 +1,7 @@
 """The grpc.aio server bootstrap every service uses.
 
-Health checking (SERVING only while the readiness probe passes, e.g. the database answers),
+Health checking (SERVING only while the readiness probe passes, e.g. the database's writer
+answers: a standby or a read-only server is not enough, see marketplace_platform.db.ping),
 reflection, the boundary interceptors and OpenTelemetry's (only while tracing is on), and
 graceful shutdown on SIGTERM: health goes NOT_SERVING, in-flight calls drain within the grace
 period, then the server stops.

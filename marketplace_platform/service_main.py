@@ -49,6 +49,8 @@ async def _serve(settings: ServiceSettings, package: str, build: ServiceFactory)
     parts = None
     try:
         parts = build(engine)
+        # Ready while a writer answers: NOT_SERVING through a failover, SERVING once the
+        # endpoint reaches the new writer (the engine reconnects by itself).
         await serve_until_signalled(
             settings, parts.services, readiness=lambda: ping(engine), background=parts.background
         )
