@@ -1,7 +1,7 @@
 """A PostgreSQL primary with a streaming standby on this machine, for drills that take the
-database writer away: each server its own process (in a process group of its own, so a kill
-takes the postmaster and every backend at once, as losing the machine would), on a free port,
-in a temporary data directory; the standby synchronous or asynchronous.
+database writer away: each server its own process on a free port, in a temporary data
+directory (a kill takes the postmaster and every backend at once, as losing the machine
+would); the standby synchronous or asynchronous.
 
     async with replica_pair(synchronous=True) as pair:
         url = pair.writer_url("marketplace")   # both hosts, target_session_attrs=read-write
@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import IO
 
 import asyncpg  # type: ignore[import-untyped]
+import psutil
 
 from local_supervisor.embedded import free_port
 
@@ -151,12 +152,25 @@ class PostgresServer:
                 return
 
     def kill(self) -> None:
-        """SIGKILL the postmaster and every backend at once: no shutdown, no checkpoint."""
+        """SIGKILL the postmaster and every backend at once: no shutdown, no checkpoint, and no
+        backend left to finish a commit. Each backend leads a process group of its own (the
+        postmaster's children call setsid), so they are frozen first, the postmaster before its
+        children so it forks no more, then all killed."""
         if self.process is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
+        victims = []
+        with contextlib.suppress(psutil.NoSuchProcess):
+            postmaster = psutil.Process(self.process.pid)
+            postmaster.send_signal(signal.SIGSTOP)
+            victims = [postmaster, *postmaster.children(recursive=True)]
+        for victim in victims[1:]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                victim.send_signal(signal.SIGSTOP)
+        for victim in victims:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                victim.send_signal(signal.SIGKILL)
         self.process.wait()
+        psutil.wait_procs(victims[1:], timeout=10)
         self._close_log()
 
     async def promote(self) -> None:
