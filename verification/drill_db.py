@@ -163,22 +163,36 @@ def replay_command(options: DrillOptions) -> str:
     )
 
 
+def _is_checkout(request: httpx.Request) -> bool:
+    return request.method == "POST" and request.url.path == "/v1/checkouts"
+
+
 class Acknowledgements:
     """Every order a client was answered 2xx for (a new checkout or a replay), with when it
-    was first answered; an httpx response hook on the gateway client."""
+    was first answered, and how long each idempotency key waited from its first request to
+    its first 2xx; httpx request and response hooks on the gateway client."""
 
     def __init__(self) -> None:
         self.orders: dict[str, float] = {}  # order id -> monotonic time of its first 2xx
+        self._first_sent: dict[str, float] = {}  # idempotency key -> its first request
+        self.waits: dict[str, float] = {}  # idempotency key -> first request to first 2xx
 
-    async def hook(self, response: httpx.Response) -> None:
+    async def on_request(self, request: httpx.Request) -> None:
+        """Note when a checkout's key was first sent."""
+        if _is_checkout(request):
+            key = request.headers.get("Idempotency-Key", "")
+            self._first_sent.setdefault(key, time.monotonic())
+
+    async def on_response(self, response: httpx.Response) -> None:
         """Record the order of a successful POST /v1/checkouts."""
         request = response.request
-        if request.method != "POST" or request.url.path != "/v1/checkouts":
-            return
-        if not response.is_success:
+        if not _is_checkout(request) or not response.is_success:
             return
         await response.aread()
-        self.orders.setdefault(str(response.json()["order_id"]), time.monotonic())
+        now = time.monotonic()
+        self.orders.setdefault(str(response.json()["order_id"]), now)
+        key = request.headers.get("Idempotency-Key", "")
+        self.waits.setdefault(key, now - self._first_sent.get(key, now))
 
     def before(self, moment: float) -> set[str]:
         """The orders acknowledged before `moment`."""
@@ -343,7 +357,9 @@ async def drive_load(
     prices, initial_stock = catalog
     limits = httpx.Limits(max_connections=options.concurrency * 5)
     async with httpx.AsyncClient(
-        base_url=stack.url("gateway"), limits=limits, event_hooks={"response": [acks.hook]}
+        base_url=stack.url("gateway"),
+        limits=limits,
+        event_hooks={"request": [acks.on_request], "response": [acks.on_response]},
     ) as gateway:
         await customers.stock_catalog(gateway, traffic, prices=prices, initial_stock=initial_stock)
         seats = asyncio.Semaphore(options.concurrency)
@@ -420,6 +436,7 @@ def render(
         mode = "the only server SIGKILLed and restarted (crash recovery)"
         back = "kill -> server accepting connections again"
     answers = ", ".join(f"{k} x{n}" for k, n in sorted(traffic.answers.items()))
+    slowest = max(acks.waits.values(), default=None)
     rows = [
         ("checkouts planned / orders stored", f"{options.checkouts} / {len(snapshot.orders)}"),
         ("load / settle", f"{load_seconds:.1f} s / {settle_seconds:.1f} s"),
@@ -429,6 +446,7 @@ def render(
         ("kill -> first write (time without a writer)", _seconds(timeline.first_write)),
         ("kill -> first checkout acknowledged", _seconds(acks.first_after(timeline.killed_at))),
         ("kill -> first order placed after it CONFIRMED", _seconds(timeline.first_confirmed)),
+        ("slowest checkout: first request -> 2xx", _seconds(slowest)),
         ("acknowledged orders", str(len(acks.orders))),
         ("acknowledged before the kill, missing after", str(len(timeline.lost_when_back))),
         ("acknowledged, missing at the end", str(len(found.lost_at_end))),
@@ -444,7 +462,7 @@ def render(
         f"replay: {replay_command(options)}",
         f"data and logs: {options.data_dir}",
         "",
-        "figures (seconds after the SIGKILL):",
+        "figures:",
         *(f"  {label:<{width}}  {value}" for label, value in rows),
         "",
         "orders by outcome:",
