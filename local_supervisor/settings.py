@@ -14,6 +14,7 @@ from local_supervisor.stack import MAX_REPLICAS
 from local_supervisor.state_file import state_file_path
 
 DEFAULT_BASE_PORT = 50051
+READY_SECONDS_PER_ZONE = 60.0  # the default wait for every process to be ready, per replica
 
 
 def default_data_dir() -> Path:
@@ -91,8 +92,9 @@ def parse_options(argv: Sequence[str], settings: SupervisorSettings) -> RunOptio
     parser.add_argument(
         "--ready-timeout",
         type=float,
-        default=60.0,
-        help="seconds to wait for every service to be SERVING (default: %(default)s)",
+        default=None,
+        help="seconds to wait for every service to be SERVING (default: "
+        f"{READY_SECONDS_PER_ZONE:g} per replica: the processes start on the same cores)",
     )
     parser.add_argument(
         "--stop-grace",
@@ -116,7 +118,11 @@ def parse_options(argv: Sequence[str], settings: SupervisorSettings) -> RunOptio
         data_dir=args.data_dir.expanduser().resolve(),
         base_port=args.base_port,
         http_ports={"gateway": args.gateway_port, "psp": args.psp_port},
-        ready_timeout=args.ready_timeout,
+        ready_timeout=(
+            args.ready_timeout
+            if args.ready_timeout is not None
+            else READY_SECONDS_PER_ZONE * args.replicas
+        ),
         stop_grace=args.stop_grace,
         skip_migrate=args.skip_migrate,
         replicas=args.replicas,

@@ -3,10 +3,11 @@
 The stack runs with two replicas of every service, worker and gateway (zone-a and zone-b). The
 chaos harness's customers check out through the gateway; then every process of one zone is
 SIGKILLed at once and, the supervisor told to hold that zone down, kept down for a while; then
-the zone is released and comes back. The report gives the error rate clients saw and the
-orders accepted per second before, during and after the loss, and every invariant of
-verification.invariants; the exit code is 1 on any violation (or a zone that was not kept
-down), 2 when the drill itself could not run.
+the zone is released and comes back (with `--after-seconds 0`, the short run, the load ends at
+the release and the zone comes back while the orders settle). The report gives the error rate
+clients saw and the orders accepted per second before, during and after the loss, and every
+invariant of verification.invariants; the exit code is 1 on any violation (or a zone that was
+not kept down), 2 when the drill itself could not run.
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ TIMEOUT, CONNECTION_ERROR = "timeout", "connection error"  # as customers.Traffi
 GRPC_ROLES = frozenset(entry.name for entry in STACK if entry.port_offset is not None)
 WATCH_SECONDS = 0.25  # how often the drill looks whether the lost zone stayed down
 COMEBACK_WITHIN = 120.0  # seconds the released zone gets to be SERVING again
+# Customers planned per customer-second of the load (a checkout with its storm, replay and
+# cancel takes a customer seconds): enough that the plan never runs out before the load ends.
+PLANNED_PER_SECOND = 1.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -140,9 +144,11 @@ class ZoneLoss:
 
     zone: str
     starts: dict[str, float] = field(default_factory=dict)  # phase -> time.time()
-    ended_at: float = 0.0
+    ended_at: float = 0.0  # the load's end
+    back_at: float = 0.0  # every process of the zone running again, its gRPC ones SERVING
     killed: list[tuple[str, int]] = field(default_factory=list)  # (process, pid)
     came_back_early: set[str] = field(default_factory=set)  # restarted while held down
+    plan_ran_out_at: float | None = None  # every planned customer started before the end
 
     def bounds(self) -> Iterator[tuple[str, float, float]]:
         """(phase, start, end) of each phase that began, in order."""
@@ -173,8 +179,8 @@ async def keep_down(launched: LaunchedStack, loss: ZoneLoss, seconds: float) -> 
         await asyncio.sleep(WATCH_SECONDS)
 
 
-async def wait_back(launched: LaunchedStack, zone: str) -> None:
-    """Return once every process of `zone` runs again and its gRPC replicas are SERVING."""
+async def wait_back(launched: LaunchedStack, zone: str) -> float:
+    """Once every process of `zone` runs again and its gRPC replicas are SERVING: when."""
     prober = ReadinessProber()
     try:
         async with asyncio.timeout(COMEBACK_WITHIN):
@@ -184,7 +190,7 @@ async def wait_back(launched: LaunchedStack, zone: str) -> None:
                           if s.pid and s.address and role_of(s.name) in GRPC_ROLES]  # fmt: skip
                 answers = await asyncio.gather(*(prober.check(check) for check in checks))
                 if all(s.pid for s in states) and all(a.ready for a in answers):
-                    return
+                    return time.time()
                 await asyncio.sleep(0.2)
     finally:
         await prober.close()
@@ -192,8 +198,10 @@ async def wait_back(launched: LaunchedStack, zone: str) -> None:
 
 async def lose_a_zone(
     launched: LaunchedStack, options: DrillOptions, traffic: PhasedTraffic, loss: ZoneLoss
-) -> None:
-    """The drill's timeline: load, the zone killed and held down, released, back, load."""
+) -> asyncio.Task[float]:
+    """The drill's timeline: load, the zone killed and held down, released, back, load; the
+    wait for the zone to be back. With no load after it (after_seconds 0) the load ends at the
+    release, and the zone comes back while the orders settle."""
     loss.starts[BEFORE] = time.time()
     await asyncio.sleep(options.before_seconds)
     traffic.phase = DOWN
@@ -204,19 +212,23 @@ async def lose_a_zone(
     traffic.phase = RETURNING
     loss.starts[RETURNING] = time.time()
     launched.release_zone(options.zone)
-    await wait_back(launched, options.zone)
-    log.info("%s back after %.1fs", options.zone, time.time() - loss.starts[RETURNING])
-    traffic.phase = AFTER
-    loss.starts[AFTER] = time.time()
-    await asyncio.sleep(options.after_seconds)
+    comeback = asyncio.create_task(wait_back(launched, options.zone))
+    if options.after_seconds > 0:
+        await comeback
+        log.info("%s back after %.1fs", options.zone, comeback.result() - loss.starts[RETURNING])
+        traffic.phase = AFTER
+        loss.starts[AFTER] = time.time()
+        await asyncio.sleep(options.after_seconds)
     loss.ended_at = time.time()
+    return comeback
 
 
 async def drive_load(
     stack: ChaosStack, options: DrillOptions, plans: Sequence[CheckoutPlan], loss: ZoneLoss,
     traffic: PhasedTraffic, prices: dict[str, int], stock: dict[str, int],
-) -> list[customers.CheckoutResult]:  # fmt: skip
-    """`concurrency` customers checking out one after the other while the zone is lost."""
+) -> tuple[list[customers.CheckoutResult], asyncio.Task[float]]:  # fmt: skip
+    """`concurrency` customers checking out one after the other while the zone is lost; the
+    wait for the zone to be back (lose_a_zone)."""
     assert stack.launched is not None
     queue = list(reversed(plans))
     results: list[customers.CheckoutResult] = []
@@ -228,9 +240,11 @@ async def drive_load(
         async def customer() -> None:
             while queue and not timeline.done():
                 results.append(await customers.check_out(gateway, traffic, queue.pop()))
+            if not queue and not timeline.done() and loss.plan_ran_out_at is None:
+                loss.plan_ran_out_at = time.time()
 
         await asyncio.gather(timeline, *(customer() for _ in range(options.concurrency)))
-    return results
+    return results, timeline.result()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -312,6 +326,15 @@ def render(
         "",
         f"{loss.zone} lost: {len(loss.killed)} processes SIGKILLed at once: {killed}",
         f"  kept down by the supervisor for {options.down_seconds:g}s: {kept}",
+        f"  back {loss.back_at - loss.starts[RETURNING]:.1f}s after its release (every process "
+        "running, the gRPC ones SERVING)",
+        f"customers: {len(snapshot.client_checkouts)} checked out"
+        + (
+            f" (every planned one: the plan ran out {loss.ended_at - loss.plan_ran_out_at:.0f}s"
+            " before the end, so the last figures undercount)"
+            if loss.plan_ran_out_at is not None
+            else ""
+        ),
         f"orders: {len(snapshot.orders)}",
         *(f"  {n:6d}  {label}" for label, n in sorted(outcomes(snapshot).items())),
         "",
@@ -337,8 +360,10 @@ def render(
 
 async def run(options: DrillOptions) -> int:
     """One drill; the exit code."""
+    seconds = options.before_seconds + options.down_seconds + options.after_seconds
+    planned = int(options.concurrency * (seconds + COMEBACK_WITHIN / 2) * PLANNED_PER_SECOND)
     plan = make_plan(
-        seed=options.seed, checkouts=max(200, options.concurrency * 40), kills=0,
+        seed=options.seed, checkouts=planned, kills=0,
         kill_targets=[], redis_restarts=0, outage_seconds=0, poison_queues=(),
     )  # fmt: skip
     scope = collect.Scope(f"chaos-{plan.run_id}-", tuple(plan.initial_stock))
@@ -355,7 +380,7 @@ async def run(options: DrillOptions) -> int:
     ):
         log.info("stack SERVING in %d zones; losing %s", REPLICAS, options.zone)
         started = time.monotonic()
-        results = await drive_load(
+        results, comeback = await drive_load(
             stack, options, plan.checkouts, loss, traffic, plan.prices, plan.initial_stock
         )
         load_seconds = time.monotonic() - started
@@ -370,6 +395,7 @@ async def run(options: DrillOptions) -> int:
                 clients=client_records(results),
                 settle_seconds=options.settle_within if unsettled else waited,
             )  # fmt: skip
+        loss.back_at = await comeback
     log.info("load %.0fs, settled in %.0fs", load_seconds, waited)
     checked = check_all(snapshot)
     print(render(options, loss, figures, snapshot, traffic, checked), flush=True)

@@ -141,3 +141,14 @@ def test_every_zones_gateway_binds_the_one_port() -> None:
         with shared_socket("127.0.0.1", port) as second:
             second.listen()
             assert second.getsockname() == first.getsockname()
+
+
+def test_each_zone_adds_to_the_wait_for_the_stack_to_be_ready() -> None:
+    one = parse_options([], SupervisorSettings()).ready_timeout
+    assert parse_options(["--replicas", "2"], SupervisorSettings()).ready_timeout == 2 * one
+    assert (
+        parse_options(
+            ["--replicas", "2", "--ready-timeout", "5"], SupervisorSettings()
+        ).ready_timeout
+        == 5
+    )
