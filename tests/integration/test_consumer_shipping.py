@@ -26,6 +26,7 @@ from marketplace.payment.v1 import payment_service_pb2 as payment_pb
 from marketplace.payment.v1 import payment_service_pb2_grpc as payment_grpc
 from marketplace_platform.channels import open_channel
 from marketplace_platform.db import UnitOfWork, unit_of_work_factory
+from marketplace_platform.errors import DependencyUnavailable
 from marketplace_platform.grpc_server import RunningServer
 from marketplace_platform.ids import new_id
 from marketplace_platform.outbox import OutboxWriter
@@ -344,3 +345,57 @@ async def test_a_shipment_created_for_a_cancelled_order_is_called_back_uncapture
     ).payment
     assert paid.captured.amount_minor == 0
     assert (await order_of(shop, order)).status == checkout_pb.ORDER_STATUS_CANCELLED
+
+
+class CommitLost(UnitOfWork):
+    """A unit of work whose commit never lands: the writer went away as it committed."""
+
+    async def __aexit__(self, exc_type: object, exc: object, traceback: object) -> None:
+        await self.session.rollback()
+        await self.session.close()
+        raise DependencyUnavailable("the database has no writer right now (injected)")
+
+
+async def test_a_parcel_booked_before_a_lost_commit_is_called_back_once_the_order_is_cancelled(
+    shop: Shop, engine: AsyncEngine, unit_of_work: Callable[[], UnitOfWork]
+) -> None:
+    order = await confirmed_order(shop, ("acme",))
+    (requested,) = await outbox_envelopes(
+        engine, checkout_outbox, shipping_events_pb2.ShipmentRequested.DESCRIPTOR.full_name,
+        [order.order_id.value],
+    )  # fmt: skip
+    shipment_id = uuid.UUID(shipment_ids_of([requested])[0])
+    carrier = CarrierSimulator()
+    consumer = Consumer(
+        shipping.CONSUMER,
+        shipping.handlers(shipping.ShippingDeps(carrier, shop.checkout, shop.payment)),
+    )
+    commit_lost = unit_of_work_factory(
+        engine, OutboxWriter(tables.outbox, producer=shipping.CONSUMER), CommitLost
+    )
+
+    # The parcel is booked, then the transaction recording it is lost with the writer.
+    with pytest.raises(DependencyUnavailable):
+        await process(consumer, requested, commit_lost)
+    assert set(carrier.parcels) == {shipment_id}
+    # The customer cancels before the request is redelivered.
+    await shop.checkout.CancelOrder(
+        checkout_pb.CancelOrderRequest(
+            idempotency_key=f"{order.order_id.value}:cancel", order_id=order.order_id,
+            customer_id=order.customer_id,
+        )
+    )  # fmt: skip
+    (cancelled,) = await outbox_envelopes(
+        engine, checkout_outbox, order_events_pb2.OrderCancelled.DESCRIPTOR.full_name,
+        [order.order_id.value],
+    )  # fmt: skip
+    await process(consumer, cancelled, unit_of_work)
+
+    assert await process(consumer, requested, unit_of_work) is Outcome.HANDLED
+
+    assert carrier.cancelled == {shipment_id}
+    async with engine.connect() as connection:
+        status = await connection.scalar(
+            select(tables.shipments.c.status).where(tables.shipments.c.shipment_id == shipment_id)
+        )
+    assert status == "CANCELLED"

@@ -3,7 +3,8 @@
 - `ShipmentRequested`: book the parcel with the carrier (idempotent by the shipment id that
   checkout assigned), record the shipment and write `ShipmentCreated` to this schema's outbox in
   the same transaction; a shipment already recorded (a redelivery, a second request, or its
-  `ShipmentCreated` seen first) books and publishes nothing. A cancelled order gets no parcel.
+  `ShipmentCreated` seen first) books and publishes nothing. A cancelled order gets no parcel:
+  the carrier is asked to call back any it booked for a delivery whose commit was lost.
 - `ShipmentCreated`: `MarkOrderShipped` (key `<shipment_id>:shipped`), and once that answers
   the order SHIPPED (every merchant shipped), `CapturePayment` of the order total (key
   `<order_id>:capture`). The capture happens here, after the order is SHIPPED: an order that
@@ -100,6 +101,9 @@ async def request_shipment(
         return
     merchant = request.merchant_id.value
     if await is_cancelled(uow.session, order_id):
+        # An earlier delivery may have booked the parcel and lost its commit (the writer went
+        # away): the carrier is the only one who knows, so it is asked to call it back.
+        await deps.carrier.cancel_parcel(shipment_id)
         await uow.session.execute(
             insert(shipments)
             .values(
@@ -107,7 +111,11 @@ async def request_shipment(
             )
             .on_conflict_do_nothing()
         )
-        log.info("no parcel for shipment %s: order %s was cancelled", shipment_id, order_id)
+        log.info(
+            "no parcel for shipment %s (any booked is called back): order %s was cancelled",
+            shipment_id,
+            order_id,
+        )
         return
     parcel = await deps.carrier.create_parcel(
         ParcelRequest(
