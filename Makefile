@@ -11,10 +11,10 @@ PROTO_FILES := $(shell find protos -name '*.proto')
 BUF := node_modules/.bin/buf
 BREAKING_AGAINST ?= main
 
-.PHONY: help install protos build run test test-embedded lint fmt bench clean token deploy chaos
+.PHONY: help install protos build run test test-embedded lint fmt bench clean token deploy chaos drill-db drill-zone
 
 help:
-	@echo "make run      start every service locally (embedded PostgreSQL/Redis unless DATABASE_URL/REDIS_URL)"
+	@echo "make run      start every service locally (embedded PostgreSQL/Redis unless DATABASE_URL/REDIS_URL; REPLICAS=2: two zones)"
 	@echo "make test     run the test suite"
 	@echo "make lint     ruff, mypy, buf lint and buf breaking against $(BREAKING_AGAINST)"
 	@echo "make protos   regenerate the Python contracts into gen/python"
@@ -23,6 +23,8 @@ help:
 	@echo "make deploy   package and deploy to AWS (DEPLOY_ENV, DEPLOY_REGION; AWS CLI + Docker; not in CI)"
 	@echo "make bench    inventory reservations/s (hot SKU vs 1,000 SKUs), cart reads/s (cache vs none), saga start to claim (NOTIFY vs poll), checkout load (docs/benchmarks.md)"
 	@echo "make chaos    2,000 checkouts under retry storms, 20 SIGKILLs, PSP faults, a Redis restart; check every invariant (SEED=N replays)"
+	@echo "make drill-db    the database writer SIGKILLed under checkout load, its synchronous standby promoted; nothing acknowledged lost (DRILL_ARGS=--no-standby: the only server restarted)"
+	@echo "make drill-zone  every process of one zone of two SIGKILLed and held down under checkout load, then back; every invariant (SEED=N replays)"
 
 install: $(PROTOS_STAMP)
 
@@ -47,8 +49,10 @@ build: $(PROTOS_STAMP)
 	$(UV) build --wheel --out-dir dist .
 	@ls -1 dist
 
+# REPLICAS=N runs every service, worker and the gateway once per zone (zone-a, zone-b, ...).
+REPLICAS ?= 1
 run: $(PROTOS_STAMP)
-	$(PY) -m local_supervisor
+	$(PY) -m local_supervisor --replicas $(REPLICAS)
 
 test: $(PROTOS_STAMP)
 	$(PY) -m pytest
@@ -80,6 +84,15 @@ CHAOS_CHECKOUTS ?= 2000
 CHAOS_KILLS ?= 20
 chaos: $(PROTOS_STAMP)
 	$(PY) -m verification.chaos --checkouts $(CHAOS_CHECKOUTS) --kills $(CHAOS_KILLS) $(if $(SEED),--seed $(SEED))
+
+# Failure-domain drills, each exiting non-zero on a violation (docs/architecture.md, "Failure
+# domains"). SEED=N replays a run's plan; DRILL_ARGS passes any other option (--help lists them).
+DRILL_ARGS ?=
+drill-db: $(PROTOS_STAMP)
+	$(PY) -m verification.drill_db $(if $(SEED),--seed $(SEED)) $(DRILL_ARGS)
+
+drill-zone: $(PROTOS_STAMP)
+	$(PY) -m verification.drill_zone $(if $(SEED),--seed $(SEED)) $(DRILL_ARGS)
 
 # Images to ECR, templates + the saga definition + the adapter Lambdas' zip to S3, then the
 # stacks (deploy/ecs/README.md). Needs AWS credentials, the AWS CLI and Docker; CI never runs it.
