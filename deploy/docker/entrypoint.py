@@ -3,7 +3,10 @@
 ECS injects the database credentials and the Redis AUTH token from Secrets Manager as separate
 variables (DB_USERNAME, DB_PASSWORD, REDIS_AUTH_TOKEN) and the hosts as plain ones; the
 processes read one URL each. The password is percent-encoded here, once, so a rotated password
-with any character still makes a valid URL. A URL already set is left alone.
+with any character still makes a valid URL. The database URL asks for a server that takes writes
+(`target_session_attrs=read-write`): DB_HOST is the cluster's writer endpoint, a DNS name that a
+failover moves to the new writer, and a connection that still reaches the old one (now a reader)
+is refused instead of used (marketplace_platform.db). A URL already set is left alone.
 """
 
 from __future__ import annotations
@@ -15,14 +18,15 @@ from urllib.parse import quote
 
 
 def database_url(env: Mapping[str, str]) -> str | None:
-    """postgresql://user:password@host:port/name from DB_*, or None when DB_HOST is unset."""
+    """postgresql://user:password@host:port/name?... (TLS, a writer only) from DB_*, or None
+    when DB_HOST is unset."""
     if "DATABASE_URL" in env or "DB_HOST" not in env:
         return None
     user = quote(env["DB_USERNAME"], safe="")
     password = quote(env["DB_PASSWORD"], safe="")
     port = env.get("DB_PORT", "5432")
     name = env.get("DB_NAME", "marketplace")
-    return f"postgresql://{user}:{password}@{env['DB_HOST']}:{port}/{name}?ssl=require"
+    return f"postgresql://{user}:{password}@{env['DB_HOST']}:{port}/{name}?ssl=require&target_session_attrs=read-write"
 
 
 def redis_url(env: Mapping[str, str]) -> str | None:

@@ -17,7 +17,10 @@ from urllib.parse import urlsplit
 import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.engine import make_url
+
+from marketplace_platform.settings import to_asyncpg_url
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -58,6 +61,22 @@ def test_the_database_url_carries_any_password_intact() -> None:
     assert url.port == 5432
     assert url.database == "marketplace"
     assert url.query["ssl"] == "require"
+
+
+def test_the_database_url_follows_the_writer_over_tls() -> None:
+    # Aurora's cluster endpoint is a DNS name moved to the new writer on a failover; a cached
+    # address of the old writer (now a reader) must be refused, not written to.
+    env = {"DB_HOST": "writer.cluster-x.eu-west-1.rds.amazonaws.com", "DB_USERNAME": "u"}
+    url = entrypoint.database_url(env | {"DB_PASSWORD": AWKWARD_PASSWORD})
+    assert url is not None
+
+    dialect = PGDialect_asyncpg()  # type: ignore[no-untyped-call]
+    _, params = dialect.create_connect_args(make_url(to_asyncpg_url(url)))  # type: ignore[no-untyped-call]
+
+    assert params["target_session_attrs"] == "read-write"
+    assert params["ssl"] == "require"
+    assert params["host"] == env["DB_HOST"]
+    assert params["password"] == AWKWARD_PASSWORD
 
 
 def test_the_redis_url_uses_tls_and_the_token() -> None:
