@@ -97,6 +97,7 @@ async def local_stack(
                 http_ports=options.http_ports,
                 extra_env=extra_env,
                 replicas=options.replicas,
+                psp_url=options.psp_url,
             ),
             resources={
                 "DATABASE_URL": mask_password(database_url),

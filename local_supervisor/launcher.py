@@ -262,6 +262,7 @@ async def launched_stack(
     keep_lines: int | None = None,
     stop_within: float = STOP_WITHIN,
     replicas: int = 1,
+    psp_url: str | None = None,
 ) -> AsyncIterator[LaunchedStack]:
     """`python -m local_supervisor` on free ports (or `ports`) until the block ends, then SIGTERM
     (SIGKILL after stop_within seconds).
@@ -272,6 +273,7 @@ async def launched_stack(
     ready before entering the block, else raise StackNotReady; None enters at once.
     log_path: append the supervisor's output there too. keep_lines: keep only that many lines.
     replicas: of each replicated process, one per zone (`--replicas`).
+    psp_url: a PSP outside the stack to call instead of starting the simulator (`--psp-url`).
     """
     ports = ports or free_ports(replicas=replicas)
     argv = command_line(
@@ -280,6 +282,7 @@ async def launched_stack(
         http_ports=ports.http_ports,
         ready_timeout=ready_within,
         replicas=replicas,
+        psp_url=psp_url,
     )
     env = launch_env(database_url=database_url, redis_url=redis_url, settings=settings)
     process = await asyncio.create_subprocess_exec(

@@ -47,6 +47,7 @@ class RunOptions:
     stop_grace: float
     skip_migrate: bool
     replicas: int  # of each replicated process, one per zone (local_supervisor.stack)
+    psp_url: str | None  # an external PSP the stack calls; None: run the simulator
     database_url: str | None  # None: start an embedded PostgreSQL
     redis_url: str | None  # None: start an embedded Redis
 
@@ -113,6 +114,11 @@ def parse_options(argv: Sequence[str], settings: SupervisorSettings) -> RunOptio
         "(zone-a, zone-b, ...); the PSP simulator and Redis run once (env REPLICAS; "
         "default: %(default)s)",
     )
+    parser.add_argument(
+        "--psp-url",
+        default=None,
+        help="call this PSP (e.g. one shared by two stacks) instead of starting the simulator",
+    )
     args = parser.parse_args(argv)
     return RunOptions(
         data_dir=args.data_dir.expanduser().resolve(),
@@ -126,6 +132,7 @@ def parse_options(argv: Sequence[str], settings: SupervisorSettings) -> RunOptio
         stop_grace=args.stop_grace,
         skip_migrate=args.skip_migrate,
         replicas=args.replicas,
+        psp_url=args.psp_url,
         database_url=settings.database_url or None,
         redis_url=settings.redis_url or None,
     )
@@ -145,6 +152,7 @@ def command_line(
     http_ports: Mapping[str, int],
     ready_timeout: float | None = None,
     replicas: int = 1,
+    psp_url: str | None = None,
 ) -> list[str]:
     """The flags that make parse_options read these values: how a launcher (local_supervisor.
     launcher) tells `python -m local_supervisor` where to run."""
@@ -157,4 +165,6 @@ def command_line(
     ]  # fmt: skip
     if ready_timeout is not None:
         argv += ["--ready-timeout", repr(float(ready_timeout))]
+    if psp_url is not None:
+        argv += ["--psp-url", psp_url]
     return argv

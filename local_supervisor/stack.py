@@ -73,6 +73,8 @@ def _replica_count(entry: StackEntry, replicas: int) -> int:
     return replicas if entry.replicated else 1
 
 
+PSP = "psp"  # the PSP simulator's entry
+
 # Adding the gateway or a worker is one line here.
 STACK: tuple[StackEntry, ...] = (
     StackEntry("cart", "services.cart", 0),
@@ -81,7 +83,7 @@ STACK: tuple[StackEntry, ...] = (
     StackEntry("checkout", "services.checkout", 3),
     # The outside world: one for the stack, whatever the zones.
     StackEntry(
-        "psp",
+        PSP,
         "simulators.psp",
         None,
         http_port_env="PSP_PORT",
@@ -125,12 +127,19 @@ def service_specs(
     extra_env: Mapping[str, str] | None = None,
     entries: tuple[StackEntry, ...] = STACK,
     replicas: int = 1,
+    psp_url: str | None = None,
 ) -> list[ProcessSpec]:
     """The process specs of the stack's services, `replicas` of each replicated entry (zone by
-    zone): gRPC on its zone's port, HTTP on its port, ZONE in every replica's environment."""
+    zone): gRPC on its zone's port, HTTP on its port, ZONE in every replica's environment.
+    With `psp_url` the stack calls that PSP (the outside world, shared by several stacks, e.g.
+    two Regions) and starts no simulator of its own."""
+    if psp_url is not None:
+        entries = tuple(entry for entry in entries if entry.name != PSP)
     targets = service_targets(
         base_port=base_port, http_ports=http_ports, entries=entries, replicas=replicas
     )
+    if psp_url is not None:
+        targets["PSP_URL"] = psp_url
     common = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, **SERVICE_POOL, **targets}
     specs = []
     for zone_index in range(replicas):

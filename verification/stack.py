@@ -122,30 +122,35 @@ async def running_stack(
     database_url: str,
     data_dir: Path,
     rng: random.Random,
-    ready_within: float = 120.0,
+    ready_within: float | None = 120.0,
     replicas: int = 1,
+    settings: Mapping[str, str] = {},
+    psp_url: str | None = None,
 ) -> AsyncIterator[ChaosStack]:
     """The supervisor running the whole stack on free ports until the block ends, entered once
-    every process is ready (`replicas` of each, one per zone); its output goes to
-    data_dir/supervisor.log too."""
+    every process is ready (`replicas` of each, one per zone; None: at once); its output goes
+    to data_dir/supervisor.log too. `settings`: more environment for every process; `psp_url`:
+    a PSP outside the stack (e.g. one shared by two Regions) instead of its own simulator."""
     ports = free_ports(rng, replicas=replicas)
     # The PSP keeps its ledger under the run's folder: a shared one would mix other stacks'
     # intents into the ground truth (and let this run's reconciliation void them).
-    settings = STACK_ENV | DEADLINE_ENV
-    settings |= {
+    environment = STACK_ENV | DEADLINE_ENV
+    environment |= {
         "PSP_DATA_DIR": str(data_dir / "psp"),
         "CARRIER_BOOKINGS_PATH": str(carrier_bookings_path(data_dir)),
+        **settings,
     }
     async with launched_stack(
         database_url=database_url,
         # No REDIS_URL: the supervisor runs (and restarts) an embedded Redis we are free to kill.
         redis_url=None,
         data_dir=data_dir,
-        settings=settings,
+        settings=environment,
         ready_within=ready_within,
         log_path=data_dir / "supervisor.log",
         ports=ports,
         replicas=replicas,
+        psp_url=psp_url,
     ) as launched:
         yield ChaosStack(database_url, data_dir, ports.base_port, ports.http_ports, launched)
 

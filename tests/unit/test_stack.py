@@ -39,6 +39,28 @@ def test_every_process_is_told_the_targets() -> None:
         assert spec.env["CHECKOUT_TARGET"] == "127.0.0.1:6003", spec.name
 
 
+def test_a_stack_given_an_external_psp_calls_it_and_starts_no_simulator() -> None:
+    outside = "http://127.0.0.1:39999"
+    specs = service_specs(
+        base_port=6000, database_url="postgresql://db", redis_url="redis://r", psp_url=outside
+    )
+    own = service_specs(base_port=6000, database_url="postgresql://db", redis_url="redis://r")
+
+    assert [spec.name for spec in specs] == [e.name for e in STACK if e.name != "psp"]
+    assert {spec.env["PSP_URL"] for spec in specs} == {outside}
+    assert {spec.env["PSP_URL"] for spec in own} == {"http://127.0.0.1:8089"}
+
+
+def test_the_launchers_psp_url_is_what_the_supervisor_reads(tmp_path: Path) -> None:
+    argv = command_line(
+        data_dir=tmp_path, base_port=31000, http_ports=DEFAULT_HTTP_PORTS,
+        psp_url="http://127.0.0.1:39999",
+    )  # fmt: skip
+
+    assert parse_options(argv, SupervisorSettings()).psp_url == "http://127.0.0.1:39999"
+    assert parse_options([], SupervisorSettings()).psp_url is None
+
+
 def test_the_launchers_command_line_is_what_the_supervisor_reads(tmp_path: Path) -> None:
     argv = command_line(
         data_dir=tmp_path, base_port=31000, http_ports={"gateway": 31010, "psp": 31011},
