@@ -542,6 +542,48 @@ def test_nested_stacks_pass_exactly_what_their_templates_declare(
     assert ".Outputs." not in text
 
 
+def test_every_task_and_lambda_runs_as_the_root_stacks_region_epoch(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    root = resources(templates["root"], "AWS::CloudFormation::Stack")
+    for stack in ("Services", "Saga"):
+        assert root[stack]["Properties"]["Parameters"]["RegionEpoch"] == {"Ref": "RegionEpoch"}
+    tasks = resources(templates["services"], "AWS::ECS::TaskDefinition")
+    functions = resources(templates["saga"], "AWS::Lambda::Function")
+
+    assert tasks
+    for name, task in tasks.items():
+        (app,) = [c for c in task["Properties"]["ContainerDefinitions"] if c["Name"] == "app"]
+        env = {pair["Name"]: pair["Value"] for pair in app["Environment"]}
+        assert env["REGION_EPOCH"] == {"Ref": "RegionEpoch"}, name
+    assert len(functions) == len(HANDLERS)
+    for name, function in functions.items():
+        variables = function["Properties"]["Environment"]["Variables"]
+        assert variables["REGION_EPOCH"] == {"Ref": "RegionEpoch"}, name
+
+
+def test_the_services_database_host_is_a_writer_endpoint(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    root = templates["root"]
+    host = resources(root, "AWS::CloudFormation::Stack")["Services"]["Properties"]["Parameters"][
+        "DatabaseHost"
+    ]
+    data_outputs = templates["data"]["Outputs"]
+
+    # The global writer endpoint when one is given, else this Region's cluster endpoint.
+    assert host == {
+        "Fn::If": [
+            "UsesGlobalWriter",
+            {"Ref": "GlobalWriterEndpoint"},
+            {"Fn::GetAtt": ["Data", "Outputs.WriterEndpoint"]},
+        ]
+    }
+    assert data_outputs["WriterEndpoint"]["Value"] == {
+        "Fn::GetAtt": ["DatabaseCluster", "Endpoint.Address"]
+    }
+
+
 @pytest.mark.parametrize(
     "params_file",
     sorted((REPO / "deploy/ecs/params").glob("*/*.json")),

@@ -40,6 +40,8 @@ SERVICES_PARAMETERS: Mapping[str, Any] = {
     "LogRetentionDays": {"Type": "Number", "Default": 30},
     # A warm standby Region (the Global Database secondary) runs no tasks until failover.
     "Standby": {"Type": "String", "AllowedValues": ["true", "false"], "Default": "false"},
+    # REGION_EPOCH of every task: the Region epoch it writes as (marketplace_platform.fence).
+    "RegionEpoch": {"Type": "String", "AllowedPattern": "[1-9][0-9]*", "Default": "1"},
 }
 
 

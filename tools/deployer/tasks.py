@@ -41,6 +41,7 @@ def _environment(deployable: Deployable) -> list[dict[str, Any]]:
         "OTEL_EXPORTER_OTLP_ENDPOINT": TELEMETRY_ENDPOINT,
         "OTEL_SERVICE_NAME": deployable.name,
         "AWS_REGION": ref("AWS::Region"),
+        "REGION_EPOCH": ref("RegionEpoch"),
     }
     if "database" in deployable.secrets:
         env |= {
