@@ -263,6 +263,7 @@ async def launched_stack(
     stop_within: float = STOP_WITHIN,
     replicas: int = 1,
     psp_url: str | None = None,
+    skip_migrate: bool = False,
 ) -> AsyncIterator[LaunchedStack]:
     """`python -m local_supervisor` on free ports (or `ports`) until the block ends, then SIGTERM
     (SIGKILL after stop_within seconds).
@@ -274,6 +275,7 @@ async def launched_stack(
     log_path: append the supervisor's output there too. keep_lines: keep only that many lines.
     replicas: of each replicated process, one per zone (`--replicas`).
     psp_url: a PSP outside the stack to call instead of starting the simulator (`--psp-url`).
+    skip_migrate: start the processes on the schema as it is (`--skip-migrate`).
     """
     ports = ports or free_ports(replicas=replicas)
     argv = command_line(
@@ -283,6 +285,7 @@ async def launched_stack(
         ready_timeout=ready_within,
         replicas=replicas,
         psp_url=psp_url,
+        skip_migrate=skip_migrate,
     )
     env = launch_env(database_url=database_url, redis_url=redis_url, settings=settings)
     process = await asyncio.create_subprocess_exec(

@@ -153,6 +153,7 @@ def command_line(
     ready_timeout: float | None = None,
     replicas: int = 1,
     psp_url: str | None = None,
+    skip_migrate: bool = False,
 ) -> list[str]:
     """The flags that make parse_options read these values: how a launcher (local_supervisor.
     launcher) tells `python -m local_supervisor` where to run."""
@@ -167,4 +168,6 @@ def command_line(
         argv += ["--ready-timeout", repr(float(ready_timeout))]
     if psp_url is not None:
         argv += ["--psp-url", psp_url]
+    if skip_migrate:
+        argv.append("--skip-migrate")
     return argv

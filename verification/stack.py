@@ -126,11 +126,13 @@ async def running_stack(
     replicas: int = 1,
     settings: Mapping[str, str] = {},
     psp_url: str | None = None,
+    skip_migrate: bool = False,
 ) -> AsyncIterator[ChaosStack]:
     """The supervisor running the whole stack on free ports until the block ends, entered once
     every process is ready (`replicas` of each, one per zone; None: at once); its output goes
     to data_dir/supervisor.log too. `settings`: more environment for every process; `psp_url`:
-    a PSP outside the stack (e.g. one shared by two Regions) instead of its own simulator."""
+    a PSP outside the stack (e.g. one shared by two Regions) instead of its own simulator;
+    `skip_migrate`: the processes start on the schema as it is (no service migrates either)."""
     ports = free_ports(rng, replicas=replicas)
     # The PSP keeps its ledger under the run's folder: a shared one would mix other stacks'
     # intents into the ground truth (and let this run's reconciliation void them).
@@ -140,6 +142,8 @@ async def running_stack(
         "CARRIER_BOOKINGS_PATH": str(carrier_bookings_path(data_dir)),
         **settings,
     }
+    if skip_migrate:
+        environment["MIGRATE_ON_START"] = "false"
     async with launched_stack(
         database_url=database_url,
         # No REDIS_URL: the supervisor runs (and restarts) an embedded Redis we are free to kill.
@@ -151,6 +155,7 @@ async def running_stack(
         ports=ports,
         replicas=replicas,
         psp_url=psp_url,
+        skip_migrate=skip_migrate,
     ) as launched:
         yield ChaosStack(database_url, data_dir, ports.base_port, ports.http_ports, launched)
 

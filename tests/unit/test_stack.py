@@ -51,14 +51,16 @@ def test_a_stack_given_an_external_psp_calls_it_and_starts_no_simulator() -> Non
     assert {spec.env["PSP_URL"] for spec in own} == {"http://127.0.0.1:8089"}
 
 
-def test_the_launchers_psp_url_is_what_the_supervisor_reads(tmp_path: Path) -> None:
+def test_the_launchers_psp_url_and_skip_migrate_reach_the_supervisor(tmp_path: Path) -> None:
     argv = command_line(
         data_dir=tmp_path, base_port=31000, http_ports=DEFAULT_HTTP_PORTS,
-        psp_url="http://127.0.0.1:39999",
+        psp_url="http://127.0.0.1:39999", skip_migrate=True,
     )  # fmt: skip
 
-    assert parse_options(argv, SupervisorSettings()).psp_url == "http://127.0.0.1:39999"
-    assert parse_options([], SupervisorSettings()).psp_url is None
+    options = parse_options(argv, SupervisorSettings())
+    assert (options.psp_url, options.skip_migrate) == ("http://127.0.0.1:39999", True)
+    default = parse_options([], SupervisorSettings())
+    assert (default.psp_url, default.skip_migrate) == (None, False)
 
 
 def test_the_launchers_command_line_is_what_the_supervisor_reads(tmp_path: Path) -> None:
