@@ -95,8 +95,10 @@ class FakeOrderRepository(OrderRepositoryPort):
         self._uow = uow
 
     async def add(self, order: Order) -> bool:
-        if any(o.cart_id == order.cart_id for o in self._rows.orders.values()):
-            return False  # the unique cart_id constraint
+        if order.order_id in self._rows.orders or any(
+            o.cart_id == order.cart_id for o in self._rows.orders.values()
+        ):
+            return False  # the primary key and the unique cart_id constraint
         order.created_at = order.updated_at = self._uow.db.now
         self._write(order)
         return True
@@ -111,12 +113,16 @@ class FakeOrderRepository(OrderRepositoryPort):
     async def list_for_customer(
         self, customer_id: str, *, before: uuid.UUID | None, limit: int
     ) -> list[Order]:
+        def newest_first(order: Order) -> tuple[datetime, uuid.UUID]:
+            return (order.created_at or START, order.order_id)
+
         mine = sorted(
             (o for o in self._rows.orders.values() if o.customer_id == customer_id),
-            key=lambda o: o.order_id,
+            key=newest_first,
             reverse=True,
         )
-        return [copy.deepcopy(o) for o in mine if before is None or o.order_id < before][:limit]
+        after = None if before is None else newest_first(self._rows.orders[before])
+        return [copy.deepcopy(o) for o in mine if after is None or newest_first(o) < after][:limit]
 
     async def save(self, order: Order) -> None:
         stored = self._rows.orders[order.order_id]
@@ -539,6 +545,46 @@ async def test_a_cart_already_ordered_names_the_order(shop: Shop) -> None:
     assert list(shop.db.committed.orders) == [first.order_id]
 
 
+async def test_the_same_purchase_after_its_key_was_forgotten_is_answered_as_a_replay(
+    shop: Shop,
+) -> None:
+    cart_id = shop.carts.add("ada")
+    command = place_command("ada", cart_id, key="k")
+    first = await placement.place_order(command, deps=shop.deps)
+    shop.db.committed.keys.clear()  # reaped (or never replicated): the order is still there
+
+    again = await placement.place_order(command, deps=shop.deps)
+
+    assert (again.order_id, again.status, again.replayed) == (first.order_id, first.status, True)
+    assert list(shop.db.committed.orders) == [first.order_id]
+    assert shop.saga.calls == [str(first.order_id)]
+    # The answer is stored under the key again: the next repeat replays it from there.
+    stored = shop.db.committed.keys[("ada", "k")].response
+    assert stored is not None
+    assert stored.order_id == first.order_id
+
+
+async def test_a_cart_checked_out_by_the_order_a_request_names_places_that_order_again(
+    shop: Shop,
+) -> None:
+    cart_id = shop.carts.add("ada")
+    command = place_command("ada", cart_id, key="k")
+    first = await placement.place_order(command, deps=shop.deps)
+    # Another Region's database, behind this one: the cart is checked out by the order, the
+    # order and its key never arrived.
+    shop.db.committed.orders.clear()
+    shop.db.committed.keys.clear()
+
+    again = await placement.place_order(command, deps=shop.deps)
+
+    assert (again.order_id, again.replayed) == (first.order_id, False)
+    assert list(shop.db.committed.orders) == [first.order_id]
+    # The saga is started again under the same name (an execution of that name is the same).
+    assert shop.saga.calls == [str(first.order_id)] * 2
+    with pytest.raises(CartAlreadyOrdered):  # another key is another purchase: refused
+        await placement.place_order(place_command("ada", cart_id, key="other"), deps=shop.deps)
+
+
 async def test_a_request_in_flight_holds_its_key_until_its_lease_runs_out(shop: Shop) -> None:
     cart_id = shop.carts.add("ada")
     command = place_command("ada", cart_id)
@@ -646,7 +692,10 @@ async def test_another_customers_order_is_not_found(shop: Shop) -> None:
 
 
 async def test_orders_are_listed_newest_first_a_page_at_a_time(shop: Shop) -> None:
-    mine = [await placed(shop) for _ in range(5)]
+    mine = []
+    for _ in range(5):  # newest by placement time: order ids are derived, not time-ordered
+        mine.append(await placed(shop))
+        shop.db.now += timedelta(seconds=1)
     await placed(shop, "bob")
     seen: list[uuid.UUID] = []
     token = ""

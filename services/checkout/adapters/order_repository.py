@@ -46,13 +46,17 @@ FROM checkout.orders AS o
 """
 _GET = text(_ORDERS + "WHERE o.order_id = :order_id")
 _GET_FOR_UPDATE = text(_ORDERS + "WHERE o.order_id = :order_id FOR UPDATE OF o")
-_FOR_CUSTOMER = text(
-    _ORDERS + "WHERE o.customer_id = :customer_id ORDER BY o.order_id DESC LIMIT :limit"
-)
+# A customer's orders newest first: by creation time, then id (order ids are derived from the
+# request, so they carry no time). The page token is the last order's id; the next page starts
+# below that order's (created_at, order_id), read in the same statement.
+_NEWEST_FIRST = " ORDER BY o.created_at DESC, o.order_id DESC LIMIT :limit"
+_FOR_CUSTOMER = text(_ORDERS + "WHERE o.customer_id = :customer_id" + _NEWEST_FIRST)
 _FOR_CUSTOMER_BEFORE = text(
     _ORDERS
-    + "WHERE o.customer_id = :customer_id AND o.order_id < :before"
-    + " ORDER BY o.order_id DESC LIMIT :limit"
+    + "WHERE o.customer_id = :customer_id"
+    + " AND (o.created_at, o.order_id) < (SELECT b.created_at, b.order_id"
+    + " FROM checkout.orders AS b WHERE b.order_id = :before)"
+    + _NEWEST_FIRST
 )
 _WITHOUT_SAGA = text(
     _ORDERS
@@ -69,7 +73,9 @@ _PENDING_SINCE = text(
 )
 _ORDER_FOR_CART = text("SELECT order_id FROM checkout.orders WHERE cart_id = :cart_id")
 
-# The order and its lines in one statement; nothing at all when the cart has an order already.
+# The order and its lines in one statement; nothing at all when the cart has an order already
+# or the order is there already (its id names the request: the same purchase placed earlier).
+# No conflict target, so both are "nothing", never a unique violation, even in a race.
 _ADD = text(
     """
     WITH placed AS (
@@ -77,7 +83,7 @@ _ADD = text(
                                      shipping_address, payment_method)
         VALUES (:order_id, :customer_id, :cart_id, :status, :currency, :subtotal,
                 :shipping_address, :payment_method)
-        ON CONFLICT (cart_id) DO NOTHING
+        ON CONFLICT DO NOTHING
         RETURNING order_id, created_at, updated_at
     ), lines AS (
         INSERT INTO checkout.order_lines (order_id, line_no, sku, merchant_id, name, quantity,
@@ -133,7 +139,8 @@ class OrderRepository(OrderRepositoryPort):
         self.session = session
 
     async def add(self, order: Order) -> bool:
-        """Insert a new order; False (and nothing written) when its cart already has one."""
+        """Insert a new order; False (and nothing written) when its cart already has one or the
+        order is there already."""
         lines = order.lines
         inserted = await self.session.execute(
             _ADD,
@@ -175,7 +182,7 @@ class OrderRepository(OrderRepositoryPort):
     async def list_for_customer(
         self, customer_id: str, *, before: uuid.UUID | None, limit: int
     ) -> list[Order]:
-        """A customer's orders, newest first, older than `before` when given."""
+        """A customer's orders, newest first, placed before the order `before` when given."""
         if before is None:
             return await self._orders(_FOR_CUSTOMER, customer_id=customer_id, limit=limit)
         return await self._orders(

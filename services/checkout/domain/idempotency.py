@@ -3,6 +3,13 @@
 Phase 1 claims the key (STARTED, with a lease); phase 2 stores the response (COMPLETED) in
 the same transaction as the order. A repeat replays the response, a different request under
 the key is refused, and a request that finds a live lease is told the first is in flight.
+
+The order a request places is named by the request, not drawn at random: its id is derived from
+what identifies the purchase, (customer, idempotency key, cart). A client that retries in
+another Region, whose database (an asynchronous replica) may never have received the first
+request's order or key, names the same order again, so the saga, inventory and the PSP (whose
+keys derive from the order id) find the first request's reservation and authorization instead
+of making second ones.
 """
 
 from __future__ import annotations
@@ -17,6 +24,11 @@ from enum import StrEnum
 from typing import Any
 
 from marketplace_platform.errors import IdempotencyKeyReused, RequestInFlight
+from marketplace_platform.ids import derived_id
+
+# The namespace of order ids (fixed forever: changing it renames every future order, and a
+# retry across a deploy that changed it would place a second order).
+ORDER_ID_NAMESPACE = uuid.UUID("5b0c1f6e-4a38-4f0e-9d7a-6c2f0b1e8d41")
 
 
 class RecordState(StrEnum):
@@ -44,6 +56,11 @@ class IdempotencyRecord:
     state: RecordState
     locked_until: datetime
     response: PlacedOrder | None = None
+
+
+def order_id_for(*, customer_id: str, idempotency_key: str, cart_id: uuid.UUID) -> uuid.UUID:
+    """The id of the order a PlaceOrder names: the same for the same purchase, in any Region."""
+    return derived_id(ORDER_ID_NAMESPACE, customer_id, idempotency_key, str(cart_id))
 
 
 def fingerprint(request: Mapping[str, Any]) -> str:

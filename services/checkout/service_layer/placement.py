@@ -4,6 +4,14 @@ Rocket-rides-atomic style phases: (1) claim the key in its own short transaction
 the cart over gRPC, outside any transaction, (3) write the order, its OrderPending event and
 the completed key in one transaction. After the commit, freeze the cart and start the saga (at
 once); if the process dies before that, the completer does both later (they are idempotent).
+
+The order's id is derived from (customer, idempotency key, cart)
+(`idempotency.order_id_for`), not drawn at random: a retry in another Region, whose database
+may never have received the first request's rows, names the same order, and everything keyed
+by the order (the saga's execution, the reservation, the PSP's authorization) finds the first
+request's work. So an order with that id already there is this same purchase placed earlier
+(its key's record reaped, or written by a request that took over the key): it is answered as
+a replay, and so is a cart checked out by it.
 """
 
 from __future__ import annotations
@@ -15,14 +23,17 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from marketplace_platform.errors import NotFound, RequestInFlight
-from marketplace_platform.ids import new_id
 from services.checkout.domain import idempotency
 from services.checkout.domain.errors import CartAlreadyOrdered, CartNotCheckoutable
 from services.checkout.domain.idempotency import PlacedOrder
 from services.checkout.domain.order import Order, OrderStatus, ShippingAddress
 from services.checkout.service_layer import events
 from services.checkout.service_layer.deps import CheckoutDeps
-from services.checkout.service_layer.ports import CartStatus, PricedCart
+from services.checkout.service_layer.ports import (
+    AbstractCheckoutUnitOfWork,
+    CartStatus,
+    PricedCart,
+)
 
 log = logging.getLogger(__name__)
 
@@ -132,14 +143,12 @@ async def _write_order(
     async with deps.unit_of_work() as uow:
         keys = uow.keys
         if not await uow.orders.add(order):
-            # The cart has an order. A request that took over our lease and finished first
-            # placed it under our key (same request, same cart): replay its answer. Any other
-            # order of the cart is a conflict.
-            record = await keys.get(command.customer_id, command.idempotency_key)
-            if record is not None and record.response is not None:
-                return record.response, True
+            # The cart has an order. The one this request names is the same purchase, placed
+            # earlier: replay it. Any other order of the cart is a conflict.
             existing = await uow.orders.order_id_for_cart(order.cart_id)
-            raise _already_ordered(order.cart_id, existing)
+            if existing != order.order_id:
+                raise _already_ordered(order.cart_id, existing)
+            return await _placed_earlier(order.order_id, command, request, deps, uow), True
         await uow.publish(
             events.order_pending(order),
             aggregate_type=events.AGGREGATE,
@@ -157,6 +166,32 @@ async def _write_order(
     return placed, False
 
 
+async def _placed_earlier(
+    order_id: uuid.UUID,
+    command: PlaceOrder,
+    request: str,
+    deps: CheckoutDeps,
+    uow: AbstractCheckoutUnitOfWork,
+) -> PlacedOrder:
+    """The answer for an order this request names that is already written: the key's stored
+    answer (a request that took over our lease finished first), or else the order as it
+    stands, stored under the key (its record was reaped since), so the next repeat replays."""
+    record = await uow.keys.get(command.customer_id, command.idempotency_key)
+    if record is not None and record.response is not None:
+        return record.response
+    existing = await uow.orders.get(order_id)
+    assert existing is not None  # its cart's order, read in this transaction
+    placed = PlacedOrder(order_id, existing.status.value)
+    await uow.keys.complete_claim(
+        customer_id=command.customer_id,
+        key=command.idempotency_key,
+        fingerprint=request,
+        lease=deps.lease,
+        response=placed,
+    )
+    return placed
+
+
 async def _release_key(command: PlaceOrder, deps: CheckoutDeps) -> None:
     # The request produced no order: let a retry with the same key run at once instead of
     # waiting out the lease. If this fails too, the lease simply expires.
@@ -170,7 +205,14 @@ async def _release_key(command: PlaceOrder, deps: CheckoutDeps) -> None:
 def _order_from(priced: PricedCart, command: PlaceOrder) -> Order:
     if priced.customer_id != command.customer_id:
         raise NotFound(f"no cart {command.cart_id}", metadata={"cart_id": str(command.cart_id)})
-    if priced.status is CartStatus.CHECKED_OUT:
+    order_id = idempotency.order_id_for(
+        customer_id=command.customer_id,
+        idempotency_key=command.idempotency_key,
+        cart_id=command.cart_id,
+    )
+    # A cart checked out by the order this request names is this purchase, placed earlier
+    # (perhaps in another Region, its order not yet here): it is written or replayed below.
+    if priced.status is CartStatus.CHECKED_OUT and priced.order_id != order_id:
         raise _already_ordered(command.cart_id, priced.order_id)
     if priced.problems or not priced.lines:
         details = "; ".join(p.detail or p.kind for p in priced.problems) or "the cart is empty"
@@ -182,7 +224,7 @@ def _order_from(priced: PricedCart, command: PlaceOrder) -> Order:
             },
         )
     return Order(
-        order_id=new_id(),
+        order_id=order_id,
         customer_id=command.customer_id,
         cart_id=command.cart_id,
         lines=priced.lines,

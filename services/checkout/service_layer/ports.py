@@ -97,7 +97,7 @@ class OrderRepositoryPort(abc.ABC):
     async def list_for_customer(
         self, customer_id: str, *, before: uuid.UUID | None, limit: int
     ) -> list[Order]:
-        """A customer's orders, newest first, older than `before` when given."""
+        """A customer's orders, newest first, placed before the order `before` when given."""
 
     @abc.abstractmethod
     async def save(self, order: Order) -> None:
