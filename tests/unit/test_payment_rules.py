@@ -91,9 +91,29 @@ def test_refunds_add_up_to_refunded() -> None:
     )
 
 
-def test_psp_keys_derive_from_our_operation_id() -> None:
-    op = operation(OperationKind.CAPTURE, 10)
-    assert op.psp_idempotency_key == f"capture-{op.operation_id}"
+def test_an_orders_one_authorization_capture_and_void_are_keyed_by_the_order() -> None:
+    order_id = uuid.uuid4()
+    keys = {
+        kind: operation(kind, 10).psp_idempotency_key(order_id)
+        for kind in (OperationKind.AUTHORIZE, OperationKind.CAPTURE, OperationKind.VOID)
+    }
+    assert keys == {
+        OperationKind.AUTHORIZE: f"authorize-{order_id}",
+        OperationKind.CAPTURE: f"capture-{order_id}",
+        OperationKind.VOID: f"void-{order_id}",
+    }
+    # Another ledger's operation (another Region's) of the same order: the same key.
+    assert (
+        operation(OperationKind.CAPTURE, 10).psp_idempotency_key(order_id)
+        == keys[OperationKind.CAPTURE]
+    )
+
+
+def test_refunds_several_per_order_are_keyed_by_the_operation() -> None:
+    order_id = uuid.uuid4()
+    first, second = operation(OperationKind.REFUND, 10), operation(OperationKind.REFUND, 10)
+    assert first.psp_idempotency_key(order_id) == f"refund-{first.operation_id}"
+    assert first.psp_idempotency_key(order_id) != second.psp_idempotency_key(order_id)
 
 
 def test_the_breaker_opens_after_consecutive_failures_and_a_success_closes_it() -> None:

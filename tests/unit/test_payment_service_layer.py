@@ -667,6 +667,51 @@ async def test_a_repeated_capture_request_is_one_capture(
     assert [type(e) for e in ledger.events] == [events.PaymentAuthorized, events.PaymentCaptured]
 
 
+async def test_a_capture_refused_because_it_is_done_already_is_settled_as_captured(
+    deps: PaymentDeps, ledger: Ledger, psp: InMemoryPsp
+) -> None:
+    order = new_order()
+    authorized = await payments.authorize(authorize_command(order), deps)
+    assert authorized.psp_intent_id is not None
+    # Captured at the PSP under another key (another Region's, whose ledger this one lost).
+    await psp.capture(authorized.psp_intent_id, amount=2500, idempotency_key="elsewhere")
+
+    captured = await payments.operate(capture_command(order, 2500), deps)
+
+    assert (captured.status, captured.captured) == (PaymentStatus.CAPTURED, 2500)
+    assert psp.intents[authorized.psp_intent_id].amount_received == 2500  # captured once
+    assert states(ledger, order)[-1] == (OperationKind.CAPTURE, OperationState.SUCCEEDED)
+
+
+async def test_a_void_refused_because_it_is_done_already_is_settled_as_voided(
+    deps: PaymentDeps, ledger: Ledger, psp: InMemoryPsp
+) -> None:
+    order = new_order()
+    authorized = await payments.authorize(authorize_command(order), deps)
+    assert authorized.psp_intent_id is not None
+    await psp.cancel(authorized.psp_intent_id, idempotency_key="elsewhere")
+
+    voided = await payments.void(payments.Void(order_id=order, request_key="void-1"), deps)
+
+    assert voided is not None
+    assert voided.status is PaymentStatus.VOIDED
+    assert states(ledger, order)[-1] == (OperationKind.VOID, OperationState.SUCCEEDED)
+
+
+async def test_a_capture_refused_for_a_voided_intent_stays_refused(
+    deps: PaymentDeps, ledger: Ledger, psp: InMemoryPsp
+) -> None:
+    order = new_order()
+    authorized = await payments.authorize(authorize_command(order), deps)
+    assert authorized.psp_intent_id is not None
+    await psp.cancel(authorized.psp_intent_id, idempotency_key="elsewhere")
+
+    refused = await payments.operate(capture_command(order, 2500), deps)
+
+    assert (refused.status, refused.captured) == (PaymentStatus.AUTHORIZED, 0)
+    assert states(ledger, order)[-1] == (OperationKind.CAPTURE, OperationState.FAILED)
+
+
 # --- release and cancellation -------------------------------------------------------------------
 
 

@@ -1,12 +1,15 @@
 """The HTTP adapter of the payment provider port (the PSP simulator, or a Stripe-like PSP).
 
-Every mutating call carries an Idempotency-Key derived from our operation id. How an answer is
-read:
+Every mutating call carries an Idempotency-Key derived from the operation (from the order, for
+its one authorization, capture and void). How an answer is read:
 
-- 2xx: Approved.
+- 2xx: Approved. A replay (`Idempotent-Replayed: true`: the key's first answer, as it was then)
+  carries the intent as it is now, read again, since it may have moved since (captured or
+  voided, perhaps from another Region); Unknown if it cannot be read.
 - 400, 402, 404: Declined: the PSP considered the request and refused it (card declined, amount
-  or state refused, no such intent). A 400 `idempotency_error` (the key reused with other
-  parameters) is a bug of ours and raises.
+  or state refused, no such intent). A 400 `idempotency_error` (the key used first with other
+  parameters, e.g. an order authorized in another Region before its cart was repriced) is
+  Declined too, as `idempotency_key_reused`: the PSP will never apply this request.
 - 408, 409, 425, 429: TryAgain: the PSP did not apply this request and asks for it again (409 is
   Stripe's `idempotency_key_in_use`: another request under the key is in flight; 429 is a rate
   limit, with the Retry-After it gives). Never a decline.
@@ -46,6 +49,8 @@ log = logging.getLogger(__name__)
 TRY_AGAIN_STATUSES = frozenset({408, 409, 425, 429})
 # Statuses that mean the PSP considered the request and refused it.
 REFUSAL_STATUSES = frozenset({400, 402, 404})
+# The decline code of a request whose key the PSP holds for other parameters.
+KEY_REUSED = "idempotency_key_reused"
 
 
 class CircuitBreaker:
@@ -127,7 +132,7 @@ class HttpPsp:
         return None if response.status_code == 404 else _intent(response.json())
 
     async def find(self, **metadata: str) -> list[Intent]:
-        """Intents whose metadata has these values (e.g. operation_id=...)."""
+        """Intents whose metadata has these values (e.g. order_id=...), oldest first."""
         params = {f"metadata[{k}]": v for k, v in metadata.items()}
         return [
             _intent(item)
@@ -186,11 +191,17 @@ class HttpPsp:
             )
         if status < 300:
             intent = _intent(payload) if payload.get("object") == "payment_intent" else None
+            if intent is not None and response.headers.get("idempotent-replayed") == "true":
+                try:
+                    intent = await self.retrieve(intent.id) or intent
+                except PspUnavailable as error:
+                    return Unknown(f"replayed {path}; the intent now: {error}")
             return Approved(intent=intent, reference=str(payload["id"]))
         if problem.get("type") == "idempotency_error":
-            raise RuntimeError(
-                f"PSP idempotency key {idempotency_key} reused with other parameters"
+            log.error(
+                "PSP idempotency key %s was first used with other parameters", idempotency_key
             )
+            return Declined(code=KEY_REUSED)
         if status not in REFUSAL_STATUSES:
             log.error("PSP %s answered %s (%s): not applied, not a refusal", path, status, problem)
             raise PspUnavailable(f"the PSP answered {status}; nothing was applied")

@@ -47,6 +47,12 @@ class OperationState(StrEnum):
 
 OPEN_STATES = (OperationState.PENDING, OperationState.UNKNOWN)
 
+# The operations a payment has at most one of at the PSP: one authorization (whatever key the
+# caller used), one capture (capture needs AUTHORIZED and leaves CAPTURED), one void (void needs
+# AUTHORIZED and leaves VOIDED). A repeat of one that failed, under another request key, is the
+# same request at the PSP, and gets its first answer.
+ONE_PER_ORDER = frozenset({OperationKind.AUTHORIZE, OperationKind.CAPTURE, OperationKind.VOID})
+
 # Reconciliation's verdict on an operation the PSP shows no trace of, once its owner has had
 # time enough to retry it: FAILED with this code.
 NOT_APPLIED = "not_applied"
@@ -90,9 +96,16 @@ class Operation:
     created_at: datetime | None = None
     updated_at: datetime | None = None
 
-    @property
-    def psp_idempotency_key(self) -> str:
-        """Derived from our own operation id, never random: a retry reuses it."""
+    def psp_idempotency_key(self, order_id: uuid.UUID) -> str:
+        """The operation's key at the PSP, never random: a retry reuses it. An order has one
+        authorization, one capture and one void, so theirs name the order
+        (`authorize-<order_id>`): asked again from another Region, whose ledger never received
+        the first (the order id is derived from the client's request, the same everywhere), it
+        is the same request at the PSP, which answers the first one's outcome instead of
+        applying it twice. Refunds, several per order, are named by the operation
+        (`refund-<operation_id>`)."""
+        if self.kind in ONE_PER_ORDER:
+            return f"{self.kind.lower()}-{order_id}"
         return f"{self.kind.lower()}-{self.operation_id}"
 
 

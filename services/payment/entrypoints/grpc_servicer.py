@@ -144,7 +144,7 @@ def payment_to_proto(payment: Payment, operations: Sequence[Operation]) -> pb.Pa
                 f"PAYMENT_OPERATION_STATE_{operation.state.value}"
             ),
             amount=money(operation.amount, payment.currency),
-            psp_idempotency_key=operation.psp_idempotency_key,
+            psp_idempotency_key=operation.psp_idempotency_key(payment.order_id),
             failure_code=operation.failure_code or "",
         )
         if operation.created_at is not None:

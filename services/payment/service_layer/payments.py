@@ -1,6 +1,13 @@
 """Payment use cases. Each PSP operation is recorded before it is sent, sent with a key derived
-from its id, and settled in the ledger from the PSP's answer; a lost answer makes it UNKNOWN and
-it is resolved by asking the PSP what happened before anything is sent again."""
+from it (from the order, for the order's one authorization, capture and void:
+`Operation.psp_idempotency_key`), and settled in the ledger from the PSP's answer; a lost answer
+makes it UNKNOWN and it is resolved by asking the PSP what happened before anything is sent
+again.
+
+Keyed by the order, an authorization asked again from another Region, whose ledger never
+received the first (an asynchronous replica), is answered with the first one's intent, as the
+PSP has it now: held, captured or voided since, each recorded as such, and never authorized a
+second time."""
 
 from __future__ import annotations
 
@@ -41,6 +48,10 @@ from services.payment.service_layer.ports import (
 log = logging.getLogger(__name__)
 
 AUTHORIZE_REQUEST = "authorize"  # one authorization per order, whatever key the caller used
+# A capture or void the PSP refuses may be refused because it is done already: captured, or
+# voided, under another key, or from another Region whose ledger this one never received. The
+# intent then says so, and the operation is settled as applied, never sent again.
+ALREADY_APPLIED_REFUSALS = frozenset({OperationKind.CAPTURE, OperationKind.VOID})
 # The longest Retry-After we wait out within one call; a longer one ends the call UNAVAILABLE.
 MAX_RETRY_AFTER_SECONDS = 10.0
 
@@ -277,6 +288,10 @@ async def _drive(operation: Operation, payment: Payment, deps: PaymentDeps) -> L
         if isinstance(outcome, TryAgain):  # not applied: the same key is sent again
             asked_to_wait, cause = outcome.after_seconds, outcome.cause
             continue
+        if isinstance(outcome, Declined) and operation.kind in ALREADY_APPLIED_REFUSALS:
+            applied = await resolve(operation, payment, deps)
+            if isinstance(applied, Approved):
+                outcome = applied
         return await _settle(operation, outcome, deps)
     raise PspUnavailable(
         f"no outcome from the PSP for the {operation.kind.lower()} of order {payment.order_id}"
@@ -301,20 +316,24 @@ async def _pause(attempt: int, asked_to_wait: float | None, deps: PaymentDeps) -
 
 async def send(operation: Operation, payment: Payment, deps: PaymentDeps) -> PspOutcome:
     """Send the operation to the PSP under its own idempotency key."""
-    key = operation.psp_idempotency_key
+    key = operation.psp_idempotency_key(payment.order_id)
     if operation.kind is OperationKind.AUTHORIZE:
-        metadata = {
-            "order_id": str(payment.order_id),
-            "payment_id": str(payment.payment_id),
-            "operation_id": str(operation.operation_id),
-        }
-        return await deps.psp.create_intent(
+        # Only what the order determines: the same order authorized from another Region (with
+        # its own payment and operation ids) sends the same parameters under the same key, so
+        # the PSP answers the first authorization instead of refusing the key.
+        metadata = {"order_id": str(payment.order_id), "customer_id": payment.customer_id}
+        outcome = await deps.psp.create_intent(
             amount=operation.amount,
             currency=payment.currency,
             payment_method=payment.payment_method,
             metadata=metadata,
             idempotency_key=key,
         )
+        # A replayed answer carries the intent as it is now, which may be past the hold
+        # (captured, or voided, in another Region): read it as any authorization's intent.
+        if isinstance(outcome, Approved) and outcome.intent is not None:
+            return authorization_outcome(outcome.intent)
+        return outcome
     intent_id = payment.psp_intent_id
     assert intent_id is not None  # only authorized payments take further operations
     if operation.kind is OperationKind.CAPTURE:
@@ -330,7 +349,8 @@ async def resolve(
     """Ask the PSP what became of an operation whose answer was lost: its outcome, Unknown while
     the PSP has not decided, or None when it was not applied (so it may be sent again)."""
     if operation.kind is OperationKind.AUTHORIZE:
-        found = await deps.psp.find(operation_id=str(operation.operation_id))
+        # The order's one authorization, wherever it was asked from (its key names the order).
+        found = await deps.psp.find(order_id=str(payment.order_id))
         return authorization_outcome(found[0]) if found else None
     assert payment.psp_intent_id is not None
     current = await deps.psp.retrieve(payment.psp_intent_id)

@@ -140,7 +140,8 @@ class Intent:
 
 @dataclass(frozen=True)
 class Approved:
-    """The PSP applied the operation."""
+    """The PSP applied the operation; `intent` as the PSP has it now (for a replayed answer,
+    read again: it may have moved since the first)."""
 
     intent: Intent | None
     reference: str
@@ -241,7 +242,7 @@ class PaymentProvider(Protocol):
         ...
 
     async def find(self, **metadata: str) -> list[Intent]:
-        """Intents whose metadata has these values (e.g. operation_id=...)."""
+        """Intents whose metadata has these values (e.g. order_id=...), oldest first."""
         ...
 
     def every_intent(self) -> AsyncIterator[Intent]:
