@@ -37,6 +37,7 @@ from services.checkout.domain.order import (
     OrderLine,
     OrderStatus,
     ShippingAddress,
+    shipment_id_for,
 )
 from services.checkout.service_layer import events, housekeeping, orders, placement, steps
 from services.checkout.service_layer.deps import CheckoutDeps
@@ -756,6 +757,11 @@ async def test_confirming_writes_the_order_placed_and_one_shipment_per_merchant(
     assert order.status is OrderStatus.CONFIRMED
     assert again.shipments == order.shipments
     assert [s.merchant_id for s in order.shipments] == ["acme", "globex"]
+    # Named by the order and the merchant: confirmed again elsewhere, the same parcels.
+    assert [s.shipment_id for s in order.shipments] == [
+        shipment_id_for(order.order_id, "acme"),
+        shipment_id_for(order.order_id, "globex"),
+    ]
     assert shop.db.events(order.order_id) == [
         "OrderPending",
         "OrderPlaced",

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
+from marketplace_platform.ids import derived_id
 from marketplace_platform.money import Money
 from services.checkout.domain.errors import CancelRequested, IllegalTransition
 
@@ -79,6 +80,17 @@ class FraudAssessment:
     decision: FraudDecision
     score: int
     reason: str
+
+
+# The namespace of shipment ids (fixed forever, as the order ids' is).
+SHIPMENT_ID_NAMESPACE = uuid.UUID("9d4e2a71-3c5b-4f86-a0e7-5b1c8f2d6e93")
+
+
+def shipment_id_for(order_id: uuid.UUID, merchant_id: str) -> uuid.UUID:
+    """The id of an order's one shipment of a merchant: derived, like the order's own, so the
+    order confirmed again in another Region (whose replica lost the first confirmation) asks
+    the carrier for the same parcel, not a second one."""
+    return derived_id(SHIPMENT_ID_NAMESPACE, str(order_id), merchant_id)
 
 
 @dataclass(frozen=True)

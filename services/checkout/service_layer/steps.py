@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from marketplace_platform.errors import NotFound
-from marketplace_platform.ids import new_id
 from marketplace_platform.money import Money
 from services.checkout.domain import fraud, tax
 from services.checkout.domain.order import (
@@ -16,6 +15,7 @@ from services.checkout.domain.order import (
     FraudAssessment,
     Order,
     OrderStatus,
+    shipment_id_for,
 )
 from services.checkout.service_layer import events
 from services.checkout.service_layer.deps import CheckoutDeps
@@ -65,7 +65,9 @@ async def confirm_order(
     async with deps.unit_of_work() as uow:
         order = await locked(uow.orders, order_id)
         if order.confirm(reservation_id=reservation_id, payment_id=payment_id):
-            shipments = order.request_shipments(new_id() for _ in order.merchants)
+            shipments = order.request_shipments(
+                shipment_id_for(order.order_id, merchant) for merchant in order.merchants
+            )
             await uow.orders.save(order)
             await _publish(uow, order, events.order_placed(order))
             for shipment in shipments:
