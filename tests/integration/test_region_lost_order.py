@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pytest
-from sqlalchemy import delete, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from marketplace.cart.v1 import cart_service_pb2 as cart_pb
@@ -287,3 +287,41 @@ async def test_a_retry_after_the_region_lost_a_voided_order_records_nothing_held
     )
     intents = await psp.intents(order_id=order_id.value)
     assert [(i["id"], i["status"]) for i in intents] == [(first.psp_reference, "canceled")]
+
+
+async def test_the_same_purchase_after_its_key_was_forgotten_is_answered_as_a_replay(
+    shop: Shop, engine: AsyncEngine
+) -> None:
+    purchase = await a_purchase(shop)
+    first = await shop.checkout.PlaceOrder(purchase.request)
+    keys = checkout_tables.idempotency_keys
+    async with engine.begin() as connection:  # reaped, or never replicated: the order stays
+        await connection.execute(
+            delete(keys).where(
+                keys.c.customer_id == purchase.customer.value,
+                keys.c.key == purchase.request.idempotency_key,
+            )
+        )
+
+    # The order already has the id the request names: the same purchase, never a conflict.
+    again = await shop.checkout.PlaceOrder(purchase.request)
+    later = await shop.checkout.PlaceOrder(purchase.request)  # replayed from the key again
+
+    assert again.order_id.value == later.order_id.value == first.order_id.value
+    assert (first.replayed, again.replayed, later.replayed) == (False, True, True)
+    async with engine.connect() as connection:
+        orders = checkout_tables.orders
+        count = await connection.scalar(
+            select(func.count())
+            .select_from(orders)
+            .where(orders.c.cart_id == uuid.UUID(purchase.request.cart_id.value))
+        )
+        stored = await connection.scalar(
+            select(keys.c.response).where(
+                keys.c.customer_id == purchase.customer.value,
+                keys.c.key == purchase.request.idempotency_key,
+            )
+        )
+    assert count == 1
+    assert stored is not None
+    assert stored["order_id"] == first.order_id.value
