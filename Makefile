@@ -11,7 +11,7 @@ PROTO_FILES := $(shell find protos -name '*.proto')
 BUF := node_modules/.bin/buf
 BREAKING_AGAINST ?= main
 
-.PHONY: help install protos build run test test-embedded lint fmt bench clean token deploy chaos drill-db drill-zone
+.PHONY: help install protos build run test test-embedded lint fmt bench clean token deploy chaos drill-db drill-zone drill-region
 
 help:
 	@echo "make run      start every service locally (embedded PostgreSQL/Redis unless DATABASE_URL/REDIS_URL; REPLICAS=2: two zones)"
@@ -25,6 +25,7 @@ help:
 	@echo "make chaos    2,000 checkouts under retry storms, 20 SIGKILLs, PSP faults, a Redis restart; check every invariant (SEED=N replays)"
 	@echo "make drill-db    the database writer SIGKILLed under checkout load, its synchronous standby promoted; nothing acknowledged lost (DRILL_ARGS=--no-standby: the only server restarted)"
 	@echo "make drill-zone  every process of one zone of two SIGKILLed and held down under checkout load, then back; every invariant (SEED=N replays)"
+	@echo "make drill-region  Region A (stack and database) SIGKILLed under load, its asynchronous Region B promoted and fenced, clients retrying there, stale A back; RTO, RPO, double charges, orphan holds (DRILL_ARGS=--stall-replication 1: B lags)"
 
 install: $(PROTOS_STAMP)
 
@@ -93,6 +94,13 @@ drill-db: $(PROTOS_STAMP)
 
 drill-zone: $(PROTOS_STAMP)
 	$(PY) -m verification.drill_zone $(if $(SEED),--seed $(SEED)) $(DRILL_ARGS)
+
+# Region A (stack and database) SIGKILLed under checkout load, Region B (an asynchronous standby)
+# promoted and fenced, the clients retrying against it, stale A brought back; exits non-zero on
+# any violation. SEED=N replays a run; DRILL_ARGS passes any other option (--short, --checkouts,
+# --stall-replication, ...).
+drill-region: $(PROTOS_STAMP)
+	$(PY) -m verification.drill_region $(if $(SEED),--seed $(SEED)) $(DRILL_ARGS)
 
 # Images to ECR, templates + the saga definition + the adapter Lambdas' zip to S3, then the
 # stacks (deploy/ecs/README.md). Needs AWS credentials, the AWS CLI and Docker; CI never runs it.

@@ -126,25 +126,13 @@ async def check_out(
 ) -> CheckoutResult:
     """Fill a cart and check it out as a retry storm: `storm` identical requests at once."""
     result = CheckoutResult(plan)
-    me = bearer(plan.customer_id)
-    created = await _send(client, traffic, "POST", "/v1/carts", headers=me, body={},
-                          expect=frozenset({201}))  # fmt: skip
-    if created is None:
+    cart_id = await fill_cart(client, traffic, plan)
+    if cart_id is None:
         return result
-    cart_id: str = created.json()["cart_id"]
-    for sku, quantity in plan.lines:
-        added = await _send(client, traffic, "PUT", f"/v1/carts/{cart_id}/items/{sku}",
-                            headers=me, body={"quantity": quantity},
-                            expect=frozenset({200}))  # fmt: skip
-        if added is None:
-            return result
     result.cart_id = cart_id
-    body = {"cart_id": cart_id, "payment_method": plan.card, "shipping_address": ADDRESS}
-    headers = me | {"Idempotency-Key": plan.idempotency_key}
 
     async def one_request() -> None:
-        answer = await _send(client, traffic, "POST", "/v1/checkouts", headers=headers, body=body,
-                             patience=plan.timeout_seconds, expect=frozenset({202}))  # fmt: skip
+        answer = await post_checkout(client, traffic, plan, cart_id)
         if answer is not None:
             result.order_ids.add(answer.json()["order_id"])
             result.replayed += answer.headers.get("Idempotent-Replayed") == "true"
@@ -168,6 +156,47 @@ async def check_out(
         later.create_task(replay())
         later.create_task(cancel())
     return result
+
+
+async def fill_cart(client: httpx.AsyncClient, traffic: Traffic, plan: CheckoutPlan) -> str | None:
+    """A new cart holding the plan's lines; None when the client gave up."""
+    me = bearer(plan.customer_id)
+    created = await _send(client, traffic, "POST", "/v1/carts", headers=me, body={},
+                          expect=frozenset({201}))  # fmt: skip
+    if created is None:
+        return None
+    cart_id: str = created.json()["cart_id"]
+    for sku, quantity in plan.lines:
+        added = await _send(client, traffic, "PUT", f"/v1/carts/{cart_id}/items/{sku}",
+                            headers=me, body={"quantity": quantity},
+                            expect=frozenset({200}))  # fmt: skip
+        if added is None:
+            return None
+    return cart_id
+
+
+async def post_checkout(
+    client: httpx.AsyncClient,
+    traffic: Traffic,
+    plan: CheckoutPlan,
+    cart_id: str,
+    *,
+    expect: frozenset[int] = frozenset({202}),
+) -> httpx.Response | None:
+    """One `POST /v1/checkouts` of the cart under the plan's Idempotency-Key, sent until an
+    expected answer; None: the client gave up."""
+    headers = bearer(plan.customer_id) | {"Idempotency-Key": plan.idempotency_key}
+    body = {"cart_id": cart_id, "payment_method": plan.card, "shipping_address": ADDRESS}
+    return await _send(client, traffic, "POST", "/v1/checkouts", headers=headers, body=body,
+                       patience=plan.timeout_seconds, expect=expect)  # fmt: skip
+
+
+async def get_order(
+    client: httpx.AsyncClient, traffic: Traffic, customer_id: str, order_id: str
+) -> httpx.Response | None:
+    """`GET /v1/orders/{id}` as its customer until a 200 or a 404; None: the client gave up."""
+    return await _send(client, traffic, "GET", f"/v1/orders/{order_id}",
+                       headers=bearer(customer_id), expect=frozenset({200, 404}))  # fmt: skip
 
 
 async def _order_status(
