@@ -160,19 +160,25 @@ async def check_out(
 
 async def fill_cart(client: httpx.AsyncClient, traffic: Traffic, plan: CheckoutPlan) -> str | None:
     """A new cart holding the plan's lines; None when the client gave up."""
-    me = bearer(plan.customer_id)
-    created = await _send(client, traffic, "POST", "/v1/carts", headers=me, body={},
-                          expect=frozenset({201}))  # fmt: skip
+    created = await _send(client, traffic, "POST", "/v1/carts", headers=bearer(plan.customer_id),
+                          body={}, expect=frozenset({201}))  # fmt: skip
     if created is None:
         return None
     cart_id: str = created.json()["cart_id"]
+    return cart_id if await put_lines(client, traffic, plan, cart_id) else None
+
+
+async def put_lines(
+    client: httpx.AsyncClient, traffic: Traffic, plan: CheckoutPlan, cart_id: str
+) -> bool:
+    """Set each of the plan's lines in the cart; False when the client gave up."""
     for sku, quantity in plan.lines:
         added = await _send(client, traffic, "PUT", f"/v1/carts/{cart_id}/items/{sku}",
-                            headers=me, body={"quantity": quantity},
+                            headers=bearer(plan.customer_id), body={"quantity": quantity},
                             expect=frozenset({200}))  # fmt: skip
         if added is None:
-            return None
-    return cart_id
+            return False
+    return True
 
 
 async def post_checkout(

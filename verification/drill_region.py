@@ -102,6 +102,9 @@ REGION_ENV = {"IDEMPOTENCY_LEASE_SECONDS": "5", **STACK_HEALTH_ENV}
 STALE_CUSTOMER = "stale-region-client"
 WITHIN = 120.0  # seconds for B's first confirmed order, the stale stack's processes, the PSP
 PSP_REQUEST_MARK = "/v1/"  # the PSP logs one line per request; its API is under /v1
+# What ends one POST of a retrying client; a 409 is then looked at (in flight, or a cart B
+# has without its lines), a 404 is a cart B lacks.
+FINAL_ANSWERS = frozenset({202, 404, 409, 422})
 _DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 RaiseEpoch = Callable[[str, int], Awaitable[int]]
@@ -264,8 +267,9 @@ class Retries:
 
     looked_up: int = 0
     retried: int = 0
-    refilled_carts: int = 0
-    answers: list[str] = field(default_factory=list)
+    refilled_carts: int = 0  # lines put back into a cart B has without them
+    new_carts: int = 0  # carts filled anew, B lacking the first
+    answers: dict[str, list[str]] = field(default_factory=dict)  # purchase -> what B said
 
 
 @dataclass
@@ -458,8 +462,10 @@ async def retry_in_b(
     retries: Retries,
 ) -> None:
     """What a client does once B serves: look up each order A acknowledged; an order B cannot
-    find, or a checkout never answered, is sent again with the SAME key (and cart) until a
-    final answer; a cart B lost is filled again and checked out under the same key."""
+    find, or a checkout never answered, is sent again with the SAME key until a final answer.
+    Its cart as B has it decides how: the same cart (its key still in flight: again, once the
+    lease A left ends); the cart's lines put back (B has the cart but not its lines); a new cart
+    filled (B lacks the cart)."""
     plan = purchase.plan
     answered_by_a = sorted(o for o in purchase.order_ids if acks.region.get(o) == REGION_A)
     found = False
@@ -471,18 +477,43 @@ async def retry_in_b(
     if found or answered_by_b or not purchase.carts:
         return
     retries.retried += 1
-    final = frozenset({202, 404, 409, 422})
-    answer = await customers.post_checkout(gateway, traffic, plan, purchase.carts[-1], expect=final)
-    if answer is not None and answer.status_code == 404:
-        cart_id = await customers.fill_cart(gateway, traffic, plan)
-        if cart_id is not None:
+    said: list[str] = []
+    deadline = time.monotonic() + customers.GIVE_UP_AFTER
+    while time.monotonic() < deadline:
+        answer = await customers.post_checkout(
+            gateway, traffic, plan, purchase.carts[-1], expect=FINAL_ANSWERS
+        )
+        if answer is None:
+            said.append("gave up")
+            break
+        problem = _problem_type(answer)
+        said.append(f"{answer.status_code} {problem}".strip())
+        if answer.status_code == 202:
+            purchase.order_ids.add(str(answer.json()["order_id"]))
+            break
+        if answer.status_code == 409 and problem == "cart-not-checkoutable":
             retries.refilled_carts += 1
+            await customers.put_lines(gateway, traffic, plan, purchase.carts[-1])
+        elif answer.status_code == 404:
+            cart_id = await customers.fill_cart(gateway, traffic, plan)
+            if cart_id is None:
+                break
+            retries.new_carts += 1
             purchase.carts.append(cart_id)
-            answer = await customers.post_checkout(gateway, traffic, plan, cart_id, expect=final)
-    status = "gave up" if answer is None else str(answer.status_code)
-    retries.answers.append(f"{plan.customer_id}: {status}")
-    if answer is not None and answer.status_code == 202:
-        purchase.order_ids.add(str(answer.json()["order_id"]))
+        elif answer.status_code != 409:
+            break  # final: e.g. 422, the key bound in B to a cart B lost
+        await asyncio.sleep(0.5)
+    retries.answers[f"{plan.customer_id} {plan.idempotency_key}"] = said
+
+
+def _problem_type(answer: httpx.Response) -> str:
+    """The last part of a problem answer's type ("cart-not-checkoutable"), else ""."""
+    if answer.status_code < 400:
+        return ""
+    try:
+        return str(answer.json().get("type", "")).rsplit("/", 1)[-1]
+    except ValueError:
+        return ""
 
 
 # -- stale Region A ----------------------------------------------------------------------------
@@ -915,9 +946,9 @@ def figures(options: DrillOptions, outcome: Outcome) -> list[tuple[str, str]]:
         ("orders A acknowledged: kept / recreated same id / other id / lost",
          f"{len(fate.kept)} / {len(fate.recreated_same_id)} / {len(fate.recreated_other_id)} "
          f"/ {len(fate.lost)}"),
-        ("client retries in B: looked up / sent again / carts filled again",
+        ("client retries in B: looked up / sent again / lines put back / new carts",
          f"{outcome.retries.looked_up} / {outcome.retries.retried} / "
-         f"{outcome.retries.refilled_carts}"),
+         f"{outcome.retries.refilled_carts} / {outcome.retries.new_carts}"),
         ("orphan holds before / after reconciliation",
          f"{outcome.orphan_holds_before_reconciliation} / {len(outcome.orphan_holds)}"),
         ("double charges (per purchase)", str(len(outcome.double_charges))),
@@ -950,6 +981,8 @@ def render(options: DrillOptions, outcome: Outcome) -> str:
         f"client answers: {answers}",
         f"client gave up: {len(outcome.traffic.abandoned)}",
         *(f"  {line}" for line in outcome.traffic.abandoned[:5]),
+        *(f"  retried in B: {who}: {' -> '.join(said)}"
+          for who, said in sorted(outcome.retries.answers.items())[:20]),
         *(f"  recreated under another order id: {line}"
           for line in outcome.fate.recreated_other_id[:10]),
         *(f"  expected second authorization: {line}"
@@ -996,6 +1029,7 @@ def as_json(options: DrillOptions, outcome: Outcome) -> dict[str, Any]:
         "rpo_seconds": f.rpo_seconds,
         "replay_lag_seconds": f.replay_lag,
         "failover": asdict(f),
+        "retries": asdict(outcome.retries),
         "acknowledged": asdict(outcome.fate),
         "double_charges": outcome.double_charges,
         "second_authorizations": outcome.second_authorizations,
