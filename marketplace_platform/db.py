@@ -8,6 +8,13 @@ server is gone, and with the rest of the pool on the first error that says the w
 (the server went away, is shutting down or starting up, or takes no writes any more). While no
 writer can be reached, connection attempts back off (`ConnectBackoff`), and a unit of work that
 loses the writer raises DependencyUnavailable, which callers retry.
+
+Every connection also says which Region epoch its process writes as (`REGION_EPOCH`, sent as
+the setting `marketplace.region_epoch`), and the database refuses a write from any other epoch
+than its fence's (marketplace_platform.fence): a process of a Region that was failed away from
+reaches the new writer but cannot write as the primary. Such a refusal is `Fenced`, a kind of
+both DependencyUnavailable and NoWriter (no writer for this process here), and drops the pool
+like a lost writer; `ping` fails while the fence's epoch is not the process's.
 """
 
 from __future__ import annotations
@@ -39,17 +46,45 @@ from marketplace_platform.settings import ServiceSettings, to_asyncpg_url
 # connection of it points at the same server): a connection exception (class 08), the server
 # shutting down or crashed (57P01, 57P02), still starting up or in recovery (57P03), or taking
 # no writes (25006: a standby, or a primary that was demoted).
-_WRITER_LOST_SQLSTATES = frozenset({"25006", "57P01", "57P02", "57P03"})
+# Also refused by the Region fence (MPF01): this server's writer is another Region epoch's.
+FENCED_SQLSTATE = "MPF01"
+_WRITER_LOST_SQLSTATES = frozenset({"25006", "57P01", "57P02", "57P03", FENCED_SQLSTATE})
 _CONNECTION_EXCEPTION_CLASS = "08"
 _MAX_CAUSES = 8  # how far `raise ... from` chains are followed (SQLAlchemy wraps the driver's)
+REGION_EPOCH_SETTING = "marketplace.region_epoch"
+# Whether the server takes writes, the epoch this session writes as (none: not fenced) and
+# whether the database has a fence (a database no migration ran on has none).
 _IS_WRITER = text(
-    "SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off'"
+    "SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off',"
+    f" current_setting('{REGION_EPOCH_SETTING}', true),"
+    " to_regclass('platform.region_fence') IS NOT NULL"
 )
+_FENCE_EPOCH = text("SELECT epoch FROM platform.region_fence")
 
 
 class NoWriter(ConnectionError):
     """No server that takes writes can be reached right now (none answers, or those that do
     are standbys or read-only), or connecting waits out its backoff after such a failure."""
+
+
+class Fenced(DependencyUnavailable, NoWriter):
+    """The database's Region fence holds another epoch than this process's: the writer is
+    another Region's, and this process may not write there (its writes are refused). Callers
+    treat it as no writer here: unavailable, to retry elsewhere or after a restart with the
+    fence's epoch."""
+
+
+def fenced(error: BaseException) -> Fenced | None:
+    """The Fenced that a failure (or the driver error that caused it) means, if the Region
+    fence refused it; else None."""
+    link: BaseException | None = error
+    for _ in range(_MAX_CAUSES):
+        if link is None or isinstance(link, Fenced):
+            return link
+        if getattr(link, "sqlstate", None) == FENCED_SQLSTATE:
+            return Fenced(str(link.__cause__ or link).strip())
+        link = link.__cause__
+    return None
 
 
 def writer_lost(error: BaseException) -> bool:
@@ -141,6 +176,7 @@ def create_engine(settings: ServiceSettings, *, url: str | None = None) -> Async
             "server_settings": {
                 "application_name": settings.service_name,
                 "statement_timeout": str(settings.db_statement_timeout_ms),
+                REGION_EPOCH_SETTING: str(settings.region_epoch),
             },
         },
     )
@@ -153,13 +189,18 @@ def create_engine(settings: ServiceSettings, *, url: str | None = None) -> Async
 
 async def ping(engine: AsyncEngine) -> None:
     """Raise unless the engine reaches the writer: a server that answers AND takes writes (a
-    standby or a demoted primary answers too), else NoWriter. A connection to a server that
-    takes no writes is dropped with the rest of the pool."""
+    standby or a demoted primary answers too), else NoWriter, and whose Region fence holds
+    the epoch this process writes as, else Fenced (a database without a fence, which no
+    migration ran on, has nothing to compare). A connection to a server that takes no writes
+    is dropped with the rest of the pool."""
+    fence: int | None = None
     try:
         async with engine.connect() as connection:
-            is_writer = (await connection.execute(_IS_WRITER)).scalar_one()
+            is_writer, own, fenced_here = (await connection.execute(_IS_WRITER)).one()
             if not is_writer:
                 await connection.invalidate()
+            elif own and fenced_here:
+                fence = (await connection.execute(_FENCE_EPOCH)).scalar_one()
     except NoWriter:
         raise
     except Exception as error:
@@ -169,6 +210,8 @@ async def ping(engine: AsyncEngine) -> None:
     if not is_writer:
         await engine.dispose()
         raise NoWriter("the database answers but takes no writes")
+    if fence is not None and int(own) != fence:
+        raise Fenced(f"fenced: this process writes as Region epoch {own}, the fence is at {fence}")
 
 
 class AbstractUnitOfWork(Protocol):
@@ -235,12 +278,16 @@ class UnitOfWork:
             else:
                 await self.session.rollback()
         except Exception as error:
+            if refusal := fenced(error):
+                raise refusal from error
             if writer_lost(error):
                 raise DependencyUnavailable("the database has no writer right now") from error
             raise
         finally:
             self._published = []
             await self.session.close()
+        if exc is not None and (refusal := fenced(exc)):
+            raise refusal from exc
         if exc is not None and writer_lost(exc):
             # Unavailable, not a failure of the request: callers retry it (a commit whose
             # answer was lost may have been applied; every write is idempotent by its key).

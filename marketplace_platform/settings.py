@@ -33,6 +33,9 @@ class ServiceSettings(BaseSettings):
     grpc_port: int = Field(default=0, ge=0, le=65535)
     db_pool_size: int = Field(default=10, ge=1)
     db_statement_timeout_ms: int = Field(default=5_000, ge=100)
+    # The Region epoch this process writes as (marketplace_platform.fence): its writes are
+    # refused once the database's fence holds another epoch.
+    region_epoch: int = Field(default=1, ge=1)
     shutdown_grace_seconds: float = Field(default=10.0, gt=0)
     health_probe_interval_seconds: float = Field(default=2.0, gt=0)
     health_probe_timeout_seconds: float = Field(default=1.0, gt=0)
