@@ -426,8 +426,9 @@ async def _sagas_running(url: str, prefix: str) -> int:
     )
 
 
-async def first_confirmed_after(url: str, prefix: str, wall: float) -> None:
-    """Return once an order of the run placed after `wall` (epoch seconds) is CONFIRMED."""
+async def first_confirmed_after(url: str, prefix: str, wall: float) -> float:
+    """When (monotonic) an order of the run placed after `wall` (epoch seconds) was first
+    seen CONFIRMED."""
     while True:
         with contextlib.suppress(*_DB_ERRORS):
             found = await _fetchval(
@@ -437,7 +438,7 @@ async def first_confirmed_after(url: str, prefix: str, wall: float) -> None:
                 prefix + "%", wall, sorted(CONFIRMED_STATUSES),
             )  # fmt: skip
             if found:
-                return
+                return time.monotonic()
         await asyncio.sleep(0.2)
 
 
@@ -778,8 +779,8 @@ class RegionDrill:
                     ))  # fmt: skip
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(WITHIN):
-                            await confirmed
-                            failover.first_confirmed = time.monotonic() - failover.killed_at
+                            seen = await confirmed
+                            failover.first_confirmed = seen - failover.killed_at
                     confirmed.cancel()
                     failover.first_ack_in_b = _first_after(acks, REGION_B, failover.killed_at)
                     outcome = await self.judge(b, purchases, acks, load_seconds)
