@@ -714,6 +714,8 @@ class RegionDrill:
         self.failover = Failover()
         self.retries = Retries()
         self.fence = load_fence()
+        self.records: list[PurchaseRecord] = []  # set once B has settled
+        self.keys_in_b: dict[Purchase, str | None] = {}
         self.dirs = {
             name: options.data_dir / f"region-{name.lower()}" for name in ("A", "B", "A-stale")
         }
