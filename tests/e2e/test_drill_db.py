@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.stack import REPO
+from tests.support.stack import REPO, drills_own_servers
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, drills_own_servers]
 
 SEED = 16
 CHECKOUTS = 16

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.test_drill_db import figure
-from tests.support.stack import REPO
+from tests.support.stack import REPO, drills_own_servers
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, drills_own_servers]
 
 SEED = 7
 

@@ -3,18 +3,30 @@ started by its own launcher (local_supervisor.launcher) with the tests' settings
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
+
 from local_supervisor.launcher import REPO, LaunchedStack, launched_stack
 
-__all__ = ["REPO", "WITHIN", "LaunchedStack", "running_stack"]
+__all__ = ["REPO", "WITHIN", "LaunchedStack", "drills_own_servers", "running_stack"]
 
 WITHIN = 30.0
 # A killed saga runner's executions are taken over once its lease lapses: keep it short.
 TEST_SETTINGS = {"SAGA_LEASE_SECONDS": "5"}
 SHOWN_LINES = 200  # of the supervisor's output, printed when the block ends (pytest shows it)
+
+# The database and Region drills start PostgreSQL servers of their own (a primary and its
+# standby) and ignore DATABASE_URL and REDIS_URL, so a run against the machine's servers would
+# repeat the embedded run's drills exactly: they run where neither is set (a newcomer's
+# `make test`, CI's second run), and `make drill-db` / `make drill-region` run them anywhere.
+drills_own_servers = pytest.mark.skipif(
+    bool(os.environ.get("DATABASE_URL") or os.environ.get("REDIS_URL")),
+    reason="the drill runs its own servers: it runs in the embedded run (neither URL set)",
+)
 
 
 @asynccontextmanager
