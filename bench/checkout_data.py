@@ -1,9 +1,10 @@
 """Synthetic stored orders for the checkout benchmark, written straight into checkout's tables.
 
 Each stored order is CONFIRMED, has one line and a completed idempotency record, like the
-orders checkout writes; ids are UUIDv7-shaped (time-ordered) like new_id()'s, spread over the
-past 90 days. Rows are made by generate_series inside PostgreSQL, in batches, so a million takes
-minutes, not hours.
+orders checkout writes, placed over the past 90 days; ids are hash-shaped UUIDv8s like the ones
+checkout derives from each purchase (services.checkout.domain.idempotency.order_id_for), so
+they land all over the primary key's index as real orders do. Rows are made by generate_series
+inside PostgreSQL, in batches, so a million takes minutes, not hours.
 """
 
 from __future__ import annotations
@@ -15,14 +16,13 @@ import asyncpg  # type: ignore[import-untyped]
 STORED_PREFIX = "stored-"
 BATCH = 100_000
 
-# $1 = first number, $2 = last number (inclusive). The id is the number's time in ms (past 90
-# days, in order) + version 7 + md5-derived random bits, as a UUIDv7 is laid out.
+# $1 = first number, $2 = last number (inclusive). The id is md5-derived bits with version 8
+# and the RFC variant, as a derived order id is laid out; `at` goes through the past 90 days.
 _NUMBERED = """
     SELECT i,
-           (lpad(to_hex((extract(epoch FROM now() - interval '90 days') * 1000)::bigint
-                        + i * 7), 12, '0')
-            || '7' || substr(md5(i::text), 1, 3)
-            || '8' || substr(md5(i::text), 4, 15))::uuid AS order_id,
+           (substr(md5(i::text), 1, 12)
+            || '8' || substr(md5(i::text), 13, 3)
+            || '8' || substr(md5(i::text), 16, 15))::uuid AS order_id,
            now() - interval '90 days' + i * interval '7 milliseconds' AS at
     FROM generate_series($1::bigint, $2::bigint) AS i
 """

@@ -51,7 +51,7 @@ def upgrade() -> None:
         ),
         schema=SCHEMA,
     )
-    # ListOrders: a customer's orders newest first (order ids are UUIDv7, so time-ordered).
+    # ListOrders, when order ids were UUIDv7 (time-ordered); 0005 replaces it by placement time.
     op.create_index("orders_by_customer", "orders", ["customer_id", "order_id"], schema=SCHEMA)
     # The completer's and the timeout sweep's scan: only PENDING orders.
     op.create_index(
