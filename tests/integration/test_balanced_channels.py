@@ -105,7 +105,10 @@ async def test_calls_go_round_robin_over_every_replica() -> None:
     async with replicas("a", "b", "c") as servers:
         target = ",".join(replica.address for replica in servers)
         async with open_channel(target, default_timeout=WITHIN) as channel:
-            seen = await eventually(channel, {"a", "b", "c"})
+            await eventually(channel, {"a", "b", "c"})  # every subchannel connected
+            # A round begun while some replicas were still connecting sends the first calls to
+            # those already ready; once all are, each round goes over them in turn.
+            seen = await answers(channel)
     assert sum(seen.values()) == CALLS
     assert max(seen.values()) - min(seen.values()) <= 1, seen  # in turn, not at random
 
