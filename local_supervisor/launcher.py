@@ -194,6 +194,13 @@ class LaunchedStack:
 
         return await self._wait_until(found, f"a line with {text!r}", within)
 
+    async def wait_ready(self, within: float) -> None:
+        """Return once the supervisor said every process is ready; StackNotReady otherwise."""
+        try:
+            await self.wait_for_line(READY_MARK, within=within)
+        except (TimeoutError, StackExited) as error:
+            raise StackNotReady(f"the stack did not become ready: {error}") from error
+
     async def wait_for_lines(self, text: str, count: int, within: float = WITHIN) -> None:
         """Wait until `count` lines contain `text` (as wait_for_line)."""
 
@@ -264,6 +271,7 @@ async def launched_stack(
     replicas: int = 1,
     psp_url: str | None = None,
     skip_migrate: bool = False,
+    enter_at_once: bool = False,
 ) -> AsyncIterator[LaunchedStack]:
     """`python -m local_supervisor` on free ports (or `ports`) until the block ends, then SIGTERM
     (SIGKILL after stop_within seconds).
@@ -272,6 +280,8 @@ async def launched_stack(
     INHERIT: this process's REDIS_URL, if any). settings: environment for every process.
     ready_within: wait (that long, also the supervisor's --ready-timeout) until every process is
     ready before entering the block, else raise StackNotReady; None enters at once.
+    enter_at_once: enter at once all the same, the supervisor still given ready_within (e.g. a
+    warm standby's stack, ready only once its database is promoted: `stack.wait_ready`).
     log_path: append the supervisor's output there too. keep_lines: keep only that many lines.
     replicas: of each replicated process, one per zone (`--replicas`).
     psp_url: a PSP outside the stack to call instead of starting the simulator (`--psp-url`).
@@ -296,11 +306,8 @@ async def launched_stack(
     stack = LaunchedStack(process, ports=ports, data_dir=data_dir, keep_lines=keep_lines)
     pump = asyncio.create_task(stack._pump(log_path))
     try:
-        if ready_within is not None:
-            try:
-                await stack.wait_for_line(READY_MARK, within=ready_within)
-            except (TimeoutError, StackExited) as error:
-                raise StackNotReady(f"the stack did not become ready: {error}") from error
+        if ready_within is not None and not enter_at_once:
+            await stack.wait_ready(ready_within)
         yield stack
     finally:
         await _stop(process, within=stop_within)

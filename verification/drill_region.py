@@ -60,6 +60,7 @@ import psutil
 
 from local_supervisor.embedded import free_port
 from local_supervisor.launcher import LaunchedStack
+from local_supervisor.readiness import GrpcHealthCheck, ReadinessProber
 from local_supervisor.stack import PSP, STACK
 from verification import collect, customers
 from verification.drill_db import (
@@ -101,6 +102,10 @@ EPOCH_A, EPOCH_B = 1, 2
 REGION_ENV = {"IDEMPOTENCY_LEASE_SECONDS": "5", **STACK_HEALTH_ENV}
 STALE_CUSTOMER = "stale-region-client"
 WITHIN = 120.0  # seconds for B's first confirmed order, the stale stack's processes, the PSP
+# A warm Region B waits (NOT_SERVING) through the load before the loss: its supervisor gives it
+# that long to become ready, counted from its start.
+WARM_READY_WITHIN = 900.0
+_ANSWERING = frozenset({"SERVING", "NOT_SERVING"})  # a health check's answers from a live server
 PSP_REQUEST_MARK = "/v1/"  # the PSP logs one line per request; its API is under /v1
 # What ends one POST of a retrying client; a 409 is then looked at (in flight, or a cart B
 # has without its lines), a 404 is a cart B lacks.
@@ -124,6 +129,7 @@ class DrillOptions:
     data_dir: Path
     json_path: Path
     bin_dir: Path | None
+    warm_standby: bool = True  # B's stack runs on its replica before the loss (else after)
 
 
 def parse_options(argv: Sequence[str]) -> DrillOptions:
@@ -165,6 +171,12 @@ def parse_options(argv: Sequence[str]) -> DrillOptions:
         action="store_true",
         help="a short run for tests: 10 customers, 4 at once, 4 s stale",
     )
+    parser.add_argument(
+        "--cold-standby",
+        action="store_true",
+        help="start Region B's stack only once its database is promoted (default: warm, "
+        "running NOT_SERVING on the replica before the loss, SERVING once promoted)",
+    )
     parser.add_argument("--data-dir", type=Path, default=None, help="logs (default: a temp dir)")
     parser.add_argument(
         "--json",
@@ -193,6 +205,7 @@ def parse_options(argv: Sequence[str]) -> DrillOptions:
         data_dir=data_dir,
         json_path=args.json or data_dir / "drill-region.json",
         bin_dir=args.bin_dir,
+        warm_standby=not args.cold_standby,
     )
 
 
@@ -605,6 +618,29 @@ async def _answering(url: str) -> None:
                     await asyncio.sleep(0.2)
 
 
+async def _warmed_up(stack: ChaosStack) -> None:
+    """Return once every gRPC service of a warm stack answers its health check (NOT_SERVING:
+    its database is a replica), or after WITHIN: the load must not begin before B's processes
+    are up, or a short run would time B's start, not its failover."""
+    prober = ReadinessProber()
+    checks = [
+        GrpcHealthCheck(stack.grpc_address(entry.name))
+        for entry in STACK
+        if entry.port_offset is not None
+    ]
+    try:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(WITHIN):
+                for check in checks:
+                    while True:
+                        if (await prober.check(check)).detail in _ANSWERING:
+                            break
+                        await asyncio.sleep(0.2)
+    finally:
+        await prober.close()
+    await _answering(stack.url("gateway"))
+
+
 def _all_running(launched: LaunchedStack) -> bool:
     """Whether the supervisor started every process of the stack (its state file has a pid
     for each; the first process starts after the migrations)."""
@@ -728,16 +764,18 @@ class RegionDrill:
         return self.pair.standby.url(DATABASE)
 
     def stack_of(
-        self, region: str, epoch: int, database_url: str
+        self, region: str, epoch: int, database_url: str, *, warm: bool = False
     ) -> AbstractAsyncContextManager[ChaosStack]:
         """Region `region`'s stack at `epoch` on `database_url`, calling the outside PSP. Only
         the first Region migrates: the schema comes to B with its database (the runbook's
-        "migrates nothing")."""
+        "migrates nothing"). `warm`: entered at once, its services NOT_SERVING while their
+        database is a read-only replica (no writer), SERVING once it is promoted."""
         return running_stack(
             database_url=database_url, data_dir=self.dirs[region],
             rng=random.Random(f"{self.options.seed}-{region}"),
             settings=REGION_ENV | {"REGION_EPOCH": str(epoch)}, psp_url=self.psp.url,
-            skip_migrate=region != REGION_A,
+            skip_migrate=region != REGION_A, enter_at_once=warm,
+            ready_within=WARM_READY_WITHIN if warm else 120.0,
         )  # fmt: skip
 
     async def run(self) -> Outcome:
@@ -746,10 +784,13 @@ class RegionDrill:
         purchases = [ClientPurchase(c) for c in self.plan.checkouts]
         progress = Progress(len(purchases))
         acks = RegionAcknowledgements({})
-        async with httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=options.concurrency * 5),
-            event_hooks={"request": [acks.on_request], "response": [acks.on_response]},
-        ) as gateway:
+        async with (
+            AsyncExitStack() as regions,
+            httpx.AsyncClient(
+                limits=httpx.Limits(max_connections=options.concurrency * 5),
+                event_hooks={"request": [acks.on_request], "response": [acks.on_response]},
+            ) as gateway,
+        ):
             async with self.stack_of(REGION_A, EPOCH_A, self.pair.writer_url(DATABASE)) as a:
                 log.info("Region A SERVING; %d checkouts", options.checkouts)
                 acks.gateways[a.ports.http_ports["gateway"]] = REGION_A
@@ -757,6 +798,13 @@ class RegionDrill:
                 await customers.stock_catalog(gateway, self.traffic, prices=self.plan.prices,
                                               initial_stock=self.plan.initial_stock)  # fmt: skip
                 await self.pair.wait_replayed()
+                warm_b = None
+                if options.warm_standby:
+                    warm_b = await regions.enter_async_context(
+                        self.stack_of(REGION_B, EPOCH_B, self.b_url, warm=True)
+                    )
+                    await _warmed_up(warm_b)
+                    log.info("Region B's stack up on its replica, NOT_SERVING (no writer)")
                 started = time.monotonic()
                 load = asyncio.create_task(self.load(gateway, purchases, progress))
                 await progress.reach(options.kill_at)
@@ -764,28 +812,35 @@ class RegionDrill:
                 await self.lose_a(a.launched)
             try:
                 await self.promote_b(acks)
-                async with self.stack_of(REGION_B, EPOCH_B, self.b_url) as b:
-                    failover.b_ready = time.monotonic() - failover.killed_at
-                    acks.gateways[b.ports.http_ports["gateway"]] = REGION_B
-                    gateway.base_url = httpx.URL(b.url("gateway"))  # the traffic cut over
-                    log.info("Region B SERVING %.1fs after the kill; clients cut over",
-                             failover.b_ready)  # fmt: skip
-                    confirmed = asyncio.create_task(
-                        first_confirmed_after(self.b_url, self.prefix, failover.killed_wall)
+                if warm_b is None:
+                    b = await regions.enter_async_context(
+                        self.stack_of(REGION_B, EPOCH_B, self.b_url)
                     )
-                    await load
-                    load_seconds = time.monotonic() - started
-                    await asyncio.gather(*(
-                        retry_in_b(gateway, self.traffic, p, acks, self.retries)
-                        for p in purchases
-                    ))  # fmt: skip
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(WITHIN):
-                            seen = await confirmed
-                            failover.first_confirmed = seen - failover.killed_at
-                    confirmed.cancel()
-                    failover.first_ack_in_b = _first_after(acks, REGION_B, failover.killed_at)
-                    outcome = await self.judge(b, purchases, acks, load_seconds)
+                else:
+                    b = warm_b
+                    assert b.launched is not None
+                    await b.launched.wait_ready(WARM_READY_WITHIN)
+                failover.b_ready = time.monotonic() - failover.killed_at
+                acks.gateways[b.ports.http_ports["gateway"]] = REGION_B
+                gateway.base_url = httpx.URL(b.url("gateway"))  # the traffic cut over
+                log.info("Region B SERVING %.1fs after the kill; clients cut over",
+                         failover.b_ready)  # fmt: skip
+                confirmed = asyncio.create_task(
+                    first_confirmed_after(self.b_url, self.prefix, failover.killed_wall)
+                )
+                await load
+                load_seconds = time.monotonic() - started
+                await asyncio.gather(*(
+                    retry_in_b(gateway, self.traffic, p, acks, self.retries)
+                    for p in purchases
+                ))  # fmt: skip
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(WITHIN):
+                        seen = await confirmed
+                        failover.first_confirmed = seen - failover.killed_at
+                confirmed.cancel()
+                failover.first_ack_in_b = _first_after(acks, REGION_B, failover.killed_at)
+                outcome = await self.judge(b, purchases, acks, load_seconds)
             finally:
                 load.cancel()
                 await asyncio.gather(load, return_exceptions=True)

@@ -127,12 +127,15 @@ async def running_stack(
     settings: Mapping[str, str] = {},
     psp_url: str | None = None,
     skip_migrate: bool = False,
+    enter_at_once: bool = False,
 ) -> AsyncIterator[ChaosStack]:
     """The supervisor running the whole stack on free ports until the block ends, entered once
     every process is ready (`replicas` of each, one per zone; None: at once); its output goes
     to data_dir/supervisor.log too. `settings`: more environment for every process; `psp_url`:
     a PSP outside the stack (e.g. one shared by two Regions) instead of its own simulator;
-    `skip_migrate`: the processes start on the schema as it is (no service migrates either)."""
+    `skip_migrate`: the processes start on the schema as it is (no service migrates either);
+    `enter_at_once`: enter before the stack is ready, the supervisor still waiting ready_within
+    (`stack.launched.wait_ready`)."""
     ports = free_ports(rng, replicas=replicas)
     # The PSP keeps its ledger under the run's folder: a shared one would mix other stacks'
     # intents into the ground truth (and let this run's reconciliation void them).
@@ -156,6 +159,7 @@ async def running_stack(
         replicas=replicas,
         psp_url=psp_url,
         skip_migrate=skip_migrate,
+        enter_at_once=enter_at_once,
     ) as launched:
         yield ChaosStack(database_url, data_dir, ports.base_port, ports.http_ports, launched)
 
