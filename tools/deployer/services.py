@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from .caller_graph import CARD_DATA, STORES, carried_security_groups, security_group
 from .cfn import logical_id, ref, skeleton, sub, unless_standby
-from .deployables import Deployable
+from .deployables import DEPLOYABLES, Deployable
 from .iam import capability_statements, consumer_statements, role, telemetry_statements
 from .paths import IMAGE_REPOSITORY_PREFIX
 from .tasks import SECRETS, task_definition
@@ -16,8 +17,14 @@ SERVICES_PARAMETERS: Mapping[str, Any] = {
     "ClusterName": {"Type": "String"},
     "ServiceConnectNamespaceArn": {"Type": "String"},
     "DiscoveryNamespaceId": {"Type": "String"},
-    "ServicesSecurityGroupId": {"Type": "AWS::EC2::SecurityGroup::Id"},
     "AppSubnetIds": {"Type": "List<AWS::EC2::Subnet::Id>"},
+    # The card-data deployables' own subnets (network.yaml), used by nothing else.
+    "PaymentSubnetIds": {"Type": "List<AWS::EC2::Subnet::Id>"},
+    # Each deployable's own security group and the data stores' clients groups (cluster.yaml).
+    **{
+        f"{security_group(name)}Id": {"Type": "AWS::EC2::SecurityGroup::Id"}
+        for name in (*(d.name for d in DEPLOYABLES), *STORES)
+    },
     "ImageRegistry": {"Type": "String", "Description": "<account>.dkr.ecr.<region>.amazonaws.com"},
     "ImageTag": {"Type": "String"},
     "DatabaseHost": {"Type": "String"},
@@ -216,8 +223,12 @@ def _service(deployable: Deployable) -> dict[str, Any]:
         "NetworkConfiguration": {
             "AwsvpcConfiguration": {
                 "AssignPublicIp": "DISABLED",
-                "Subnets": ref("AppSubnetIds"),
-                "SecurityGroups": [ref("ServicesSecurityGroupId")],
+                "Subnets": ref(
+                    "PaymentSubnetIds" if deployable.name in CARD_DATA else "AppSubnetIds"
+                ),
+                "SecurityGroups": [
+                    ref(f"{group}Id") for group in carried_security_groups(deployable.name)
+                ],
             }
         },
         "ServiceConnectConfiguration": service_connect,
