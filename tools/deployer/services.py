@@ -39,6 +39,7 @@ SERVICES_PARAMETERS: Mapping[str, Any] = {
     "SecretsKeyArn": {"Type": "String"},
     "QueueKeyArn": {"Type": "String"},
     "StorageKeyArn": {"Type": "String"},
+    "LogsKeyArn": {"Type": "String", "Description": "the log groups' KMS key (root.yaml)"},
     "EventBusName": {"Type": "String"},
     "InvoiceBucketName": {"Type": "String"},
     "ExportBucketName": {"Type": "String"},
@@ -86,6 +87,7 @@ def _service_resources(deployable: Deployable, queues: Sequence[str]) -> dict[st
             "Properties": {
                 "LogGroupName": sub(f"/checkout/${{EnvironmentName}}/{deployable.name}"),
                 "RetentionInDays": ref("LogRetentionDays"),
+                "KmsKeyId": ref("LogsKeyArn"),
             },
         },
         f"{prefix}ExecutionRole": role(
