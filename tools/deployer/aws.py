@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .deployables import present_deployables
 from .paths import IMAGE_REPOSITORY_PREFIX, REPO
-from .stage import root_parameters, stage
+from .stage import Build, root_parameters, stage
 
 
 def _aws(*args: str) -> str:
@@ -26,6 +26,29 @@ def push_images(*, region: str, image_tag: str, registry: str) -> None:
         subprocess.run(["docker", "build", "--platform", "linux/arm64", "-f", str(dockerfile),
                         "-t", image, str(REPO)], check=True)  # fmt: skip
         subprocess.run(["docker", "push", image], check=True)
+
+
+def edge_global(
+    build: Build, *, env: str, region: str, parameters: dict[str, str]
+) -> dict[str, str]:
+    """Deploy what CloudFront takes from us-east-1 only (edge-global.yaml: the WAF web ACL and
+    the viewer certificate) for this environment's distribution in `region`; its outputs."""
+    stack = f"checkout-{env}-edge-{region}"
+    _aws("cloudformation", "deploy", "--region", "us-east-1", "--stack-name", stack,
+         "--template-file", str(build.directory / "templates" / "edge-global.yaml"),
+         "--no-fail-on-empty-changeset", "--parameter-overrides", f"EnvironmentName={env}",
+         f"EdgeRegion={region}", f"PublicDomainName={parameters['PublicDomainName']}",
+         f"HostedZoneId={parameters['HostedZoneId']}")  # fmt: skip
+    outputs = {}
+    for output, parameter in (
+        ("WebAclArn", "EdgeWebAclArn"),
+        ("CertificateArn", "EdgeCertificateArn"),
+    ):
+        outputs[parameter] = _aws("cloudformation", "describe-stacks", "--region", "us-east-1",
+                                  "--stack-name", stack, "--query",
+                                  f"Stacks[0].Outputs[?OutputKey=='{output}'].OutputValue",
+                                  "--output", "text")  # fmt: skip
+    return outputs
 
 
 def deploy(*, env: str, region: str, image_tag: str, out: Path) -> None:
@@ -48,6 +71,7 @@ def deploy(*, env: str, region: str, image_tag: str, out: Path) -> None:
         "ArtifactBucket": bucket,
         "ImageTag": image_tag,
     }
+    parameters |= edge_global(build, env=env, region=region, parameters=parameters)
     if parameters.get("DatabaseGlobalRole") == "secondary":
         # The primary's credentials secret, replicated here: its ARN ends in a random suffix.
         parameters.setdefault(
