@@ -209,7 +209,7 @@ def local_outputs(data_dir: Path) -> dict[str, str]:
         "RELAY_RULES_FILE": str(EVENT_RULES),
         "MAILER_URL": str(data_dir / "email-outbox"),
         "INVOICE_STORE_URL": str(data_dir / "documents"),
-        "ANALYTICS_SINK_URL": str(data_dir / "analytics" / "order_facts.jsonl"),
+        "ANALYTICS_SINK_URL": str(data_dir / "analytics"),
         # The carrier simulator's bookings survive restarts; the chaos harness counts them.
         "CARRIER_BOOKINGS_PATH": str(data_dir / "carrier" / "bookings.sqlite3"),
         # Each stack its own PSP ledger: reconciliation must not see another stack's intents.

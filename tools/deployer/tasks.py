@@ -72,7 +72,11 @@ def _environment(deployable: Deployable) -> list[dict[str, Any]]:
             "INVOICE_KMS_KEY_ID": ref("StorageKeyArn"),
         }
     if "write_exports" in deployable.permissions:
-        env["ANALYTICS_SINK_URL"] = sub("s3://${ExportBucketName}/order-facts")
+        # The root of analytics/order_facts/dt=YYYY-MM-DD/, where storage.yaml's Glue table reads.
+        env |= {
+            "ANALYTICS_SINK_URL": sub("s3://${ExportBucketName}/analytics"),
+            "ANALYTICS_KMS_KEY_ID": ref("StorageKeyArn"),
+        }
     if "send_email" in deployable.permissions:
         env |= {"MAILER_URL": "ses://", "EMAIL_SENDER": ref("EmailIdentity")}
     if "start_saga" in deployable.permissions:

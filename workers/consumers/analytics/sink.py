@@ -1,9 +1,10 @@
-"""Fact sinks: a local JSON-lines file, or one object per fact in the object store (S3).
+"""Fact sinks: date-partitioned JSON-lines objects in the object store (a local folder or S3),
+or one local JSON-lines file.
 
-Both are idempotent by fact id (the event id): the file adapter reads what other writers
-appended since its last look, under an exclusive file lock, before it appends; the object
-store adapter writes each fact under a key made of its id, once. `append_many` adds a batch's
-facts at once: the file adapter with one lock, one write and one fsync for all of them.
+`PartitionedFactSink` is the one the stack and AWS use: `order_facts/dt=YYYY-MM-DD/` objects, one
+per batch and day, that Athena queries through a Glue table. `JsonLinesFactSink` appends to one
+file, idempotent by fact id: it reads what other writers appended since its last look, under an
+exclusive file lock, before it appends. `append_many` adds a batch's facts at once.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ from __future__ import annotations
 import abc
 import asyncio
 import fcntl
+import hashlib
 import json
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -101,16 +104,90 @@ class JsonLinesFactSink(FactSink):
             return [json.loads(raw) for raw in file if raw.endswith(b"\n")]
 
 
-class ObjectStoreFactSink(FactSink):
-    """One JSON object per fact, partitioned by day: `<prefix>/date=YYYY-MM-DD/<fact_id>.json`."""
+class PartitionedFactSink(FactSink):
+    """Immutable JSON-lines objects partitioned by the facts' UTC day, Hive style:
+    `order_facts/dt=YYYY-MM-DD/<name>.jsonl` in an object store (a local folder or S3).
 
-    def __init__(self, store: ObjectStore, prefix: str = "order-facts") -> None:
+    A batch becomes one object per day its facts happened on (the event's `occurred_at` in
+    UTC, not the clock at writing), one line per fact, sorted by fact id. Objects are written
+    once and never replaced (`put_if_absent`), so a query engine (Athena over the Glue table)
+    reads a partition as the union of its objects.
+
+    Why no fact is counted twice. The inbox row of an event commits after its object was
+    written, in the transaction the handler runs in. A redelivery after that commit is a
+    duplicate the inbox skips: nothing is written. A failure before the commit (the object
+    written, the transaction rolled back) redelivers the events, which are written again:
+    - the same events again (a retried batch): the object's name is the SHA-256 of the
+      partition's fact ids, so the retry names the same object, finds it there and writes
+      nothing;
+    - in another grouping (a failed batch is delivered again one event at a time): this
+      sink remembers the last `remember` fact ids it wrote, and skips them, since the
+      object holding them exists.
+    What is left is a crash of the process between the write and the commit, followed by a
+    redelivery in another grouping (on SQS, another receive): those facts are then in two
+    objects. Each line carries its `fact_id` (the event id), so readers count distinct fact
+    ids (`read_facts` here; `count(DISTINCT fact_id)` in Athena).
+    """
+
+    def __init__(self, store: ObjectStore, table: str = "order_facts", remember: int = 65536):
         self._store = store
-        self._prefix = prefix
+        self._table = table
+        self._remember = remember
+        self._written: OrderedDict[str, None] = OrderedDict()
 
     async def append(self, fact_id: str, occurred_at: datetime, fact: dict[str, Any]) -> bool:
-        """Write the fact's object unless it exists."""
-        key = f"{self._prefix}/date={occurred_at:%Y-%m-%d}/{fact_id}.json"
-        body = canonical_json({"fact_id": fact_id, **fact})
-        result = await self._store.put_if_absent(key, body, content_type="application/json")
-        return result.created
+        """Write the fact in an object of its own day, unless it was written."""
+        return await self.append_many([(fact_id, occurred_at, fact)]) == 1
+
+    async def append_many(self, facts: Sequence[Fact]) -> int:
+        """One object per day of the facts not written yet; how many facts were added."""
+        by_day: dict[str, dict[str, bytes]] = {}
+        for fact_id, occurred_at, fact in facts:
+            if fact_id not in self._written:
+                line = canonical_json({"fact_id": fact_id, **fact}) + b"\n"
+                by_day.setdefault(partition_of(occurred_at), {}).setdefault(fact_id, line)
+        added = 0
+        for day, lines in by_day.items():
+            ids = sorted(lines)
+            name = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:32]
+            key = f"{self._table}/dt={day}/{name}.jsonl"
+            body = b"".join(lines[fact_id] for fact_id in ids)
+            result = await self._store.put_if_absent(key, body, content_type=JSON_LINES)
+            added += len(ids) if result.created else 0
+            self._remember_written(ids)
+        return added
+
+    def _remember_written(self, ids: Sequence[str]) -> None:
+        for fact_id in ids:
+            self._written[fact_id] = None
+            self._written.move_to_end(fact_id)
+        while len(self._written) > self._remember:
+            self._written.popitem(last=False)
+
+
+JSON_LINES = "application/x-ndjson"
+
+
+def partition_of(occurred_at: datetime) -> str:
+    """The `dt` partition of a fact: the day it happened on, in UTC (naive times are UTC)."""
+    if occurred_at.tzinfo is None:
+        occurred_at = occurred_at.replace(tzinfo=UTC)
+    return f"{occurred_at.astimezone(UTC):%Y-%m-%d}"
+
+
+async def read_facts(
+    store: ObjectStore, table: str = "order_facts"
+) -> dict[str, list[dict[str, Any]]]:
+    """Every fact by its `dt` partition, read back by the layout, each fact id once (for tests
+    and operators; Athena reads the same objects)."""
+    by_day: dict[str, dict[str, dict[str, Any]]] = {}
+    for key in await store.keys(f"{table}/dt="):
+        _, partition, name = key.split("/")
+        body = await store.get(key)
+        if body is None or not name.endswith(".jsonl"):
+            continue
+        day = by_day.setdefault(partition.removeprefix("dt="), {})
+        for raw in body.splitlines():
+            fact = json.loads(raw)
+            day.setdefault(str(fact["fact_id"]), fact)
+    return {day: list(facts.values()) for day, facts in sorted(by_day.items())}
