@@ -371,3 +371,62 @@ def test_the_graph_names_a_group_for_every_caller() -> None:
     groups = _group_names()
     assert set(caller_graph()) <= set(groups.values())
     assert set(graph_module.STORE_USERS) == set(STORES)
+
+
+# --- the payment service in another account ---------------------------------------------------
+
+
+def _shared_arns(share: dict[str, Any]) -> set[str]:
+    arns = set()
+    for arn in share["Properties"]["ResourceArns"]:
+        arns.add(arn["Fn::Sub"].rpartition("/")[2].strip("${}"))
+    return arns
+
+
+def test_another_payment_account_gets_the_payment_subnets_and_groups_only(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    network, cluster = templates["network"], templates["cluster"]
+    subnet_share = network["Resources"]["PaymentSubnetShare"]
+    group_share = cluster["Resources"]["PaymentGroupShare"]
+
+    for template, share in ((network, subnet_share), (cluster, group_share)):
+        assert share["Condition"] == "PaymentElsewhere"
+        assert template["Conditions"]["PaymentElsewhere"] == {
+            "Fn::Not": [{"Fn::Equals": [{"Ref": "PaymentAccountId"}, ""]}]
+        }
+        assert template["Parameters"]["PaymentAccountId"]["Default"] == ""
+        assert share["Properties"]["Principals"] == [{"Ref": "PaymentAccountId"}]
+        assert share["Properties"]["AllowExternalPrincipals"] is False
+    assert _shared_arns(subnet_share) == {"PaymentSubnetA", "PaymentSubnetB", "PaymentSubnetC"}
+    # What payment's tasks carry here, they carry there: the graph's rules apply unchanged.
+    assert _shared_arns(group_share) == set(carried_security_groups("payment"))
+
+
+def test_the_payment_account_may_assume_one_role_for_the_database_credentials_only(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    role = templates["cluster"]["Resources"]["PaymentAccountRole"]
+    (trust,) = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    (policy,) = role["Properties"]["Policies"]
+    statements = policy["PolicyDocument"]["Statement"]
+
+    assert role["Condition"] == "PaymentElsewhere"
+    assert trust["Principal"] == {
+        "AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${PaymentAccountId}:root"}
+    }
+    assert trust["Condition"]["ArnEquals"]["aws:PrincipalArn"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:iam::${PaymentAccountId}:role/"
+        "checkout-${EnvironmentName}-payment-task"
+    }
+    assert [s["Action"] for s in statements] == ["secretsmanager:GetSecretValue", "kms:Decrypt"]
+    # The name pattern is data.yaml's database secret (Secrets Manager appends six characters).
+    secrets = resources(templates["data"], "AWS::SecretsManager::Secret").values()
+    names = {s["Properties"].get("Name", {}).get("Fn::Sub") for s in secrets}
+    assert "checkout/${EnvironmentName}/database" in names
+    assert statements[0]["Resource"]["Fn::Sub"].endswith(
+        ":secret:checkout/${EnvironmentName}/database-??????"
+    )
+    assert statements[1]["Condition"]["StringEquals"]["kms:ViaService"] == {
+        "Fn::Sub": "secretsmanager.${AWS::Region}.${AWS::URLSuffix}"
+    }
