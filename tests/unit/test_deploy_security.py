@@ -130,3 +130,199 @@ def test_every_api_route_requires_the_origin_authorizer(
             "HeaderValue": {"Fn::Sub": "{{resolve:secretsmanager:${OriginSecret}:SecretString}}"},
         }
     ]
+
+
+# --- encryption ----------------------------------------------------------------------------------
+
+# Where each kind of store or log says which key encrypts it.
+KEY_OF: dict[str, Any] = {
+    "AWS::RDS::DBCluster": lambda p: p["KmsKeyId"],
+    "AWS::ElastiCache::ReplicationGroup": lambda p: p["KmsKeyId"],
+    "AWS::S3::Bucket": lambda p: p["BucketEncryption"]["ServerSideEncryptionConfiguration"][0][
+        "ServerSideEncryptionByDefault"
+    ].get("KMSMasterKeyID"),
+    "AWS::SQS::Queue": lambda p: p["KmsMasterKeyId"],
+    "AWS::SNS::Topic": lambda p: p["KmsMasterKeyId"],
+    "AWS::SecretsManager::Secret": lambda p: p["KmsKeyId"],
+    "AWS::Logs::LogGroup": lambda p: p["KmsKeyId"],
+    "AWS::StepFunctions::StateMachine": lambda p: p["EncryptionConfiguration"]["KmsKeyId"],
+    "AWS::Athena::WorkGroup": lambda p: p["WorkGroupConfiguration"]["ResultConfiguration"][
+        "EncryptionConfiguration"
+    ]["KmsKey"],
+}
+# The buckets S3 itself keeps off SSE-KMS, with the reason.
+SSE_S3_BUCKETS = {
+    # S3 delivers server access logs only to SSE-S3 buckets.
+    "storage.AccessLogBucket",
+    # The per-Region bootstrap (tools/deployer/registry.py): build artifacts, no customer data,
+    # deployed before any key of the platform exists.
+    "registry.ArtifactBucket",
+}
+
+
+def names_a_customer_managed_key(template: dict[str, Any], key: Any) -> bool:
+    """A key of this template, or a *KeyArn parameter (the root stack passes keys; checked in
+    test_every_key_a_nested_stack_is_given_is_a_customer_managed_key)."""
+    resources, parameters = template["Resources"], template.get("Parameters", {})
+    if isinstance(key, dict) and "Ref" in key:
+        name = key["Ref"]
+        if name in parameters:
+            return str(name).endswith("KeyArn")
+        return resources[name]["Type"] == "AWS::KMS::Key"
+    if isinstance(key, dict) and "Fn::GetAtt" in key:
+        name, attribute = key["Fn::GetAtt"]
+        return resources[name]["Type"] == "AWS::KMS::Key" and attribute == "Arn"
+    return False
+
+
+def test_every_store_log_group_secret_and_topic_names_a_customer_managed_key(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    checked: set[str] = set()
+    for stem, template in templates.items():
+        for name, resource in template["Resources"].items():
+            kind = resource["Type"]
+            if kind not in KEY_OF or f"{stem}.{name}" in SSE_S3_BUCKETS:
+                continue
+            checked.add(kind)
+            key = KEY_OF[kind](resource["Properties"])
+            assert names_a_customer_managed_key(template, key), f"{stem}.{name}: {key}"
+    assert checked == set(KEY_OF)
+
+
+def test_every_key_a_nested_stack_is_given_is_a_customer_managed_key(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    root = templates["root"]
+    for stack in root["Resources"].values():
+        if stack["Type"] != "AWS::CloudFormation::Stack":
+            continue
+        for parameter, value in stack["Properties"]["Parameters"].items():
+            if not parameter.endswith("KeyArn"):
+                continue
+            source, attribute = value["Fn::GetAtt"]
+            if attribute == "Arn":
+                assert root["Resources"][source]["Type"] == "AWS::KMS::Key"
+                continue
+            child_url = root["Resources"][source]["Properties"]["TemplateURL"]["Fn::Sub"]
+            child = templates[Path(child_url).stem]
+            output = child["Outputs"][attribute.removeprefix("Outputs.")]["Value"]
+            assert names_a_customer_managed_key(child, output), f"{source}.{attribute}"
+
+
+def test_every_key_rotates(templates: dict[str, dict[str, Any]]) -> None:
+    keys = dict(of_type(templates, "AWS::KMS::Key"))
+
+    assert len(keys) >= 8
+    for name, key in keys.items():
+        assert key["EnableKeyRotation"] is True, name
+
+
+def test_cloudwatch_logs_may_use_the_logs_key_only_for_this_accounts_log_groups(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    statements = templates["root"]["Resources"]["LogsKey"]["Properties"]["KeyPolicy"]["Statement"]
+    (logs,) = (s for s in statements if "Service" in s["Principal"])
+
+    assert logs["Principal"]["Service"] == {"Fn::Sub": "logs.${AWS::Region}.${AWS::URLSuffix}"}
+    assert "kms:*" not in logs["Action"]
+    context = logs["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"]["Fn::Sub"]
+    assert context.endswith(":${AWS::AccountId}:log-group:*")
+
+
+# --- secrets -----------------------------------------------------------------------------------
+
+
+def test_every_secret_rotates(templates: dict[str, dict[str, Any]]) -> None:
+    secrets = dict(of_type(templates, "AWS::SecretsManager::Secret"))
+    schedules = {
+        f"{name.split('.')[0]}.{schedule['SecretId']['Ref']}": schedule
+        for name, schedule in of_type(templates, "AWS::SecretsManager::RotationSchedule")
+    }
+
+    assert {"data.DatabaseSecret", "data.JwtSecret", "data.PspSecret"} <= set(secrets)
+    assert {"cache.AuthTokenSecret", "edge.OriginSecret"} <= set(secrets)
+    assert set(schedules) == set(secrets)
+    for name, schedule in schedules.items():
+        assert "HostedRotationLambda" in schedule or "RotationLambdaARN" in schedule, name
+        assert schedule["RotationRules"], name
+
+
+def test_every_custom_rotation_runs_rotate_secret_py_for_a_kind_it_knows(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    code = (LAMBDA_DIR / "rotate_secret.py").read_text()
+    for name, schedule in of_type(templates, "AWS::SecretsManager::RotationSchedule"):
+        if "RotationLambdaARN" not in schedule:
+            continue
+        stem = name.split(".")[0]
+        resources = templates[stem]["Resources"]
+        function = resources[schedule["RotationLambdaARN"]["Fn::GetAtt"][0]]["Properties"]
+        secret = resources[schedule["SecretId"]["Ref"]]["Properties"]
+        (kind,) = (t["Value"] for t in secret["Tags"] if t["Key"] == "rotation-kind")
+        assert function["Code"]["ZipFile"] == code, name
+        assert function["Handler"] == "index.handler"
+        assert f'kind == "{kind}"' in code or kind == "generated", (name, kind)
+
+
+def test_the_application_secrets_are_replicated_with_the_database_credentials(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    data = templates["data"]["Resources"]
+    replicas = data["DatabaseSecret"]["Properties"]["ReplicaRegions"]
+
+    for name in ("JwtSecret", "PspSecret"):
+        assert data[name]["Properties"]["ReplicaRegions"] == replicas, name
+
+
+# --- analytics and cost ------------------------------------------------------------------------
+
+
+def test_the_athena_workgroup_caps_each_query_and_encrypts_its_results(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    ((_, workgroup),) = of_type(templates, "AWS::Athena::WorkGroup")
+    config = workgroup["WorkGroupConfiguration"]
+
+    assert config["EnforceWorkGroupConfiguration"] is True
+    assert config["BytesScannedCutoffPerQuery"] == {"Ref": "AthenaBytesScannedCutoff"}
+    assert config["ResultConfiguration"]["EncryptionConfiguration"]["EncryptionOption"] == "SSE_KMS"
+    default = templates["storage"]["Parameters"]["AthenaBytesScannedCutoff"]["Default"]
+    assert 0 < default <= 100 * 2**30
+
+
+def test_the_order_facts_table_projects_the_dt_partitions_of_the_analytics_layout(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    ((_, table),) = of_type(templates, "AWS::Glue::Table")
+    table_input = table["TableInput"]
+    parameters = table_input["Parameters"]
+
+    assert table_input["PartitionKeys"] == [{"Name": "dt", "Type": "string"}]
+    assert parameters["projection.enabled"] == "true"
+    assert parameters["projection.dt.type"] == "date"
+    assert parameters["projection.dt.format"] == "yyyy-MM-dd"
+    assert parameters["storage.location.template"] == {
+        "Fn::Sub": "s3://${ExportBucket}/analytics/order_facts/dt=${!dt}/"
+    }
+    assert table_input["StorageDescriptor"]["SerdeInfo"]["SerializationLibrary"].endswith(
+        "JsonSerDe"
+    )
+
+
+def test_old_documents_and_analytics_move_to_cheaper_storage_classes(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    buckets = templates["storage"]["Resources"]
+
+    def classes(bucket: str, prefix: str | None) -> list[str]:
+        rules = buckets[bucket]["Properties"]["LifecycleConfiguration"]["Rules"]
+        return [
+            transition["StorageClass"]
+            for rule in rules
+            if rule.get("Prefix") == prefix
+            for transition in rule.get("Transitions", [])
+        ]
+
+    assert classes("InvoiceBucket", None) == ["STANDARD_IA", "GLACIER_IR"]
+    assert classes("ExportBucket", "analytics/") == ["STANDARD_IA", "GLACIER_IR"]

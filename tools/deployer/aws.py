@@ -73,13 +73,18 @@ def deploy(*, env: str, region: str, image_tag: str, out: Path) -> None:
     }
     parameters |= edge_global(build, env=env, region=region, parameters=parameters)
     if parameters.get("DatabaseGlobalRole") == "secondary":
-        # The primary's credentials secret, replicated here: its ARN ends in a random suffix.
-        parameters.setdefault(
-            "PrimaryDatabaseSecretArn",
-            _aws("secretsmanager", "describe-secret", "--region", region, "--secret-id",
-                 f"checkout/{parameters['EnvironmentName']}/database", "--query", "ARN",
-                 "--output", "text"),
-        )  # fmt: skip
+        # The primary's secrets, replicated here: their ARNs end in a random suffix.
+        for parameter, name in (
+            ("PrimaryDatabaseSecretArn", "database"),
+            ("PrimaryJwtSecretArn", "gateway-jwt"),
+            ("PrimaryPspSecretArn", "psp-api-key"),
+        ):
+            parameters.setdefault(
+                parameter,
+                _aws("secretsmanager", "describe-secret", "--region", region, "--secret-id",
+                     f"checkout/{parameters['EnvironmentName']}/{name}", "--query", "ARN",
+                     "--output", "text"),
+            )  # fmt: skip
     overrides = [f"{key}={value}" for key, value in sorted(parameters.items())]
     _aws("cloudformation", "deploy", "--region", region, "--stack-name", f"checkout-{env}",
          "--template-file", str(build.directory / "templates" / "root.yaml"),

@@ -2,10 +2,11 @@
 
 The secret's `rotation-kind` tag says how its next version is made and put to use:
 generated (a random value: the gateway's HS256 key), staged (the PSP API key, which only the
-PSP issues: an operator stages it as AWSPENDING first), redis (an ElastiCache AUTH token added
-beside the old one, ROTATE, so clients on either keep working), cloudfront (the origin header
-CloudFront sends the API). The four steps follow Secrets Manager's rotation contract; each is
-idempotent, a retried step does nothing twice. The template embeds this file byte for byte.
+PSP issues: an operator puts it first with `--version-stages STAGED`), redis (an ElastiCache
+AUTH token added beside the old one, ROTATE, so clients on either keep working), cloudfront
+(the origin header CloudFront sends the API). The four steps follow Secrets Manager's rotation
+contract; each is idempotent, a retried step does nothing twice. The templates embed this file
+byte for byte.
 """
 
 import json
@@ -14,20 +15,18 @@ from typing import Any
 
 import boto3  # type: ignore[import-untyped]
 
-PENDING, CURRENT = "AWSPENDING", "AWSCURRENT"
+PENDING, CURRENT, STAGED = "AWSPENDING", "AWSCURRENT", "STAGED"
 
 
 def handler(event: dict[str, Any], context: object) -> None:
     arn, token, step = event["SecretId"], event["ClientRequestToken"], event["Step"]
     sm = boto3.client("secretsmanager")
     meta = sm.describe_secret(SecretId=arn)
-    stages = meta["VersionIdsToStages"].get(token)
-    if stages is None:
-        raise ValueError(f"{token} is not a version of {arn}")
+    stages = meta["VersionIdsToStages"].get(token, [])
     if CURRENT in stages:
-        return
+        return  # a retried finishSecret, or a rotation already done
     if PENDING not in stages and step != "createSecret":
-        raise ValueError(f"{token} is not pending")
+        raise ValueError(f"{token} is not a pending version of {arn}")
     kind = {t["Key"]: t["Value"] for t in meta.get("Tags", [])}["rotation-kind"]
     if step == "createSecret":
         create(sm, arn, token, kind)
@@ -40,6 +39,11 @@ def handler(event: dict[str, Any], context: object) -> None:
         sm.update_secret_version_stage(
             SecretId=arn, VersionStage=CURRENT, MoveToVersionId=token, RemoveFromVersionId=current
         )
+        for version, labels in meta["VersionIdsToStages"].items():
+            if STAGED in labels:  # used: the next rotation waits for a newly staged value
+                sm.update_secret_version_stage(
+                    SecretId=arn, VersionStage=STAGED, RemoveFromVersionId=version
+                )
     else:
         raise ValueError(f"unknown step {step}")
 
@@ -55,9 +59,14 @@ def create(sm: Any, arn: str, token: str, kind: str) -> None:
         sm.get_secret_value(SecretId=arn, VersionId=token, VersionStage=PENDING)
         return
     except sm.exceptions.ResourceNotFoundException:
-        if kind == "staged":
-            raise ValueError(f"stage the new value of {arn} as {PENDING} first") from None
-    new = sm.get_random_password(PasswordLength=64, ExcludePunctuation=True)["RandomPassword"]
+        pass
+    if kind == "staged":
+        try:
+            new = sm.get_secret_value(SecretId=arn, VersionStage=STAGED)["SecretString"]
+        except sm.exceptions.ResourceNotFoundException:
+            raise ValueError(f"put {arn}'s new value with --version-stages {STAGED}") from None
+    else:
+        new = sm.get_random_password(PasswordLength=64, ExcludePunctuation=True)["RandomPassword"]
     field = os.environ.get("SECRET_FIELD")
     if field:
         document = json.loads(
