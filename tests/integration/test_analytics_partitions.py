@@ -2,7 +2,8 @@
 object stores (a local folder, and S3 on moto in server mode): facts of two days land under
 `order_facts/dt=YYYY-MM-DD/` by their event time in UTC, and are read back by that layout alone
 (the dt= folders listed, the JSON lines parsed), each event once, also when a batch fails after
-its objects were written and its events come again one by one, or in the same batch again."""
+its objects were written (a crash) and its events come again to another process, one by one or
+in the same batch."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from marketplace.events.v1 import envelope_pb2
@@ -29,6 +31,7 @@ from marketplace_platform.outbox import OutboxWriter
 from tests.support.events import order_cancelled, order_placed
 from workers.consumers import tables
 from workers.consumers.analytics import handlers as analytics
+from workers.consumers.analytics import written
 from workers.consumers.analytics.sink import PartitionedFactSink, read_facts
 from workers.consumers.consumer import (
     Consumer,
@@ -143,38 +146,68 @@ async def test_facts_of_two_days_are_read_back_by_their_partitions(
     }
 
 
-async def test_a_batch_failing_after_its_write_records_each_fact_once_on_redelivery(
-    store: ObjectStore, unit_of_work: Callable[[], UnitOfWork]
-) -> None:
+def analytics_consumer(store: ObjectStore) -> Consumer:
+    """An analytics consumer of a process of its own: its sink knows nothing yet."""
     sink = PartitionedFactSink(store)
-    consumer = Consumer(analytics.CONSUMER, analytics.handlers(sink), analytics.record_batch(sink))
+    return Consumer(analytics.CONSUMER, analytics.handlers(sink), analytics.record_batch(sink))
+
+
+async def still_recorded(engine: AsyncEngine, events: list[envelope_pb2.EventEnvelope]) -> int:
+    async with engine.connect() as connection:
+        count = await connection.scalar(
+            select(func.count())
+            .select_from(tables.analytics_written)
+            .where(tables.analytics_written.c.fact_id.in_([uuid.UUID(e.event_id) for e in events]))
+        )
+    return int(count or 0)
+
+
+async def test_a_batch_failing_after_its_write_records_each_fact_once_on_redelivery(
+    store: ObjectStore, engine: AsyncEngine, unit_of_work: Callable[[], UnitOfWork]
+) -> None:
     events = [at(order_placed(str(new_id())), LATE) for _ in range(3)]
     events.append(at(order_cancelled(str(new_id())), NEXT_DAY))
 
     async def settle_fails(uow: UnitOfWork) -> None:
-        raise RuntimeError("the queue refused the delete")
+        raise RuntimeError("the process died before its commit")
 
     with pytest.raises(RuntimeError):
-        await process_batch(consumer, events, unit_of_work, settle=settle_fails)
-    written = list_partitions(store)  # the objects are there, the inbox rows are not
-    # The loop's fallback: the batch's events one by one, one transaction each.
-    one_by_one = [await process(consumer, e, unit_of_work) for e in events]
-    # A new process (nothing remembered) given the first batch again, as it was.
-    restarted = PartitionedFactSink(store)
-    again = Consumer(
-        analytics.CONSUMER, analytics.handlers(restarted), analytics.record_batch(restarted)
-    )
+        await process_batch(analytics_consumer(store), events, unit_of_work, settle=settle_fails)
+    written_first = list_partitions(store)  # the objects are there, the inbox rows are not
+    recorded_after_failure = await still_recorded(engine, events)
+    # Another process is given them one by one (the loop's fallback, or another grouping).
+    other = analytics_consumer(store)
+    one_by_one = [await process(other, e, unit_of_work) for e in events]
+    # A third process given the first batch as it was: same facts, same object names.
+    third = PartitionedFactSink(store)
     delivered = [DeliveredEvent(e, unpack_payload(e)) for e in events]
-    repeated = await restarted.append_many(
+    repeated = await third.append_many(
         [(str(d.event_id), d.occurred_at, analytics.fact_of(d)) for d in delivered]
     )
 
+    assert recorded_after_failure == 4
     assert one_by_one == [Outcome.HANDLED] * 4
-    assert await process_batch(again, events, unit_of_work) == [Outcome.DUPLICATE] * 4
-    assert repeated == 0  # same facts, same object names: nothing new was written
-    assert list_partitions(store) == written
-    counts = Counter(f["fact_id"] for day in lines_by_day(written).values() for f in day)
+    assert repeated == 0
+    assert await process_batch(other, events, unit_of_work) == [Outcome.DUPLICATE] * 4
+    assert list_partitions(store) == written_first
+    counts = Counter(f["fact_id"] for day in lines_by_day(written_first).values() for f in day)
     assert counts == dict.fromkeys((e.event_id for e in events), 1)
+    assert await still_recorded(engine, events) == 0  # forgotten with the inbox rows
+
+
+async def test_an_attempt_that_died_before_its_write_leaves_the_fact_to_the_next(
+    store: ObjectStore, engine: AsyncEngine, unit_of_work: Callable[[], UnitOfWork]
+) -> None:
+    event = at(order_placed(str(new_id())), LATE)
+    # An attempt recorded where the fact would go, then died before writing the object.
+    await written.record(engine, {event.event_id: "order_facts/dt=2026-11-30/never.jsonl"})
+
+    outcome = await process(analytics_consumer(store), event, unit_of_work)
+
+    assert outcome is Outcome.HANDLED
+    facts = lines_by_day(list_partitions(store))
+    assert [f["fact_id"] for f in facts["dt=2026-11-30"]] == [event.event_id]
+    assert await still_recorded(engine, [event]) == 0
 
 
 async def test_objects_are_named_by_their_facts_and_never_rewritten(tmp_path: Path) -> None:

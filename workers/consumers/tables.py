@@ -1,4 +1,5 @@
-"""The consumers' tables in their own `consumers` schema: inbox, shipments, outbox."""
+"""The consumers' tables in their own `consumers` schema: inbox, shipments, analytics' written
+objects, outbox."""
 
 from __future__ import annotations
 
@@ -49,6 +50,18 @@ cancelled_orders = sa.Table(
     sa.Column("order_id", sa.Uuid, primary_key=True),
     sa.Column(
         "cancelled_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+)
+
+# The analytics consumer's objects written for facts whose inbox row has not committed yet:
+# committed before the write, deleted with the inbox rows (workers/consumers/analytics/sink.py).
+analytics_written = sa.Table(
+    "analytics_written",
+    metadata,
+    sa.Column("fact_id", sa.Uuid, primary_key=True),
+    sa.Column("object_key", sa.Text, nullable=False),
+    sa.Column(
+        "written_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
     ),
 )
 

@@ -45,7 +45,9 @@ def handlers(sink: FactSink) -> Mapping[str, Handler]:
     """The same handler for every domain event type."""
 
     async def record(event: DeliveredEvent, uow: UnitOfWork) -> None:
-        await sink.append(str(event.event_id), event.occurred_at, fact_of(event))
+        await sink.append_many(
+            [(str(event.event_id), event.occurred_at, fact_of(event))], session=uow.session
+        )
 
     return dict.fromkeys(EVENT_TYPES, record)
 
@@ -55,7 +57,8 @@ def record_batch(sink: FactSink) -> BatchHandler:
 
     async def record_all(events: Sequence[DeliveredEvent], uow: UnitOfWork) -> None:
         await sink.append_many(
-            [(str(event.event_id), event.occurred_at, fact_of(event)) for event in events]
+            [(str(event.event_id), event.occurred_at, fact_of(event)) for event in events],
+            session=uow.session,
         )
 
     return record_all

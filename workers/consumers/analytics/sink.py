@@ -16,13 +16,15 @@ import hashlib
 import json
 import os
 import threading
-from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
 from marketplace_platform.object_store import ObjectStore
+from workers.consumers.analytics import written
 from workers.consumers.documents import canonical_json
 
 # One fact to add: its id (the event id), when it happened, and the fact itself.
@@ -36,8 +38,9 @@ class FactSink(abc.ABC):
     async def append(self, fact_id: str, occurred_at: datetime, fact: dict[str, Any]) -> bool:
         """Add the fact unless a fact with this id is there; True if it was added."""
 
-    async def append_many(self, facts: Sequence[Fact]) -> int:
-        """Add each fact whose id is not there yet; how many were added (one `append` each)."""
+    async def append_many(self, facts: Sequence[Fact], session: AsyncSession | None = None) -> int:
+        """Add each fact whose id is not there yet; how many were added (one `append` each).
+        `session` is the inbox's, when the facts are handled in its transaction."""
         added = 0
         for fact_id, occurred_at, fact in facts:
             added += await self.append(fact_id, occurred_at, fact)
@@ -57,7 +60,7 @@ class JsonLinesFactSink(FactSink):
         """Append the fact as one line, unless the file already holds its id."""
         return await self.append_many([(fact_id, occurred_at, fact)]) == 1
 
-    async def append_many(self, facts: Sequence[Fact]) -> int:
+    async def append_many(self, facts: Sequence[Fact], session: AsyncSession | None = None) -> int:
         """Append the facts whose ids the file does not hold, one line each, in one write."""
         lines = [
             (fact_id, canonical_json({"fact_id": fact_id, **fact}) + b"\n")
@@ -109,60 +112,67 @@ class PartitionedFactSink(FactSink):
     `order_facts/dt=YYYY-MM-DD/<name>.jsonl` in an object store (a local folder or S3).
 
     A batch becomes one object per day its facts happened on (the event's `occurred_at` in
-    UTC, not the clock at writing), one line per fact, sorted by fact id. Objects are written
-    once and never replaced (`put_if_absent`), so a query engine (Athena over the Glue table)
-    reads a partition as the union of its objects.
+    UTC, not the clock at writing), one line per fact, sorted by fact id, named by the SHA-256
+    of its fact ids. Objects are written once and never replaced (`put_if_absent`), so a query
+    engine (Athena over the Glue table) reads a partition as the union of its objects.
 
     Why no fact is counted twice. The inbox row of an event commits after its object was
-    written, in the transaction the handler runs in. A redelivery after that commit is a
-    duplicate the inbox skips: nothing is written. A failure before the commit (the object
-    written, the transaction rolled back) redelivers the events, which are written again:
-    - the same events again (a retried batch): the object's name is the SHA-256 of the
-      partition's fact ids, so the retry names the same object, finds it there and writes
-      nothing;
-    - in another grouping (a failed batch is delivered again one event at a time): this
-      sink remembers the last `remember` fact ids it wrote, and skips them, since the
-      object holding them exists.
-    What is left is a crash of the process between the write and the commit, followed by a
-    redelivery in another grouping (on SQS, another receive): those facts are then in two
-    objects. Each line carries its `fact_id` (the event id), so readers count distinct fact
-    ids (`read_facts` here; `count(DISTINCT fact_id)` in Athena).
+    written, in the transaction the handler runs in (`session`). A redelivery after that commit
+    is a duplicate the inbox skips: nothing is written. A failure before the commit (a failed
+    batch, a crash) redelivers the events, maybe grouped otherwise (a failed batch comes back
+    one event at a time). So, given the inbox's session, the sink first commits which object
+    will hold each fact (`written.record`, a transaction of its own), then writes the objects,
+    and deletes those rows in the inbox's transaction: a row still there when a fact comes
+    again names an object of an attempt that did not commit, and if that object exists the
+    fact is in it and is not written again; if not (the attempt died before its write), the
+    fact is written now. The same batch again names the same objects, which are there.
+    Without a session (tools, tests) only the last holds. What is left: a put that failed for
+    the writer yet reached S3 after the next attempt found nothing; each line carries its
+    `fact_id`, so `count(DISTINCT fact_id)` would still count it once.
     """
 
-    def __init__(self, store: ObjectStore, table: str = "order_facts", remember: int = 65536):
+    def __init__(self, store: ObjectStore, table: str = "order_facts") -> None:
         self._store = store
         self._table = table
-        self._remember = remember
-        self._written: OrderedDict[str, None] = OrderedDict()
 
     async def append(self, fact_id: str, occurred_at: datetime, fact: dict[str, Any]) -> bool:
         """Write the fact in an object of its own day, unless it was written."""
         return await self.append_many([(fact_id, occurred_at, fact)]) == 1
 
-    async def append_many(self, facts: Sequence[Fact]) -> int:
+    async def append_many(self, facts: Sequence[Fact], session: AsyncSession | None = None) -> int:
         """One object per day of the facts not written yet; how many facts were added."""
+        unique = {fact_id: (occurred_at, fact) for fact_id, occurred_at, fact in facts}
+        engine = written.engine_of(session) if session is not None else None
+        if engine is not None:
+            for fact_id in await self._already_written(engine, unique):
+                del unique[fact_id]
         by_day: dict[str, dict[str, bytes]] = {}
-        for fact_id, occurred_at, fact in facts:
-            if fact_id not in self._written:
-                line = canonical_json({"fact_id": fact_id, **fact}) + b"\n"
-                by_day.setdefault(partition_of(occurred_at), {}).setdefault(fact_id, line)
+        for fact_id, (occurred_at, fact) in unique.items():
+            line = canonical_json({"fact_id": fact_id, **fact}) + b"\n"
+            by_day.setdefault(partition_of(occurred_at), {})[fact_id] = line
+        objects = [self._object(day, lines) for day, lines in sorted(by_day.items())]
+        if engine is not None:
+            await written.record(engine, {f: key for key, ids, _ in objects for f in ids})
         added = 0
-        for day, lines in by_day.items():
-            ids = sorted(lines)
-            name = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:32]
-            key = f"{self._table}/dt={day}/{name}.jsonl"
-            body = b"".join(lines[fact_id] for fact_id in ids)
+        for key, ids, body in objects:
             result = await self._store.put_if_absent(key, body, content_type=JSON_LINES)
             added += len(ids) if result.created else 0
-            self._remember_written(ids)
+        if session is not None:
+            await written.forget(session, [fact_id for fact_id, _, _ in facts])
         return added
 
-    def _remember_written(self, ids: Sequence[str]) -> None:
-        for fact_id in ids:
-            self._written[fact_id] = None
-            self._written.move_to_end(fact_id)
-        while len(self._written) > self._remember:
-            self._written.popitem(last=False)
+    async def _already_written(self, engine: AsyncEngine, facts: Collection[str]) -> set[str]:
+        """The facts an attempt that did not commit wrote into an object that exists."""
+        earlier = await written.earlier(engine, facts)
+        present = {key for key in set(earlier.values()) if await self._store.get(key) is not None}
+        return {fact_id for fact_id, key in earlier.items() if key in present}
+
+    def _object(self, day: str, lines: dict[str, bytes]) -> tuple[str, list[str], bytes]:
+        """The key, fact ids and body of one day's object."""
+        ids = sorted(lines)
+        name = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:32]
+        body = b"".join(lines[fact_id] for fact_id in ids)
+        return f"{self._table}/dt={day}/{name}.jsonl", ids, body
 
 
 JSON_LINES = "application/x-ndjson"
