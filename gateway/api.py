@@ -16,7 +16,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway import views
-from gateway.auth import ADMIN_SCOPE, Forbidden, Principal, Unauthenticated, authenticate
+from gateway.auth import (
+    ADMIN_SCOPE,
+    Authenticator,
+    Forbidden,
+    KeysUnavailable,
+    Principal,
+    Unauthenticated,
+)
 from gateway.bodies import (
     Body,
     CheckoutBody,
@@ -67,21 +74,21 @@ def json_response(
 
 
 class GatewayApi:
-    """The routes, bound to the upstream stubs, the throttle and the token secret."""
+    """The routes, bound to the upstream stubs, the throttle and the token checks."""
 
     def __init__(
         self,
         *,
         upstreams: Callable[[], Upstreams],
         throttle: Callable[[], Throttle],
-        jwt_secret: str,
+        authenticator: Authenticator,
         max_body_bytes: int,
         openapi_document: bytes,
         request_budget_seconds: float,
     ) -> None:
         self._upstreams = upstreams
         self._throttle = throttle
-        self.jwt_secret = jwt_secret
+        self.authenticator = authenticator
         self.max_body_bytes = max_body_bytes
         self.openapi_document = openapi_document
         self.request_budget_seconds = request_budget_seconds
@@ -302,9 +309,11 @@ class GatewayApi:
     async def _customer(self, request: Request) -> Principal:
         """The authenticated caller, once their token bucket has a token for this request."""
         try:
-            principal = authenticate(request.headers.get("authorization"), secret=self.jwt_secret)
+            principal = await self.authenticator.authenticate(request.headers.get("authorization"))
         except Unauthenticated as error:
             raise ApiProblem(unauthenticated(str(error))) from None
+        except KeysUnavailable as error:
+            raise ApiProblem(overloaded(f"{error}; retry shortly")) from None
         decision = await self._throttle().take(principal.customer_id)
         if not decision.allowed:
             raise ApiProblem(

@@ -19,11 +19,13 @@ from gateway.api import (
     grpc_error_response,
     http_error_response,
 )
+from gateway.identity import authenticator_for
 from gateway.middleware import LoadShedding, RequestContext
 from gateway.problems import ApiProblem
 from gateway.settings import GatewaySettings
 from gateway.throttle import Throttle
 from gateway.upstream import Upstreams, open_upstreams
+from marketplace_platform.secrets import redis_credentials
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
 
@@ -53,6 +55,9 @@ def build_app(settings: GatewaySettings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         client = redis.Redis.from_url(
             settings.redis_url,
+            credential_provider=redis_credentials(
+                settings.redis_auth_token_secret_arn, ttl_seconds=settings.secrets_ttl_seconds
+            ),
             socket_timeout=settings.gateway_redis_timeout_seconds,
             socket_connect_timeout=settings.gateway_redis_timeout_seconds,
         )
@@ -73,7 +78,7 @@ def build_app(settings: GatewaySettings) -> Starlette:
     api = GatewayApi(
         upstreams=resources.upstreams_or_fail,
         throttle=resources.throttle_or_fail,
-        jwt_secret=settings.gateway_jwt_secret,
+        authenticator=authenticator_for(settings),
         max_body_bytes=settings.gateway_max_body_bytes,
         openapi_document=OPENAPI_PATH.read_bytes(),
         request_budget_seconds=settings.gateway_request_budget_seconds,

@@ -1,13 +1,26 @@
-"""Bearer tokens: HS256 JWTs whose `sub` is the customer and whose `scope` grants admin."""
+"""Bearer tokens: JWTs whose `sub` is the customer and whose `scope` grants admin.
+
+Two key sources, each with its own fixed algorithms, so a token cannot pick how it is checked
+(`alg` confusion): the shared secret (development, or a secret from Secrets Manager) accepts
+HS256 only; an identity provider's JWKS (Cognito in production) accepts RS256 and ES256 only,
+each key with the algorithm of its own type. A token whose `alg` no configured source accepts
+(`none`, HS256 when only the JWKS is configured, HS256 signed with the provider's public key)
+is refused before any key is looked at. Every token must carry `sub`, `iat` and `exp`, and
+`exp - iat` may not exceed the maximum lifetime: a leaked token is useful for a bounded time.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import jwt
 
-ALGORITHM = "HS256"
+ALGORITHM = "HS256"  # the shared secret's one algorithm (development tokens)
+JWKS_ALGORITHMS = ("RS256", "ES256")
 ADMIN_SCOPE = "admin"
 MAX_SUBJECT_LENGTH = 128  # the contracts' CustomerId limit
 
@@ -18,6 +31,10 @@ class Unauthenticated(Exception):
 
 class Forbidden(Exception):
     """A valid token without the scope the route needs (HTTP 403)."""
+
+
+class KeysUnavailable(Exception):
+    """The identity provider's keys could not be fetched (HTTP 503): not the caller's fault."""
 
 
 @dataclass(frozen=True)
@@ -33,27 +50,151 @@ class Principal:
             raise Forbidden(f"this route needs the '{scope}' scope")
 
 
-def authenticate(authorization: str | None, *, secret: str, leeway: float = 0.0) -> Principal:
-    """The principal of an `Authorization: Bearer <JWT>` header, or Unauthenticated."""
+@dataclass(frozen=True)
+class TokenRules:
+    """What every token must satisfy besides its signature. `issuer`/`audience`, when set,
+    must equal the token's `iss`/`aud` (both required then)."""
+
+    max_lifetime_seconds: float
+    issuer: str | None = None
+    audience: str | None = None
+    leeway_seconds: float = 0.0
+
+
+SecretReader = Callable[[], Awaitable[str]]
+
+
+class KeySource(Protocol):
+    """Where the verification key of a token comes from, the algorithms it allows and the
+    rules its tokens must satisfy."""
+
+    algorithms: tuple[str, ...]
+    rules: TokenRules
+
+    async def key_for(self, token: str) -> Any:
+        """The key that checks `token`'s signature (Unauthenticated if there is none)."""
+        ...
+
+
+class SharedSecret:
+    """HS256 with a shared secret, read per token (a rotated secret is used at once)."""
+
+    algorithms: tuple[str, ...] = (ALGORITHM,)
+
+    def __init__(self, secret: SecretReader, rules: TokenRules) -> None:
+        self._secret = secret
+        self.rules = rules
+
+    async def key_for(self, token: str) -> Any:
+        return await self._secret()
+
+
+class Jwks:
+    """RS256/ES256 keys from an identity provider's JWKS URL (a PyJWKClient: the key set is
+    cached, re-fetched when it expires or a token names an unknown `kid`). Fetching blocks, so
+    it runs in a thread; a fetch that fails or times out is KeysUnavailable."""
+
+    algorithms: tuple[str, ...] = JWKS_ALGORITHMS
+
+    def __init__(self, client: jwt.PyJWKClient, rules: TokenRules) -> None:
+        self.client = client
+        self.rules = rules
+
+    async def key_for(self, token: str) -> Any:
+        return await asyncio.to_thread(self._key_for, token)
+
+    def _key_for(self, token: str) -> jwt.PyJWK:
+        try:
+            key = self.client.get_signing_key_from_jwt(token)
+        except jwt.PyJWKClientConnectionError as error:
+            raise KeysUnavailable("the identity provider's keys cannot be fetched") from error
+        except (jwt.PyJWKClientError, jwt.InvalidTokenError) as error:
+            raise Unauthenticated(f"the token's key is not known: {error}") from error
+        if key.algorithm_name not in self.algorithms:
+            raise Unauthenticated(
+                f"the key for this token is not an {'/'.join(self.algorithms)} key"
+            )
+        return key
+
+
+class Authenticator:
+    """Checks `Authorization: Bearer <JWT>` against the key source of the token's algorithm."""
+
+    def __init__(self, sources: list[KeySource]) -> None:
+        if not sources:
+            raise ValueError("at least one key source is needed")
+        self._by_algorithm: dict[str, KeySource] = {}
+        for source in sources:
+            for algorithm in source.algorithms:
+                self._by_algorithm.setdefault(algorithm, source)
+
+    @property
+    def algorithms(self) -> frozenset[str]:
+        """Every algorithm some configured source accepts."""
+        return frozenset(self._by_algorithm)
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        """The principal of the header, or Unauthenticated (KeysUnavailable: try later)."""
+        token = bearer_token(authorization)
+        try:
+            algorithm = jwt.get_unverified_header(token).get("alg")
+        except jwt.InvalidTokenError as error:
+            raise Unauthenticated(f"the token is not valid: {error}") from error
+        source = self._by_algorithm.get(algorithm) if isinstance(algorithm, str) else None
+        if source is None:
+            accepted = ", ".join(sorted(self._by_algorithm))
+            raise Unauthenticated(f"the token's alg {algorithm!r} is not accepted ({accepted})")
+        key = await source.key_for(token)
+        claims = verify(token, key, source.algorithms, source.rules)
+        return principal_of(claims)
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an `Authorization: Bearer <token>` header, or Unauthenticated."""
     if not authorization:
         raise Unauthenticated("an Authorization: Bearer token is required")
     kind, _, token = authorization.partition(" ")
     if kind.lower() != "bearer" or not token.strip():
         raise Unauthenticated("the Authorization header must be 'Bearer <token>'")
+    return token.strip()
+
+
+def verify(token: str, key: Any, algorithms: tuple[str, ...], rules: TokenRules) -> dict[str, Any]:
+    """The token's claims once its signature, times, issuer, audience and lifetime check."""
+    required = ["sub", "exp", "iat"]
+    required += ["iss"] if rules.issuer is not None else []
+    required += ["aud"] if rules.audience is not None else []
     try:
-        claims = jwt.decode(
-            token.strip(),
-            secret,
-            algorithms=[ALGORITHM],
-            options={"require": ["sub", "exp"]},
-            leeway=leeway,
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key,
+            algorithms=list(algorithms),
+            audience=rules.audience,
+            issuer=rules.issuer,
+            leeway=rules.leeway_seconds,
+            options={"require": required, "verify_aud": rules.audience is not None},
         )
     except jwt.ExpiredSignatureError as error:
         raise Unauthenticated("the token has expired") from error
+    except jwt.ImmatureSignatureError as error:
+        raise Unauthenticated("the token is not valid yet") from error
     except jwt.InvalidSignatureError as error:
         raise Unauthenticated("the token's signature does not verify") from error
+    except jwt.InvalidAudienceError as error:
+        raise Unauthenticated("the token is for another audience") from error
+    except jwt.InvalidIssuerError as error:
+        raise Unauthenticated("the token is from another issuer") from error
     except jwt.InvalidTokenError as error:
         raise Unauthenticated(f"the token is not valid: {error}") from error
+    lifetime = claims["exp"] - claims["iat"]
+    if lifetime > rules.max_lifetime_seconds:
+        limit = rules.max_lifetime_seconds
+        raise Unauthenticated(f"the token lives {lifetime:g} s, more than the {limit:g} s allowed")
+    return claims
+
+
+def principal_of(claims: Mapping[str, Any]) -> Principal:
+    """The principal named by verified claims: `sub` and the space-separated `scope`."""
     subject = claims["sub"]
     if not isinstance(subject, str) or not 1 <= len(subject) <= MAX_SUBJECT_LENGTH:
         raise Unauthenticated(f"the token's sub must be 1..{MAX_SUBJECT_LENGTH} characters")

@@ -25,6 +25,24 @@ class GatewaySettings(BaseSettings):
     # Bind the port with SO_REUSEPORT: one gateway per zone on the same port (local stack).
     gateway_reuse_port: bool = False
     gateway_jwt_secret: str = Field(default=DEV_JWT_SECRET, min_length=32)
+    # The HS256 secret from Secrets Manager instead (re-read every SECRETS_TTL_SECONDS).
+    gateway_jwt_secret_arn: str | None = None
+    # An identity provider's keys (RS256/ES256), e.g. Cognito's
+    # https://cognito-idp.<region>.amazonaws.com/<pool id>/.well-known/jwks.json; its tokens
+    # must carry this `iss` and `aud`.
+    gateway_jwks_url: str | None = None
+    gateway_jwt_issuer: str | None = None
+    gateway_jwt_audience: str | None = None
+    # The longest `exp - iat` accepted from any source (Cognito issues at most one day).
+    gateway_jwt_max_lifetime_seconds: float = Field(default=86_400.0, gt=0)
+    gateway_jwks_timeout_seconds: float = Field(default=2.0, gt=0)
+    gateway_jwks_cache_seconds: float = Field(default=300.0, gt=0)
+    # The least time between two fetches forced by tokens naming an unknown `kid`.
+    gateway_jwks_refresh_cooldown_seconds: float = Field(default=30.0, ge=0)
+    # How long a value read from Secrets Manager is used before it is read again.
+    secrets_ttl_seconds: float = Field(default=300.0, gt=0)
+    # The Redis AUTH token from Secrets Manager (JSON {"token": ...}), for new connections.
+    redis_auth_token_secret_arn: str | None = None
     redis_url: str = DEV_REDIS_URL
     cart_target: str = "127.0.0.1:50051"
     inventory_target: str = "127.0.0.1:50052"
@@ -43,11 +61,25 @@ class GatewaySettings(BaseSettings):
     gateway_shutdown_grace_seconds: float = Field(default=10.0, gt=0)
     log_level: str = "INFO"
 
+    @property
+    def uses_shared_secret(self) -> bool:
+        """Whether HS256 tokens are accepted: with a secret of its own (set, or from Secrets
+        Manager), or with the development secret while no JWKS is configured (never in
+        production)."""
+        if self.gateway_jwt_secret_arn or self.gateway_jwt_secret != DEV_JWT_SECRET:
+            return True
+        return self.gateway_jwks_url is None and self.app_env is not AppEnv.PRODUCTION
+
     @model_validator(mode="after")
     def _refuse_dev_secret_in_production(self) -> Self:
+        if self.gateway_jwks_url and not (self.gateway_jwt_issuer and self.gateway_jwt_audience):
+            raise ValueError("GATEWAY_JWKS_URL needs GATEWAY_JWT_ISSUER and GATEWAY_JWT_AUDIENCE")
         if self.app_env is AppEnv.PRODUCTION:
-            if self.gateway_jwt_secret == DEV_JWT_SECRET:
-                raise ValueError("production needs its own GATEWAY_JWT_SECRET")
+            if not (self.gateway_jwks_url or self.uses_shared_secret):
+                raise ValueError(
+                    "production needs GATEWAY_JWKS_URL, GATEWAY_JWT_SECRET_ARN or its own"
+                    " GATEWAY_JWT_SECRET (the development secret is refused)"
+                )
             if self.redis_url == DEV_REDIS_URL:
                 raise ValueError("production needs an explicit REDIS_URL")
         return self
