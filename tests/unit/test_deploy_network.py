@@ -430,3 +430,13 @@ def test_the_payment_account_may_assume_one_role_for_the_database_credentials_on
     assert statements[1]["Condition"]["StringEquals"]["kms:ViaService"] == {
         "Fn::Sub": "secretsmanager.${AWS::Region}.${AWS::URLSuffix}"
     }
+
+
+def test_the_root_stack_passes_its_payment_account_to_the_network_and_the_cluster(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    root = templates["root"]
+
+    assert root["Parameters"]["PaymentAccountId"]["Default"] == ""
+    for stack in ("Network", "Cluster"):
+        assert _root_value(templates, stack, "PaymentAccountId") == {"Ref": "PaymentAccountId"}
