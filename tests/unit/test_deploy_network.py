@@ -440,3 +440,33 @@ def test_the_root_stack_passes_its_payment_account_to_the_network_and_the_cluste
     assert root["Parameters"]["PaymentAccountId"]["Default"] == ""
     for stack in ("Network", "Cluster"):
         assert _root_value(templates, stack, "PaymentAccountId") == {"Ref": "PaymentAccountId"}
+
+
+def test_the_payment_subnets_admit_only_payments_port_and_answers(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    network = templates["network"]
+    associations = resources(network, "AWS::EC2::SubnetNetworkAclAssociation").values()
+    by_subnet = {
+        _ref(a["Properties"]["SubnetId"]): _ref(a["Properties"]["NetworkAclId"])
+        for a in associations
+    }
+    entries = [
+        e["Properties"]
+        for e in resources(network, "AWS::EC2::NetworkAclEntry").values()
+        if _ref(e["Properties"]["NetworkAclId"]) == "PaymentNetworkAcl"
+    ]
+    inbound = {
+        (e["PortRange"]["From"], e["PortRange"]["To"], json.dumps(e["CidrBlock"]))
+        for e in entries
+        if not e.get("Egress", False)
+    }
+
+    assert by_subnet == dict.fromkeys(
+        ["PaymentSubnetA", "PaymentSubnetB", "PaymentSubnetC"], "PaymentNetworkAcl"
+    )
+    assert all(e["RuleAction"] == "allow" and e["Protocol"] == 6 for e in entries)
+    assert inbound == {
+        (ports()["payment"], ports()["payment"], json.dumps({"Ref": "VpcCidr"})),
+        (32768, 65535, json.dumps("0.0.0.0/0")),  # answers to payment's own connections
+    }
