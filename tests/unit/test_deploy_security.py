@@ -168,10 +168,10 @@ def names_a_customer_managed_key(template: dict[str, Any], key: Any) -> bool:
         name = key["Ref"]
         if name in parameters:
             return str(name).endswith("KeyArn")
-        return resources[name]["Type"] == "AWS::KMS::Key"
+        return bool(resources[name]["Type"] == "AWS::KMS::Key")
     if isinstance(key, dict) and "Fn::GetAtt" in key:
         name, attribute = key["Fn::GetAtt"]
-        return resources[name]["Type"] == "AWS::KMS::Key" and attribute == "Arn"
+        return bool(resources[name]["Type"] == "AWS::KMS::Key" and attribute == "Arn")
     return False
 
 
