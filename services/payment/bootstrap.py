@@ -13,6 +13,7 @@ from marketplace_platform.db import unit_of_work_factory
 from marketplace_platform.grpc_server import ServiceRegistration
 from marketplace_platform.outbox import OutboxWriter
 from marketplace_platform.periodic import every
+from marketplace_platform.secrets import secret_source
 from marketplace_platform.service_main import ServiceFactory, ServiceParts, run_service
 from marketplace_platform.settings import ServiceSettings
 from services.payment.adapters import tables
@@ -32,6 +33,11 @@ class PaymentSettings(ServiceSettings):
 
     service_name: str = "payment"
     psp_url: str = "http://127.0.0.1:8089"
+    # Sent as `Authorization: Bearer`; empty: none (the simulator needs none). With the secret
+    # ARN the key is read from Secrets Manager and re-read every SECRETS_TTL_SECONDS.
+    psp_api_key: str = ""
+    psp_api_key_secret_arn: str | None = None
+    secrets_ttl_seconds: float = Field(default=300.0, gt=0)
     psp_timeout_seconds: float = Field(default=2.0, gt=0)
     psp_attempts: int = Field(default=3, ge=1, le=10)
     psp_breaker_failures: int = Field(default=5, ge=1)
@@ -52,6 +58,11 @@ def build(settings: PaymentSettings) -> ServiceFactory:
             breaker=CircuitBreaker(
                 failures_to_open=settings.psp_breaker_failures,
                 open_seconds=settings.psp_breaker_open_seconds,
+            ),
+            api_key=secret_source(
+                settings.psp_api_key,
+                settings.psp_api_key_secret_arn,
+                ttl_seconds=settings.secrets_ttl_seconds,
             ),
         )
         deps = PaymentDeps(

@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
+from marketplace_platform.secrets import SecretSource, SecretUnavailable
 from services.payment.service_layer.ports import (
     Approved,
     Declined,
@@ -82,11 +83,39 @@ class CircuitBreaker:
             self._opened_at = time.monotonic()
 
 
+class ApiKey(httpx.Auth):
+    """`Authorization: Bearer <API key>` with the key as it is now: read per request from its
+    source (a Secrets Manager secret is re-read once its TTL has passed), so a rotated key is
+    in use without a restart. A key that cannot be read sends nothing: PspUnavailable."""
+
+    def __init__(self, key: SecretSource) -> None:
+        self.key = key
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        try:
+            key = await self.key.aget()
+        except SecretUnavailable as error:
+            raise PspUnavailable(f"the PSP API key cannot be read: {error}") from error
+        if key:
+            request.headers["Authorization"] = f"Bearer {key}"
+        yield request
+
+
 class HttpPsp:
     """A Stripe-like PSP over HTTP/JSON: the PaymentProvider of the service."""
 
-    def __init__(self, base_url: str, *, timeout: float, breaker: CircuitBreaker) -> None:
-        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout)
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float,
+        breaker: CircuitBreaker,
+        api_key: SecretSource | None = None,
+    ) -> None:
+        auth = ApiKey(api_key) if api_key is not None else None
+        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, auth=auth)
         self._breaker = breaker
 
     async def close(self) -> None:
