@@ -15,6 +15,7 @@ from marketplace.cart.v1 import cart_service_pb2, cart_service_pb2_grpc
 from marketplace_platform.db import unit_of_work_factory
 from marketplace_platform.grpc_server import NOT_SERVING, SERVING, ServiceRegistration
 from marketplace_platform.outbox import OutboxWriter
+from marketplace_platform.secrets import redis_credentials
 from marketplace_platform.service_main import ServiceFactory, ServiceParts, run_service
 from marketplace_platform.settings import ServiceSettings
 from services.cart.adapters import tables
@@ -40,6 +41,10 @@ class CartSettings(ServiceSettings):
     cart_cache_retry_seconds: float = Field(default=0.5, gt=0)
     cart_cache_sweep_seconds: float = Field(default=1.0, gt=0)
     default_currency: str = Field(default="USD", pattern="^[A-Z]{3}$")
+    # The Redis AUTH token from Secrets Manager (JSON {"token": ...}), re-read every
+    # SECRETS_TTL_SECONDS for new connections; REDIS_URL then carries no token.
+    redis_auth_token_secret_arn: str | None = None
+    secrets_ttl_seconds: float = Field(default=300.0, gt=0)
 
 
 class CacheHealth:
@@ -74,6 +79,9 @@ def build(settings: CartSettings) -> ServiceFactory:
                 timeout_seconds=settings.cart_cache_timeout_ms / 1000,
                 prefix=settings.cart_cache_prefix,
                 on_change=health.report,
+                credentials=redis_credentials(
+                    settings.redis_auth_token_secret_arn, ttl_seconds=settings.secrets_ttl_seconds
+                ),
             )
         deps = CartDeps(
             unit_of_work=unit_of_work, cache=cache, default_currency=settings.default_currency

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.credentials import CredentialProvider
 
 from services.cart.domain.cart import Cart
 from services.cart.domain.codec import cart_from_json, cart_to_json
@@ -121,10 +122,13 @@ class RedisCartCache(CartCache):
         timeout_seconds: float,
         prefix: str = "cart:v1",
         on_change: StateListener | None = None,
+        credentials: CredentialProvider | None = None,
     ) -> RedisCartCache:
-        """A cache on a new client whose sockets give up after `timeout_seconds`, no retries."""
+        """A cache on a new client whose sockets give up after `timeout_seconds`, no retries
+        (`credentials`: AUTH for each new connection, e.g. a rotating token)."""
         client = Redis.from_url(
             url,
+            credential_provider=credentials,
             socket_timeout=timeout_seconds,
             socket_connect_timeout=timeout_seconds,
             retry=Retry(NoBackoff(), 0),
