@@ -29,6 +29,16 @@ def capability_statements(name: str, queues: Sequence[str]) -> list[dict[str, An
                     f"{arn}:states:${{AWS::Region}}:${{AWS::AccountId}}:execution:checkout:*"
                 ),
             },
+            # The state machine is encrypted with its own key (saga.yaml): starting and reading
+            # an execution use it, through Step Functions only.
+            {
+                "Effect": "Allow",
+                "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
+                "Resource": ref("SagaKeyArn"),
+                "Condition": {
+                    "StringEquals": {"kms:ViaService": sub("states.${AWS::Region}.amazonaws.com")}
+                },
+            },
         ],
         "publish_events": [
             {

@@ -40,6 +40,7 @@ SERVICES_PARAMETERS: Mapping[str, Any] = {
     "QueueKeyArn": {"Type": "String"},
     "StorageKeyArn": {"Type": "String"},
     "LogsKeyArn": {"Type": "String", "Description": "the log groups' KMS key (root.yaml)"},
+    "SagaKeyArn": {"Type": "String", "Description": "the state machine's KMS key (saga.yaml)"},
     "EventBusName": {"Type": "String"},
     "InvoiceBucketName": {"Type": "String"},
     "ExportBucketName": {"Type": "String"},
