@@ -36,7 +36,7 @@ def main() -> int:
     )
     server = uvicorn.Server(config)
     log.info("gateway on http://%s:%d", settings.gateway_host, settings.gateway_port)
-    if settings.gateway_jwt_secret == DEV_JWT_SECRET:
+    if settings.gateway_jwt_secret == DEV_JWT_SECRET and settings.uses_shared_secret:
         log.info("try it: %s", curl_example(settings))
     _survive_stop_signals()
     if settings.gateway_reuse_port:

@@ -202,6 +202,23 @@ async def test_the_providers_tokens_are_authorized(
     assert body["type"] == "/problems/not-found"
 
 
+@pytest.mark.parametrize(
+    "audience_claims",
+    [
+        {"aud": ["another-api", AUDIENCE]},
+        {"aud": None, "token_use": "access", "client_id": AUDIENCE},  # Cognito's access tokens
+    ],
+    ids=["aud-list", "cognito-access-token"],
+)
+async def test_the_audience_may_be_one_of_several_or_cognitos_client_id(
+    http: httpx.AsyncClient,
+    provider_keys: tuple[SigningKey, SigningKey],
+    audience_claims: dict[str, Any],
+) -> None:
+    token = provider_keys[0].sign(claims(**audience_claims))
+    assert_problem(await stock_of_unknown_sku(http, token), 404)
+
+
 async def test_the_scope_still_decides_admin_routes(
     http: httpx.AsyncClient, provider_keys: tuple[SigningKey, SigningKey]
 ) -> None:
@@ -216,6 +233,12 @@ def _forged(keys: tuple[SigningKey, SigningKey], case: str) -> str:
         return rsa_signer.sign(claims(aud="some-other-api"))
     if case == "no-audience":
         return ec_signer.sign(claims(aud=None))
+    if case == "another-audience-in-a-list":
+        return ec_signer.sign(claims(aud=["some-other-api", "and-another"]))
+    if case == "cognito-access-token-of-another-client":
+        return rsa_signer.sign(claims(aud=None, token_use="access", client_id="another-client"))
+    if case == "client-id-without-token-use-access":
+        return rsa_signer.sign(claims(aud=None, client_id=AUDIENCE))
     if case == "wrong-issuer":
         return rsa_signer.sign(claims(iss="https://evil.test/pool-1"))
     if case == "expired":
@@ -247,7 +270,10 @@ def _forged(keys: tuple[SigningKey, SigningKey], case: str) -> str:
     ("case", "why"),
     [
         ("another-audience", "another audience"),
-        ("no-audience", '"aud"'),
+        ("no-audience", "names no audience"),
+        ("another-audience-in-a-list", "another audience"),
+        ("cognito-access-token-of-another-client", "another audience"),
+        ("client-id-without-token-use-access", "names no audience"),
         ("wrong-issuer", "another issuer"),
         ("expired", "expired"),
         ("not-valid-yet", "not valid yet"),
