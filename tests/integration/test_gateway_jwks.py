@@ -12,6 +12,7 @@ import base64
 import hashlib
 import hmac
 import json
+import socket
 import threading
 import time
 import uuid
@@ -337,15 +338,36 @@ async def test_a_key_the_provider_rotates_in_is_found_by_the_refresh(
             jwks.keys.remove(rotated_in)
 
 
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port that takes connections (the kernel's backlog) and never answers."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+
+
+@pytest.mark.parametrize("how", ["refused", "silent"])
 async def test_an_unreachable_jwks_is_503_not_401(
     inventory_server: RunningServer,
     redis_server_url: str,
     provider_keys: tuple[SigningKey, SigningKey],
+    silent_port: int,
+    how: str,
 ) -> None:
-    nowhere = f"http://127.0.0.1:{free_port()}/jwks.json"
-    settings = jwks_settings(nowhere, inventory_server.port, redis_server_url)
+    port = free_port() if how == "refused" else silent_port
+    settings = jwks_settings(
+        f"http://127.0.0.1:{port}/jwks.json", inventory_server.port, redis_server_url
+    )
+    settings = settings.model_copy(update={"gateway_jwks_timeout_seconds": 0.3})
     async with running_gateway(settings) as gw, gw.client() as http:
+        started = time.monotonic()
         response = await stock_of_unknown_sku(http, provider_keys[0].sign(claims()))
+        elapsed = time.monotonic() - started
     body = assert_problem(response, 503)
     assert response.headers["retry-after"]
     assert "identity provider" in body["detail"]
+    assert elapsed < 2.0  # the fetch's timeout, not the request budget, ended it
