@@ -25,7 +25,7 @@ from gateway.problems import ApiProblem
 from gateway.settings import GatewaySettings
 from gateway.throttle import Throttle
 from gateway.upstream import Upstreams, open_upstreams
-from marketplace_platform.secrets import redis_credentials
+from marketplace_platform.secrets import redis_credentials, url_without_auth
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
 
@@ -53,11 +53,12 @@ def build_app(settings: GatewaySettings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        credentials = redis_credentials(
+            settings.redis_auth_token_secret_arn, ttl_seconds=settings.secrets_ttl_seconds
+        )
         client = redis.Redis.from_url(
-            settings.redis_url,
-            credential_provider=redis_credentials(
-                settings.redis_auth_token_secret_arn, ttl_seconds=settings.secrets_ttl_seconds
-            ),
+            settings.redis_url if credentials is None else url_without_auth(settings.redis_url),
+            credential_provider=credentials,
             socket_timeout=settings.gateway_redis_timeout_seconds,
             socket_connect_timeout=settings.gateway_redis_timeout_seconds,
         )

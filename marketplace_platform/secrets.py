@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from redis.credentials import CredentialProvider
 
@@ -169,3 +170,14 @@ def redis_credentials(secret_id: str | None, *, ttl_seconds: float) -> RedisAuth
     if not secret_id:
         return None
     return RedisAuthToken(RotatingSecret(secret_id, ttl_seconds=ttl_seconds, json_key="token"))
+
+
+def url_without_auth(url: str) -> str:
+    """`url` with no user or password: redis-py refuses a URL's password together with a
+    credential provider, and the entry point still puts the token it was started with (the
+    REDIS_AUTH_TOKEN variable) in REDIS_URL; with the secret ARN set, the provider's is used."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=host))

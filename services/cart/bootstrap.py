@@ -42,7 +42,7 @@ class CartSettings(ServiceSettings):
     cart_cache_sweep_seconds: float = Field(default=1.0, gt=0)
     default_currency: str = Field(default="USD", pattern="^[A-Z]{3}$")
     # The Redis AUTH token from Secrets Manager (JSON {"token": ...}), re-read every
-    # SECRETS_TTL_SECONDS for new connections; REDIS_URL then carries no token.
+    # SECRETS_TTL_SECONDS for new connections, instead of a token in REDIS_URL.
     redis_auth_token_secret_arn: str | None = None
     secrets_ttl_seconds: float = Field(default=300.0, gt=0)
 

@@ -24,6 +24,7 @@ from marketplace_platform.secrets import (
     SecretUnavailable,
     redis_credentials,
     secret_source,
+    url_without_auth,
 )
 from tests.support.aws import AWS_TEST_CREDENTIALS
 
@@ -106,6 +107,18 @@ def test_a_secret_never_read_is_an_error(secrets_client: Any) -> None:
         secret.get()
 
 
+@pytest.mark.parametrize(
+    ("url", "bare"),
+    [
+        ("rediss://:tok%2Fen@cache.internal:6379/0", "rediss://cache.internal:6379/0"),
+        ("redis://user:pw@127.0.0.1:6379/15", "redis://127.0.0.1:6379/15"),
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+    ],
+)
+def test_a_redis_url_loses_its_own_auth_for_the_provider(url: str, bare: str) -> None:
+    assert url_without_auth(url) == bare
+
+
 def test_without_a_secret_id_the_plain_setting_is_used() -> None:
     source = secret_source("from-the-environment", None, ttl_seconds=TTL)
     assert isinstance(source, FixedSecret)
@@ -170,8 +183,10 @@ async def test_new_redis_connections_use_the_rotated_token(
     provider = RedisAuthToken(
         RotatingSecret(arn, ttl_seconds=TTL, json_key="token", client=secrets_client, clock=clock)
     )
-    client = redis.Redis(
-        host="127.0.0.1", port=port, credential_provider=provider, retry=Retry(NoBackoff(), 0)
+    # The URL as the entry point builds it, with the token the task started with.
+    started_with = f"redis://:{password}@127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(
+        url_without_auth(started_with), credential_provider=provider, retry=Retry(NoBackoff(), 0)
     )
     try:
         assert await client.ping()

@@ -26,6 +26,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.credentials import CredentialProvider
 
+from marketplace_platform.secrets import url_without_auth
 from services.cart.domain.cart import Cart
 from services.cart.domain.codec import cart_from_json, cart_to_json
 from services.cart.service_layer.ports import CacheState, CartCache
@@ -127,7 +128,7 @@ class RedisCartCache(CartCache):
         """A cache on a new client whose sockets give up after `timeout_seconds`, no retries
         (`credentials`: AUTH for each new connection, e.g. a rotating token)."""
         client = Redis.from_url(
-            url,
+            url if credentials is None else url_without_auth(url),
             credential_provider=credentials,
             socket_timeout=timeout_seconds,
             socket_connect_timeout=timeout_seconds,
