@@ -385,11 +385,41 @@ def test_only_checkout_starts_sagas_and_only_the_relay_publishes_events(
     }
     assert starters == {"Checkout"}
     assert publishers == {"OutboxRelay"}
-    assert not {
+    # The gateway's task role: telemetry, and re-reading its rotated secrets (JWT key, Redis token).
+    assert {
         a
         for a in actions_by_service["Gateway"]
         if not a.startswith(("xray:", "logs:", "cloudwatch:"))
+    } <= {"secretsmanager:GetSecretValue", "kms:Decrypt"}
+
+
+def test_a_task_role_reads_only_its_own_rotated_secrets_and_only_through_secrets_manager(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    services = templates["services"]
+    readers = {}
+    for name, role in resources(services, "AWS::IAM::Role").items():
+        if not name.endswith("TaskRole"):
+            continue
+        for statement in role["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]:
+            if "secretsmanager:GetSecretValue" in statement["Action"]:
+                readers[name.removesuffix("TaskRole")] = {r["Ref"] for r in statement["Resource"]}
+            if "kms:Decrypt" in statement["Action"] and statement["Resource"] == {
+                "Ref": "SecretsKeyArn"
+            }:
+                condition = statement["Condition"]["StringEquals"]["kms:ViaService"]
+                assert condition == {"Fn::Sub": "secretsmanager.${AWS::Region}.amazonaws.com"}
+
+    assert readers == {
+        "Gateway": {"JwtSecretArn", "RedisSecretArn"},
+        "Cart": {"RedisSecretArn"},
+        "Payment": {"PspSecretArn"},
     }
+    tasks = resources(services, "AWS::ECS::TaskDefinition")
+    for name, secrets in readers.items():
+        app = tasks[f"{name}TaskDefinition"]["Properties"]["ContainerDefinitions"][0]
+        named = {e["Value"]["Ref"] for e in app["Environment"] if e["Name"].endswith("_SECRET_ARN")}
+        assert named == secrets, name
 
 
 # --- encryption and IAM -----------------------------------------------------------------------

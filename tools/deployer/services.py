@@ -10,7 +10,7 @@ from .cfn import logical_id, ref, skeleton, sub, unless_standby
 from .deployables import DEPLOYABLES, Deployable
 from .iam import capability_statements, consumer_statements, role, telemetry_statements
 from .paths import IMAGE_REPOSITORY_PREFIX
-from .tasks import SECRETS, task_definition
+from .tasks import SECRETS, rotated_secrets, task_definition
 
 SERVICES_PARAMETERS: Mapping[str, Any] = {
     "EnvironmentName": {"Type": "String"},
@@ -41,6 +41,10 @@ SERVICES_PARAMETERS: Mapping[str, Any] = {
     "StorageKeyArn": {"Type": "String"},
     "LogsKeyArn": {"Type": "String", "Description": "the log groups' KMS key (root.yaml)"},
     "SagaKeyArn": {"Type": "String", "Description": "the state machine's KMS key (saga.yaml)"},
+    # The gateway's production tokens (data.yaml's user pool): GATEWAY_JWKS_URL and the claims.
+    "IdentityJwksUrl": {"Type": "String"},
+    "IdentityIssuer": {"Type": "String"},
+    "IdentityAudience": {"Type": "String"},
     "EventBusName": {"Type": "String"},
     "InvoiceBucketName": {"Type": "String"},
     "ExportBucketName": {"Type": "String"},
@@ -82,6 +86,26 @@ def _service_resources(deployable: Deployable, queues: Sequence[str]) -> dict[st
         task_statements += capability_statements(capability, queues)
     if deployable.queue is not None:
         task_statements += consumer_statements(deployable.queue)
+    rotated = sorted(parameter for _, parameter in rotated_secrets(deployable))
+    if rotated:
+        # The process re-reads its rotated secrets' current version while it runs.
+        task_statements += [
+            {
+                "Effect": "Allow",
+                "Action": ["secretsmanager:GetSecretValue"],
+                "Resource": [ref(param) for param in rotated],
+            },
+            {
+                "Effect": "Allow",
+                "Action": ["kms:Decrypt"],
+                "Resource": ref("SecretsKeyArn"),
+                "Condition": {
+                    "StringEquals": {
+                        "kms:ViaService": sub("secretsmanager.${AWS::Region}.amazonaws.com")
+                    }
+                },
+            },
+        ]
     resources: dict[str, Any] = {
         f"{prefix}Logs": {
             "Type": "AWS::Logs::LogGroup",

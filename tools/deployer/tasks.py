@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from .caller_graph import STORE_USERS
 from .cfn import logical_id, ref, sub
 from .deployables import DEPLOYABLES, Deployable
 from .paths import ADOT_IMAGE, IMAGE_REPOSITORY_PREFIX, TELEMETRY_ENDPOINT
@@ -19,6 +20,22 @@ SECRETS: Mapping[str, tuple[tuple[str, str, str], ...]] = {
     "jwt": (("GATEWAY_JWT_SECRET", "JwtSecretArn", ""),),
     "psp": (("PSP_API_KEY", "PspSecretArn", ""),),
 }
+# The rotated secrets a process re-reads while it runs (their current version, no restart), as
+# (env var naming the secret, secret parameter): the task role may read them (services.py).
+ROTATED_SECRETS: Mapping[str, tuple[str, str]] = {
+    "redis": ("REDIS_AUTH_TOKEN_SECRET_ARN", "RedisSecretArn"),
+    "jwt": ("GATEWAY_JWT_SECRET_ARN", "JwtSecretArn"),
+    "psp": ("PSP_API_KEY_SECRET_ARN", "PspSecretArn"),
+}
+
+
+def rotated_secrets(deployable: Deployable) -> list[tuple[str, str]]:
+    """The rotated secrets the process uses (the Redis token only if it connects to Redis)."""
+    return [
+        ROTATED_SECRETS[kind]
+        for kind in deployable.secrets
+        if kind in ROTATED_SECRETS and (kind != "redis" or deployable.name in STORE_USERS["redis"])
+    ]
 
 
 def health_command(deployable: Deployable) -> list[str]:
@@ -53,6 +70,15 @@ def _environment(deployable: Deployable) -> list[dict[str, Any]]:
         env["REDIS_HOST"] = ref("RedisHost")
     if "psp" in deployable.secrets:
         env["PSP_URL"] = ref("PspUrl")
+    if "jwt" in deployable.secrets:
+        # Production tokens: the identity provider's (data.yaml's Cognito user pool).
+        env |= {
+            "GATEWAY_JWKS_URL": ref("IdentityJwksUrl"),
+            "GATEWAY_JWT_ISSUER": ref("IdentityIssuer"),
+            "GATEWAY_JWT_AUDIENCE": ref("IdentityAudience"),
+        }
+    for name, parameter in rotated_secrets(deployable):
+        env[name] = ref(parameter)
     if deployable.http:
         env["GATEWAY_PORT"] = str(deployable.port)
     elif deployable.port is not None:
