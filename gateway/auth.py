@@ -59,6 +59,9 @@ class TokenRules:
     issuer: str | None = None
     audience: str | None = None
     leeway_seconds: float = 0.0
+    # Scopes count only with this prefix, which is taken off: Cognito names a resource
+    # server's custom scopes "<identifier>/admin". "": every scope as it is.
+    scope_prefix: str = ""
 
 
 SecretReader = Callable[[], Awaitable[str]]
@@ -146,7 +149,7 @@ class Authenticator:
             raise Unauthenticated(f"the token's alg {algorithm!r} is not accepted ({accepted})")
         key = await source.key_for(token)
         claims = verify(token, key, source.algorithms, source.rules)
-        return principal_of(claims)
+        return principal_of(claims, scope_prefix=source.rules.scope_prefix)
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -204,15 +207,22 @@ def check_audience(claims: Mapping[str, Any], audience: str) -> None:
         raise Unauthenticated("the token is for another audience")
 
 
-def principal_of(claims: Mapping[str, Any]) -> Principal:
-    """The principal named by verified claims: `sub` and the space-separated `scope`."""
+def principal_of(claims: Mapping[str, Any], *, scope_prefix: str = "") -> Principal:
+    """The principal named by verified claims: `sub` and the space-separated `scope`, of which
+    only those named with `scope_prefix` count (without it), when there is one: a bare "admin"
+    from another resource server grants nothing."""
     subject = claims["sub"]
     if not isinstance(subject, str) or not 1 <= len(subject) <= MAX_SUBJECT_LENGTH:
         raise Unauthenticated(f"the token's sub must be 1..{MAX_SUBJECT_LENGTH} characters")
     scope = claims.get("scope", "")
     if not isinstance(scope, str):
         raise Unauthenticated("the token's scope must be a space-separated string")
-    return Principal(customer_id=subject, scopes=frozenset(scope.split()))
+    scopes = scope.split()
+    if scope_prefix:
+        scopes = [
+            name.removeprefix(scope_prefix) for name in scopes if name.startswith(scope_prefix)
+        ]
+    return Principal(customer_id=subject, scopes=frozenset(scopes))
 
 
 def issue_token(

@@ -45,6 +45,7 @@ def authenticator_for(settings: GatewaySettings) -> Authenticator:
             max_lifetime_seconds=settings.gateway_jwt_max_lifetime_seconds,
             issuer=settings.gateway_jwt_issuer,
             audience=settings.gateway_jwt_audience,
+            scope_prefix=settings.gateway_jwt_scope_prefix,
         )
         sources.append(Jwks(client, rules))
     return Authenticator(sources)

@@ -33,6 +33,9 @@ class GatewaySettings(BaseSettings):
     gateway_jwks_url: str | None = None
     gateway_jwt_issuer: str | None = None
     gateway_jwt_audience: str | None = None
+    # The identity provider's scopes count only with this prefix, taken off (Cognito: the
+    # resource server's identifier and "/", e.g. "checkout/" for "checkout/admin").
+    gateway_jwt_scope_prefix: str = ""
     # The longest `exp - iat` accepted from any source (Cognito issues at most one day).
     gateway_jwt_max_lifetime_seconds: float = Field(default=86_400.0, gt=0)
     gateway_jwks_timeout_seconds: float = Field(default=2.0, gt=0)

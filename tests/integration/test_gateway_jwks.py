@@ -227,6 +227,22 @@ async def test_the_scope_still_decides_admin_routes(
     assert_problem(response, 403)
 
 
+async def test_with_a_scope_prefix_a_cognito_resource_servers_admin_scope_opens_admin_routes(
+    jwks: JwksServer,
+    inventory_server: RunningServer,
+    redis_server_url: str,
+    provider_keys: tuple[SigningKey, SigningKey],
+) -> None:
+    settings = jwks_settings(jwks.url, inventory_server.port, redis_server_url)
+    settings = settings.model_copy(update={"gateway_jwt_scope_prefix": "checkout/"})
+    cognito_admin = claims(aud=None, token_use="access", client_id=AUDIENCE,
+                           scope=f"checkout/{ADMIN_SCOPE}")  # fmt: skip
+    async with running_gateway(settings) as gw, gw.client() as http:
+        assert_problem(await stock_of_unknown_sku(http, provider_keys[0].sign(cognito_admin)), 404)
+        bare = provider_keys[0].sign(claims(scope=ADMIN_SCOPE))  # not the resource server's
+        assert_problem(await stock_of_unknown_sku(http, bare), 403)
+
+
 def _forged(keys: tuple[SigningKey, SigningKey], case: str) -> str:
     rsa_signer, ec_signer = keys
     now = int(time.time())

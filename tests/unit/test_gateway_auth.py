@@ -18,6 +18,7 @@ from gateway.auth import (
     TokenRules,
     Unauthenticated,
     issue_token,
+    principal_of,
 )
 from gateway.identity import authenticator_for
 from gateway.settings import DEV_JWT_SECRET, GatewaySettings
@@ -115,6 +116,19 @@ async def test_only_hs256_is_accepted_with_the_secret() -> None:
     unsigned = jwt.encode(claims(), "", algorithm="none")
     with pytest.raises(Unauthenticated, match="'none' is not accepted"):
         await authenticate(header(unsigned))
+
+
+@pytest.mark.parametrize(
+    ("scope", "granted"),
+    [
+        ("checkout/admin checkout/orders", {"admin", "orders"}),
+        ("admin other/admin", set()),  # a bare "admin", or another resource server's
+        ("", set()),
+    ],
+)
+def test_a_scope_prefix_counts_only_the_scopes_named_with_it(scope: str, granted: set[str]) -> None:
+    principal = principal_of({"sub": "c", "scope": scope}, scope_prefix="checkout/")
+    assert principal.scopes == frozenset(granted)
 
 
 def test_the_admin_scope_is_required_where_asked() -> None:
