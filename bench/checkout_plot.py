@@ -8,13 +8,28 @@ from pathlib import Path
 from typing import Any
 
 
-def write_plot(steps: Sequence[Mapping[str, Any]], path: Path) -> None:
-    """Draw accepted and confirmed checkouts/s and p50/p99 latencies for the closed-loop steps."""
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend: files only, no display (shared by the chaos
+    plot, verification.chaos_plot)."""
     import matplotlib
 
-    matplotlib.use("Agg")  # files only, no display
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save(figure: Any, path: Path) -> None:
+    """Write `figure` as a PNG at `path` (its folder created) and free it."""
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    pyplot().close(figure)
+
+
+def write_plot(steps: Sequence[Mapping[str, Any]], path: Path) -> None:
+    """Draw accepted and confirmed checkouts/s and p50/p99 latencies for the closed-loop steps."""
+    plt = pyplot()
     figure, (throughput, latency) = plt.subplots(1, 2, figsize=(13, 5))
     levels = sorted({step["stored_orders"] for step in steps})
     colours = plt.get_cmap("tab10")
@@ -40,7 +55,4 @@ def write_plot(steps: Sequence[Mapping[str, Any]], path: Path) -> None:
         axes.set_xscale("log", base=2)
         axes.grid(True, which="both", alpha=0.3)
         axes.legend(fontsize="x-small")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save(figure, path)

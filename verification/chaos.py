@@ -20,10 +20,10 @@ import httpx
 
 from marketplace_platform.queues.definitions import DEFAULT_RULES_FILE, load_queue_definitions
 from simulators.psp.faults import FaultConfig
-from verification import collect, customers, faults
+from verification import chaos_plot, collect, customers, faults
 from verification.invariants import Verdict, check_all
 from verification.plan import OUTAGE_SECONDS, ChaosPlan, CheckoutPlan, make_plan
-from verification.report import RunFacts, render
+from verification.report import RunFacts, render, timeouts_by_phase
 from verification.snapshot import ClientCheckout, InjectedPoison
 from verification.stack import REPO, ChaosStack, fresh_database, kill_targets, running_stack
 
@@ -116,20 +116,18 @@ async def drive_load(
             asyncio.create_task(faults.run_poison(stack, plan.poison, progress, fault_log)),
         ]
         seats = asyncio.Semaphore(options.concurrency)
-        tenth = max(len(plan.checkouts) // 10, 1)
 
         async def customer(checkout: CheckoutPlan) -> customers.CheckoutResult:
             async with seats:
                 result = await customers.check_out(gateway, traffic, checkout)
-            await progress.advance()
-            if progress.done % tenth == 0:
-                log.info("%d/%d checkouts done, %d kills", progress.done, progress.total,
-                         len(fault_log.kills))  # fmt: skip
+            await progress.advance()  # the live line: done/total, rate, elapsed
             return result
 
         results = await asyncio.gather(*(customer(c) for c in plan.checkouts))
         await asyncio.gather(*injectors)
         await faults.set_psp_faults(psp, {})  # the faults stop here; settling starts
+    if progress.line is not None:
+        fault_log.load_samples = progress.line.samples
     return list(results), fault_log
 
 
@@ -208,6 +206,18 @@ async def run(options: ChaosOptions) -> int:
         phases_left_out=plan.left_out,
     )
     print(render(facts, snapshot, traffic, fault_log, results_checked), flush=True)
+    json_path, png_path = options.data_dir / "chaos.json", options.data_dir / "chaos.png"
+    chaos_plot.write_report(
+        chaos_plot.figures(
+            seed=options.seed,
+            samples=fault_log.load_samples,
+            kills=fault_log.kills,
+            phases=timeouts_by_phase(snapshot, fault_log.psp_phases, options.checkouts),
+        ),
+        json_path,
+        png_path,
+    )
+    print(f"figures: {json_path}, plot: {png_path}", flush=True)
     failed = any(r.verdict is Verdict.FAIL for r in results_checked)
     return EXIT_VIOLATION if failed else 0
 

@@ -20,6 +20,7 @@ from marketplace_platform.queues.definitions import DEFAULT_RULES_FILE, load_que
 from marketplace_platform.queues.postgres import PostgresQueues
 from marketplace_platform.settings import to_asyncpg_url
 from verification.plan import Faults, Kill, Poison, PspPhase
+from verification.progress import ProgressLine
 from verification.snapshot import InjectedPoison
 from verification.stack import REPO, ChaosStack
 
@@ -51,15 +52,18 @@ class FaultLog:
     psp_phases: list[AppliedPhase] = field(default_factory=list)
     redis_restarts: list[float] = field(default_factory=list)
     poison: list[InjectedPoison] = field(default_factory=list)
+    load_samples: list[tuple[float, int]] = field(default_factory=list)  # seconds, done
 
 
 class Progress:
-    """The share of checkouts finished, and a way to wait for a given share."""
+    """The share of checkouts finished, and a way to wait for a given share; each step is
+    shown on a live progress line (verification.progress) unless `line` is False."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, *, label: str = "checkouts", line: bool = True) -> None:
         self.total = max(total, 1)
         self.done = 0
         self._changed = asyncio.Condition()
+        self.line = ProgressLine(label, total) if line else None
 
     @property
     def share(self) -> float:
@@ -71,6 +75,8 @@ class Progress:
         async with self._changed:
             self.done += 1
             self._changed.notify_all()
+        if self.line is not None:
+            self.line.update(self.done)
 
     async def reach(self, share: float) -> None:
         """Return once at least `share` of the checkouts finished."""
