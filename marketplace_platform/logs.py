@@ -1,4 +1,5 @@
-"""JSON logs, one object per line, with the service, request id and trace id on every line."""
+"""JSON logs, one object per line, with the service, request id, trace id and span id on every
+line (the ids are null outside a sampled span)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from marketplace_platform.request_context import request_id_var
 
 
 class _ContextFilter(logging.Filter):
-    """Stamp each record with the service name, request id and current trace id."""
+    """Stamp each record with the service name, request id and current trace and span ids."""
 
     def __init__(self, service: str) -> None:
         super().__init__()
@@ -22,7 +23,9 @@ class _ContextFilter(logging.Filter):
         record.service = self.service
         record.request_id = request_id_var.get()
         span_context = trace.get_current_span().get_span_context()
-        record.trace_id = format(span_context.trace_id, "032x") if span_context.is_valid else None
+        valid = span_context.is_valid
+        record.trace_id = format(span_context.trace_id, "032x") if valid else None
+        record.span_id = format(span_context.span_id, "016x") if valid else None
         return True
 
 
@@ -32,7 +35,8 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     handler.addFilter(_ContextFilter(service))
     handler.setFormatter(
         JsonFormatter(
-            "%(levelname)s %(name)s %(message)s %(service)s %(request_id)s %(trace_id)s",
+            "%(levelname)s %(name)s %(message)s %(service)s %(request_id)s"
+            " %(trace_id)s %(span_id)s",
             rename_fields={"levelname": "level", "name": "logger"},
             timestamp="time",  # ISO 8601, UTC
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from pathlib import Path
 from typing import Literal, Self
 
 from pydantic import Field, model_validator
@@ -42,7 +43,13 @@ class ServiceSettings(BaseSettings):
     default_call_timeout_seconds: float = Field(default=5.0, gt=0)
     migrate_on_start: bool = True
     log_level: str = "INFO"
-    otel_traces_exporter: Literal["none", "console", "otlp"] = "none"
+    # Prometheus metrics on http://METRICS_HOST:METRICS_PORT/metrics; 0: not served.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    # jsonl: OTLP/JSON lines in OTEL_TRACES_JSONL_DIR/<service>.jsonl (local, no collector);
+    # otlp: OTLP over gRPC to OTEL_EXPORTER_OTLP_ENDPOINT (the ADOT sidecar on AWS).
+    otel_traces_exporter: Literal["none", "console", "jsonl", "otlp"] = "none"
+    otel_traces_jsonl_dir: Path = Path("data/traces")
     # The share of new traces sampled while tracing is on (parent-based: a traced caller's
     # decision is kept). Standard OpenTelemetry name; OTEL_TRACES_SAMPLER itself is not read.
     otel_traces_sampler_arg: float = Field(default=1.0, ge=0.0, le=1.0)

@@ -1,6 +1,7 @@
 """OpenTelemetry: a tracer provider per process and the gRPC server/client instrumentation.
 
-Tracing is on in a process when it exports spans (`OTEL_TRACES_EXPORTER` console or otlp):
+Tracing is on in a process when it exports spans (`OTEL_TRACES_EXPORTER` console, jsonl or
+otlp):
 then `configure_tracing` installs a tracer provider sampling `OTEL_TRACES_SAMPLER_ARG` of new
 traces (parent-based: a call or event whose caller was sampled is sampled, and one whose caller
 was not is not), and the gRPC interceptors record a span per call and carry the trace context
@@ -22,6 +23,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, TraceIdRatioBased
 
 from marketplace_platform.settings import ServiceSettings
+from marketplace_platform.trace_files import JsonLinesSpanExporter
 
 
 def tracer_provider(settings: ServiceSettings) -> TracerProvider | None:
@@ -78,9 +80,10 @@ def client_tracing_interceptors(provider: TracerProvider | None = None) -> list[
 def _exporter(settings: ServiceSettings) -> SpanExporter:
     if settings.otel_traces_exporter == "console":
         return ConsoleSpanExporter()
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # type: ignore[import-not-found]
-        OTLPSpanExporter,
-    )
+    if settings.otel_traces_exporter == "jsonl":
+        path = settings.otel_traces_jsonl_dir / f"{settings.service_name}.jsonl"
+        return JsonLinesSpanExporter(path)
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
     exporter: SpanExporter = OTLPSpanExporter()
     return exporter

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from opentelemetry import propagate
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -63,6 +64,7 @@ class LocalSagaStarter(SagaStarter):
                     state_machine=self._state_machine,
                     status="RUNNING",
                     input=dict(payload),
+                    traceparent=_current_traceparent(),
                     started_at=sa.func.now(),
                     next_run_at=sa.func.now(),
                     last_seq=1,
@@ -128,3 +130,11 @@ class LocalSagaStarter(SagaStarter):
             HistoryEvent(row.seq, row.type, row.state, row.payload, row.owner, row.at)
             for row in rows
         ]
+
+
+def _current_traceparent() -> str | None:
+    """The traceparent of the span this execution is started in (None when not traced), so
+    the engine's state spans continue the trace of the PlaceOrder that started it."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier.get("traceparent")

@@ -23,6 +23,8 @@ executions = sa.Table(
     sa.Column("definition_digest", sa.Text),
     sa.Column("status", sa.Text, nullable=False),
     sa.Column("input", JSONB, nullable=False),
+    # The W3C traceparent of the call that started it (null when that call was not traced).
+    sa.Column("traceparent", sa.Text),
     sa.Column("output", JSONB),
     sa.Column("error", sa.Text),
     sa.Column("cause", sa.Text),

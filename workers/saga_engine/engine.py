@@ -35,6 +35,7 @@ from workers.saga_engine.asl.interpreter import (
 )
 from workers.saga_engine.asl.machine import StateMachine
 from workers.saga_engine.store import Claim, ExecutionStore, LeaseLost
+from workers.saga_engine.tracing import record_step, state_span
 
 log = logging.getLogger(__name__)
 
@@ -248,11 +249,14 @@ class SagaEngine:
             if remaining is not None and remaining <= 0:
                 await self._time_out(journal, position)
                 return
-            try:
-                step = await asyncio.wait_for(interpreter.step(position, execution), remaining)
-            except TimeoutError:
-                await self._time_out(journal, position)
-                return
+            with state_span(claim, position) as span:
+                try:
+                    step = await asyncio.wait_for(interpreter.step(position, execution), remaining)
+                except TimeoutError:
+                    span.set_attribute("saga.error", TIMEOUT)
+                    await self._time_out(journal, position)
+                    return
+                record_step(span, step)
             journal.events.extend(step.events)
             outcome = step.outcome
             if isinstance(outcome, Ended):

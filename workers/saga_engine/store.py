@@ -41,6 +41,8 @@ class Claim:
     definition_digest: str | None
     previous_owner: str | None
     database_now: datetime
+    # The trace of the call that started it: each state's span joins it.
+    traceparent: str | None = None
 
 
 _CLAIM = sa.text(
@@ -64,7 +66,7 @@ _CLAIM = sa.text(
     WHERE e.id = candidate.id
     RETURNING e.id, e.name, e.input, e.started_at, e.deadline, e.current_state, e.state_input,
               e.state_memo, e.state_entered_at, e.definition_digest, candidate.previous_owner,
-              now() AS database_now
+              e.traceparent, now() AS database_now
     """
 )
 
@@ -107,6 +109,7 @@ class ExecutionStore:
             definition_digest=row.definition_digest,
             previous_owner=row.previous_owner,
             database_now=row.database_now,
+            traceparent=row.traceparent,
         )
 
     async def renew(self, claim: Claim, *, lease_seconds: float) -> None:
