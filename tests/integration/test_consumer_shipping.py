@@ -9,7 +9,6 @@ import asyncio
 import random
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pytest
@@ -17,14 +16,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from marketplace.cart.v1 import cart_service_pb2 as cart_pb
-from marketplace.cart.v1 import cart_service_pb2_grpc as cart_grpc
 from marketplace.checkout.v1 import checkout_service_pb2 as checkout_pb
-from marketplace.checkout.v1 import checkout_service_pb2_grpc as checkout_grpc
 from marketplace.common.v1 import address_pb2, ids_pb2, money_pb2
 from marketplace.events.v1 import envelope_pb2, order_events_pb2, shipping_events_pb2
 from marketplace.payment.v1 import payment_service_pb2 as payment_pb
-from marketplace.payment.v1 import payment_service_pb2_grpc as payment_grpc
-from marketplace_platform.channels import open_channel
 from marketplace_platform.db import UnitOfWork, unit_of_work_factory
 from marketplace_platform.errors import DependencyUnavailable
 from marketplace_platform.grpc_server import RunningServer
@@ -34,18 +29,13 @@ from services.checkout.adapters.tables import outbox as checkout_outbox
 from simulators.carrier.simulator import CarrierFaults, CarrierSimulator
 from tests.support.psp import RunningPsp
 from tests.support.servers import ServiceServers
+from tests.support.shop import Shop, shop_of
 from workers.consumers import tables
 from workers.consumers.consumer import Consumer, Outcome, process
 from workers.consumers.shipping import handlers as shipping
 
 if TYPE_CHECKING:
-    from marketplace.cart.v1.cart_service_pb2_grpc import CartServiceAsyncStub as CartStub
-    from marketplace.checkout.v1.checkout_service_pb2_grpc import (
-        CheckoutServiceAsyncStub as CheckoutStub,
-    )
-    from marketplace.payment.v1.payment_service_pb2_grpc import (
-        PaymentServiceAsyncStub as PaymentStub,
-    )
+    pass
 
 WITHIN = 30.0
 
@@ -63,32 +53,12 @@ async def cart_server(grpc_servers: ServiceServers, redis_server_url: str) -> Ru
     return await grpc_servers.cart(redis_url=redis_server_url, cart_cache_enabled=False)
 
 
-@dataclass(frozen=True)
-class Shop:
-    cart: CartStub
-    checkout: CheckoutStub
-    payment: PaymentStub
-
-
 @pytest.fixture(scope="module")
 async def shop(
     cart_server: RunningServer, checkout_server: RunningServer, payment_server: RunningServer
 ) -> AsyncIterator[Shop]:
-    channels = [
-        open_channel(f"127.0.0.1:{server.port}", default_timeout=5.0, idempotent_services=[name])
-        for server, name in (
-            (cart_server, "marketplace.cart.v1.CartService"),
-            (checkout_server, "marketplace.checkout.v1.CheckoutService"),
-            (payment_server, "marketplace.payment.v1.PaymentService"),
-        )
-    ]
-    yield Shop(
-        cart_grpc.CartServiceStub(channels[0]),
-        checkout_grpc.CheckoutServiceStub(channels[1]),
-        payment_grpc.PaymentServiceStub(channels[2]),
-    )
-    for channel in channels:
-        await channel.close()
+    async with shop_of(cart_server, checkout_server, payment_server, call_timeout=5.0) as stubs:
+        yield stubs
 
 
 @pytest.fixture(scope="module")
