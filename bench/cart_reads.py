@@ -47,6 +47,7 @@ from marketplace_platform.db import create_engine, ping
 from marketplace_platform.grpc_server import SERVING, RunningServer, start_server
 from marketplace_platform.migrations import discover_services, upgrade
 from services.cart import bootstrap as cart
+from verification.progress import ProgressLine
 
 if TYPE_CHECKING:
     from marketplace.cart.v1.cart_service_pb2_grpc import CartServiceAsyncStub as Stub
@@ -270,10 +271,12 @@ async def measure(
         ):
             seeded = await seed(uncached_stubs[0], carts)
             phases: list[PhaseResult] = []
+            line = ProgressLine("cart read phases", 2 * plan.rounds)
             for round_number in range(1, plan.rounds + 1):
                 for name, stubs in (("cached", cached_stubs), ("uncached", uncached_stubs)):
                     attempt = cart_reads(stubs, seeded)
                     phases.append(await run_phase(name, round_number, attempt, plan))
+                    line.update(len(phases))
     finally:
         await engine.dispose()
     rate = {

@@ -50,6 +50,7 @@ from bench.checkout_traffic import (
 )
 from bench.inventory_reservations import BenchSettings, fresh_database, postgres_server
 from local_supervisor.launcher import LaunchedStack
+from verification.progress import ProgressLine
 from verification.snapshot import ClientCheckout
 
 # Issue 15's targets (goals to report against, not gates), on a 2-core machine: (target, aim).
@@ -230,11 +231,14 @@ async def run_step(
     async with http_session(stack.url("gateway"), session_size) as session:
         prepared = await prepare_checkouts(session, skus, count, card=CARD)
         before = sample_cpu(stack, postmaster)
+        load = f"open {rate:.1f}/s" if rate is not None else f"{mode} c={concurrency}"
+        line = ProgressLine(f"  stored={stored:,} {load}: checkouts", len(prepared))
         if rate is None:
             assert concurrency is not None
-            window = await closed_loop(session, prepared, concurrency)
+            window = await closed_loop(session, prepared, concurrency, line)
         else:
-            window = await open_loop(session, prepared, rate)
+            window = await open_loop(session, prepared, rate, line)
+        line.finish()
         order_ids = [a.order_id for a in window.attempts if a.order_id]
         outcomes = await settled_outcomes(database_url, order_ids)
         # The consumers may lag behind the saga: their work for these orders is the step's too.

@@ -20,6 +20,7 @@ import orjson
 from gateway.auth import ADMIN_SCOPE, issue_token
 from gateway.settings import DEV_JWT_SECRET
 from marketplace_platform.queues.definitions import DEFAULT_RULES_FILE, load_queue_definitions
+from verification.progress import ProgressLine
 
 REPO = Path(__file__).resolve().parents[1]
 CUSTOMER_PREFIX = "bench-"  # every customer the benchmark makes, and no one else
@@ -130,15 +131,21 @@ async def prepare_checkouts(
 
 
 async def closed_loop(
-    session: aiohttp.ClientSession, prepared: Sequence[PreparedCheckout], concurrency: int
+    session: aiohttp.ClientSession,
+    prepared: Sequence[PreparedCheckout],
+    concurrency: int,
+    progress: ProgressLine | None = None,
 ) -> Window:
-    """`concurrency` clients each send their next checkout as soon as the last one answered."""
+    """`concurrency` clients each send their next checkout as soon as the last one answered;
+    each answer counted on `progress`."""
     queue = list(reversed(prepared))
     attempts: list[Attempt] = []
 
     async def client() -> None:
         while queue:
             attempts.append(await _check_out(session, queue.pop()))
+            if progress is not None:
+                progress.update(len(attempts))
 
     started_at = time.time()
     await asyncio.gather(*(client() for _ in range(concurrency)))
@@ -146,15 +153,25 @@ async def closed_loop(
 
 
 async def open_loop(
-    session: aiohttp.ClientSession, prepared: Sequence[PreparedCheckout], rate: float
+    session: aiohttp.ClientSession,
+    prepared: Sequence[PreparedCheckout],
+    rate: float,
+    progress: ProgressLine | None = None,
 ) -> Window:
-    """Send the checkouts at a fixed rate, whatever the answers' pace (arrivals do not wait)."""
+    """Send the checkouts at a fixed rate, whatever the answers' pace (arrivals do not wait);
+    each answer counted on `progress`."""
     started_at = time.time()
     begins = time.perf_counter()
+    answered = 0
 
     async def at(index: int, request: PreparedCheckout) -> Attempt:
+        nonlocal answered
         await asyncio.sleep(max(0.0, begins + index / rate - time.perf_counter()))
-        return await _check_out(session, request)
+        attempt = await _check_out(session, request)
+        answered += 1
+        if progress is not None:
+            progress.update(answered)
+        return attempt
 
     attempts = await asyncio.gather(*(at(i, r) for i, r in enumerate(prepared)))
     return Window(attempts=tuple(attempts), started_at=started_at, ended_at=time.time())

@@ -43,6 +43,7 @@ from services.inventory.domain.reservation import ReservationLine
 from services.inventory.service_layer.deps import InventoryDeps
 from services.inventory.service_layer.reservations import ReserveStock, reserve_stock
 from services.inventory.service_layer.stock import SetStock, set_stock
+from verification.progress import ProgressLine
 
 # The bench drives the PostgreSQL unit of work itself (a bare transaction reaches its session).
 UnitOfWorkFactory = Callable[[], InventoryUnitOfWork]
@@ -324,9 +325,12 @@ async def run_rounds(uow_factory: UnitOfWorkFactory, plan: BenchPlan) -> list[Ph
     hot = hot_reservations(uow_factory)
     spread = spread_reservations(uow_factory, random.Random())
     phases: list[PhaseResult] = []
+    line = ProgressLine("reservation phases", 2 * plan.rounds)
     for round_number in range(1, plan.rounds + 1):
         phases.append(await run_phase("hot", round_number, hot, plan))
+        line.update(len(phases))
         phases.append(await run_phase("spread", round_number, spread, plan))
+        line.update(len(phases))
     return phases
 
 

@@ -30,6 +30,7 @@ from bench.inventory_reservations import BenchSettings, fresh_database, postgres
 from marketplace_platform.migrations import migrations_dir, upgrade
 from marketplace_platform.saga.local import LocalSagaStarter
 from marketplace_platform.settings import to_asyncpg_url
+from verification.progress import ProgressLine
 
 REPO = Path(__file__).resolve().parents[1]
 MACHINE = "saga-wakeup-bench"
@@ -109,11 +110,13 @@ async def phase(
         await _wait_for_line(process, "listening on" if wake else "saga engine")
         starter = LocalSagaStarter(engine, state_machine=MACHINE)
         names = []
+        line = ProgressLine(f"  {name}: saga starts", starts)
         for _ in range(starts):
             await asyncio.sleep(gap)
             execution = str(uuid.uuid4())
             await starter.start_execution(name=execution, payload={"order_id": execution})
             names.append(execution)
+            line.update(len(names))
         await asyncio.sleep(max(gap, 1.0))
         waits = await _start_to_claim_ms(database_url, names)
     finally:
