@@ -38,6 +38,7 @@ from verification import collect, customers
 from verification.chaos import client_records
 from verification.invariants import InvariantResult, Verdict, check_all
 from verification.plan import CheckoutPlan, make_plan
+from verification.progress import ProgressLine
 from verification.report import invariant_lines, outcomes, verdict
 from verification.snapshot import CONFIRMED_STATUSES, Snapshot
 from verification.stack import ChaosStack, fresh_database, running_stack
@@ -236,14 +237,18 @@ async def drive_load(
     async with httpx.AsyncClient(base_url=stack.url("gateway"), limits=limits) as gateway:
         await customers.stock_catalog(gateway, traffic, prices=prices, initial_stock=stock)
         timeline = asyncio.create_task(lose_a_zone(stack.launched, options, traffic, loss))
+        # The load ends with the zone's timeline, usually before the plan runs out.
+        line = ProgressLine("checkouts (of the plan)", len(plans))
 
         async def customer() -> None:
             while queue and not timeline.done():
                 results.append(await customers.check_out(gateway, traffic, queue.pop()))
+                line.update(len(results))
             if not queue and not timeline.done() and loss.plan_ran_out_at is None:
                 loss.plan_ran_out_at = time.time()
 
         await asyncio.gather(timeline, *(customer() for _ in range(options.concurrency)))
+        line.finish()
     return results, timeline.result()
 
 
