@@ -146,6 +146,18 @@ def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(variable, value)
 
 
+@pytest.fixture
+def secrets_client(moto_endpoint: str, aws_credentials: None) -> Any:
+    """A Secrets Manager client of the moto server."""
+    import boto3  # type: ignore[import-untyped]
+
+    return boto3.client(
+        "secretsmanager",
+        endpoint_url=moto_endpoint,
+        region_name=AWS_TEST_CREDENTIALS["AWS_DEFAULT_REGION"],
+    )
+
+
 @pytest.fixture(scope="session")
 def redis_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Redis URL: REDIS_URL's server when set, otherwise an embedded redis-server for the run."""
@@ -173,19 +185,21 @@ def redis_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.wait(timeout=10)
 
 
-def wait_for_redis(port: int, *, timeout: float = 10.0) -> None:
-    """Block until a Redis server answers PING on 127.0.0.1:`port`."""
+def wait_for_redis(port: int, *, password: str | None = None, timeout: float = 10.0) -> None:
+    """Block until a Redis server answers PING on 127.0.0.1:`port` (authenticated with
+    `password`, if given)."""
     import redis
 
-    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=0.5)
+    client = redis.Redis(host="127.0.0.1", port=port, password=password, socket_timeout=0.5)
     deadline = time.monotonic() + timeout
-    while True:
-        try:
-            client.ping()
-            return
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-        finally:
-            client.close()
+    try:
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+    finally:
+        client.close()

@@ -16,7 +16,6 @@ import pytest
 from marketplace_platform.secrets import FixedSecret, RotatingSecret
 from services.payment.adapters.psp import CircuitBreaker, HttpPsp
 from services.payment.service_layer.ports import PspUnavailable
-from tests.support.aws import AWS_TEST_CREDENTIALS
 
 TTL = 60.0
 
@@ -64,17 +63,6 @@ def psp_server() -> Iterator[RecordingPsp]:
         psp.server.shutdown()
         psp.server.server_close()
         thread.join(timeout=5)
-
-
-@pytest.fixture
-def secrets_client(moto_endpoint: str, aws_credentials: None) -> Any:
-    import boto3  # type: ignore[import-untyped]
-
-    return boto3.client(
-        "secretsmanager",
-        endpoint_url=moto_endpoint,
-        region_name=AWS_TEST_CREDENTIALS["AWS_DEFAULT_REGION"],
-    )
 
 
 def client(url: str, api_key: Any) -> HttpPsp:

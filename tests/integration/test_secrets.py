@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +25,7 @@ from marketplace_platform.secrets import (
     secret_source,
     url_without_auth,
 )
-from tests.support.aws import AWS_TEST_CREDENTIALS
+from tests.conftest import wait_for_redis
 
 TTL = 60.0
 
@@ -39,17 +38,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-def secrets_client(moto_endpoint: str, aws_credentials: None) -> Any:
-    import boto3  # type: ignore[import-untyped]
-
-    return boto3.client(
-        "secretsmanager",
-        endpoint_url=moto_endpoint,
-        region_name=AWS_TEST_CREDENTIALS["AWS_DEFAULT_REGION"],
-    )
 
 
 def new_secret(client: Any, value: str) -> str:
@@ -148,29 +136,11 @@ def password_redis(tmp_path: Path) -> Iterator[tuple[int, str]]:
     ]  # fmt: skip
     server = subprocess.Popen([*argv, "--requirepass", password], stdout=subprocess.DEVNULL)
     try:
-        _wait_for_auth(port, password)
+        wait_for_redis(port, password=password)
         yield port, password
     finally:
         server.terminate()
         server.wait(timeout=10)
-
-
-def _wait_for_auth(port: int, password: str, *, timeout: float = 10.0) -> None:
-    import redis as sync_redis
-
-    client = sync_redis.Redis(host="127.0.0.1", port=port, password=password, socket_timeout=0.5)
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            try:
-                client.ping()
-                return
-            except sync_redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-    finally:
-        client.close()
 
 
 async def test_new_redis_connections_use_the_rotated_token(
