@@ -49,7 +49,7 @@ from verification.faults import Progress
 from verification.invariants import InvariantResult, Verdict, check_all
 from verification.plan import CheckoutPlan, make_plan
 from verification.replica import ReplicaPair, replica_pair
-from verification.report import invariant_lines, outcomes, verdict
+from verification.report import figures_table, invariant_lines, outcomes, verdict
 from verification.snapshot import CONFIRMED_STATUSES, Snapshot
 from verification.stack import ChaosStack, running_stack
 
@@ -456,14 +456,12 @@ def render(
          f"{_seconds(t.not_serving_at)} / {_seconds(t.serving_again_at)}")
         for t in timeline.health
     ]  # fmt: skip
-    width = max(len(label) for label, _ in rows)
     out = [
         f"drill-db, seed {options.seed}: {mode}",
         f"replay: {replay_command(options)}",
         f"data and logs: {options.data_dir}",
         "",
-        "figures:",
-        *(f"  {label:<{width}}  {value}" for label, value in rows),
+        *figures_table(rows),
         "",
         "orders by outcome:",
         *(f"  {n:6d}  {label}" for label, n in sorted(outcomes(snapshot).items())),

@@ -88,7 +88,7 @@ from verification.region_checks import (
     stale_writes,
 )
 from verification.replica import HOST, ReplicaPair, replica_pair, writer_endpoint
-from verification.report import invariant_lines, outcomes, verdict
+from verification.report import figures_table, invariant_lines, outcomes, verdict
 from verification.snapshot import CONFIRMED_STATUSES, ClientCheckout, CustomerCancel, Snapshot
 from verification.stack import REPO, ChaosStack, running_stack
 
@@ -1022,7 +1022,6 @@ def figures(options: DrillOptions, outcome: Outcome) -> list[tuple[str, str]]:
 def render(options: DrillOptions, outcome: Outcome) -> str:
     """The drill's report: figures, outcomes, invariants, checks, the verdict."""
     rows = figures(options, outcome)
-    width = max(len(label) for label, _ in rows)
     stale = outcome.stale
     answers = ", ".join(f"{k} x{n}" for k, n in sorted(outcome.traffic.answers.items()))
     out = [
@@ -1031,8 +1030,7 @@ def render(options: DrillOptions, outcome: Outcome) -> str:
         f"replay: {replay_command(options)}",
         f"data and logs: {options.data_dir}",
         "",
-        "figures:",
-        *(f"  {label:<{width}}  {value}" for label, value in rows),
+        *figures_table(rows),
         "",
         "orders in B by outcome:",
         *(f"  {n:6d}  {label}" for label, n in sorted(outcomes(outcome.snapshot).items())),

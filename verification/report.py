@@ -92,6 +92,24 @@ def _timeout_lines(facts: RunFacts, snapshot: Snapshot, faults: FaultLog) -> lis
     return out
 
 
+def figures_table(rows: Sequence[tuple[str, str]]) -> list[str]:
+    """`figures:` and one aligned `label  value` line per row: the one table style of the
+    chaos run's and the drills' reports."""
+    width = max((len(label) for label, _ in rows), default=0)
+    return ["figures:", *(f"  {label:<{width}}  {value}" for label, value in rows)]
+
+
+def _figure_rows(facts: RunFacts, snapshot: Snapshot, faults: FaultLog) -> list[tuple[str, str]]:
+    rate = facts.checkouts / facts.load_seconds if facts.load_seconds > 0 else 0.0
+    return [
+        ("checkouts planned / orders stored", f"{facts.checkouts} / {len(snapshot.orders)}"),
+        ("load / settle", f"{facts.load_seconds:.1f} s / {facts.settle_seconds:.1f} s"),
+        ("checkouts per second (load)", f"{rate:.1f}"),
+        ("SIGKILLs / skipped", f"{len(faults.kills)} / {len(faults.skipped_kills)}"),
+        ("PSP phases / Redis restarts", f"{len(faults.psp_phases)} / {len(faults.redis_restarts)}"),
+    ]
+
+
 def render(
     facts: RunFacts,
     snapshot: Snapshot,
@@ -130,6 +148,7 @@ def render(
         "",
     ]
     out += invariant_lines(results)
+    out += ["", *figures_table(_figure_rows(facts, snapshot, faults))]
     out += ["", f"result: {verdict(results)} (seed {facts.seed})"]
     return "\n".join(out)
 

@@ -4,7 +4,7 @@ cancellations per PSP phase in force when the orders were placed."""
 from __future__ import annotations
 
 from verification.faults import AppliedPhase
-from verification.report import timeouts_by_phase
+from verification.report import figures_table, timeouts_by_phase
 from verification.snapshot import Order, OrderLine, Snapshot
 
 
@@ -45,4 +45,14 @@ def test_timeouts_are_counted_against_the_phase_their_orders_were_placed_in() ->
         ("no PSP faults yet", 0, 4),
         ("{'error_rate': 0.1}", 1, 3),
         ("{'outage_seconds': 40.0} (outage)", 2, 3),
+    ]
+
+
+def test_the_figures_table_aligns_its_values_in_one_column() -> None:
+    lines = figures_table([("load / settle", "12.0 s / 3.0 s"), ("SIGKILLs / skipped", "3 / 0")])
+
+    assert lines == [
+        "figures:",
+        "  load / settle       12.0 s / 3.0 s",
+        "  SIGKILLs / skipped  3 / 0",
     ]
