@@ -93,9 +93,12 @@ _ROW = ("event_id", "event_type", "aggregate_type", "aggregate_id", "occurred_at
 class OutboxWriter:
     """Builds event envelopes (with the current trace context) and inserts them as rows."""
 
-    def __init__(self, table: Table, *, producer: str) -> None:
+    def __init__(
+        self, table: Table, *, producer: str, busy_seconds: float = RELAY_BUSY_SECONDS
+    ) -> None:
         self.table = table
         self.producer = producer
+        self._busy_seconds = busy_seconds  # a younger oldest unpublished row: no NOTIFY
         self._insert = self._insert_rows(notifying=False)
         self._insert_notifying = self._insert_rows(notifying=True)
 
@@ -184,7 +187,7 @@ class OutboxWriter:
 
     def _notified(self) -> CTE:
         """A one-row CTE that queues the relay's NOTIFY unless a relay is busy on the outbox:
-        the oldest unpublished row, if any, is younger than RELAY_BUSY_SECONDS."""
+        the oldest unpublished row, if any, is younger than `busy_seconds`."""
         oldest = (
             select(self.table.c.occurred_at)
             .where(self.table.c.published_at.is_(None))
@@ -192,7 +195,7 @@ class OutboxWriter:
             .limit(1)
             .scalar_subquery()
         )
-        milliseconds = round(RELAY_BUSY_SECONDS * 1000)
+        milliseconds = round(self._busy_seconds * 1000)
         busy_for: ColumnElement[Any] = literal_column(f"interval '{milliseconds} milliseconds'")
         idle = func.coalesce(oldest, literal_column("'-infinity'::timestamptz")) < (
             func.now() - busy_for

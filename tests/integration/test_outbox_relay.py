@@ -64,13 +64,16 @@ def relay_on(engine: AsyncEngine, routing: Routing, queues: PostgresQueues) -> O
 
 
 async def write_events(
-    engine: AsyncEngine, aggregates: int, per_aggregate: int
+    engine: AsyncEngine,
+    aggregates: int,
+    per_aggregate: int,
+    *,
+    busy_seconds: float = RELAY_BUSY_SECONDS,
 ) -> dict[str, list[str]]:
     """Outbox rows through inventory's unit of work, interleaved across aggregates, one
     transaction per round; returns each aggregate's event ids in writing order."""
-    unit_of_work = unit_of_work_factory(
-        engine, OutboxWriter(inventory_tables.outbox, producer="inventory")
-    )
+    writer = OutboxWriter(inventory_tables.outbox, producer="inventory", busy_seconds=busy_seconds)
+    unit_of_work = unit_of_work_factory(engine, writer)
     order_ids = [str(uuid.uuid4()) for _ in range(aggregates)]
     written: dict[str, list[str]] = {order_id: [] for order_id in order_ids}
     for _ in range(per_aggregate):
@@ -134,6 +137,9 @@ async def mark_all_published(engine: AsyncEngine) -> None:
         )
 
 
+BUSY = 2.0  # seconds of the busy window in the NOTIFY test
+
+
 async def test_a_transaction_writing_rows_notifies_once_and_only_when_no_relay_is_busy(
     engine: AsyncEngine, module_database_url: str
 ) -> None:
@@ -144,14 +150,16 @@ async def test_a_transaction_writing_rows_notifies_once_and_only_when_no_relay_i
             OUTBOX_CHANNEL, lambda _c, _pid, channel, payload: received.append((channel, payload))
         )
         await mark_all_published(engine)
-        await write_events(engine, aggregates=5, per_aggregate=1)  # 5 rows, one NOTIFY
-        await write_events(engine, aggregates=1, per_aggregate=1)  # a young row waits: none
-        await asyncio.sleep(RELAY_BUSY_SECONDS + 0.05)  # nobody took it: it is old now
-        await write_events(engine, aggregates=1, per_aggregate=1)  # so this one notifies
+        # A window of BUSY, not the default's 0.2 s: the second transaction must come within it
+        # of the first, and a loaded machine (CI's) can take longer than 0.2 s between two.
+        await write_events(engine, 5, 1, busy_seconds=BUSY)  # 5 rows, one NOTIFY
+        await write_events(engine, 1, 1, busy_seconds=BUSY)  # a young row waits: none
+        await asyncio.sleep(BUSY + 0.05)  # nobody took it: it is old now
+        await write_events(engine, 1, 1, busy_seconds=BUSY)  # so this one notifies
         await mark_all_published(engine)
         # Notifications arrive in commit order: once this last one is in, any extra one of the
         # transactions before it would be too.
-        await write_events(engine, aggregates=3, per_aggregate=1)
+        await write_events(engine, 3, 1, busy_seconds=BUSY)
         await eventually(lambda: len(received) >= 3, what="three notifications")
     finally:
         await listener.close()
