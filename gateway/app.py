@@ -19,6 +19,7 @@ from gateway.api import (
     grpc_error_response,
     http_error_response,
 )
+from gateway.http_metrics import HttpMetrics
 from gateway.identity import authenticator_for
 from gateway.middleware import LoadShedding, RequestContext
 from gateway.problems import ApiProblem
@@ -87,6 +88,7 @@ def build_app(settings: GatewaySettings) -> Starlette:
     return Starlette(
         routes=api.routes(),
         middleware=[
+            Middleware(HttpMetrics),
             Middleware(RequestContext, budget_seconds=settings.gateway_request_budget_seconds),
             Middleware(LoadShedding, limit=settings.gateway_max_concurrent_requests),
         ],

@@ -14,6 +14,7 @@ from gateway.app import build_app
 from gateway.auth import ADMIN_SCOPE, issue_token
 from gateway.settings import DEV_JWT_SECRET, GatewaySettings
 from marketplace_platform.logs import configure_logging
+from marketplace_platform.metrics import serve_metrics
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,7 @@ def main() -> int:
     """Serve until SIGTERM or SIGINT (uvicorn drains connections first); return the exit code."""
     settings = GatewaySettings()
     configure_logging(settings.service_name, settings.log_level)
+    serve_metrics(settings.metrics_port, settings.metrics_host)
     config = uvicorn.Config(
         build_app(settings),
         host=settings.gateway_host,

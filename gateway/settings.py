@@ -63,6 +63,9 @@ class GatewaySettings(BaseSettings):
     gateway_redis_timeout_seconds: float = Field(default=0.25, gt=0)
     gateway_shutdown_grace_seconds: float = Field(default=10.0, gt=0)
     log_level: str = "INFO"
+    # Prometheus metrics on http://METRICS_HOST:METRICS_PORT/metrics; 0: not served.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=0, ge=0, le=65535)
 
     @property
     def uses_shared_secret(self) -> bool:

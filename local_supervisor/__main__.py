@@ -28,6 +28,7 @@ from local_supervisor.settings import RunOptions, SupervisorSettings, parse_opti
 from local_supervisor.stack import (
     STACK,
     local_outputs,
+    metrics_line,
     migration_spec,
     ports_in_use,
     service_specs,
@@ -89,21 +90,25 @@ async def local_stack(
             await _migrate(supervisor, console, database_url)
             # Migrations ran once here; four services racing to run them again would only hurt.
             extra_env["MIGRATE_ON_START"] = base_env.get("MIGRATE_ON_START", "false")
+        services = service_specs(
+            base_port=options.base_port,
+            database_url=database_url,
+            redis_url=cache_url,
+            http_ports=options.http_ports,
+            extra_env=extra_env,
+            replicas=options.replicas,
+            psp_url=options.psp_url,
+        )
         yield StackPlan(
-            services=service_specs(
-                base_port=options.base_port,
-                database_url=database_url,
-                redis_url=cache_url,
-                http_ports=options.http_ports,
-                extra_env=extra_env,
-                replicas=options.replicas,
-                psp_url=options.psp_url,
-            ),
+            services=services,
             resources={
                 "DATABASE_URL": mask_password(database_url),
                 "REDIS_URL": mask_password(cache_url),
             },
-            next_steps=_try_it(options.http_ports["gateway"], base_env),
+            next_steps=[
+                metrics_line(services),
+                *_try_it(options.http_ports["gateway"], base_env),
+            ],
         )
 
 

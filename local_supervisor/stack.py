@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from local_supervisor.embedded import free_port
 from local_supervisor.processes import ProcessSpec
 from local_supervisor.readiness import GrpcHealthCheck, HttpReadyCheck, ReadinessCheck
 
@@ -28,6 +29,10 @@ ZONE_PORT_STRIDE = 100
 MAX_REPLICAS = 26  # zone-a .. zone-z
 # A replica's process name when there is more than one: "checkout@zone-b".
 ZONE_MARK = "@"
+# Each process but the PSP simulator (the outside world) serves Prometheus metrics on a free
+# port of its own, in this variable (marketplace_platform.metrics).
+METRICS_PORT_ENV = "METRICS_PORT"
+DB_GAUGES_ENTRY = "outbox-relay"  # sets the gauges that need database queries
 
 
 @dataclass(frozen=True)
@@ -163,6 +168,10 @@ def service_specs(
                     env |= entry.shared_port_env
                 if entry.ready_path is not None:
                     readiness = HttpReadyCheck(GRPC_HOST, http_port, entry.ready_path)
+            if entry.name != PSP:
+                env[METRICS_PORT_ENV] = str(free_port())
+            if entry.name == DB_GAUGES_ENTRY and zone_index > 0:
+                env["RELAY_DB_GAUGES"] = "false"  # one process queries them, not every zone's
             name = replica_name(entry.name, zone, _replica_count(entry, replicas))
             argv = [sys.executable, "-m", entry.module]
             specs.append(
@@ -175,6 +184,16 @@ def service_specs(
                 )
             )
     return specs
+
+
+def metrics_line(specs: list[ProcessSpec]) -> str:
+    """Where each process serves its metrics, as the supervisor prints it once ready."""
+    where = [
+        f"{spec.name}=http://{GRPC_HOST}:{spec.env[METRICS_PORT_ENV]}/metrics"
+        for spec in specs
+        if spec.env.get(METRICS_PORT_ENV)
+    ]
+    return "metrics: " + " ".join(where)
 
 
 def service_targets(

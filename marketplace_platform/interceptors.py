@@ -13,6 +13,7 @@ from google.protobuf.message import Message
 
 from marketplace_platform import errors
 from marketplace_platform.grpc_errors import to_status
+from marketplace_platform.metrics import measured
 from marketplace_platform.request_context import (
     REQUEST_ID_HEADER,
     deadline_var,
@@ -66,7 +67,10 @@ class ServiceBoundaryInterceptor(grpc.aio.ServerInterceptor):
         if method.startswith(_PLATFORM_SERVICES):
             return handler
         return grpc.unary_unary_rpc_method_handler(
-            self._counted(method, _at_boundary(method, cast(UnaryBehavior, handler.unary_unary))),
+            self._counted(
+                method,
+                measured(method, _at_boundary(method, cast(UnaryBehavior, handler.unary_unary))),
+            ),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from marketplace_platform.db import create_engine, ping
 from marketplace_platform.grpc_server import ServiceRegistration, serve_until_signalled
 from marketplace_platform.logs import configure_logging
+from marketplace_platform.metrics import serve_metrics
 from marketplace_platform.migrations import migrations_dir, upgrade
 from marketplace_platform.periodic import BackgroundLoop
 from marketplace_platform.settings import ServiceSettings
@@ -37,6 +38,7 @@ ServiceFactory = Callable[[AsyncEngine], ServiceParts]
 def run_service(settings: ServiceSettings, package: str, build: ServiceFactory) -> None:
     """Run a service process until SIGTERM: the body of each service's __main__."""
     configure_logging(settings.service_name, settings.log_level)
+    serve_metrics(settings.metrics_port, settings.metrics_host)
     configure_tracing(settings)
     uvloop.run(_serve(settings, package, build))
 

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from marketplace_platform.db import create_engine, unit_of_work_factory
 from marketplace_platform.logs import configure_logging
+from marketplace_platform.metrics import serve_metrics
 from marketplace_platform.migrations import migrations_dir, upgrade
 from marketplace_platform.notifications import Listener, Wakeups
 from marketplace_platform.outbox import OutboxWriter
@@ -38,6 +39,7 @@ def main(settings_class: type[S], wire: Wire[S]) -> None:
     """Entry point of `python -m workers.consumers.<name>`."""
     settings = settings_class()
     configure_logging(settings.service_name, settings.log_level)
+    serve_metrics(settings.metrics_port, settings.metrics_host)
     configure_tracing(settings)
     uvloop.run(run(settings, wire))
 

@@ -15,10 +15,12 @@ from marketplace_platform.event_bus.eventbridge import eventbridge_bus
 from marketplace_platform.event_bus.local import LocalEventBus
 from marketplace_platform.event_bus.rules import load_routing
 from marketplace_platform.logs import configure_logging
+from marketplace_platform.metrics import serve_metrics
 from marketplace_platform.migrations import migrations_dir, upgrade
 from marketplace_platform.notifications import Listener
 from marketplace_platform.outbox import OUTBOX_CHANNEL
 from marketplace_platform.queues.postgres import PostgresQueues
+from workers.outbox_relay.gauges import keep_fresh
 from workers.outbox_relay.relay import OutboxAnnouncements, OutboxRelay
 from workers.outbox_relay.settings import OutboxRelaySettings
 
@@ -29,7 +31,23 @@ def main() -> None:
     """Entry point of `python -m workers.outbox_relay` (the relay loop)."""
     settings = OutboxRelaySettings()
     configure_logging(settings.service_name, settings.log_level)
+    serve_metrics(settings.metrics_port, settings.metrics_host)
     uvloop.run(run(settings))
+
+
+async def _gauges(settings: OutboxRelaySettings, engine: AsyncEngine) -> None:
+    queues = None
+    if settings.relay_bus == "local":
+        routing = load_routing(settings.relay_rules_file).prefixed(settings.relay_queue_prefix)
+        queues = PostgresQueues(engine, routing.queues)
+    await keep_fresh(
+        engine,
+        queues,
+        schemas=settings.schema_list(),
+        interval_seconds=settings.relay_gauges_interval_seconds,
+        timeout_seconds=settings.relay_gauges_timeout_seconds,
+        stuck_after_seconds=settings.relay_stuck_after_seconds,
+    )
 
 
 def build_bus(settings: OutboxRelaySettings, engine: AsyncEngine) -> EventBus:
@@ -51,17 +69,19 @@ async def run(settings: OutboxRelaySettings) -> None:
             upgrade, settings.database_url, migrations_dir("marketplace_platform.queues")
         )
     engine = create_engine(settings)
+    listening: list[asyncio.Task[None]] = []
     relay = OutboxRelay(
         engine,
         build_bus(settings, engine),
         schemas=settings.schema_list(),
         batch_size=settings.relay_batch_size,
     )
+    if settings.metrics_port and settings.relay_db_gauges:
+        listening.append(asyncio.create_task(_gauges(settings, engine), name="db-gauges"))
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
-    listening: list[asyncio.Task[None]] = []
     announcements: OutboxAnnouncements | None = None
     if settings.relay_wake_on_notify:
         announcements = OutboxAnnouncements()

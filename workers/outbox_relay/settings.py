@@ -31,6 +31,13 @@ class OutboxRelaySettings(ServiceSettings):
     relay_queue_prefix: str = ""
     # The EventBridge bus; empty means the rules file's event_bus_name.
     relay_event_bus_name: str = ""
+    # The database-backed gauges (workers.outbox_relay.gauges): how often, within how long,
+    # and how long a saga execution may sit in one state before it counts as stuck. Only
+    # served while METRICS_PORT is set.
+    relay_db_gauges: bool = True  # False in every replica but one
+    relay_gauges_interval_seconds: float = Field(default=5.0, gt=0)
+    relay_gauges_timeout_seconds: float = Field(default=2.0, gt=0)
+    relay_stuck_after_seconds: float = Field(default=300.0, gt=0)
     aws_region: str = "us-east-1"
     aws_endpoint_url: str | None = None
 

@@ -11,6 +11,7 @@ import uvloop
 
 from marketplace_platform.db import create_engine
 from marketplace_platform.logs import configure_logging
+from marketplace_platform.metrics import serve_metrics
 from marketplace_platform.migrations import migrations_dir, upgrade
 from marketplace_platform.notifications import Listener
 from marketplace_platform.saga.local import EXECUTIONS_CHANNEL
@@ -26,6 +27,7 @@ def main() -> None:
     """Entry point of `python -m workers.saga_engine` (the runner)."""
     settings = SagaEngineSettings()
     configure_logging(settings.service_name, settings.log_level)
+    serve_metrics(settings.metrics_port, settings.metrics_host)
     uvloop.run(run(settings))
 
 
