@@ -47,11 +47,13 @@ def write_plot(report: Mapping[str, Any], path: Path) -> None:
     times = [t for t, _ in samples]
     load.plot(times, [done for _, done in samples], "-", label="checkouts finished")
     total = samples[-1][1] if samples else 0
-    for share, name in report["kills"]:
+    for index, (share, name) in enumerate(report["kills"]):
         moment = next((t for t, done in samples if total and done / total >= share), None)
         if moment is not None:
             load.axvline(moment, color="red", alpha=0.3)
-            load.annotate(name, (moment, 0), rotation=90, fontsize="xx-small", color="red")
+            # Staggered heights: kills at one moment must not print over each other.
+            height = total * (index % 4) / 8
+            load.annotate(name, (moment, height), rotation=90, fontsize="xx-small", color="red")
     load.set(xlabel="seconds of load", ylabel="checkouts finished (client side)",
              title=f"Load, seed {report['seed']} (red: SIGKILLs)")  # fmt: skip
     load.grid(True, alpha=0.3)
