@@ -78,6 +78,7 @@ lint: $(PROTOS_STAMP) $(BUF)
 	$(BUF) lint gen/python/image.binpb --config buf.yaml --path marketplace
 	node_modules/.bin/asl-validator --json-path deploy/ecs/checkout_saga.asl.json
 	$(PY) -m tools.deployer render --out build/cfn && $(BIN)/cfn-lint deploy/ecs/templates/*.yaml build/cfn/*.json
+	promtool check rules deploy/prometheus/rules.yml
 	$(CHECKOV) deploy/ecs/templates
 	$(CHECKOV) build/cfn
 	$(PY) tools/buf_breaking.py --buf $(BUF) --against $(BREAKING_AGAINST)
