@@ -34,6 +34,7 @@ from workers.saga_engine.asl.interpreter import (
     context_object,
 )
 from workers.saga_engine.asl.machine import StateMachine
+from workers.saga_engine.step_metrics import observe_step
 from workers.saga_engine.store import Claim, ExecutionStore, LeaseLost
 from workers.saga_engine.tracing import record_step, state_span
 
@@ -249,6 +250,7 @@ class SagaEngine:
             if remaining is not None and remaining <= 0:
                 await self._time_out(journal, position)
                 return
+            started = time.perf_counter()
             with state_span(claim, position) as span:
                 try:
                     step = await asyncio.wait_for(interpreter.step(position, execution), remaining)
@@ -257,6 +259,7 @@ class SagaEngine:
                     await self._time_out(journal, position)
                     return
                 record_step(span, step)
+            observe_step(position.state, step, time.perf_counter() - started)
             journal.events.extend(step.events)
             outcome = step.outcome
             if isinstance(outcome, Ended):

@@ -26,6 +26,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.credentials import CredentialProvider
 
+from marketplace_platform.metrics import CART_CACHE, CART_CACHE_DEGRADED
 from marketplace_platform.secrets import url_without_auth
 from services.cart.domain.cart import Cart
 from services.cart.domain.codec import cart_from_json, cart_to_json
@@ -107,6 +108,7 @@ class RedisCartCache(CartCache):
         self.on_change = on_change
         # Untrusted from the start: a previous process may have left invalidations owed.
         self.state = CacheState.DOWN
+        CART_CACHE_DEGRADED.set(1)
         self._down_logged = False
         self._put = redis.register_script(_PUT_UNLESS_NEWER)
 
@@ -149,17 +151,18 @@ class RedisCartCache(CartCache):
 
     async def read(self, cart_id: uuid.UUID) -> Cart | None:
         if self.state is not CacheState.TRUSTED:
+            CART_CACHE.labels("bypassed").inc()
             return None
         try:
             async with asyncio.timeout(self.timeout):
                 raw: bytes | str | None = await self.redis.get(self.key(cart_id))
         except Exception as error:  # any cache failure means: answer from PostgreSQL
+            CART_CACHE.labels("error").inc()
             await self._failed("read", error)
             return None
-        if raw is None:
-            return None
         text = raw.decode() if isinstance(raw, bytes) else raw
-        _, kind, payload = text.split("|", 2)
+        kind, payload = text.split("|", 2)[1:] if text is not None else ("", "")
+        CART_CACHE.labels("hit" if kind == "c" else "miss").inc()
         return cart_from_json(payload) if kind == "c" else None
 
     async def fill(self, cart: Cart) -> None:
@@ -188,6 +191,7 @@ class RedisCartCache(CartCache):
         # Only from RECOVERING: a failure during recovery (state DOWN) must not be forgotten.
         if self.state is CacheState.RECOVERING:
             self.state = CacheState.TRUSTED
+            CART_CACHE_DEGRADED.set(0)
             self._down_logged = False
             log.info("cart cache trusted again: owed invalidations applied")
             await self._notify(True)
@@ -208,6 +212,7 @@ class RedisCartCache(CartCache):
     async def _failed(self, doing: str, error: Exception) -> None:
         was_trusted = self.trusted
         self.state = CacheState.DOWN
+        CART_CACHE_DEGRADED.set(1)
         if not self._down_logged:  # once per outage, not once per call or recovery attempt
             self._down_logged = True
             log.warning(

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from marketplace_platform.errors import NotFound
+from marketplace_platform.metrics import CHECKOUTS
 from marketplace_platform.money import Money
 from services.checkout.domain import fraud, tax
 from services.checkout.domain.order import (
@@ -64,7 +65,8 @@ async def confirm_order(
     """PENDING -> CONFIRMED with OrderPlaced and one ShipmentRequested per merchant, together."""
     async with deps.unit_of_work() as uow:
         order = await locked(uow.orders, order_id)
-        if order.confirm(reservation_id=reservation_id, payment_id=payment_id):
+        confirmed = order.confirm(reservation_id=reservation_id, payment_id=payment_id)
+        if confirmed:
             shipments = order.request_shipments(
                 shipment_id_for(order.order_id, merchant) for merchant in order.merchants
             )
@@ -72,6 +74,8 @@ async def confirm_order(
             await _publish(uow, order, events.order_placed(order))
             for shipment in shipments:
                 await _publish(uow, order, events.shipment_requested(order, shipment))
+    if confirmed:  # counted once committed, and once per order (a replay changes nothing)
+        CHECKOUTS.labels("confirmed").inc()
     return order
 
 
@@ -81,9 +85,12 @@ async def fail_order(
     """PENDING -> CANCELLED with the reason and OrderCancelled; a CANCELLED order is returned."""
     async with deps.unit_of_work() as uow:
         order = await locked(uow.orders, order_id)
-        if order.fail(reason, detail):
+        failed = order.fail(reason, detail)
+        if failed:
             await uow.orders.save(order)
             await _publish(uow, order, events.order_cancelled(order, OrderStatus.PENDING))
+    if failed:
+        CHECKOUTS.labels(f"failed_{reason.name.lower()}").inc()
     return order
 
 

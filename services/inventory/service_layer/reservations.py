@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from marketplace_platform.errors import FieldViolation, InvalidArgument, NotFound
+from marketplace_platform.metrics import RESERVATIONS_EXPIRED
 from services.inventory.domain import reservation as rules
 from services.inventory.domain.audit import AuditedSku
 from services.inventory.domain.reservation import (
@@ -162,6 +163,7 @@ async def expire_reservations(
         # One move over the batch's summed lines keeps the SKU lock order global.
         await uow.holds.give_back(rules.merged_lines(expired))
     if expired:
+        RESERVATIONS_EXPIRED.inc(len(expired))
         log.info("released %d expired reservations", len(expired))
     return expired
 

@@ -32,6 +32,7 @@ from typing import Any
 
 import httpx
 
+from marketplace_platform.metrics import PSP_BREAKER_OPEN, PSP_CALLS
 from marketplace_platform.secrets import SecretSource, SecretUnavailable
 from services.payment.service_layer.ports import (
     Approved,
@@ -76,11 +77,13 @@ class CircuitBreaker:
         """Count an outcome: a healthy answer closes the breaker, failures open it."""
         if healthy:
             self._failures, self._opened_at = 0, None
+            PSP_BREAKER_OPEN.set(0)
             return
         self._failures += 1
         if self._failures >= self.failures_to_open and self._opened_at is None:
             log.warning("PSP circuit opened after %d consecutive failures", self._failures)
             self._opened_at = time.monotonic()
+            PSP_BREAKER_OPEN.set(1)
 
 
 class ApiKey(httpx.Auth):
@@ -194,8 +197,15 @@ class HttpPsp:
         return response
 
     async def _post(self, path: str, body: dict[str, Any], idempotency_key: str) -> PspOutcome:
+        """A write to the PSP, counted by outcome (checkout_psp_calls_total)."""
         if not self._breaker.allow():
+            PSP_CALLS.labels("breaker_open").inc()
             raise PspUnavailable("the PSP is failing; try again shortly")
+        outcome = await self._post_once(path, body, idempotency_key)
+        PSP_CALLS.labels(type(outcome).__name__.lower()).inc()
+        return outcome
+
+    async def _post_once(self, path: str, body: dict[str, Any], idempotency_key: str) -> PspOutcome:
         try:
             response = await self._http.post(
                 path, json=body, headers={"Idempotency-Key": idempotency_key}
