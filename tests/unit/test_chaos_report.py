@@ -3,8 +3,9 @@ cancellations per PSP phase in force when the orders were placed."""
 
 from __future__ import annotations
 
-from verification.faults import AppliedPhase
-from verification.report import figures_table, timeouts_by_phase
+from verification.customers import Traffic
+from verification.faults import AppliedPhase, FaultLog
+from verification.report import RunFacts, figures_table, render, timeouts_by_phase
 from verification.snapshot import Order, OrderLine, Snapshot
 
 
@@ -56,3 +57,24 @@ def test_the_figures_table_aligns_its_values_in_one_column() -> None:
         "  load / settle       12.0 s / 3.0 s",
         "  SIGKILLs / skipped  3 / 0",
     ]
+
+
+def test_the_report_ends_with_its_figures_and_the_customers_rate() -> None:
+    snapshot = Snapshot(
+        orders=(order(0, None), order(1, "TIMEOUT")),
+        client_checkouts=(),
+        initial_stock={},
+        stock=(),
+        audit_discrepancies=(),
+        intents=(),
+    )
+    facts = RunFacts(seed=7, replay="replay", checkouts=2, load_seconds=60.0, settle_seconds=5.0,
+                     restarts_seen=0, orphans_voided=0, data_dir="/tmp/x")  # fmt: skip
+    faults = FaultLog(load_samples=[(1.0, 1), (4.0, 2)])
+
+    lines = render(facts, snapshot, Traffic(), faults, []).splitlines()
+
+    table = lines[lines.index("figures:") + 1 : -2]
+    assert "  checkouts per second, to the last answer  0.5 (2 in 4.0 s)" in table
+    assert "  load (until the faults end) / settle      60.0 s / 5.0 s" in table
+    assert lines[-1].startswith("result: PASS")
