@@ -13,8 +13,10 @@ import uvicorn
 from gateway.app import build_app
 from gateway.auth import ADMIN_SCOPE, issue_token
 from gateway.settings import DEV_JWT_SECRET, GatewaySettings
+from gateway.tracing import GatewayTracingSettings
 from marketplace_platform.logs import configure_logging
 from marketplace_platform.metrics import serve_metrics
+from marketplace_platform.telemetry import configure_tracing, traced_asgi
 
 log = logging.getLogger(__name__)
 
@@ -23,9 +25,10 @@ def main() -> int:
     """Serve until SIGTERM or SIGINT (uvicorn drains connections first); return the exit code."""
     settings = GatewaySettings()
     configure_logging(settings.service_name, settings.log_level)
+    configure_tracing(GatewayTracingSettings())
     serve_metrics(settings.metrics_port, settings.metrics_host)
     config = uvicorn.Config(
-        build_app(settings),
+        traced_asgi(build_app(settings)),
         host=settings.gateway_host,
         port=settings.gateway_port,
         loop="uvloop",

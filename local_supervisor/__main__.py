@@ -33,6 +33,7 @@ from local_supervisor.stack import (
     ports_in_use,
     service_specs,
 )
+from local_supervisor.tracing import local_tracing
 from local_supervisor.zones import held_zones_path
 
 
@@ -85,7 +86,7 @@ async def local_stack(
         # Registered after PostgreSQL, so it runs first: services stop before their database.
         cleanup.push_async_callback(supervisor.stop)
         cache_url = options.redis_url or await _start_redis(supervisor, options, console)
-        extra_env = local_outputs(options.data_dir)
+        extra_env = local_outputs(options.data_dir) | local_tracing(options.data_dir, base_env)
         if not options.skip_migrate:
             await _migrate(supervisor, console, database_url)
             # Migrations ran once here; four services racing to run them again would only hurt.

@@ -12,7 +12,9 @@ would cost every call its bookkeeping for spans nobody reads.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Literal, Protocol
 
 import grpc
 from opentelemetry import trace
@@ -22,11 +24,23 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, TraceIdRatioBased
 
-from marketplace_platform.settings import ServiceSettings
 from marketplace_platform.trace_files import JsonLinesSpanExporter
 
 
-def tracer_provider(settings: ServiceSettings) -> TracerProvider | None:
+class TracingSettings(Protocol):
+    """The settings tracing reads (ServiceSettings has them; the gateway's own class too)."""
+
+    @property
+    def service_name(self) -> str: ...
+    @property
+    def otel_traces_exporter(self) -> Literal["none", "console", "jsonl", "otlp"]: ...
+    @property
+    def otel_traces_sampler_arg(self) -> float: ...
+    @property
+    def otel_traces_jsonl_dir(self) -> Path: ...
+
+
+def tracer_provider(settings: TracingSettings) -> TracerProvider | None:
     """The provider the settings ask for: None when no span is exported (tracing off)."""
     if settings.otel_traces_exporter == "none":
         return None
@@ -43,7 +57,7 @@ def sampler(ratio: float) -> Sampler:
     return ParentBased(root=TraceIdRatioBased(ratio))
 
 
-def configure_tracing(settings: ServiceSettings) -> None:
+def configure_tracing(settings: TracingSettings) -> None:
     """Install the process's tracer provider when tracing is on; otherwise install nothing."""
     provider = tracer_provider(settings)
     if provider is not None:
@@ -65,7 +79,31 @@ def server_tracing_interceptors(
     if provider is None:
         return []
     interceptor: grpc.aio.ServerInterceptor = aio_server_interceptor(tracer_provider=provider)  # type: ignore[no-untyped-call]
-    return [interceptor]
+    return [_SkippingPlatformServices(interceptor)]
+
+
+# Health and reflection calls are not part of any request's trace, and OpenTelemetry's aio
+# server interceptor breaks grpc-health's Watch (a coroutine writing to the context, not an
+# async generator: "'async for' requires an object with __aiter__ method, got coroutine").
+_UNTRACED_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+
+
+class _SkippingPlatformServices(grpc.aio.ServerInterceptor):
+    """`inner` for every method but the health and reflection services'."""
+
+    def __init__(self, inner: grpc.aio.ServerInterceptor) -> None:
+        self._inner = inner
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        if handler_call_details.method.startswith(_UNTRACED_PREFIXES):
+            return await continuation(handler_call_details)
+        return await self._inner.intercept_service(continuation, handler_call_details)
 
 
 def client_tracing_interceptors(provider: TracerProvider | None = None) -> list[Any]:
@@ -77,7 +115,29 @@ def client_tracing_interceptors(provider: TracerProvider | None = None) -> list[
     return list(aio_client_interceptors(tracer_provider=provider))  # type: ignore[no-untyped-call]
 
 
-def _exporter(settings: ServiceSettings) -> SpanExporter:
+def traced_asgi(app: Any, provider: TracerProvider | None = None) -> Any:
+    """`app` under a server span per HTTP request (continuing an incoming traceparent), so the
+    gateway's upstream gRPC calls are its children; `app` itself when tracing is off."""
+    provider = provider or installed_provider()
+    if provider is None:
+        return app
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+    return OpenTelemetryMiddleware(app, tracer_provider=provider)
+
+
+def trace_http_client(client: Any, provider: TracerProvider | None = None) -> None:
+    """A client span per request of the httpx `client`, with traceparent sent; nothing when
+    tracing is off."""
+    provider = provider or installed_provider()
+    if provider is None:
+        return
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    HTTPXClientInstrumentor.instrument_client(client, tracer_provider=provider)
+
+
+def _exporter(settings: TracingSettings) -> SpanExporter:
     if settings.otel_traces_exporter == "console":
         return ConsoleSpanExporter()
     if settings.otel_traces_exporter == "jsonl":

@@ -23,6 +23,7 @@ from marketplace.inventory.v1 import inventory_service_pb2_grpc
 from marketplace.payment.v1 import payment_service_pb2_grpc
 from marketplace_platform.channels import balanced_channel
 from marketplace_platform.request_context import REQUEST_ID_HEADER
+from marketplace_platform.telemetry import client_tracing_interceptors
 from saga_tasks.errors import RetryableError
 from saga_tasks.settings import AdapterSettings
 
@@ -51,7 +52,10 @@ def channel(target: str) -> grpc.aio.Channel:
     with _lock:
         by_target = _channels.setdefault(loop, {})
         if target not in by_target:
-            by_target[target] = balanced_channel(target, options=_CHANNEL_OPTIONS)
+            # The tracing interceptors (none when tracing is off) carry the state span's trace.
+            by_target[target] = balanced_channel(
+                target, options=_CHANNEL_OPTIONS, interceptors=client_tracing_interceptors()
+            )
         return by_target[target]
 
 

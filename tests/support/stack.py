@@ -16,7 +16,8 @@ __all__ = ["REPO", "WITHIN", "LaunchedStack", "drills_own_servers", "running_sta
 
 WITHIN = 30.0
 # A killed saga runner's executions are taken over once its lease lapses: keep it short.
-TEST_SETTINGS = {"SAGA_LEASE_SECONDS": "5"}
+# Tracing is off unless a test asks for it (the supervisor turns it on for `make run`).
+TEST_SETTINGS = {"SAGA_LEASE_SECONDS": "5", "OTEL_TRACES_EXPORTER": "none"}
 SHOWN_LINES = 200  # of the supervisor's output, printed when the block ends (pytest shows it)
 
 # The database and Region drills start PostgreSQL servers of their own (a primary and its

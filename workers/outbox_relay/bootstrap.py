@@ -20,6 +20,7 @@ from marketplace_platform.migrations import migrations_dir, upgrade
 from marketplace_platform.notifications import Listener
 from marketplace_platform.outbox import OUTBOX_CHANNEL
 from marketplace_platform.queues.postgres import PostgresQueues
+from marketplace_platform.telemetry import configure_tracing
 from workers.outbox_relay.gauges import keep_fresh
 from workers.outbox_relay.relay import OutboxAnnouncements, OutboxRelay
 from workers.outbox_relay.settings import OutboxRelaySettings
@@ -31,6 +32,7 @@ def main() -> None:
     """Entry point of `python -m workers.outbox_relay` (the relay loop)."""
     settings = OutboxRelaySettings()
     configure_logging(settings.service_name, settings.log_level)
+    configure_tracing(settings)
     serve_metrics(settings.metrics_port, settings.metrics_host)
     uvloop.run(run(settings))
 

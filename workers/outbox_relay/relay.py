@@ -30,14 +30,15 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from opentelemetry import propagate, trace
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from marketplace.events.v1 import envelope_pb2
-from marketplace_platform.event_bus import EventBus
+from marketplace_platform.event_bus import EventBus, trace_carrier
 from marketplace_platform.notifications import KeyedWakeups
 
 log = logging.getLogger(__name__)
@@ -261,7 +262,8 @@ class OutboxRelay:
             )
             if not wave:
                 return published
-            result = await self._bus.publish([row.envelope for row in wave])
+            with _publish_spans(wave):
+                result = await self._bus.publish([row.envelope for row in wave])
             accepted = set(result.published)
             for row in wave:
                 if row.envelope.event_id in accepted:
@@ -353,3 +355,26 @@ async def _idle(
         for waiter in (announced, stopped):
             waiter.cancel()
     return announced.done() and not announced.cancelled() and announced.result()
+
+
+_tracer = trace.get_tracer(__name__)
+
+
+@contextlib.contextmanager
+def _publish_spans(wave: list[_Row]) -> Iterator[None]:
+    """A producer span per row while its wave is published, each in the trace its envelope
+    carries (the call that wrote the outbox row), so the relay's hop shows in that trace."""
+    with contextlib.ExitStack() as spans:
+        for row in wave:
+            spans.enter_context(
+                _tracer.start_as_current_span(
+                    f"outbox.publish {row.envelope.event_type}",
+                    context=propagate.extract(trace_carrier(row.envelope)),
+                    kind=trace.SpanKind.PRODUCER,
+                    attributes={
+                        "messaging.message.id": row.envelope.event_id,
+                        "outbox.row_id": row.id,
+                    },
+                )
+            )
+        yield

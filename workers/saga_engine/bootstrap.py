@@ -15,6 +15,7 @@ from marketplace_platform.metrics import serve_metrics
 from marketplace_platform.migrations import migrations_dir, upgrade
 from marketplace_platform.notifications import Listener
 from marketplace_platform.saga.local import EXECUTIONS_CHANNEL
+from marketplace_platform.telemetry import configure_tracing
 from workers.saga_engine.asl.machine import StateMachine
 from workers.saga_engine.engine import EngineOptions, SagaEngine, default_owner
 from workers.saga_engine.settings import SagaEngineSettings
@@ -27,6 +28,7 @@ def main() -> None:
     """Entry point of `python -m workers.saga_engine` (the runner)."""
     settings = SagaEngineSettings()
     configure_logging(settings.service_name, settings.log_level)
+    configure_tracing(settings)
     serve_metrics(settings.metrics_port, settings.metrics_host)
     uvloop.run(run(settings))
 

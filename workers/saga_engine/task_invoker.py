@@ -4,6 +4,7 @@ loop, a blocking Lambda-style handler runs on a bounded thread pool."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import importlib
 import inspect
 import json
@@ -79,8 +80,9 @@ class InProcessTaskInvoker:
         if inspect.iscoroutinefunction(handler):
             call = handler(event, context)  # cancelled, call and all, if it runs out of time
         else:
+            # In a copy of this context, so the handler's calls join the state's span.
             call = asyncio.get_running_loop().run_in_executor(
-                self._executor, handler, event, context
+                self._executor, contextvars.copy_context().run, handler, event, context
             )
         try:
             result = await asyncio.wait_for(call, timeout_seconds)

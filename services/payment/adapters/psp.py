@@ -34,6 +34,7 @@ import httpx
 
 from marketplace_platform.metrics import PSP_BREAKER_OPEN, PSP_CALLS
 from marketplace_platform.secrets import SecretSource, SecretUnavailable
+from marketplace_platform.telemetry import trace_http_client
 from services.payment.service_layer.ports import (
     Approved,
     Declined,
@@ -119,6 +120,7 @@ class HttpPsp:
     ) -> None:
         auth = ApiKey(api_key) if api_key is not None else None
         self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, auth=auth)
+        trace_http_client(self._http)  # a client span per PSP call, traceparent sent
         self._breaker = breaker
 
     async def close(self) -> None:
