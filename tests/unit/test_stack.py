@@ -13,6 +13,7 @@ from local_supervisor.settings import SupervisorSettings, command_line, parse_op
 from local_supervisor.stack import (
     DEFAULT_HTTP_PORTS,
     STACK,
+    metrics_line,
     ports_in_use,
     service_specs,
     service_targets,
@@ -119,3 +120,19 @@ def test_the_launcher_reads_pids_from_the_supervisors_state_file(tmp_path: Path)
 
     assert stack_pids(tmp_path) == {"cart": 41, "email": None}
     assert read_state(state_file_path(tmp_path)) == processes
+
+
+def test_every_process_but_the_psp_gets_a_metrics_port_of_its_own_and_one_relay_the_gauges() -> (
+    None
+):
+    specs = service_specs(
+        base_port=6000, database_url="postgresql://db", redis_url="redis://r", replicas=2
+    )
+    ports = {spec.name: spec.env.get("METRICS_PORT") for spec in specs}
+
+    assert ports.pop("psp") is None
+    assert None not in ports.values()
+    assert len(set(ports.values())) == len(ports)
+    assert "metrics: cart@zone-a=http://127.0.0.1:" in metrics_line(specs)
+    relays = {s.name: s.env.get("RELAY_DB_GAUGES") for s in specs if "outbox-relay" in s.name}
+    assert relays == {"outbox-relay@zone-a": None, "outbox-relay@zone-b": "false"}
