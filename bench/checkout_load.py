@@ -138,8 +138,15 @@ def parse_plan(argv: Sequence[str] | None = None) -> LoadPlan:
 
 
 def stack_settings(plan: LoadPlan) -> dict[str, str]:
-    """The stack's settings for load: the per-customer throttle out of the way, then overrides."""
-    return {"GATEWAY_RATE_PER_SECOND": "100000", "GATEWAY_BURST": "100000", **plan.stack_env}
+    """The stack's settings for load: the per-customer throttle out of the way and tracing off
+    (the supervisor turns it on for `make run`; `--stack-env OTEL_TRACES_EXPORTER=jsonl` measures
+    it), then overrides."""
+    return {
+        "GATEWAY_RATE_PER_SECOND": "100000",
+        "GATEWAY_BURST": "100000",
+        "OTEL_TRACES_EXPORTER": "none",
+        **plan.stack_env,
+    }
 
 
 def percentiles(values: Sequence[float]) -> dict[str, float | None]:
