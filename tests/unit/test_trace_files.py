@@ -9,8 +9,9 @@ import logging
 from pathlib import Path
 
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Tracer, TracerProvider
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.trace import Tracer
 
 from marketplace_platform import logs
 from marketplace_platform.trace_files import JsonLinesSpanExporter, read_spans
