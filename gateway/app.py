@@ -26,7 +26,7 @@ from gateway.problems import ApiProblem
 from gateway.settings import GatewaySettings
 from gateway.throttle import Throttle
 from gateway.upstream import Upstreams, open_upstreams
-from marketplace_platform.secrets import redis_credentials, url_without_auth
+from marketplace_platform.redis_auth import redis_credentials, url_without_auth
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
 

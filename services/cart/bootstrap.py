@@ -15,7 +15,7 @@ from marketplace.cart.v1 import cart_service_pb2, cart_service_pb2_grpc
 from marketplace_platform.db import unit_of_work_factory
 from marketplace_platform.grpc_server import NOT_SERVING, SERVING, ServiceRegistration
 from marketplace_platform.outbox import OutboxWriter
-from marketplace_platform.secrets import redis_credentials
+from marketplace_platform.redis_auth import redis_credentials
 from marketplace_platform.service_main import ServiceFactory, ServiceParts, run_service
 from marketplace_platform.settings import ServiceSettings
 from services.cart.adapters import tables

@@ -16,14 +16,12 @@ import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from marketplace_platform.redis_auth import RedisAuthToken, redis_credentials, url_without_auth
 from marketplace_platform.secrets import (
     FixedSecret,
-    RedisAuthToken,
     RotatingSecret,
     SecretUnavailable,
-    redis_credentials,
     secret_source,
-    url_without_auth,
 )
 from tests.conftest import wait_for_redis
 

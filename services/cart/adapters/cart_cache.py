@@ -27,7 +27,7 @@ from redis.backoff import NoBackoff
 from redis.credentials import CredentialProvider
 
 from marketplace_platform.metrics import CART_CACHE, CART_CACHE_DEGRADED
-from marketplace_platform.secrets import url_without_auth
+from marketplace_platform.redis_auth import url_without_auth
 from services.cart.domain.cart import Cart
 from services.cart.domain.codec import cart_from_json, cart_to_json
 from services.cart.service_layer.ports import CacheState, CartCache
