@@ -16,16 +16,9 @@ import pytest
 from marketplace_platform.secrets import FixedSecret, RotatingSecret
 from services.payment.adapters.psp import CircuitBreaker, HttpPsp
 from services.payment.service_layer.ports import PspUnavailable
+from tests.support.clock import ManualClock
 
 TTL = 60.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class RecordingPsp:
@@ -74,7 +67,7 @@ async def test_a_rotated_key_is_sent_once_the_ttl_has_passed(
     psp_server: RecordingPsp, secrets_client: Any
 ) -> None:
     arn = secrets_client.create_secret(Name=f"psp/{uuid.uuid4().hex}", SecretString="sk_v1")["ARN"]
-    clock = Clock()
+    clock = ManualClock(1000.0)
     key = RotatingSecret(arn, ttl_seconds=TTL, client=secrets_client, clock=clock)
     psp = client(psp_server.url, key)
     try:

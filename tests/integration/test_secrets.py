@@ -25,18 +25,9 @@ from marketplace_platform.secrets import (
     secret_source,
 )
 from tests.conftest import wait_for_redis
+from tests.support.clock import ManualClock
 
 TTL = 60.0
-
-
-class Clock:
-    """Monotonic time the test moves by hand: a TTL passes without sleeping."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def new_secret(client: Any, value: str) -> str:
@@ -47,7 +38,7 @@ def new_secret(client: Any, value: str) -> str:
 
 def test_a_new_version_is_read_once_the_ttl_has_passed(secrets_client: Any) -> None:
     arn = new_secret(secrets_client, "psp-key-v1")
-    clock = Clock()
+    clock = ManualClock(1000.0)
     secret = RotatingSecret(arn, ttl_seconds=TTL, client=secrets_client, clock=clock)
     assert secret.get() == "psp-key-v1"
 
@@ -60,7 +51,7 @@ def test_a_new_version_is_read_once_the_ttl_has_passed(secrets_client: Any) -> N
 
 async def test_the_async_read_sees_the_rotation_too(secrets_client: Any) -> None:
     arn = new_secret(secrets_client, "jwt-secret-v1")
-    clock = Clock()
+    clock = ManualClock(1000.0)
     secret = RotatingSecret(arn, ttl_seconds=TTL, client=secrets_client, clock=clock)
     assert await secret.aget() == "jwt-secret-v1"
     secrets_client.put_secret_value(SecretId=arn, SecretString="jwt-secret-v2")
@@ -79,7 +70,7 @@ def test_a_json_secret_gives_the_named_field(secrets_client: Any) -> None:
 
 def test_a_failed_re_read_keeps_the_last_value(secrets_client: Any) -> None:
     arn = new_secret(secrets_client, "still-valid")
-    clock = Clock()
+    clock = ManualClock(1000.0)
     secret = RotatingSecret(arn, ttl_seconds=TTL, client=secrets_client, clock=clock)
     assert secret.get() == "still-valid"
     secrets_client.delete_secret(SecretId=arn, ForceDeleteWithoutRecovery=True)
@@ -137,7 +128,7 @@ async def test_new_redis_connections_use_the_rotated_token(
     port, password = password_redis
     arn = new_secret(secrets_client, json.dumps({"token": password}))
     assert redis_credentials(arn, ttl_seconds=TTL) is not None
-    clock = Clock()
+    clock = ManualClock(1000.0)
     provider = RedisAuthToken(
         RotatingSecret(arn, ttl_seconds=TTL, json_key="token", client=secrets_client, clock=clock)
     )

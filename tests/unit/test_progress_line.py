@@ -5,17 +5,8 @@ from __future__ import annotations
 
 import io
 
+from tests.support.clock import ManualClock
 from verification.progress import ProgressLine, render
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_the_line_says_done_of_total_rate_and_elapsed() -> None:
@@ -24,7 +15,7 @@ def test_the_line_says_done_of_total_rate_and_elapsed() -> None:
 
 
 def test_a_plain_stream_gets_a_line_every_few_seconds_and_the_last_one() -> None:
-    clock, out = Clock(), io.StringIO()
+    clock, out = ManualClock(), io.StringIO()
     line = ProgressLine("checkouts", 10, stream=out, tty=False, every=5.0, clock=clock)
     for done in range(1, 10):
         clock.now += 1.0  # one checkout a second: lines at 1 s, 6 s, then the last at 10 s
@@ -43,7 +34,7 @@ def test_a_plain_stream_gets_a_line_every_few_seconds_and_the_last_one() -> None
 
 
 def test_a_terminal_line_is_rewritten_in_place_and_ended_once() -> None:
-    clock, out = Clock(), io.StringIO()
+    clock, out = ManualClock(), io.StringIO()
     line = ProgressLine("orders", 2, stream=out, tty=True, every=0.1, clock=clock)
     clock.now += 2.0
     line.update(1)

@@ -5,24 +5,15 @@ from __future__ import annotations
 import random
 
 from simulators.psp.faults import FaultConfig, FaultInjector, Refusal
+from tests.support.clock import ManualClock
 
 
-class Clock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def injector(clock: Clock, **faults: object) -> FaultInjector:
+def injector(clock: ManualClock, **faults: object) -> FaultInjector:
     return FaultInjector(FaultConfig.model_validate(faults), rng=random.Random(7), clock=clock)
 
 
 def test_an_outage_refuses_everything_from_when_it_is_set_and_ends_on_its_own() -> None:
-    clock = Clock()
+    clock = ManualClock()
     faults = injector(clock)
     clock.now += 50  # the window counts from the replacement, not from the start
     faults.replace(FaultConfig(outage_seconds=2, rate_limit_rate=1.0))
@@ -34,7 +25,7 @@ def test_an_outage_refuses_everything_from_when_it_is_set_and_ends_on_its_own() 
 
 
 def test_a_hanging_outage_holds_each_request_until_it_ends() -> None:
-    clock = Clock()
+    clock = ManualClock()
     faults = injector(clock, outage_seconds=3, outage_hang=True)
     clock.now += 1
     plan = faults.plan()
@@ -42,7 +33,7 @@ def test_a_hanging_outage_holds_each_request_until_it_ends() -> None:
 
 
 def test_a_rate_limit_burst_ends_and_carries_its_retry_after() -> None:
-    clock = Clock()
+    clock = ManualClock()
     faults = injector(clock, rate_limit_seconds=1, retry_after_seconds=4)
     plan = faults.plan()
     assert (plan.refusal, plan.retry_after_seconds) == (Refusal.RATE_LIMIT, 4)
@@ -51,7 +42,7 @@ def test_a_rate_limit_burst_ends_and_carries_its_retry_after() -> None:
 
 
 def test_conflicts_are_injected_at_their_rate_and_described() -> None:
-    clock = Clock()
+    clock = ManualClock()
     always = injector(clock, conflict_rate=1.0)
     never = injector(clock)
     assert always.plan().describe() == "conflict"
