@@ -13,9 +13,9 @@ import uvicorn
 from gateway.app import build_app
 from gateway.auth import ADMIN_SCOPE, issue_token
 from gateway.settings import DEV_JWT_SECRET, GatewaySettings
-from gateway.tracing import GatewayTracingSettings
 from marketplace_platform.logs import configure_logging
 from marketplace_platform.metrics import serve_metrics
+from marketplace_platform.settings import TracingSettings
 from marketplace_platform.telemetry import configure_tracing, traced_asgi
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ def main() -> int:
     """Serve until SIGTERM or SIGINT (uvicorn drains connections first); return the exit code."""
     settings = GatewaySettings()
     configure_logging(settings.service_name, settings.log_level)
-    configure_tracing(GatewayTracingSettings())
+    configure_tracing(TracingSettings(service_name=settings.service_name))
     serve_metrics(settings.metrics_port, settings.metrics_host)
     config = uvicorn.Config(
         traced_asgi(build_app(settings)),

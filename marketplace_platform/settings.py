@@ -21,12 +21,25 @@ class AppEnv(StrEnum):
     PRODUCTION = "production"
 
 
-class ServiceSettings(BaseSettings):
-    """Settings every gRPC service shares; services subclass it for their own fields."""
+class TracingSettings(BaseSettings):
+    """What tracing reads (marketplace_platform.telemetry): every process's, the gateway's too,
+    whose own settings have no database and so are not ServiceSettings."""
 
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
     service_name: str = "service"
+    # jsonl: OTLP/JSON lines in OTEL_TRACES_JSONL_DIR/<service>.jsonl (local, no collector);
+    # otlp: OTLP over gRPC to OTEL_EXPORTER_OTLP_ENDPOINT (the ADOT sidecar on AWS).
+    otel_traces_exporter: Literal["none", "console", "jsonl", "otlp"] = "none"
+    otel_traces_jsonl_dir: Path = Path("data/traces")
+    # The share of new traces sampled while tracing is on (parent-based: a traced caller's
+    # decision is kept). Standard OpenTelemetry name; OTEL_TRACES_SAMPLER itself is not read.
+    otel_traces_sampler_arg: float = Field(default=1.0, ge=0.0, le=1.0)
+
+
+class ServiceSettings(TracingSettings):
+    """Settings every gRPC service shares; services subclass it for their own fields."""
+
     app_env: AppEnv = AppEnv.DEVELOPMENT
     database_url: str = DEV_DATABASE_URL
     redis_url: str = DEV_REDIS_URL
@@ -46,13 +59,6 @@ class ServiceSettings(BaseSettings):
     # Prometheus metrics on http://METRICS_HOST:METRICS_PORT/metrics; 0: not served.
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=0, ge=0, le=65535)
-    # jsonl: OTLP/JSON lines in OTEL_TRACES_JSONL_DIR/<service>.jsonl (local, no collector);
-    # otlp: OTLP over gRPC to OTEL_EXPORTER_OTLP_ENDPOINT (the ADOT sidecar on AWS).
-    otel_traces_exporter: Literal["none", "console", "jsonl", "otlp"] = "none"
-    otel_traces_jsonl_dir: Path = Path("data/traces")
-    # The share of new traces sampled while tracing is on (parent-based: a traced caller's
-    # decision is kept). Standard OpenTelemetry name; OTEL_TRACES_SAMPLER itself is not read.
-    otel_traces_sampler_arg: float = Field(default=1.0, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _refuse_dev_defaults_in_production(self) -> Self:

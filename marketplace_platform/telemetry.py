@@ -13,8 +13,7 @@ would cost every call its bookkeeping for spans nobody reads.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any
 
 import grpc
 from opentelemetry import trace
@@ -24,20 +23,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, TraceIdRatioBased
 
+from marketplace_platform.settings import TracingSettings
 from marketplace_platform.trace_files import JsonLinesSpanExporter
-
-
-class TracingSettings(Protocol):
-    """The settings tracing reads (ServiceSettings has them; the gateway's own class too)."""
-
-    @property
-    def service_name(self) -> str: ...
-    @property
-    def otel_traces_exporter(self) -> Literal["none", "console", "jsonl", "otlp"]: ...
-    @property
-    def otel_traces_sampler_arg(self) -> float: ...
-    @property
-    def otel_traces_jsonl_dir(self) -> Path: ...
 
 
 def tracer_provider(settings: TracingSettings) -> TracerProvider | None:
