@@ -121,10 +121,11 @@ def consumer_statements(queue: str) -> list[dict[str, Any]]:
     ]
 
 
-def telemetry_statements(deployable: Deployable) -> list[dict[str, Any]]:
-    """What the ADOT sidecar needs to send the deployable's traces, metrics and logs."""
+def telemetry_statements(deployable: Deployable, metric_logs: str | None) -> list[dict[str, Any]]:
+    """What the ADOT sidecar needs to send the deployable's traces, and its metrics as EMF
+    logs to its metric log group (collector.py) when it exports any."""
     # X-Ray has no resource-level permissions: these write-only actions take "*".
-    return [
+    statements: list[dict[str, Any]] = [
         {
             "Effect": "Allow",
             "Action": [
@@ -134,22 +135,18 @@ def telemetry_statements(deployable: Deployable) -> list[dict[str, Any]]:
                 "xray:GetSamplingTargets",
             ],
             "Resource": "*",
-        },
-        {
-            "Effect": "Allow",
-            "Action": ["cloudwatch:PutMetricData"],
-            "Resource": "*",
-            "Condition": {"StringEquals": {"cloudwatch:namespace": "ECS/AWSOTel/Application"}},
-        },
-        {
-            "Effect": "Allow",
-            "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
-            "Resource": sub(
-                "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:"
-                f"/checkout/${{EnvironmentName}}/{deployable.name}:*"
-            ),
-        },
+        }
     ]
+    if metric_logs is not None:
+        # CloudWatch extracts the metrics from the EMF lines: no cloudwatch:PutMetricData.
+        statements.append(
+            {
+                "Effect": "Allow",
+                "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+                "Resource": {"Fn::GetAtt": [metric_logs, "Arn"]},
+            }
+        )
+    return statements
 
 
 def role(service: str, policy_name: str, statements: list[dict[str, Any]]) -> dict[str, Any]:

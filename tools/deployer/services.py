@@ -7,6 +7,7 @@ from typing import Any
 
 from .caller_graph import CARD_DATA, STORES, carried_security_groups, security_group
 from .cfn import logical_id, ref, skeleton, sub, unless_standby
+from .collector import metric_log_group, metric_resources
 from .deployables import DEPLOYABLES, Deployable
 from .iam import capability_statements, consumer_statements, role, telemetry_statements
 from .paths import IMAGE_REPOSITORY_PREFIX
@@ -51,6 +52,12 @@ SERVICES_PARAMETERS: Mapping[str, Any] = {
     "EmailIdentity": {"Type": "String"},
     "AlarmTopicArn": {"Type": "String"},
     "LogRetentionDays": {"Type": "Number", "Default": 30},
+    # OTEL_TRACES_SAMPLER_ARG of every task: the share of new traces sampled (parent-based).
+    "TraceSamplingRatio": {
+        "Type": "String",
+        "AllowedPattern": "(0(\\.[0-9]+)?|1(\\.0+)?)",
+        "Default": "1.0",
+    },
     # A warm standby Region (the Global Database secondary) runs no tasks until failover.
     "Standby": {"Type": "String", "AllowedValues": ["true", "false"], "Default": "false"},
     # REGION_EPOCH of every task: the Region epoch it writes as (marketplace_platform.fence).
@@ -81,7 +88,7 @@ def render_services(deployables: Iterable[Deployable], rules: Mapping[str, Any])
 def _service_resources(deployable: Deployable, queues: Sequence[str]) -> dict[str, Any]:
     prefix = logical_id(deployable.name)
     secret_arns = sorted({param for kind in deployable.secrets for _, param, _ in SECRETS[kind]})
-    task_statements = telemetry_statements(deployable)
+    task_statements = telemetry_statements(deployable, metric_log_group(deployable))
     for capability in deployable.permissions:
         task_statements += capability_statements(capability, queues)
     if deployable.queue is not None:
@@ -200,6 +207,7 @@ def _service_resources(deployable: Deployable, queues: Sequence[str]) -> dict[st
             },
         },
     }
+    resources |= metric_resources(deployable)
     if not deployable.long_running:
         for part in ("Service", "ScalableTarget", "CpuScaling", "RunningTasksAlarm"):
             del resources[f"{prefix}{part}"]

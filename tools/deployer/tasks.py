@@ -7,6 +7,7 @@ from typing import Any
 
 from .caller_graph import STORE_USERS
 from .cfn import logical_id, ref, sub
+from .collector import METRICS_HOST, METRICS_PORT, collector_config, serves_metrics
 from .deployables import DEPLOYABLES, Deployable
 from .paths import ADOT_IMAGE, IMAGE_REPOSITORY_PREFIX, TELEMETRY_ENDPOINT
 
@@ -54,12 +55,18 @@ def _environment(deployable: Deployable) -> list[dict[str, Any]]:
         "APP_ENV": "production",
         "SERVICE_NAME": deployable.name,
         "LOG_LEVEL": "INFO",
+        # marketplace_platform.settings.TracingSettings: spans over OTLP to the sidecar, which
+        # sends them to X-Ray; the ratio of new traces sampled (parent-based).
         "OTEL_TRACES_EXPORTER": "otlp",
         "OTEL_EXPORTER_OTLP_ENDPOINT": TELEMETRY_ENDPOINT,
+        "OTEL_TRACES_SAMPLER_ARG": ref("TraceSamplingRatio"),
         "OTEL_SERVICE_NAME": deployable.name,
         "AWS_REGION": ref("AWS::Region"),
         "REGION_EPOCH": ref("RegionEpoch"),
     }
+    if serves_metrics(deployable):
+        # /metrics for the sidecar's prometheus receiver (collector.py), inside the task only.
+        env |= {"METRICS_HOST": METRICS_HOST, "METRICS_PORT": str(METRICS_PORT)}
     if "database" in deployable.secrets:
         env |= {
             "DB_HOST": ref("DatabaseHost"),
@@ -168,8 +175,10 @@ def task_definition(deployable: Deployable) -> dict[str, Any]:
     collector = {
         "Name": "otel-collector",
         "Image": ADOT_IMAGE,
-        "Essential": False,  # losing traces must not stop checkout
-        "Command": ["--config=/etc/ecs/ecs-default-config.yaml"],
+        "Essential": False,  # losing traces or metrics must not stop checkout
+        # The collector's env confmap provider reads its configuration from the variable.
+        "Command": ["--config=env:AOT_CONFIG_CONTENT"],
+        "Environment": [{"Name": "AOT_CONFIG_CONTENT", "Value": collector_config(deployable)}],
         "LogConfiguration": logging,
     }
     return {
