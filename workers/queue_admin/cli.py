@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from marketplace_platform.db import create_engine
-from marketplace_platform.event_bus import decode_message_body
 from marketplace_platform.event_bus.rules import load_routing
-from marketplace_platform.queues import Queues, QueueStats, ReceivedMessage, UnknownQueue
+from marketplace_platform.queues import Queues, ReceivedMessage, UnknownQueue
+from marketplace_platform.queues.operators import definition_of, describe, every_queue
 from marketplace_platform.queues.postgres import PostgresQueues
 from marketplace_platform.queues.sqs import sqs_queues
 from workers.outbox_relay.cli import format_lag_table
@@ -57,7 +57,10 @@ async def _run(args: argparse.Namespace, settings: QueueAdminSettings) -> int:
             elif args.command == "dlq":
                 print(
                     format_dead_letters(
-                        await queues.peek(_dlq(queues, args.queue), max_messages=args.limit)
+                        await queues.peek(
+                            definition_of(queues, args.queue).dead_letter_queue,
+                            max_messages=args.limit,
+                        )
                     )
                 )
             else:
@@ -82,19 +85,9 @@ def _queues(settings: QueueAdminSettings, engine: AsyncEngine) -> Queues:
     return PostgresQueues(engine, definitions)
 
 
-def _dlq(queues: Queues, queue: str) -> str:
-    for definition in queues.definitions():
-        if queue in (definition.name, definition.dead_letter_queue):
-            return definition.dead_letter_queue
-    raise UnknownQueue(queue)
-
-
 async def list_queues(queues: Queues) -> str:
     """A table of every declared queue and its DLQ."""
-    rows: list[QueueStats] = []
-    for definition in queues.definitions():
-        rows.append(await queues.stats(definition.name))
-        rows.append(await queues.stats(definition.dead_letter_queue))
+    rows = [depth.stats for depth in await every_queue(queues)]
     lines = [f"{'QUEUE':<32} {'VISIBLE':>8} {'IN FLIGHT':>9} {'OLDEST AGE':>10}"]
     for stats in rows:
         age = "-" if stats.oldest_age_seconds is None else f"{stats.oldest_age_seconds:.1f}s"
@@ -106,22 +99,21 @@ def format_dead_letters(messages: Sequence[ReceivedMessage]) -> str:
     """One JSON line per dead letter: ids, receives, sent time and what the event is."""
     lines = []
     for message in messages:
+        dead = describe(message)
         summary: dict[str, object] = {
-            "message_id": message.message_id,
-            "receive_count": message.receive_count,
-            "sent_at": message.sent_at.isoformat(),
+            "message_id": dead.message_id,
+            "receive_count": dead.receive_count,
+            "sent_at": dead.sent_at.isoformat(),
         }
-        try:
-            envelope = decode_message_body(message.body)
-        except Exception as error:
-            summary["undecodable"] = f"{type(error).__name__}: {error}"
-            summary["body"] = message.body[:500]
+        if dead.undecodable is not None:
+            summary["undecodable"] = dead.undecodable
+            summary["body"] = dead.body[:500]
         else:
             summary.update(
-                event_id=envelope.event_id,
-                event_type=envelope.event_type,
-                producer=envelope.producer,
-                aggregate=f"{envelope.aggregate_type}/{envelope.aggregate_id}",
+                event_id=dead.event_id,
+                event_type=dead.event_type,
+                producer=dead.producer,
+                aggregate=f"{dead.aggregate_type}/{dead.aggregate_id}",
             )
         lines.append(json.dumps(summary))
     return "\n".join(lines) if lines else "(no dead letters)"
