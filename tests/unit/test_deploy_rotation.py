@@ -143,6 +143,43 @@ def test_the_redis_token_is_added_to_the_replication_group_before_it_becomes_cur
     ]
 
 
+def test_a_replicated_redis_token_is_added_to_both_regions_groups_before_it_becomes_current(
+    sm: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rotation = load("rotate_secret")
+    here, standby = f"rg-{uuid.uuid4().hex[:8]}", f"checkout-{uuid.uuid4().hex[:8]}"
+    boto3.client("elasticache").create_replication_group(
+        ReplicationGroupId=here, ReplicationGroupDescription="cache", Engine="redis"
+    )
+    boto3.client("elasticache", region_name="eu-central-1").create_replication_group(
+        ReplicationGroupId=standby, ReplicationGroupDescription="standby", Engine="redis"
+    )
+    monkeypatch.setenv("REPLICATION_GROUP_ID", here)
+    monkeypatch.setenv("REPLICA_REPLICATION_GROUP", f"eu-central-1:{standby}")
+    monkeypatch.setenv("SECRET_FIELD", "token")
+    arn = new_secret(sm, "redis", json.dumps({"token": "old-token"}))
+    sent: list[tuple[str, dict[str, Any]]] = []
+    session = boto3.session.Session()
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", session)
+    session.events.register(
+        "provide-client-params.elasticache.ModifyReplicationGroup",
+        lambda params, context, **_: sent.append((context["client_region"], dict(params))),
+    )
+    token = str(uuid.uuid4())
+
+    rotate(rotation, arn, token, steps=("createSecret", "setSecret"))
+    pending = json.loads(stage_value(sm, arn, "AWSPENDING"))["token"]
+    assert json.loads(stage_value(sm, arn, "AWSCURRENT"))["token"] == "old-token"
+    region = boto3.client("elasticache").meta.region_name
+    assert [(r, params["ReplicationGroupId"], params["AuthToken"]) for r, params in sent] == [
+        (region, here, pending),
+        ("eu-central-1", standby, pending),
+    ]
+    assert all(p["AuthTokenUpdateStrategy"] == "ROTATE" for _, p in sent)
+    rotate(rotation, arn, token, steps=("testSecret", "finishSecret"))
+    assert json.loads(stage_value(sm, arn, "AWSCURRENT"))["token"] == pending
+
+
 def test_the_origin_secret_is_set_as_cloudfronts_header(
     sm: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

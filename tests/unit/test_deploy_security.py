@@ -265,14 +265,77 @@ def test_every_custom_rotation_runs_rotate_secret_py_for_a_kind_it_knows(
         assert f'kind == "{kind}"' in code or kind == "generated", (name, kind)
 
 
-def test_the_application_secrets_are_replicated_with_the_database_credentials(
+# Secrets that stay in their Region, and why: the standby Region has its own distribution and
+# API, so its own origin secret under the same name (a replica would collide with it).
+PER_REGION_SECRETS = {"edge.OriginSecret"}
+
+
+def test_every_secret_rotates_and_is_replicated_to_the_standby_region(
     templates: dict[str, dict[str, Any]],
 ) -> None:
-    data = templates["data"]["Resources"]
-    replicas = data["DatabaseSecret"]["Properties"]["ReplicaRegions"]
+    secrets = dict(of_type(templates, "AWS::SecretsManager::Secret"))
+    schedules = {
+        f"{name.split('.')[0]}.{schedule['SecretId']['Ref']}": name
+        for name, schedule in of_type(templates, "AWS::SecretsManager::RotationSchedule")
+    }
+    for name, secret in secrets.items():
+        stem, logical = name.split(".")
+        resources = templates[stem]["Resources"]
+        schedule = resources[schedules[name].split(".")[1]]
+        # The schedule exists wherever the secret does.
+        assert schedule.get("Condition") == resources[logical].get("Condition"), name
+        if name in PER_REGION_SECRETS:
+            assert "ReplicaRegions" not in secret, name
+            continue
+        replicas = secret["ReplicaRegions"]["Fn::If"]
+        condition = templates[stem]["Conditions"][replicas[0]]
+        assert replicas[1] == [{"Region": {"Ref": "SecondaryRegion"}}], name
+        assert replicas[2] == {"Ref": "AWS::NoValue"}, name
+        # Replicated from the primary of a global database to a named standby Region.
+        assert {"Fn::Equals": [{"Ref": "GlobalRole"}, "primary"]} in _conditions(
+            templates[stem], condition
+        ), name
+    assert set(secrets) - PER_REGION_SECRETS >= {
+        "data.DatabaseSecret",
+        "data.JwtSecret",
+        "data.PspSecret",
+        "cache.AuthTokenSecret",
+    }
 
-    for name in ("JwtSecret", "PspSecret"):
-        assert data[name]["Properties"]["ReplicaRegions"] == replicas, name
+
+def _conditions(template: dict[str, Any], condition: Any) -> list[Any]:
+    """A condition and every condition it is made of, expanded."""
+    if isinstance(condition, dict) and {"Condition", "Fn::Condition"} & set(condition):
+        (name,) = condition.values()  # `!Condition X` as this loader reads it: Fn::Condition
+        return _conditions(template, template["Conditions"][name])
+    if isinstance(condition, dict) and set(condition) <= {"Fn::And", "Fn::Or", "Fn::Not"}:
+        (parts,) = condition.values()
+        return [condition, *(c for part in parts for c in _conditions(template, part))]
+    return [condition]
+
+
+def test_the_standby_region_uses_the_replica_of_the_primary_s_redis_token(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    cache = templates["cache"]
+    assert cache["Resources"]["AuthTokenSecret"]["Condition"] == "OwnsToken"
+    auth = cache["Resources"]["ReplicationGroup"]["Properties"]["AuthToken"]["Fn::If"]
+    assert auth[0] == "IsSecondary"
+    assert "${PrimaryAuthTokenSecretArn}" in auth[1]["Fn::Sub"]
+    output = cache["Outputs"]["AuthTokenSecretArn"]["Value"]["Fn::If"]
+    assert output == [
+        "IsSecondary",
+        {"Ref": "PrimaryAuthTokenSecretArn"},
+        {"Ref": "AuthTokenSecret"},
+    ]
+    # The primary's rotation ROTATEs the standby's group, named the same in both Regions.
+    group_id = cache["Resources"]["ReplicationGroup"]["Properties"]["ReplicationGroupId"]
+    env = cache["Resources"]["RotateAuthTokenFunction"]["Properties"]["Environment"]["Variables"]
+    replica = env["REPLICA_REPLICATION_GROUP"]["Fn::If"][1]["Fn::Sub"]
+    assert replica == "${SecondaryRegion}:" + group_id["Fn::Sub"]
+    root = templates["root"]["Resources"]["Cache"]["Properties"]["Parameters"]
+    assert root["GlobalRole"] == {"Ref": "DatabaseGlobalRole"}
+    assert root["PrimaryAuthTokenSecretArn"] == {"Ref": "PrimaryRedisSecretArn"}
 
 
 # --- analytics and cost ------------------------------------------------------------------------

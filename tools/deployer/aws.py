@@ -78,6 +78,7 @@ def deploy(*, env: str, region: str, image_tag: str, out: Path) -> None:
             ("PrimaryDatabaseSecretArn", "database"),
             ("PrimaryJwtSecretArn", "gateway-jwt"),
             ("PrimaryPspSecretArn", "psp-api-key"),
+            ("PrimaryRedisSecretArn", "redis"),
         ):
             parameters.setdefault(
                 parameter,

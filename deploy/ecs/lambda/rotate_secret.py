@@ -3,7 +3,9 @@
 The secret's `rotation-kind` tag says how its next version is made and put to use:
 generated (a random value: the gateway's HS256 key), staged (the PSP API key, which only the
 PSP issues: an operator puts it first with `--version-stages STAGED`), redis (an ElastiCache
-AUTH token added beside the old one, ROTATE, so clients on either keep working), cloudfront
+AUTH token added beside the old one, ROTATE, so clients on either keep working; also to the
+standby Region's replication group when the token is replicated there, REPLICA_REPLICATION_GROUP
+"<region>:<id>", before the new value becomes current in either Region), cloudfront
 (the origin header CloudFront sends the API). The four steps follow Secrets Manager's rotation
 contract; each is idempotent, a retried step does nothing twice. The templates embed this file
 byte for byte.
@@ -78,14 +80,25 @@ def create(sm: Any, arn: str, token: str, kind: str) -> None:
     )
 
 
+def replication_groups() -> list[tuple[Any, str]]:
+    """This Region's replication group, and the standby Region's when the token is replicated."""
+    groups = [(boto3.client("elasticache"), os.environ["REPLICATION_GROUP_ID"])]
+    replica = os.environ.get("REPLICA_REPLICATION_GROUP", "")
+    if replica:
+        region, group = replica.split(":", 1)
+        groups.append((boto3.client("elasticache", region_name=region), group))
+    return groups
+
+
 def apply(kind: str, new: str) -> None:
     if kind == "redis":
-        boto3.client("elasticache").modify_replication_group(
-            ReplicationGroupId=os.environ["REPLICATION_GROUP_ID"],
-            AuthToken=new,
-            AuthTokenUpdateStrategy="ROTATE",
-            ApplyImmediately=True,
-        )
+        for elasticache, group in replication_groups():
+            elasticache.modify_replication_group(
+                ReplicationGroupId=group,
+                AuthToken=new,
+                AuthTokenUpdateStrategy="ROTATE",
+                ApplyImmediately=True,
+            )
     elif kind == "cloudfront":
         cloudfront = boto3.client("cloudfront")
         found = cloudfront.get_distribution_config(Id=os.environ["DISTRIBUTION_ID"])
@@ -103,8 +116,9 @@ def check(kind: str, new: str) -> None:
     if not new:
         raise ValueError("the pending value is empty")
     if kind == "redis":
-        group = boto3.client("elasticache").describe_replication_groups(
-            ReplicationGroupId=os.environ["REPLICATION_GROUP_ID"]
-        )["ReplicationGroups"][0]
-        if group["Status"] != "available":
-            raise ValueError(f"the replication group is {group['Status']}; retried later")
+        for elasticache, group_id in replication_groups():
+            group = elasticache.describe_replication_groups(ReplicationGroupId=group_id)[
+                "ReplicationGroups"
+            ][0]
+            if group["Status"] != "available":
+                raise ValueError(f"{group_id} is {group['Status']}; retried later")
