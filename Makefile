@@ -15,7 +15,7 @@ BREAKING_AGAINST ?= main
 # is set (CI's machines) nothing else writes the cache, and the stack took 36 s to start, not 14.
 SOURCE_TREES := bench deploy gateway gen local_supervisor marketplace_platform saga_tasks services simulators tests tools verification workers
 
-.PHONY: help install bytecode protos build run test test-embedded lint fmt bench clean token deploy chaos drill-db drill-zone drill-region
+.PHONY: help install bytecode protos build run test test-embedded lint fmt bench bench-tracing clean token deploy chaos drill-db drill-zone drill-region
 
 help:
 	@echo "make run      start every service locally (embedded PostgreSQL/Redis unless DATABASE_URL/REDIS_URL; REPLICAS=2: two zones)"
@@ -26,6 +26,7 @@ help:
 	@echo "make token    print a development JWT for the gateway (TOKEN_ARGS='--sub ID --scope admin')"
 	@echo "make deploy   package and deploy to AWS (DEPLOY_ENV, DEPLOY_REGION; AWS CLI + Docker; not in CI)"
 	@echo "make bench    inventory reservations/s (hot SKU vs 1,000 SKUs), cart reads/s (cache vs none), saga start to claim (NOTIFY vs poll), checkout load (docs/benchmarks.md)"
+	@echo "make bench-tracing  the checkout benchmark with tracing off and on (jsonl, default ratio) in turns; the on/off ratios"
 	@echo "make chaos    2,000 checkouts under retry storms, 20 SIGKILLs, PSP faults, a Redis restart; check every invariant (SEED=N replays)"
 	@echo "make drill-db    the database writer SIGKILLed under checkout load, its synchronous standby promoted; nothing acknowledged lost (DRILL_ARGS=--no-standby: the only server restarted)"
 	@echo "make drill-zone  every process of one zone of two SIGKILLed and held down under checkout load, then back; every invariant (SEED=N replays)"
@@ -94,6 +95,11 @@ bench: bytecode
 	$(PY) -m bench.cart_reads
 	$(PY) -m bench.saga_wakeup --json build/bench/saga_wakeup.json
 	$(PY) -m bench.checkout_load --stored 0,10000,1000000 --json build/bench/checkout.json --plot build/bench/checkout.png
+
+# What tracing costs: two stacks side by side, tracing off and on (jsonl, the default ratio),
+# timed in turns for a few rounds; the on/off ratios in its table and JSON (docs/benchmarks.md).
+bench-tracing: bytecode
+	$(PY) -m bench.checkout_tracing --json build/bench/checkout_tracing.json --plot build/bench/checkout_tracing.png
 
 # The whole stack under a seeded storm of customers and faults; exits non-zero on any invariant
 # violation. The seed is printed; SEED=N replays a run's plan.

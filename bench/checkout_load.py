@@ -24,7 +24,7 @@ import statistics
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -217,6 +217,52 @@ def client_checkouts(attempts: Sequence[Attempt]) -> list[ClientCheckout]:
     ]
 
 
+@dataclass(frozen=True, kw_only=True)
+class TimedStep:
+    """One timed step as measured: its attempts, the orders' outcomes, the CPU spent."""
+
+    window: Window
+    outcomes: list[Outcome]
+    cpu: dict[str, float]
+
+
+async def time_step(
+    stack: LaunchedStack,
+    database_url: str,
+    skus: Sequence[str],
+    placed: list[ClientCheckout],
+    *,
+    label: str,
+    checkouts: int,
+    connections: int,
+    concurrency: int | None = None,
+    rate: float | None = None,
+    other_databases: Collection[str] = (),
+) -> TimedStep:
+    """Fill carts, then time their checkouts (closed loop at `concurrency`, or open loop at
+    `rate`) on `connections` keep-alive connections under a progress line headed `label`; what
+    each customer was answered is added to `placed`, for the closing audit. PostgreSQL's CPU
+    leaves out the backends of `other_databases` (another stack's on the same server)."""
+    postmaster = await postmaster_pid(database_url)
+    async with http_session(stack.url("gateway"), connections) as session:
+        prepared = await prepare_checkouts(session, skus, checkouts, card=CARD)
+        before = sample_cpu(stack, postmaster, other_databases=other_databases)
+        line = ProgressLine(f"{label}: checkouts", len(prepared))
+        if rate is None:
+            assert concurrency is not None
+            window = await closed_loop(session, prepared, concurrency, line)
+        else:
+            window = await open_loop(session, prepared, rate, line)
+        line.finish()
+        order_ids = [a.order_id for a in window.attempts if a.order_id]
+        outcomes = await settled_outcomes(database_url, order_ids)
+        # The consumers may lag behind the saga: their work for these orders is the step's too.
+        await pipeline_drained(database_url)
+        cpu = sample_cpu(stack, postmaster, other_databases=other_databases).since(before)
+    placed += client_checkouts(window.attempts)
+    return TimedStep(window=window, outcomes=outcomes, cpu=cpu)
+
+
 async def run_step(
     stack: LaunchedStack,
     database_url: str,
@@ -230,31 +276,16 @@ async def run_step(
     rate: float | None = None,
     checkouts: int | None = None,
 ) -> dict[str, Any]:
-    """Fill carts, then time their checkouts (closed loop, or open loop at `rate`); what each
-    customer was answered is added to `placed`, for the closing audit."""
-    postmaster = await postmaster_pid(database_url)
-    count = checkouts or plan.checkouts
-    session_size = max(max(plan.concurrency), 256)
-    async with http_session(stack.url("gateway"), session_size) as session:
-        prepared = await prepare_checkouts(session, skus, count, card=CARD)
-        before = sample_cpu(stack, postmaster)
-        load = f"open {rate:.1f}/s" if rate is not None else f"{mode} c={concurrency}"
-        line = ProgressLine(f"  stored={stored:,} {load}: checkouts", len(prepared))
-        if rate is None:
-            assert concurrency is not None
-            window = await closed_loop(session, prepared, concurrency, line)
-        else:
-            window = await open_loop(session, prepared, rate, line)
-        line.finish()
-        order_ids = [a.order_id for a in window.attempts if a.order_id]
-        outcomes = await settled_outcomes(database_url, order_ids)
-        # The consumers may lag behind the saga: their work for these orders is the step's too.
-        await pipeline_drained(database_url)
-        cpu = sample_cpu(stack, postmaster).since(before)
-    placed += client_checkouts(window.attempts)
+    """One step of the ramp (time_step), summarised."""
+    load = f"open {rate:.1f}/s" if rate is not None else f"{mode} c={concurrency}"
+    timed = await time_step(
+        stack, database_url, skus, placed, label=f"  stored={stored:,} {load}",
+        checkouts=checkouts or plan.checkouts, connections=max(max(plan.concurrency), 256),
+        concurrency=concurrency, rate=rate,
+    )  # fmt: skip
     return summarise(
-        window, outcomes, cpu, stored=stored, mode="open" if rate is not None else mode,
-        concurrency=concurrency, offered_rate=rate,
+        timed.window, timed.outcomes, timed.cpu, stored=stored,
+        mode="open" if rate is not None else mode, concurrency=concurrency, offered_rate=rate,
     )  # fmt: skip
 
 

@@ -56,3 +56,44 @@ def write_plot(steps: Sequence[Mapping[str, Any]], path: Path) -> None:
         axes.grid(True, which="both", alpha=0.3)
         axes.legend(fontsize="x-small")
     save(figure, path)
+
+
+def write_tracing_plot(result: Mapping[str, Any], path: Path) -> None:
+    """Draw bench.checkout_tracing's run: settled/s and CPU ms per checkout of each round, and
+    the pooled latency percentiles, tracing off against on."""
+    plt = pyplot()
+    figure, (throughput, cpu, latency) = plt.subplots(1, 3, figsize=(15, 5))
+    colours = {"off": "tab:blue", "on": "tab:orange"}
+    ratio = result["plan"]["ratio"]
+    cuts = [("closed", "accept_ms", "accept"), ("closed", "confirmed_ms", "CONFIRMED"),
+            ("unloaded", "confirmed_ms", "CONFIRMED, unloaded")]  # fmt: skip
+    width = 0.4
+    for offset, (mode, figures) in enumerate(result["modes"].items()):
+        label = "tracing off" if mode == "off" else f"tracing on, ratio {ratio:g}"
+        rounds = range(1, len(figures["settled_per_second_by_round"]) + 1)
+        throughput.plot(rounds, figures["settled_per_second_by_round"], "o-",
+                        color=colours[mode], label=label)  # fmt: skip
+        cpu.plot(rounds, figures["cpu_ms_per_checkout_by_round"], "o-", color=colours[mode],
+                 label=label)  # fmt: skip
+        names, values = [], []
+        for kind, key, name in cuts:
+            for cut in ("p50", "p99"):
+                names.append(f"{name} {cut}")
+                values.append(figures[kind][key][cut] or 0.0)
+        x = [index + offset * width for index in range(len(values))]
+        latency.bar(x, values, width, color=colours[mode], label=label)
+        latency.set_xticks([index + width / 2 for index in range(len(names))], names,
+                           rotation=30, ha="right", fontsize="small")  # fmt: skip
+    concurrency = result["plan"]["concurrency"]
+    throughput.set(xlabel="round", ylabel="settled checkouts per second",
+                   title=f"Throughput (closed loop, c={concurrency})")  # fmt: skip
+    cpu.set(xlabel="round", ylabel="CPU ms per checkout (stack + PostgreSQL)",
+            title="CPU per checkout")  # fmt: skip
+    latency.set(ylabel="milliseconds (all rounds)", title="Latency percentiles")
+    for axes in (throughput, cpu, latency):
+        axes.grid(True, alpha=0.3)
+        axes.legend(fontsize="x-small")
+    for axes in (throughput, cpu):
+        axes.set_ylim(bottom=0)
+        axes.set_xticks(list(range(1, result["plan"]["rounds"] + 1)))
+    save(figure, path)

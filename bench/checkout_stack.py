@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,15 +65,18 @@ async def postmaster_pid(database_url: str) -> int | None:
         await connection.close()
 
 
-def sample_cpu(stack: LaunchedStack, postmaster: int | None) -> CpuSample:
-    """CPU seconds of each stack process (with its exited children), PostgreSQL and this one."""
+def sample_cpu(
+    stack: LaunchedStack, postmaster: int | None, *, other_databases: Collection[str] = ()
+) -> CpuSample:
+    """CPU seconds of each stack process (with its exited children), PostgreSQL and this one;
+    PostgreSQL's without the backends serving `other_databases` (another stack's)."""
     seconds: dict[str, float] = {}
     names = {pid: name for name, pid in stack.processes().items() if pid is not None}
     seconds["supervisor"] = _own_seconds(stack.process.pid)
     for pid, name in names.items():
         seconds[name] = _own_seconds(pid)
     if postmaster is not None:
-        seconds["postgresql"] = _tree_seconds(postmaster)
+        seconds["postgresql"] = _tree_seconds(postmaster, other_databases)
     # Children of the supervisor that are not in its state file (the embedded redis-server).
     seconds["other stack children"] = sum(
         _own_seconds(child.pid) for child in _children(stack.process.pid) if child.pid not in names
@@ -106,8 +109,21 @@ def _own_seconds(pid: int, *, with_exited_children: bool = True) -> float:
     return total
 
 
-def _tree_seconds(pid: int) -> float:
+def _tree_seconds(pid: int, other_databases: Collection[str] = ()) -> float:
     total = _own_seconds(pid)
     for child in _children(pid):
-        total += _own_seconds(child.pid)
+        if not _serves(child, other_databases):
+            total += _own_seconds(child.pid)
     return total
+
+
+def _serves(backend: psutil.Process, databases: Collection[str]) -> bool:
+    """Whether a PostgreSQL child works for one of `databases`: its process title names the
+    database ("postgres: user bench_1a2b 127.0.0.1(5000) idle", an autovacuum worker's too)."""
+    if not databases:
+        return False
+    try:
+        words = set(" ".join(backend.cmdline()).split())
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+    return not words.isdisjoint(databases)
