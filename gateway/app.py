@@ -22,6 +22,7 @@ from gateway.api import (
 from gateway.http_metrics import HttpMetrics
 from gateway.identity import authenticator_for
 from gateway.middleware import LoadShedding, RequestContext
+from gateway.ops.routes import OpsConsole
 from gateway.problems import ApiProblem
 from gateway.settings import GatewaySettings
 from gateway.throttle import Throttle
@@ -70,9 +71,11 @@ def build_app(settings: GatewaySettings) -> Starlette:
             timeout_seconds=settings.gateway_redis_timeout_seconds,
         )
         resources.upstreams = open_upstreams(settings)
+        await ops.open()
         try:
             yield
         finally:
+            await ops.close()
             await resources.upstreams.close()
             await client.aclose()
             resources.upstreams = resources.throttle = None
@@ -85,8 +88,9 @@ def build_app(settings: GatewaySettings) -> Starlette:
         openapi_document=OPENAPI_PATH.read_bytes(),
         request_budget_seconds=settings.gateway_request_budget_seconds,
     )
+    ops = OpsConsole(settings, admin=api._admin)
     return Starlette(
-        routes=api.routes(),
+        routes=api.routes() + ops.routes(),
         middleware=[
             Middleware(HttpMetrics),
             Middleware(RequestContext, budget_seconds=settings.gateway_request_budget_seconds),

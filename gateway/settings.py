@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Self
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from marketplace_platform.settings import DEV_REDIS_URL, AppEnv
+
+REPO = Path(__file__).resolve().parents[1]
 
 # Signs and checks tokens on developer machines only: production refuses to start with it.
 DEV_JWT_SECRET = "dev-only-gateway-secret-do-not-use-in-production"
@@ -66,6 +69,22 @@ class GatewaySettings(BaseSettings):
     # Prometheus metrics on http://METRICS_HOST:METRICS_PORT/metrics; 0: not served.
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=0, ge=0, le=65535)
+    # The operator console (/ops, gateway/ops): the platform's database it reads, read-only
+    # apart from its two redrives; unset, /ops/api answers 503 "operator console not configured".
+    ops_database_url: str | None = None
+    ops_db_pool_size: int = Field(default=2, ge=1)
+    ops_statement_timeout_ms: int = Field(default=2_000, ge=100)
+    # The payment process's Prometheus endpoint, where the PSP breaker's state is read; unset,
+    # that alarm is reported unknown.
+    ops_payment_metrics_url: str | None = None
+    ops_payment_metrics_timeout_seconds: float = Field(default=1.0, gt=0)
+    ops_alert_rules_file: Path = REPO / "deploy" / "prometheus" / "rules.yml"
+    ops_saga_definition: Path = REPO / "deploy" / "ecs" / "checkout_saga.asl.json"
+    # The queues the console shows and redrives, as the outbox relay reads them (same names).
+    relay_rules_file: Path = REPO / "deploy" / "ecs" / "event_rules.json"
+    relay_queue_prefix: str = ""
+    # A RUNNING saga execution in one state longer than this is stuck (the relay's gauge).
+    relay_stuck_after_seconds: float = Field(default=300.0, gt=0)
 
     @property
     def uses_shared_secret(self) -> bool:

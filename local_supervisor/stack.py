@@ -33,6 +33,10 @@ ZONE_MARK = "@"
 # port of its own, in this variable (marketplace_platform.metrics).
 METRICS_PORT_ENV = "METRICS_PORT"
 DB_GAUGES_ENTRY = "outbox-relay"  # sets the gauges that need database queries
+# The gateway's operator console (/ops) reads the stack's database and its zone's payment
+# process's metrics (the PSP breaker).
+CONSOLE_ENTRY = "gateway"
+BREAKER_ENTRY = "payment"
 
 
 @dataclass(frozen=True)
@@ -146,7 +150,7 @@ def service_specs(
     if psp_url is not None:
         targets["PSP_URL"] = psp_url
     common = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, **SERVICE_POOL, **targets}
-    specs = []
+    specs: list[ProcessSpec] = []
     for zone_index in range(replicas):
         zone = zone_name(zone_index)
         for entry in entries:
@@ -172,6 +176,14 @@ def service_specs(
                 env[METRICS_PORT_ENV] = str(free_port())
             if entry.name == DB_GAUGES_ENTRY and zone_index > 0:
                 env["RELAY_DB_GAUGES"] = "false"  # one process queries them, not every zone's
+            if entry.name == CONSOLE_ENTRY:
+                env["OPS_DATABASE_URL"] = database_url
+                breaker = next(
+                    (s for s in specs if role_of(s.name) == BREAKER_ENTRY and s.zone == zone), None
+                )
+                if breaker is not None:
+                    metrics = f"http://{GRPC_HOST}:{breaker.env[METRICS_PORT_ENV]}/metrics"
+                    env["OPS_PAYMENT_METRICS_URL"] = metrics
             name = replica_name(entry.name, zone, _replica_count(entry, replicas))
             argv = [sys.executable, "-m", entry.module]
             specs.append(
