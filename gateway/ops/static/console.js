@@ -333,7 +333,7 @@ async function redriveExecution(name) {
   if (!confirm(`Re-drive execution ${name} from the state that failed?`)) return;
   const answer = await api(`executions/${encodeURIComponent(name)}/redrive`, { method: "POST", body: {} });
   showStatus(`Re-drove ${answer.name}: ${answer.status} from ${answer.state}`, "ok");
-  if (state.orderId) await openOrder(state.orderId);
+  await Promise.all([state.orderId ? openOrder(state.orderId) : null, loadAlarms()]);
 }
 
 /** Rows by BFS depth from start_at, columns ordered by their parents' columns. */
@@ -436,6 +436,7 @@ function sagaDiagram({ definition, path, current_state: current, execution }) {
     const classes = ["state"];
     if (visited.has(name)) classes.push("visited");
     if (name === current) classes.push("current");
+    if (name === current && execution.status === "SUCCEEDED") classes.push("succeeded");
     if (failed.has(name)) classes.push("failed");
     if (st.end) classes.push("terminal");
     const label = name.length > 22 ? `${name.slice(0, 21)}…` : name;
@@ -458,6 +459,7 @@ function sagaDiagram({ definition, path, current_state: current, execution }) {
       h("span", {}, h("i", { class: "l-visited" }), "visited"),
       h("span", {}, h("i", { class: "l-current" }), "current"),
       h("span", {}, h("i", { class: "l-failed" }), "failed"),
+      h("span", {}, h("i", { class: "l-succeeded" }), "succeeded"),
       h("span", {}, `path: ${path.map((step) => step.state).join(" → ") || "not started"}`)));
   return wrap;
 }
@@ -589,7 +591,7 @@ async function redriveQueue(queue, dlq, count) {
   if (!confirm(`Move the ${count} message(s) of ${dlq} back to ${queue}?`)) return;
   const answer = await api(`queues/${encodeURIComponent(queue)}/redrive`, { method: "POST", body: { max_messages: null } });
   showStatus(`Re-drove ${answer.redriven} message${answer.redriven === 1 ? "" : "s"} from ${dlq} to ${answer.queue}`, "ok");
-  await loadQueues(queue);
+  await Promise.all([loadQueues(queue), loadAlarms()]);
 }
 
 // -- stock ----------------------------------------------------------------------------------
