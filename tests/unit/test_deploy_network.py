@@ -17,10 +17,11 @@ import pytest
 from tools import deployer
 from tools.deployer import caller_graph as graph_module
 from tools.deployer.caller_graph import (
-    ADAPTERS,
+    ADAPTER_CALLS,
     CARD_DATA,
     STORES,
     VPC_LINK,
+    adapter,
     caller_graph,
     carried_security_groups,
     ports,
@@ -138,6 +139,28 @@ def adapter_modules(templates: dict[str, dict[str, Any]]) -> list[str]:
     return sorted({f["Properties"]["Handler"].rpartition(".")[0] for f in functions})
 
 
+# The adapters' stubs (saga_tasks/clients.py): `clients.<service>()` is a call to that service.
+ADAPTER_STUBS = {"inventory", "payment", "checkout"}
+
+
+def what_an_adapter_calls(module: str) -> frozenset[str]:
+    """The services a step module calls: its `clients.<service>()` stubs. Every adapter imports
+    every target setting (one AdapterSettings), so the settings cannot tell them apart."""
+    path = _source(module)
+    assert path is not None, module
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "clients"
+            and node.func.attr in ADAPTER_STUBS
+        ):
+            found.add(node.func.attr)
+    return frozenset(found)
+
+
 def test_the_caller_graph_is_what_each_process_reads(
     templates: dict[str, dict[str, Any]],
 ) -> None:
@@ -146,18 +169,29 @@ def test_the_caller_graph_is_what_each_process_reads(
         assert what_the_code_calls(f"{deployable.module}.__main__") == graph[deployable.name], (
             deployable.name
         )
-    handlers = adapter_modules(templates)
-    assert len(handlers) == 9
-    assert what_the_code_calls(*handlers) == graph[ADAPTERS]
     # The graph's gRPC edges are the targets the tasks are given, so the two cannot part.
     for deployable in deployer.DEPLOYABLES:
         assert set(deployable.calls) == graph[deployable.name] - set(STORES), deployable.name
+
+
+def test_each_adapter_s_callee_in_the_graph_is_the_service_its_step_calls(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    graph = caller_graph()
+    handlers = adapter_modules(templates)
+    assert len(handlers) == len(ADAPTER_CALLS) == 9
+    for module in handlers:
+        step = module.rpartition(".")[2].replace("_", "-")
+        assert what_an_adapter_calls(module) == graph[adapter(step)], module
+        # The services it may call are among those its closure reads the targets of.
+        assert graph[adapter(step)] <= what_the_code_calls(module), module
 
 
 def test_the_code_reading_sees_targets_and_store_clients() -> None:
     assert what_the_code_calls("gateway.__main__") >= {"cart", "checkout", "redis"}
     assert "database" not in what_the_code_calls("gateway.__main__")
     assert what_the_code_calls("saga_tasks.calculate_tax") == {"inventory", "payment", "checkout"}
+    assert what_an_adapter_calls("saga_tasks.calculate_tax") == {"checkout"}
 
 
 # --- the graph against the security groups --------------------------------------------------
@@ -165,7 +199,12 @@ def test_the_code_reading_sees_targets_and_store_clients() -> None:
 
 def _group_names() -> dict[str, str]:
     """Security group logical id in cluster.yaml -> the caller or callee it stands for."""
-    names = [*(d.name for d in deployer.DEPLOYABLES), ADAPTERS, VPC_LINK, *STORES]
+    names = [
+        *(d.name for d in deployer.DEPLOYABLES),
+        *(adapter(step) for step in ADAPTER_CALLS),
+        VPC_LINK,
+        *STORES,
+    ]
     return {security_group(name): name for name in names}
 
 

@@ -15,6 +15,7 @@ import pytest
 from local_supervisor.stack import STACK
 from saga_tasks.registry import HANDLERS
 from tools import deployer
+from tools.deployer.caller_graph import adapter, security_group
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -153,7 +154,10 @@ def test_every_placeholder_is_substituted_by_the_lambda_running_its_handler() ->
         assert function["Handler"] == f"{HANDLERS[name].__module__}.handler", name
         # The function ends by itself within the Task's own timeout.
         assert function["Timeout"] <= placeholders[name]["TimeoutSeconds"], name
-        assert function["VpcConfig"]["SecurityGroupIds"] == [{"Ref": "AdaptersSecurityGroupId"}]
+        # Each adapter in its own group (cluster.yaml), the one for its step's caller name.
+        step = HANDLERS[name].__module__.rpartition(".")[2].replace("_", "-")
+        group = security_group(adapter(step))
+        assert function["VpcConfig"]["SecurityGroupIds"] == [{"Ref": f"{group}Id"}]
         assert function["Code"]["S3Key"] == {"Ref": "AdapterCodeKey"}
 
 

@@ -21,10 +21,29 @@ from .deployables import DEPLOYABLES
 STORES: Mapping[str, int] = {"database": 5432, "redis": 6379}
 
 # Callers that are not ECS deployables: their callees.
-ADAPTERS = "adapters"  # the saga adapter Lambdas (saga_tasks), one security group for all nine
+# The saga adapter Lambdas, each in a security group of its own, by step (saga_tasks.<step
+# module>, hyphenated): the one service each calls (its `clients.<service>()` stub).
+ADAPTER_CALLS: Mapping[str, str] = {
+    "calculate-tax": "checkout",
+    "fraud-check": "checkout",
+    "reserve-inventory": "inventory",
+    "authorize-payment": "payment",
+    "commit-reservation": "inventory",
+    "confirm-order": "checkout",
+    "void-payment": "payment",
+    "release-inventory": "inventory",
+    "fail-order": "checkout",
+}
 VPC_LINK = "vpc-link"  # API Gateway's VPC link: the edge's only way in
+
+
+def adapter(step: str) -> str:
+    """The caller name of a step's adapter Lambda: "adapter-calculate-tax"."""
+    return f"adapter-{step}"
+
+
 OTHER_CALLERS: Mapping[str, frozenset[str]] = {
-    ADAPTERS: frozenset({"inventory", "payment", "checkout"}),  # saga_tasks.settings
+    **{adapter(step): frozenset({callee}) for step, callee in ADAPTER_CALLS.items()},
     VPC_LINK: frozenset({"gateway"}),
 }
 
