@@ -13,6 +13,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -23,11 +24,21 @@ from gateway.auth import ADMIN_SCOPE
 from marketplace_platform.event_bus import envelope_to_detail
 from marketplace_platform.event_bus.rules import load_routing
 from marketplace_platform.queues.postgres import PostgresQueues
-from tests.integration.test_ops_redrive import Gate, parked_execution, parking_engine
+from marketplace_platform.saga.local import LocalSagaStarter
+from marketplace_platform.saga.tables import executions
+from tests.integration.test_ops_redrive import (
+    PARKING_DEFINITION,
+    Gate,
+    parked_execution,
+    parking_engine,
+)
 from tests.support import shopper
 from tests.support.events import order_placed
 from tests.support.polling import eventually
 from tests.support.stack import LaunchedStack, running_stack
+from workers.saga_engine.asl.interpreter import Position
+from workers.saga_engine.asl.machine import StateMachine
+from workers.saga_engine.store import ExecutionStore
 
 pytestmark = pytest.mark.stack
 
@@ -155,6 +166,11 @@ async def test_a_parked_execution_is_redriven_through_the_console(
     assert before["path"][1]["attempts"] == 2
     assert before["path"][1]["error"] == "RuntimeError"
 
+    alarms = {a["name"]: a for a in (await ops(placed, "GET", "/alarms")).json()["alarms"]}
+    parked_alarm = alarms["CheckoutCompensationParked"]
+    assert parked_alarm["firing"] is True
+    assert parked_alarm["points_at"] == {"panel": "executions", "ref": name}
+
     redriven = await ops(placed, "POST", f"/executions/{name}/redrive")
     assert redriven.status_code == 200, redriven.text
     assert redriven.json() == {"name": name, "status": "RUNNING", "state": "Confirm"}
@@ -262,3 +278,37 @@ async def test_the_orders_trace_is_read_from_the_trace_files(placed: Placed) -> 
     assert spans[0]["start_ms"] == 0.0
     assert [span["start_ms"] for span in spans] == sorted(span["start_ms"] for span in spans)
     assert (await ops(placed, "GET", f"/traces/{uuid.uuid4().hex}")).status_code == 404
+
+
+async def test_an_execution_stuck_in_one_state_fires_its_alarm(
+    placed: Placed, engine: AsyncEngine, machine_name: str
+) -> None:
+    # An execution of a machine no engine runs, in Confirm since an hour ago (the bound: 300 s).
+    name = str(uuid.uuid4())
+    await LocalSagaStarter(engine, state_machine=machine_name).start_execution(
+        name=name, payload={"order_id": name}
+    )
+    store = ExecutionStore(engine)
+    claim = await store.claim(state_machine=machine_name, owner="test", lease_seconds=30)
+    assert claim is not None
+    an_hour_ago = claim.database_now - timedelta(hours=1)
+    await store.begin(
+        claim,
+        Position("Confirm", {"order_id": name}, an_hour_ago),
+        machine=StateMachine.from_definition(PARKING_DEFINITION),
+        deadline=None,
+        events=[],
+        run_at=claim.database_now + timedelta(days=1),
+        release=True,
+    )
+    try:
+        alarms = {a["name"]: a for a in (await ops(placed, "GET", "/alarms")).json()["alarms"]}
+        stuck = alarms["CheckoutSagaStuck"]
+        assert (stuck["firing"], stuck["value"]) == (True, 1.0)
+        assert stuck["points_at"] == {"panel": "executions", "ref": name}
+        assert stuck["summary"] == "1 checkout saga execution(s) stuck in one state"
+    finally:
+        async with engine.begin() as connection:
+            await connection.execute(
+                executions.update().where(executions.c.name == name).values(status="TIMED_OUT")
+            )
