@@ -237,6 +237,9 @@ def cluster_edges(cluster: dict[str, Any]) -> tuple[set[Edge], set[Edge]]:
         source = names[_ref(rule["SourceSecurityGroupId"])]
         admitted.add((source, names[group], rule["FromPort"]))
     for group, rule in _rules(cluster, "egress"):
+        # The interface endpoints (AWS APIs) are outside the graph: the test below holds them.
+        if rule.get("DestinationSecurityGroupId") == {"Ref": "EndpointSecurityGroupId"}:
+            continue
         if "DestinationSecurityGroupId" in rule:
             allowed.add(
                 (names[group], names[_ref(rule["DestinationSecurityGroupId"])], rule["ToPort"])
@@ -509,3 +512,60 @@ def test_the_payment_subnets_admit_only_payments_port_and_answers(
         (ports()["payment"], ports()["payment"], json.dumps({"Ref": "VpcCidr"})),
         (32768, 65535, json.dumps("0.0.0.0/0")),  # answers to payment's own connections
     }
+
+
+# --- egress to AWS APIs and beyond ------------------------------------------------------------
+
+# The groups that may leave on 443 to anywhere (through NAT), for what no endpoint serves.
+TO_THE_INTERNET = {
+    ("cluster", "PaymentSecurityGroup"): "the PSP",
+    ("cluster", "EmailConsumerSecurityGroup"): "SES's sending API",
+    ("cluster", "GatewaySecurityGroup"): "the user pool's JWKS",
+}
+
+
+def test_only_what_no_endpoint_serves_leaves_for_anywhere(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    open_egress = set()
+    for stem, template in templates.items():
+        for group, rule in _rules(template, "egress"):
+            if rule.get("CidrIp") in ("0.0.0.0/0",) or rule.get("CidrIpv6") == "::/0":
+                assert (rule["IpProtocol"], rule["FromPort"], rule["ToPort"]) == ("tcp", 443, 443)
+                open_egress.add((stem, group))
+    assert open_egress == set(TO_THE_INTERNET)
+
+
+def test_every_task_reaches_aws_apis_through_the_endpoints_and_s3_s_prefix_list(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    cluster = templates["cluster"]
+    for deployable in deployer.DEPLOYABLES:
+        rules = [
+            rule
+            for group, rule in _rules(cluster, "egress")
+            if group == security_group(deployable.name)
+        ]
+        to_endpoints = [r for r in rules if r.get("DestinationSecurityGroupId")]
+        assert {"Ref": "EndpointSecurityGroupId"} in [
+            r["DestinationSecurityGroupId"] for r in to_endpoints
+        ], deployable.name
+        assert [
+            r.get("DestinationPrefixListId") for r in rules if "DestinationPrefixListId" in r
+        ] == [{"Ref": "S3PrefixListId"}], deployable.name
+    cluster_parameters = _root_value(templates, "Cluster", "EndpointSecurityGroupId")
+    assert cluster_parameters == {"Fn::GetAtt": ["Network", "Outputs.EndpointSecurityGroupId"]}
+    assert _root_value(templates, "Cluster", "S3PrefixListId") == {"Ref": "S3PrefixListId"}
+    network = templates["network"]["Resources"]
+    assert (
+        network["EndpointSecurityGroup"]["Properties"]["SecurityGroupIngress"][0]["FromPort"] == 443
+    )
+    # The prefix list is S3's, served by the gateway endpoint on every task subnet's routes.
+    s3 = network["S3Endpoint"]["Properties"]
+    assert s3["ServiceName"] == {"Fn::Sub": "com.amazonaws.${AWS::Region}.s3"}
+    assert s3["VpcEndpointType"] == "Gateway"
+    assert {r["Ref"] for r in s3["RouteTableIds"]} >= {
+        f"{kind}RouteTable{zone}" for kind in ("App", "Payment") for zone in "ABC"
+    }
+    root = templates["root"]["Parameters"]["S3PrefixListId"]
+    assert "com.amazonaws.<region>.s3" in root["Description"]

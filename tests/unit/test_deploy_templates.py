@@ -636,6 +636,8 @@ def test_parameter_files_fit_the_root_stack(params_file: Path) -> None:
         # tools/deployer/aws.py: the outputs of edge-global.yaml's stack in us-east-1
         "EdgeWebAclArn",
         "EdgeCertificateArn",
+        # tools/deployer/aws.py: the Region's S3 prefix list
+        "S3PrefixListId",
     }
 
     assert set(given) <= set(declared)

@@ -72,6 +72,13 @@ def deploy(*, env: str, region: str, image_tag: str, out: Path) -> None:
         "ImageTag": image_tag,
     }
     parameters |= edge_global(build, env=env, region=region, parameters=parameters)
+    # The tasks' egress to S3 names the Region's AWS-managed prefix list (cluster.yaml).
+    parameters.setdefault(
+        "S3PrefixListId",
+        _aws("ec2", "describe-managed-prefix-lists", "--region", region, "--filters",
+             f"Name=prefix-list-name,Values=com.amazonaws.{region}.s3", "--query",
+             "PrefixLists[0].PrefixListId", "--output", "text"),
+    )  # fmt: skip
     if parameters.get("DatabaseGlobalRole") == "secondary":
         # The primary's secrets, replicated here: their ARNs end in a random suffix.
         for parameter, name in (
