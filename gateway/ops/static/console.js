@@ -191,6 +191,8 @@ async function signIn(token) {
 }
 
 function show(panel) {
+  // The last action's result belongs to the panel it was taken in.
+  if ($(`panel-${panel}`).hidden) $("ops-status").hidden = true;
   for (const name of PANELS) $(`panel-${name}`).hidden = name !== panel;
   for (const tab of document.querySelectorAll(".tab")) {
     tab.classList.toggle("active", tab.dataset.panel === panel);
@@ -202,6 +204,12 @@ function route() {
   if (!sessionStorage.getItem(TOKEN_KEY)) return;
   const [panel, ...rest] = location.hash.slice(1).split("/");
   const ref = decodeURIComponent(rest.join("/"));
+  if (panel === "executions" && ref) {
+    // An execution is shown with its order (its name is the order id), or on its own.
+    show("orders");
+    if (ref !== state.orderId && ref !== state.executionName) guarded(() => openExecution(ref));
+    return;
+  }
   const name = PANELS.includes(panel) ? panel : "orders";
   show(name);
   if (name === "orders") {
@@ -216,7 +224,7 @@ function route() {
   } else guarded(loadAlarms);
 }
 
-const state = { orderId: null, ordersLoaded: false, dlqOpen: null };
+const state = { orderId: null, executionName: null, ordersLoaded: false, dlqOpen: null };
 
 // -- orders ---------------------------------------------------------------------------------
 
@@ -255,6 +263,7 @@ function orderRow(order) {
 
 async function openOrder(orderId) {
   state.orderId = orderId;
+  state.executionName = null;
   for (const row of document.querySelectorAll(".order-row")) {
     row.classList.toggle("selected", row.dataset.orderId === orderId);
   }
@@ -267,6 +276,36 @@ async function openOrder(orderId) {
     guarded(() => loadExecution(detail.execution)),
     guarded(() => loadTrace(detail.trace_id)),
   ]);
+}
+
+/** The execution's order when there is one of that id, else the execution on its own. */
+async function openExecution(name) {
+  try {
+    await openOrder(name);
+    return;
+  } catch (error) {
+    if (!(error instanceof ApiError && (error.status === 404 || error.status === 400))) throw error;
+  }
+  state.orderId = null;
+  state.executionName = name;
+  for (const row of document.querySelectorAll(".order-row")) row.classList.remove("selected");
+  if (location.hash !== `#executions/${name}`) history.replaceState(null, "", `#executions/${name}`);
+  $("order-title").textContent = `execution ${name}`;
+  $("order-facts").replaceChildren(h("dt", {}, "order"), h("dd", {}, "none of this id"));
+  $("order-problem").hidden = true;
+  $("order-lines").tBodies[0].replaceChildren();
+  $("timeline").tBodies[0].replaceChildren(emptyRow(4, "No order: the execution alone"));
+  $("trace-id").textContent = "";
+  $("trace-waterfall").replaceChildren(h("div", { class: "note" }, "No order, no trace."));
+  $("order-detail").hidden = false;
+  await loadExecution({ name });
+}
+
+/** Reload whatever the detail shows. */
+function reopen() {
+  if (state.orderId) return openOrder(state.orderId);
+  if (state.executionName) return openExecution(state.executionName);
+  return null;
 }
 
 function renderOrder({ order, execution, timeline }) {
@@ -333,7 +372,7 @@ async function redriveExecution(name) {
   if (!confirm(`Re-drive execution ${name} from the state that failed?`)) return;
   const answer = await api(`executions/${encodeURIComponent(name)}/redrive`, { method: "POST", body: {} });
   showStatus(`Re-drove ${answer.name}: ${answer.status} from ${answer.state}`, "ok");
-  await Promise.all([state.orderId ? openOrder(state.orderId) : null, loadAlarms()]);
+  await Promise.all([reopen(), loadAlarms()]);
 }
 
 /** Rows by BFS depth from start_at, columns ordered by their parents' columns. */
@@ -398,7 +437,7 @@ function sagaDiagram({ definition, path, current_state: current, execution }) {
   const marker = (id, cls) =>
     s("marker", { id, class: cls, viewBox: "0 0 8 8", refX: 7, refY: 4, markerWidth: 7, markerHeight: 7, markerUnits: "userSpaceOnUse", orient: "auto-start-reverse" },
       s("path", { d: "M0,0 L8,4 L0,8 z" }));
-  const svg = s("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": "saga state machine" },
+  const svg = s("svg", { viewBox: `0 0 ${width} ${height}`, style: `max-width:${width * 1.25}px`, role: "img", "aria-label": "saga state machine" },
     s("defs", {}, marker("arrow", ""), marker("arrow-taken", "taken")));
 
   const edges = s("g", { class: "edges" });
@@ -625,7 +664,8 @@ async function loadStock(prefix) {
 // -- alarms ---------------------------------------------------------------------------------
 
 function alarmTarget(points) {
-  const panel = points.panel === "executions" || points.panel === "payment" ? "orders" : points.panel;
+  const panel =
+    points.panel === "payment" || (points.panel === "executions" && !points.ref) ? "orders" : points.panel;
   const ref = points.ref ? `/${encodeURIComponent(points.ref)}` : "";
   return { href: `#${panel}${ref}`, text: `${points.panel}${points.ref ? `: ${points.ref}` : ""}` };
 }
@@ -676,7 +716,7 @@ function start() {
     const q = $("order-search").value.trim();
     guarded(() => searchOrders(q, { open: q }));
   });
-  $("order-refresh").addEventListener("click", () => state.orderId && guarded(() => openOrder(state.orderId)));
+  $("order-refresh").addEventListener("click", () => guarded(reopen));
   $("queues-reload").addEventListener("click", () => guarded(() => loadQueues()));
   $("stock-search-form").addEventListener("submit", (event) => {
     event.preventDefault();
