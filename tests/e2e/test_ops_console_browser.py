@@ -2,7 +2,8 @@
 stack with tracing on: a customer's token is refused; an admin signs in, finds an order placed
 through the public API, sees its timeline, its saga path on the state machine and its trace
 across services; a dead letter put on a DLQ through the queue port is inspected and re-driven
-from the queues panel, and the queue port sees it back on its source queue.
+from the queues panel, and the queue port sees it back on its source queue; a parked saga
+execution, opened from its alarm, is re-driven with its button and runs to its end.
 
 Screenshots of every step go to $TEST_ARTIFACTS_DIR/ops-console (build/artifacts/ops-console by
 default). Without /usr/bin/chromium or the playwright package the test skips, and fails under CI
@@ -22,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.auth import ADMIN_SCOPE, issue_token
 from gateway.settings import DEV_JWT_SECRET
@@ -29,7 +32,9 @@ from marketplace_platform.db import create_engine
 from marketplace_platform.queues import Queues
 from marketplace_platform.queues.definitions import load_queue_definitions
 from marketplace_platform.queues.postgres import PostgresQueues
+from marketplace_platform.saga.tables import executions
 from marketplace_platform.settings import ServiceSettings
+from tests.integration.test_ops_redrive import Gate, parked_execution, parking_engine
 from tests.support import shopper
 from tests.support.stack import REPO, LaunchedStack, running_stack
 
@@ -49,6 +54,7 @@ SOURCE_QUEUE = "shipping"
 # received, fails and stays on the queue, backing off, instead of being handled and deleted.
 DEAD_LETTER_DETAIL_TYPE = "ops-console.browser-test"
 DLQ_ALARM = "CheckoutDeadLetterQueueNotEmpty"
+PARKED_ALARM = "CheckoutCompensationParked"
 
 
 def artifacts_dir() -> Path:
@@ -109,13 +115,21 @@ async def traced_stack(database_url: str, tmp_path: Path) -> AsyncIterator[Launc
 
 
 @pytest.fixture
-async def queues(database_url: str) -> AsyncIterator[Queues]:
-    """The stack's queues through the queue port (its PostgreSQL adapter, the stack's database)."""
+async def stack_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine on the stack's database."""
     engine = create_engine(ServiceSettings(database_url=database_url))
     try:
-        yield PostgresQueues(engine, load_queue_definitions(REPO / "deploy/ecs/event_rules.json"))
+        yield engine
     finally:
         await engine.dispose()
+
+
+@pytest.fixture
+def queues(stack_engine: AsyncEngine) -> Queues:
+    """The stack's queues through the queue port (its PostgreSQL adapter)."""
+    return PostgresQueues(
+        stack_engine, load_queue_definitions(REPO / "deploy/ecs/event_rules.json")
+    )
 
 
 def token(subject: str, *scopes: str) -> str:
@@ -187,7 +201,7 @@ async def shown_detail(page: Page) -> dict[str, Any]:
 
 
 async def test_operator_console_in_a_browser(
-    traced_stack: LaunchedStack, queues: Queues, browser: Browser
+    traced_stack: LaunchedStack, stack_engine: AsyncEngine, queues: Queues, browser: Browser
 ) -> None:
     from playwright.async_api import expect
 
@@ -293,6 +307,51 @@ async def test_operator_console_in_a_browser(
     cells = await stock_row.locator(":scope > td").all_inner_texts()
     assert cells[1:4] == ["3", "0", "3"], cells  # on hand, reserved, available
     await page.screenshot(path=shots / "08-stock.png", full_page=True)
+
+    # A parked execution (a machine of the test's own, which no engine of the stack runs): its
+    # alarm opens it, its failed task is red with its retry, and it is re-driven from there.
+    machine = f"machine-{uuid.uuid4().hex[:8]}"
+    gate = Gate()
+    name = await parked_execution(stack_engine, machine, gate)
+    await page.click(".tab[data-panel=alarms]")
+    parked_alarm = page.locator(f".alarm-row[data-alarm='{PARKED_ALARM}']")
+    await expect(parked_alarm).to_have_class(re.compile(r"\bfiring\b"))
+    await parked_alarm.locator("a").click()
+    diagram = page.locator("#saga-diagram")
+    await expect(diagram).to_have_attribute("data-status", "FAILED")
+    await expect(page.locator("#order-title")).to_contain_text(name)
+    await expect(diagram.locator("g.state[data-state=Confirm]")).to_have_class(
+        re.compile(r"\bfailed\b")
+    )
+    await expect(diagram.locator("g.state[data-state=Confirm] .retries")).to_have_count(1)
+    await expect(diagram.locator("g.state[data-state=Parked]")).to_have_class(
+        re.compile(r"\bcurrent\b")
+    )
+    await expect(diagram.locator("g.state[data-state=Done]")).not_to_have_class(
+        re.compile(r"\bvisited\b")
+    )
+    await page.screenshot(path=shots / "09-parked-execution.png", full_page=True)
+    page.once("dialog", accept)
+    await page.click("#redrive-execution")
+    await expect(page.locator("#ops-status")).to_contain_text("RUNNING from Confirm")
+    await expect(diagram).to_have_attribute("data-status", "RUNNING")
+    await expect(page.locator("#redrive-execution")).to_be_hidden()
+    assert len(confirmations) == 2
+    assert name in confirmations[1]
+    async with stack_engine.connect() as connection:
+        stored = (
+            await connection.execute(sa.select(executions).where(executions.c.name == name))
+        ).one()
+    assert (stored.status, stored.current_state) == ("RUNNING", "Confirm")
+    # The dependency back, an engine of the machine runs it to its end; the page shows it.
+    gate.open = True
+    await parking_engine(stack_engine, machine, gate).run_until_idle()
+    await page.click("#order-refresh")
+    await expect(diagram).to_have_attribute("data-status", "SUCCEEDED")
+    await expect(diagram.locator("g.state[data-state=Done]")).to_have_class(
+        re.compile(r"\bvisited\b")
+    )
+    await page.screenshot(path=shots / "10-redriven-execution.png", full_page=True)
 
     assert not errors, errors
     # Nothing from the network: every request of the page went to the gateway.
