@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import uvloop
+from sqlalchemy.engine import make_url
 
 from bench.checkout_audit import AuditReport, audit_run, print_audit
 from bench.checkout_load import (
@@ -77,7 +78,7 @@ def parse_plan(argv: Sequence[str] | None = None) -> TracingPlan:
     """The plan from the command line."""
     default_ratio = TracingSettings.model_fields["otel_traces_sampler_arg"].default
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--rounds", type=int, default=4,
+    parser.add_argument("--rounds", type=int, default=6,
                         help="rounds; each times both stacks, taking turns")  # fmt: skip
     parser.add_argument("--concurrency", type=int, default=8, help="closed-loop clients")
     parser.add_argument("--checkouts", type=int, default=200, help="checkouts per closed step")
@@ -160,8 +161,17 @@ class ModeStack:
 
     @property
     def database(self) -> str:
-        """The database's name (its URL's path)."""
-        return self.database_url.rsplit("/", 1)[-1].split("?", 1)[0]
+        """The database's name."""
+        return database_name(self.database_url)
+
+
+def database_name(url: str) -> str:
+    """The database a PostgreSQL URL names (an embedded server's has its socket folder in the
+    query: postgresql://postgres:@/bench_1a2b?host=/tmp/pg)."""
+    name = make_url(url).database
+    if not name:
+        raise ValueError(f"no database in {url!r}")
+    return name
 
 
 @asynccontextmanager
