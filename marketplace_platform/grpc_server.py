@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
@@ -106,7 +107,7 @@ async def start_server(
     running = RunningServer(
         server=server, port=port, health=health, boundary=boundary, service_names=names
     )
-    ready = await _probe(readiness, settings.health_probe_timeout_seconds)
+    ready = await _probe(readiness, settings.health_probe_timeout_seconds) is _Probe.PASSED
     await _report_health(running, ready)
     await server.start()
     running._probe_task = asyncio.create_task(
@@ -143,14 +144,25 @@ async def serve_until_signalled(
     log.info("%s stopped", settings.service_name)
 
 
-async def _probe(readiness: ReadinessProbe, limit_seconds: float) -> bool:
+class _Probe(enum.Enum):
+    """How one readiness probe ended."""
+
+    PASSED = "passed"
+    FAILED = "failed"  # a dependency said no: the writer is gone, read-only, fenced, refused
+    TIMED_OUT = "timed out"  # no answer in time: down, or only busy (a pool taken by a burst)
+
+
+async def _probe(readiness: ReadinessProbe, limit_seconds: float) -> _Probe:
     try:
         async with asyncio.timeout(limit_seconds):
             await readiness()
+    except TimeoutError:
+        log.warning("readiness probe timed out after %.1fs", limit_seconds)
+        return _Probe.TIMED_OUT
     except Exception as error:  # any failure of a dependency means not ready
         log.warning("readiness probe failed: %r", error)
-        return False
-    return True
+        return _Probe.FAILED
+    return _Probe.PASSED
 
 
 async def _report_health(running: RunningServer, ready: bool) -> None:
@@ -162,9 +174,22 @@ async def _report_health(running: RunningServer, ready: bool) -> None:
 async def _follow_readiness(
     running: RunningServer, readiness: ReadinessProbe, settings: ServiceSettings, *, ready: bool
 ) -> None:
+    """Probe every interval and report the result. A probe that fails makes the server
+    NOT_SERVING at once; one that only times out does so once more than
+    `health_probe_timeouts_tolerated` have timed out in a row while SERVING, since a probe
+    queued behind a burst of calls for the same pool says the service is busy, not gone, and
+    a lone replica taken out for being busy fails every call until the next probe."""
+    timeouts = 0
     while True:
         await asyncio.sleep(settings.health_probe_interval_seconds)
-        now_ready = await _probe(readiness, settings.health_probe_timeout_seconds)
+        outcome = await _probe(readiness, settings.health_probe_timeout_seconds)
+        timeouts = timeouts + 1 if outcome is _Probe.TIMED_OUT else 0
+        if outcome is _Probe.PASSED:
+            now_ready = True
+        elif outcome is _Probe.FAILED:
+            now_ready = False
+        else:
+            now_ready = ready and timeouts <= settings.health_probe_timeouts_tolerated
         if now_ready != ready:
             log.warning(
                 "%s is now %s", settings.service_name, "SERVING" if now_ready else "NOT_SERVING"

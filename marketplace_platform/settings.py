@@ -53,6 +53,9 @@ class ServiceSettings(TracingSettings):
     shutdown_grace_seconds: float = Field(default=10.0, gt=0)
     health_probe_interval_seconds: float = Field(default=2.0, gt=0)
     health_probe_timeout_seconds: float = Field(default=1.0, gt=0)
+    # Timed-out probes in a row a SERVING server rides out (busy, not down); a failed one counts
+    # at once (marketplace_platform.grpc_server._follow_readiness).
+    health_probe_timeouts_tolerated: int = Field(default=2, ge=0)
     default_call_timeout_seconds: float = Field(default=5.0, gt=0)
     migrate_on_start: bool = True
     log_level: str = "INFO"
