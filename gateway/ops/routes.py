@@ -37,6 +37,7 @@ STATIC = Path(__file__).with_name("static")
 PAGE = "console.html"
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
+MAX_BODY_BYTES = 1024  # a redrive's body is {"max_messages": N}
 _MEDIA_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
 NOT_CONFIGURED = "operator console not configured"
 UNAVAILABLE = "the operator console's database did not answer in time; retry shortly"
@@ -238,7 +239,7 @@ class OpsConsole:
     async def redrive_queue(self, request: Request, principal: Principal, open_: _Open) -> Response:
         """Move a queue's dead letters back to it."""
         queue = request.path_params["queue"]
-        max_messages = _max_messages(await request.body())
+        max_messages = _max_messages(await _bounded_body(request, MAX_BODY_BYTES))
         try:
             document = await queues.redrive(open_.queues, queue, max_messages=max_messages)
         except UnknownQueue:
@@ -280,6 +281,16 @@ class OpsConsole:
         if not spans:
             raise not_found(f"no span of trace {trace_id}")
         return _json({"trace_id": trace_id, "spans": spans})
+
+
+async def _bounded_body(request: Request, limit: int) -> bytes:
+    """The request's body, refused (400) once it passes `limit` bytes."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ApiProblem(bad_request(f"the body is limited to {limit} bytes"))
+    return body
 
 
 def _max_messages(body: bytes) -> int | None:

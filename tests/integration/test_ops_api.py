@@ -242,6 +242,9 @@ async def test_a_dead_letter_is_listed_peeked_alarmed_and_redriven(
     assert (breaker["value"], breaker["firing"]) == (0.0, False)
     assert by_alarm["CheckoutSagaStuck"]["firing"] is False
 
+    for refused_body in (b"not json", b'{"max_messages": "' + b"9" * 2000 + b'"}'):
+        refused = await ops(placed, "POST", "/queues/email/redrive", content=refused_body)
+        assert refused.status_code == 400, refused.text
     redriven = await ops(placed, "POST", "/queues/email/redrive", json={"max_messages": None})
     assert redriven.status_code == 200, redriven.text
     assert redriven.json() == {"queue": "email", "redriven": 1}
