@@ -45,7 +45,8 @@ def iso(moment: datetime | None) -> str | None:
     """An ISO-8601 UTC string (what every time in the console's JSON is), or None."""
     if moment is None:
         return None
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    # Always to the microsecond: strings of one width sort as the times they name.
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def money(amount: int | None, currency: str | None) -> dict[str, object] | None:

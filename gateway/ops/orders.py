@@ -148,7 +148,7 @@ async def _payment_entries(
         return []
     amount = f"{payment.amount} {payment.currency}"
     entries = [
-        _entry(payment.created_at, "payment", "PaymentCreated", f"{amount}"),
+        _entry(payment.created_at, "payment", "PaymentCreated", amount),
         _entry(
             payment.updated_at,
             "payment",

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from gateway.ops import tables
 from gateway.ops.alarms import load_rules
+from gateway.ops.database import iso
 from gateway.ops.executions import Recorded, graph, visited_path
 from gateway.ops.traces import read_trace
 from gateway.settings import GatewaySettings
@@ -124,8 +125,8 @@ def test_the_path_lists_each_visit_with_its_attempts_and_error() -> None:
         ("Parked", 1, None),
         ("Confirm", 1, None),
     ]
-    assert path[0]["exited_at"] == "2026-01-01T00:00:03Z"
-    assert path[2]["exited_at"] == "2026-01-01T00:00:10Z"
+    assert path[0]["exited_at"] == "2026-01-01T00:00:03.000000Z"
+    assert path[2]["exited_at"] == "2026-01-01T00:00:10.000000Z"
 
 
 def test_the_checkout_definition_as_a_graph() -> None:
@@ -205,3 +206,10 @@ def test_one_trace_is_read_back_from_the_files_and_no_other(tmp_path: Path) -> N
     assert spans[0]["attributes"] == {"http.status_code": "200"}
     assert read_trace(tmp_path, "c" * 32) == []
     assert read_trace(tmp_path / "missing", wanted) == []
+
+
+def test_times_sort_as_strings_in_the_order_they_happened() -> None:
+    whole, later = at(3), at(3).replace(microsecond=1)
+    assert iso(whole) == "2026-01-01T00:00:03.000000Z"
+    assert iso(whole) < iso(later)  # type: ignore[operator]
+    assert iso(None) is None
