@@ -50,6 +50,9 @@ from marketplace_platform.settings import ServiceSettings, to_asyncpg_url
 FENCED_SQLSTATE = "MPF01"
 _WRITER_LOST_SQLSTATES = frozenset({"25006", "57P01", "57P02", "57P03", FENCED_SQLSTATE})
 _CONNECTION_EXCEPTION_CLASS = "08"
+# A statement cancelled (the statement timeout) or a lock not granted (the lock timeout): the
+# database is busy, not failing; nothing was committed.
+_BUSY_SQLSTATES = frozenset({"57014", "55P03"})
 _MAX_CAUSES = 8  # how far `raise ... from` chains are followed (SQLAlchemy wraps the driver's)
 REGION_EPOCH_SETTING = "marketplace.region_epoch"
 # Whether the server takes writes, the epoch this session writes as (none: not fenced) and
@@ -102,6 +105,21 @@ def writer_lost(error: BaseException) -> bool:
         if _lost_sqlstate(getattr(link, "sqlstate", None)):
             return True
         if type(link).__name__ == "TargetServerAttributeNotMatched":  # asyncpg: no writer
+            return True
+        link = link.__cause__
+    return False
+
+
+def database_busy(error: BaseException) -> bool:
+    """Whether a failure (or the driver error that caused it) means the database is only busy:
+    no pooled connection came free within the pool's timeout, or a statement ran past the
+    statement or lock timeout (queued behind a row lock in a burst, say). Nothing was
+    committed, so the call may be retried as it is."""
+    link: BaseException | None = error
+    for _ in range(_MAX_CAUSES):
+        if link is None:
+            return False
+        if isinstance(link, exc.TimeoutError) or getattr(link, "sqlstate", None) in _BUSY_SQLSTATES:
             return True
         link = link.__cause__
     return False
@@ -282,6 +300,8 @@ class UnitOfWork:
                 raise refusal from error
             if writer_lost(error):
                 raise DependencyUnavailable("the database has no writer right now") from error
+            if database_busy(error):
+                raise DependencyUnavailable(f"the database is busy ({error}); retry") from error
             raise
         finally:
             self._published = []
@@ -292,6 +312,9 @@ class UnitOfWork:
             # Unavailable, not a failure of the request: callers retry it (a commit whose
             # answer was lost may have been applied; every write is idempotent by its key).
             raise DependencyUnavailable("the database has no writer right now") from exc
+        if exc is not None and database_busy(exc):
+            # Busy, not failed: nothing was committed, and callers retry with backoff.
+            raise DependencyUnavailable(f"the database is busy ({exc}); retry") from exc
 
     async def publish(
         self, payload: Message, *, aggregate_type: str, aggregate_id: str

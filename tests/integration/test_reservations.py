@@ -23,7 +23,7 @@ from marketplace.events.v1 import envelope_pb2, inventory_events_pb2
 from marketplace.inventory.v1 import inventory_service_pb2 as pb
 from marketplace.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
 from marketplace_platform import errors
-from marketplace_platform.channels import open_channel
+from marketplace_platform.channels import balanced_channel, open_channel
 from marketplace_platform.db import unit_of_work_factory
 from marketplace_platform.grpc_errors import from_rpc_error
 from marketplace_platform.grpc_server import RunningServer
@@ -91,9 +91,12 @@ async def audit(stub: Stub, names: Sequence[str]) -> pb.AuditStockResponse:
 
 
 async def reserve_on_own_connection(server: RunningServer, request: pb.ReserveStockRequest) -> str:
-    """One racer: its own gRPC connection, one reservation; the outcome's reason."""
-    channel = grpc.aio.insecure_channel(
-        f"127.0.0.1:{server.port}", options=[("grpc.use_local_subchannel_pool", 1)]
+    """One racer: its own gRPC connection, one reservation; the outcome's reason. Like every
+    caller of ours it retries UNAVAILABLE (a database only busy in the burst) with backoff."""
+    channel = balanced_channel(
+        f"127.0.0.1:{server.port}",
+        idempotent_services=[pb.DESCRIPTOR.services_by_name["InventoryService"].full_name],
+        options=[("grpc.use_local_subchannel_pool", 1), ("grpc.enable_retries", 1)],
     )
     try:
         await pb_grpc.InventoryServiceStub(channel).ReserveStock(request, timeout=WITHIN)
