@@ -6,6 +6,7 @@ is refused, and an unknown name is not found."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from marketplace_platform.saga.local import LocalSagaStarter
-from marketplace_platform.saga.redrive import NotRedrivable, redrive_execution
+from marketplace_platform.saga.redrive import NotRedrivable, Redriven, redrive_execution
 from marketplace_platform.saga.tables import executions
 from workers.saga_engine.asl.machine import StateMachine
 from workers.saga_engine.cli import redrive_command
@@ -143,3 +144,18 @@ async def test_running_and_unknown_executions_are_refused(
         await redrive_execution(engine, name, actor="test")
     settings = SagaEngineSettings(database_url=database_url)
     assert await redrive_command(str(uuid.uuid4()), settings) == 1
+
+
+async def test_of_concurrent_redrives_of_one_execution_exactly_one_wins(
+    engine: AsyncEngine, machine_name: str
+) -> None:
+    name = await parked_execution(engine, machine_name, Gate())
+    outcomes = await asyncio.gather(
+        *(redrive_execution(engine, name, actor=f"operator-{i}") for i in range(8)),
+        return_exceptions=True,
+    )
+    won = [outcome for outcome in outcomes if isinstance(outcome, Redriven)]
+    assert len(won) == 1
+    assert all(isinstance(o, NotRedrivable) for o in outcomes if not isinstance(o, Redriven))
+    history = await LocalSagaStarter(engine, state_machine=machine_name).history(name)
+    assert [event.type for event in history].count("ExecutionRedriven") == 1

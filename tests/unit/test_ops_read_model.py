@@ -14,11 +14,12 @@ import pytest
 import sqlalchemy as sa
 
 from gateway.ops import tables
-from gateway.ops.alarms import load_rules
+from gateway.ops.alarms import breaker_reading, load_rules
 from gateway.ops.database import iso
 from gateway.ops.executions import Recorded, graph, visited_path
 from gateway.ops.traces import read_trace
 from gateway.settings import GatewaySettings
+from local_supervisor.embedded import free_port
 from marketplace_platform.saga.redrive import HistoryItem, RedrivePoint, redrive_point
 from services.checkout.adapters import tables as checkout_tables
 from services.inventory.adapters import tables as inventory_tables
@@ -213,3 +214,13 @@ def test_times_sort_as_strings_in_the_order_they_happened() -> None:
     assert iso(whole) == "2026-01-01T00:00:03.000000Z"
     assert iso(whole) < iso(later)  # type: ignore[operator]
     assert iso(None) is None
+
+
+async def test_the_breaker_is_unknown_without_a_metrics_endpoint_or_its_answer() -> None:
+    unset = await breaker_reading(None, 1.0)
+    assert (unset.value, unset.panel) == (None, "payment")
+    assert unset.unknown_because == "no payment metrics endpoint configured"
+    away = await breaker_reading(f"http://127.0.0.1:{free_port()}/metrics", 1.0)
+    assert away.value is None
+    assert away.unknown_because is not None
+    assert away.unknown_because.startswith("payment metrics unreachable")
