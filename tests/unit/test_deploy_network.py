@@ -369,15 +369,19 @@ def test_the_payment_subnets_are_used_by_the_payment_service_only(
             stacks = resources(template, "AWS::CloudFormation::Stack")
             receivers = {name for name, s in stacks.items() if "PaymentSubnetIds" in json.dumps(s)}
             assert receivers == {"Services"}
-        elif stem not in {"network", "services"}:
+        elif stem not in {"network", "services", "payment-account"}:
             assert "PaymentSubnet" not in text, stem
-    using = {
-        service["Properties"]["ServiceName"]
-        for service in resources(templates["services"], "AWS::ECS::Service").values()
-        if service["Properties"]["NetworkConfiguration"]["AwsvpcConfiguration"]["Subnets"]
-        == {"Ref": "PaymentSubnetIds"}
-    }
-    assert using == set(CARD_DATA)
+    # The services stack here, or the payment account's stack there: card data only.
+    for stem in ("services", "payment-account"):
+        using = {
+            service["Properties"]["ServiceName"]
+            for service in resources(templates[stem], "AWS::ECS::Service").values()
+            if service["Properties"]["NetworkConfiguration"]["AwsvpcConfiguration"]["Subnets"]
+            == {"Ref": "PaymentSubnetIds"}
+        }
+        assert using == set(CARD_DATA), stem
+    services = resources(templates["payment-account"], "AWS::ECS::Service").values()
+    assert {s["Properties"]["ServiceName"] for s in services} == set(CARD_DATA)
 
 
 def test_no_two_subnets_share_an_address_block(templates: dict[str, dict[str, Any]]) -> None:
@@ -445,42 +449,13 @@ def test_another_payment_account_gets_the_payment_subnets_and_groups_only(
     assert _shared_arns(group_share) == set(carried_security_groups("payment"))
 
 
-def test_the_payment_account_may_assume_one_role_for_the_database_credentials_only(
-    templates: dict[str, dict[str, Any]],
-) -> None:
-    role = templates["cluster"]["Resources"]["PaymentAccountRole"]
-    (trust,) = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
-    (policy,) = role["Properties"]["Policies"]
-    statements = policy["PolicyDocument"]["Statement"]
-
-    assert role["Condition"] == "PaymentElsewhere"
-    assert trust["Principal"] == {
-        "AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${PaymentAccountId}:root"}
-    }
-    assert trust["Condition"]["ArnEquals"]["aws:PrincipalArn"] == {
-        "Fn::Sub": "arn:${AWS::Partition}:iam::${PaymentAccountId}:role/"
-        "checkout-${EnvironmentName}-payment-task"
-    }
-    assert [s["Action"] for s in statements] == ["secretsmanager:GetSecretValue", "kms:Decrypt"]
-    # The name pattern is data.yaml's database secret (Secrets Manager appends six characters).
-    secrets = resources(templates["data"], "AWS::SecretsManager::Secret").values()
-    names = {s["Properties"].get("Name", {}).get("Fn::Sub") for s in secrets}
-    assert "checkout/${EnvironmentName}/database" in names
-    assert statements[0]["Resource"]["Fn::Sub"].endswith(
-        ":secret:checkout/${EnvironmentName}/database-??????"
-    )
-    assert statements[1]["Condition"]["StringEquals"]["kms:ViaService"] == {
-        "Fn::Sub": "secretsmanager.${AWS::Region}.${AWS::URLSuffix}"
-    }
-
-
 def test_the_root_stack_passes_its_payment_account_to_the_network_and_the_cluster(
     templates: dict[str, dict[str, Any]],
 ) -> None:
     root = templates["root"]
 
     assert root["Parameters"]["PaymentAccountId"]["Default"] == ""
-    for stack in ("Network", "Cluster"):
+    for stack in ("Network", "Cluster", "Data", "Cache", "Services"):
         assert _root_value(templates, stack, "PaymentAccountId") == {"Ref": "PaymentAccountId"}
 
 

@@ -133,7 +133,7 @@ def test_every_template_is_cfn_lint_clean(tmp_path: Path) -> None:
     )
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert len(paths) == 12  # edge-global.yaml (us-east-1) among them
+    assert len(paths) == 13  # edge-global.yaml (us-east-1) and payment-account.json among them
 
 
 def test_every_placeholder_is_substituted_by_the_lambda_running_its_handler() -> None:
@@ -537,16 +537,30 @@ def test_no_iam_policy_grants_every_action_on_every_resource(
             assert not grants_everything(statement), where
 
 
+def _statements(document: Any) -> Iterator[dict[str, Any]]:
+    """A policy's statements, both branches of an Fn::If (document or statement) included."""
+    if isinstance(document, dict) and "Fn::If" in document:
+        for branch in document["Fn::If"][1:]:
+            yield from _statements(branch)
+    elif isinstance(document, dict) and "Statement" in document:
+        for statement in as_list(document["Statement"]):
+            yield from _statements(statement)
+    elif isinstance(document, dict) and "Effect" in document:
+        yield document
+
+
 def test_no_resource_policy_allows_anyone(templates: dict[str, dict[str, Any]]) -> None:
+    kinds = ("KeyPolicy", "PolicyDocument", "ResourcePolicy", "RepositoryPolicyText")
+    seen = 0
     for stem, name, resource in all_resources(templates):
         properties = resource.get("Properties", {})
-        document = properties.get("KeyPolicy") or properties.get("PolicyDocument")
-        if document is None:
-            continue
-        for statement in as_list(document["Statement"]):
-            if statement["Effect"] == "Allow":
-                assert statement.get("Principal") != "*", f"{stem}.{name}"
-                assert statement.get("Principal") != {"AWS": "*"}, f"{stem}.{name}"
+        for kind in kinds:
+            for statement in _statements(properties.get(kind)):
+                seen += 1
+                if statement["Effect"] == "Allow":
+                    assert statement.get("Principal") != "*", f"{stem}.{name}"
+                    assert statement.get("Principal") != {"AWS": "*"}, f"{stem}.{name}"
+    assert seen > 30
 
 
 # --- stacks and parameters ---------------------------------------------------------------------

@@ -55,9 +55,12 @@ def deploy(*, env: str, region: str, image_tag: str, out: Path) -> None:
     """Bootstrap the Region, push images, upload a build and deploy the platform (AWS CLI)."""
     build = stage(out)
     registry_stack = f"checkout-{env}-registry"
+    # Payment in its own account: its execution role may pull payment's image from here.
+    payment_account = root_parameters(build, env=env, region=region).get("PaymentAccountId", "")
     _aws("cloudformation", "deploy", "--region", region, "--stack-name", registry_stack,
          "--template-file", str(build.directory / "templates" / "registry.json"),
-         "--no-fail-on-empty-changeset")  # fmt: skip
+         "--no-fail-on-empty-changeset",
+         "--parameter-overrides", f"PaymentAccountId={payment_account}")  # fmt: skip
     bucket = _aws("cloudformation", "describe-stacks", "--region", region, "--stack-name",
                   registry_stack, "--query",
                   "Stacks[0].Outputs[?OutputKey=='ArtifactBucketName'].OutputValue",

@@ -8,6 +8,7 @@ from pathlib import Path
 from .deployables import present_deployables
 from .events import read_event_rules, render_events
 from .paths import EVENT_RULES, REPO
+from .payment_account import render_payment_account
 from .registry import render_registry
 from .services import render_services
 
@@ -21,6 +22,7 @@ def render_generated(out: Path, repo: Path = REPO) -> dict[str, Path]:
         "registry": render_registry(deployables),
         "services": render_services(deployables, rules),
         "events": render_events(rules),
+        "payment-account": render_payment_account(deployables, rules),
     }
     paths = {}
     for name, template in rendered.items():

@@ -60,6 +60,8 @@ SERVICES_PARAMETERS: Mapping[str, Any] = {
     },
     # A warm standby Region (the Global Database secondary) runs no tasks until failover.
     "Standby": {"Type": "String", "AllowedValues": ["true", "false"], "Default": "false"},
+    # Set: the card-data deployables run in that account (payment_account.py), not here.
+    "PaymentAccountId": {"Type": "String", "AllowedPattern": "(\\d{12})?", "Default": ""},
     # REGION_EPOCH of every task: the Region epoch it writes as (marketplace_platform.fence).
     "RegionEpoch": {"Type": "String", "AllowedPattern": "[1-9][0-9]*", "Default": "1"},
 }
@@ -72,20 +74,30 @@ def render_services(deployables: Iterable[Deployable], rules: Mapping[str, Any])
         "ECS on Fargate: one service per gRPC service, the gateway and each worker.",
         SERVICES_PARAMETERS,
     )
-    template["Conditions"] = {"IsStandby": {"Fn::Equals": [ref("Standby"), "true"]}}
+    template["Conditions"] = {
+        "IsStandby": {"Fn::Equals": [ref("Standby"), "true"]},
+        "PaymentHere": {"Fn::Equals": [ref("PaymentAccountId"), ""]},
+    }
     # The workers' parameters stay declared while a declared worker is not yet in the repo.
     template["Metadata"] = {"cfn-lint": {"config": {"ignore_checks": ["W2001"]}}}
     for deployable in deployables:
-        template["Resources"].update(_service_resources(deployable, queues))
+        found = service_resources(deployable, queues)
+        output: dict[str, Any] = {
+            "Value": {"Fn::GetAtt": [f"{logical_id(deployable.name)}Discovery", "Arn"]}
+        }
+        if deployable.name in CARD_DATA:
+            # With PaymentAccountId set, the payment account's stack runs them instead.
+            for resource in found.values():
+                resource["Condition"] = "PaymentHere"
+            output["Condition"] = "PaymentHere"
+        template["Resources"].update(found)
         if deployable.port is not None:
-            prefix = logical_id(deployable.name)
-            template["Outputs"][f"{prefix}DiscoveryServiceArn"] = {
-                "Value": {"Fn::GetAtt": [f"{prefix}Discovery", "Arn"]}
-            }
+            template["Outputs"][f"{logical_id(deployable.name)}DiscoveryServiceArn"] = output
     return template
 
 
-def _service_resources(deployable: Deployable, queues: Sequence[str]) -> dict[str, Any]:
+def service_resources(deployable: Deployable, queues: Sequence[str]) -> dict[str, Any]:
+    """A deployable's log group, roles, task definition, service, scaling and alarms."""
     prefix = logical_id(deployable.name)
     secret_arns = sorted({param for kind in deployable.secrets for _, param, _ in SECRETS[kind]})
     task_statements = telemetry_statements(deployable, metric_log_group(deployable))
