@@ -180,6 +180,8 @@ async def test_a_parked_execution_is_redriven_through_the_console(
         what="the ops action line",
     )
     assert '"result": "redriven at Confirm"' in logged
+    assert '"request_id": null' not in logged
+    assert '"request_id": "' in logged
     again = await ops(placed, "POST", f"/executions/{name}/redrive")
     assert again.status_code == 409
 
