@@ -14,6 +14,7 @@ import pytest
 
 from tools import deployer
 from tools.deployer.caller_graph import CARD_DATA, carried_security_groups
+from tools.deployer.payment_account import FROM_ROOT_OUTPUTS, payment_stack_parameters
 from tools.deployer.services import service_resources
 
 ACCOUNT = "210987654321"
@@ -144,21 +145,29 @@ def test_every_parameter_of_the_payment_stack_is_a_root_output_or_a_deploy_input
 ) -> None:
     stack, root = templates["payment-account"], templates["root"]
     required = {n for n, spec in stack["Parameters"].items() if "Default" not in spec}
-    given_by_the_operator = {
-        "EnvironmentName",
-        "MainAccountId",
-        "ImageRegistry",
-        "ImageTag",
-        "PspUrl",
-    }
-    # Root outputs named after what they hold, where the payment stack's name differs.
-    renamed = {
-        "RedisSecretArn": "RedisAuthSecretArn",
-        "PspSecretArn": "PspApiKeySecretArn",
-        "DiscoveryNamespaceId": "DiscoveryNamespaceArn",
-    }
-    for name in required - given_by_the_operator:
-        assert renamed.get(name, name) in root["Outputs"], name
+    # What `python -m tools.deployer deploy-payment` passes: each root output by its name.
+    outputs = {name: f"<{name}>" for name in root["Outputs"]}
+    parameters = payment_stack_parameters(
+        outputs,
+        env="prod",
+        main_account="123456789012",
+        region="eu-west-1",
+        image_tag="abc123",
+        psp_url="https://psp.example",
+    )
+
+    assert set(parameters) >= required
+    assert set(parameters) <= set(stack["Parameters"])
+    for parameter, output in FROM_ROOT_OUTPUTS.items():
+        assert parameters[parameter] == f"<{output}>", parameter
+    assert parameters["ImageRegistry"] == "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
+    # The outputs hold what the main account's own stacks are given under those names.
+    services = root["Resources"]["Services"]["Properties"]["Parameters"]
+    for parameter in ("DatabaseHost", "DatabaseSecretArn", "RedisHost", "SecretsKeyArn"):
+        assert root["Outputs"][parameter]["Value"] == services[parameter], parameter
+    assert root["Outputs"]["RedisAuthSecretArn"]["Value"] == services["RedisSecretArn"]
+    assert root["Outputs"]["PspApiKeySecretArn"]["Value"] == services["PspSecretArn"]
+    assert root["Outputs"]["PaymentSubnetIds"]["Value"] == services["PaymentSubnetIds"]
 
 
 def _admitted(policy: dict[str, Any]) -> set[str]:

@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from .aws import deploy
+from .aws import deploy, deploy_payment
 from .paths import REPO
 from .render import render_generated
 from .stage import root_parameters, stage
@@ -29,13 +29,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     render = commands.add_parser("render", help="write the generated templates")
     render.add_argument("--out", type=Path, default=REPO / "build" / "cfn")
-    for name in ("build", "deploy"):
+    for name in ("build", "deploy", "deploy-payment"):
         command = commands.add_parser(name)
         command.add_argument("--env", required=True)
         command.add_argument("--region", required=True)
         command.add_argument("--out", type=Path, default=REPO / "build" / "deploy")
     commands.choices["build"].add_argument("--no-lambda-dependencies", action="store_true")
     commands.choices["deploy"].add_argument("--image-tag", required=True)
+    # Payment in its own account: the payment stack, with that account's AWS CLI profile.
+    commands.choices["deploy-payment"].add_argument("--image-tag", required=True)
+    commands.choices["deploy-payment"].add_argument("--profile", required=True)
     args = parser.parse_args(argv)
     if args.command == "render":
         for path in render_generated(args.out).values():
@@ -45,6 +48,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         params = root_parameters(build, env=args.env, region=args.region)
         (build.directory / "parameters.json").write_text(json.dumps(params, indent=2) + "\n")
         print(build.directory)
+    elif args.command == "deploy-payment":
+        deploy_payment(
+            env=args.env,
+            region=args.region,
+            image_tag=args.image_tag,
+            out=args.out,
+            profile=args.profile,
+        )
     else:
         deploy(env=args.env, region=args.region, image_tag=args.image_tag, out=args.out)
 

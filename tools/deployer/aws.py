@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
 from .deployables import present_deployables
 from .paths import IMAGE_REPOSITORY_PREFIX, REPO
+from .payment_account import payment_stack_parameters
 from .stage import Build, root_parameters, stage
 
 
@@ -103,3 +105,29 @@ def deploy(*, env: str, region: str, image_tag: str, out: Path) -> None:
          "--capabilities", "CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND",
          "--no-fail-on-empty-changeset", "--parameter-overrides", *overrides)  # fmt: skip
     print(f"deployed build {build.build_id} (images :{image_tag}) to checkout-{env} in {region}")
+
+
+def deploy_payment(*, env: str, region: str, image_tag: str, out: Path, profile: str) -> None:
+    """Deploy payment-account.json in the payment account (the AWS CLI profile `profile`) from
+    the main account's root stack outputs (the current credentials): deploy/ecs/README.md's
+    "Payment in its own account", step 4, after `deploy` with PaymentAccountId set."""
+    build = stage(out, lambda_dependencies=False)
+    params = root_parameters(build, env=env, region=region)
+    if not params.get("PaymentAccountId"):
+        raise SystemExit(f"params/{env}/{region}.json sets no PaymentAccountId")
+    listed = _aws("cloudformation", "describe-stacks", "--region", region, "--stack-name",
+                  f"checkout-{env}", "--query", "Stacks[0].Outputs",
+                  "--output", "json")  # fmt: skip
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in json.loads(listed)}
+    main_account = _aws("sts", "get-caller-identity", "--query", "Account", "--output", "text")
+    parameters = payment_stack_parameters(
+        outputs, env=env, main_account=main_account, region=region, image_tag=image_tag,
+        psp_url=params["PspUrl"],
+    )  # fmt: skip
+    overrides = [f"{key}={value}" for key, value in sorted(parameters.items())]
+    _aws("cloudformation", "deploy", "--profile", profile, "--region", region, "--stack-name",
+         f"checkout-{env}-payment", "--template-file",
+         str(build.directory / "templates" / "payment-account.json"),
+         "--capabilities", "CAPABILITY_NAMED_IAM", "--no-fail-on-empty-changeset",
+         "--parameter-overrides", *overrides)  # fmt: skip
+    print(f"deployed checkout-{env}-payment (images :{image_tag}) with profile {profile}")

@@ -238,3 +238,39 @@ def render_payment_account(
         }
     template["Outputs"]["ClusterName"] = {"Value": ref("Cluster")}
     return template
+
+
+# The payment stack's parameters that are the main account's root stack outputs, by name there.
+FROM_ROOT_OUTPUTS: Mapping[str, str] = {
+    "PaymentSubnetIds": "PaymentSubnetIds",
+    "PaymentSecurityGroupId": "PaymentSecurityGroupId",
+    "DatabaseClientsSecurityGroupId": "DatabaseClientsSecurityGroupId",
+    "ServiceConnectNamespaceArn": "ServiceConnectNamespaceArn",
+    "DiscoveryNamespaceId": "DiscoveryNamespaceArn",  # a shared namespace is named by its ARN
+    "DatabaseHost": "DatabaseHost",
+    "DatabaseSecretArn": "DatabaseSecretArn",
+    "RedisHost": "RedisHost",
+    "RedisSecretArn": "RedisAuthSecretArn",
+    "PspSecretArn": "PspApiKeySecretArn",
+    "SecretsKeyArn": "SecretsKeyArn",
+}
+
+
+def payment_stack_parameters(
+    root_outputs: Mapping[str, str],
+    *,
+    env: str,
+    main_account: str,
+    region: str,
+    image_tag: str,
+    psp_url: str,
+) -> dict[str, str]:
+    """The payment stack's parameters: the main account's root outputs and the deploy's inputs."""
+    return {
+        "EnvironmentName": env,
+        "MainAccountId": main_account,
+        "ImageRegistry": f"{main_account}.dkr.ecr.{region}.amazonaws.com",
+        "ImageTag": image_tag,
+        "PspUrl": psp_url,
+        **{parameter: root_outputs[output] for parameter, output in FROM_ROOT_OUTPUTS.items()},
+    }
