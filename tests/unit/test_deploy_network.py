@@ -8,7 +8,7 @@ from __future__ import annotations
 import ast
 import copy
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,10 @@ OUR_PACKAGES = {
 }
 # The client libraries that mean "opens connections to this store".
 STORE_CLIENTS = {"database": {"sqlalchemy", "asyncpg"}, "redis": {"redis"}}
+# Code that runs only when a setting is set that no deployment sets: the operator console's
+# package opens a database client only with OPS_DATABASE_URL (local stacks set it; no task
+# definition does, test below), so the deployed gateway's graph has no database edge.
+OFF_IN_DEPLOYMENTS = {"gateway.ops": "OPS_DATABASE_URL"}
 # data.yaml's credentials rotation Lambda: a caller of the database outside the platform's graph.
 ROTATION = "RotationSecurityGroup"
 Edge = tuple[str, str, int]  # caller, callee, port
@@ -85,16 +89,20 @@ def _imports(module: str, path: Path) -> Iterator[str]:
             yield from (f"{base}.{alias.name}" for alias in node.names)
 
 
-def import_closure(*entries: str) -> tuple[set[Path], set[str]]:
+def import_closure(
+    *entries: str, leave_out: Iterable[str] = OFF_IN_DEPLOYMENTS
+) -> tuple[set[Path], set[str]]:
     """Every source file of ours the entry modules import (transitively), and the third-party
-    top-level packages they import: what the process runs, read without running it."""
+    top-level packages they import: what the process runs, read without running it (but for
+    the packages left out, by default those off in deployments)."""
+    left_out = tuple(leave_out)
     files: set[Path] = set()
     external: set[str] = set()
     seen: set[str] = set()
     todo = list(entries)
     while todo:
         module = todo.pop()
-        if module in seen:
+        if module in seen or any(module == off or module.startswith(f"{off}.") for off in left_out):
             continue
         seen.add(module)
         path = _source(module)
@@ -128,8 +136,10 @@ def targets_read(files: set[Path]) -> set[str]:
     return found
 
 
-def what_the_code_calls(*entries: str) -> frozenset[str]:
-    files, external = import_closure(*entries)
+def what_the_code_calls(
+    *entries: str, leave_out: Iterable[str] = OFF_IN_DEPLOYMENTS
+) -> frozenset[str]:
+    files, external = import_closure(*entries, leave_out=leave_out)
     stores = {store for store, clients in STORE_CLIENTS.items() if clients & external}
     return frozenset(targets_read(files) | stores)
 
@@ -161,14 +171,23 @@ def what_an_adapter_calls(module: str) -> frozenset[str]:
     return frozenset(found)
 
 
+# Stores a process's code can reach only when a setting names them, and the setting: on AWS
+# the task is not given it (checked below), so the edge is not in the graph. The gateway's
+# operator console (gateway/ops) reads the database only with OPS_DATABASE_URL.
+OPT_IN_STORES = {"gateway": {"database": "OPS_DATABASE_URL"}}
+
+
 def test_the_caller_graph_is_what_each_process_reads(
     templates: dict[str, dict[str, Any]],
 ) -> None:
     graph = caller_graph()
     for deployable in deployer.present_deployables():
-        assert what_the_code_calls(f"{deployable.module}.__main__") == graph[deployable.name], (
-            deployable.name
-        )
+        called = what_the_code_calls(f"{deployable.module}.__main__")
+        for store, setting in OPT_IN_STORES.get(deployable.name, {}).items():
+            # Not given the setting on AWS: the store is not reached there.
+            assert setting not in _task_environment(templates, deployable.name), setting
+            called -= {store}
+        assert called == graph[deployable.name], deployable.name
     # The graph's gRPC edges are the targets the tasks are given, so the two cannot part.
     for deployable in deployer.DEPLOYABLES:
         assert set(deployable.calls) == graph[deployable.name] - set(STORES), deployable.name
@@ -187,9 +206,29 @@ def test_each_adapter_s_callee_in_the_graph_is_the_service_its_step_calls(
         assert graph[adapter(step)] <= what_the_code_calls(module), module
 
 
+def _task_environment(templates: dict[str, dict[str, Any]], name: str) -> set[str]:
+    task = templates["services"]["Resources"][f"{deployer.cfn.logical_id(name)}TaskDefinition"]
+    (app, *_) = task["Properties"]["ContainerDefinitions"]
+    return {e["Name"] for e in app["Environment"]} | {s["Name"] for s in app["Secrets"]}
+
+
 def test_the_code_reading_sees_targets_and_store_clients() -> None:
     assert what_the_code_calls("gateway.__main__") >= {"cart", "checkout", "redis"}
-    assert "database" not in what_the_code_calls("gateway.__main__")
+    assert "database" in what_the_code_calls("services.cart.__main__")
+    assert "redis" not in what_the_code_calls("services.payment.__main__")
+    # ... because the console's package is left out: read, it opens a database client.
+    files, _ = import_closure("gateway.__main__")
+    assert not any("ops" in path.parts for path in files)
+    assert "database" in what_the_code_calls("gateway.__main__", leave_out=())
+
+
+def test_no_deployment_sets_what_turns_left_out_code_on(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    text = json.dumps(templates)
+    assert "TaskDefinition" in text
+    for setting in OFF_IN_DEPLOYMENTS.values():
+        assert setting not in text, setting
     assert what_the_code_calls("saga_tasks.calculate_tax") == {"inventory", "payment", "checkout"}
     assert what_an_adapter_calls("saga_tasks.calculate_tax") == {"checkout"}
 
