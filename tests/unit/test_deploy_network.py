@@ -171,23 +171,14 @@ def what_an_adapter_calls(module: str) -> frozenset[str]:
     return frozenset(found)
 
 
-# Stores a process's code can reach only when a setting names them, and the setting: on AWS
-# the task is not given it (checked below), so the edge is not in the graph. The gateway's
-# operator console (gateway/ops) reads the database only with OPS_DATABASE_URL.
-OPT_IN_STORES = {"gateway": {"database": "OPS_DATABASE_URL"}}
-
-
 def test_the_caller_graph_is_what_each_process_reads(
     templates: dict[str, dict[str, Any]],
 ) -> None:
     graph = caller_graph()
     for deployable in deployer.present_deployables():
-        called = what_the_code_calls(f"{deployable.module}.__main__")
-        for store, setting in OPT_IN_STORES.get(deployable.name, {}).items():
-            # Not given the setting on AWS: the store is not reached there.
-            assert setting not in _task_environment(templates, deployable.name), setting
-            called -= {store}
-        assert called == graph[deployable.name], deployable.name
+        assert what_the_code_calls(f"{deployable.module}.__main__") == graph[deployable.name], (
+            deployable.name
+        )
     # The graph's gRPC edges are the targets the tasks are given, so the two cannot part.
     for deployable in deployer.DEPLOYABLES:
         assert set(deployable.calls) == graph[deployable.name] - set(STORES), deployable.name
@@ -220,17 +211,18 @@ def test_the_code_reading_sees_targets_and_store_clients() -> None:
     files, _ = import_closure("gateway.__main__")
     assert not any("ops" in path.parts for path in files)
     assert "database" in what_the_code_calls("gateway.__main__", leave_out=())
+    assert what_the_code_calls("saga_tasks.calculate_tax") == {"inventory", "payment", "checkout"}
+    assert what_an_adapter_calls("saga_tasks.calculate_tax") == {"checkout"}
 
 
 def test_no_deployment_sets_what_turns_left_out_code_on(
     templates: dict[str, dict[str, Any]],
 ) -> None:
-    text = json.dumps(templates)
-    assert "TaskDefinition" in text
+    gateway = _task_environment(templates, "gateway")
+    assert "CHECKOUT_TARGET" in gateway
     for setting in OFF_IN_DEPLOYMENTS.values():
-        assert setting not in text, setting
-    assert what_the_code_calls("saga_tasks.calculate_tax") == {"inventory", "payment", "checkout"}
-    assert what_an_adapter_calls("saga_tasks.calculate_tax") == {"checkout"}
+        assert setting not in gateway, setting
+        assert setting not in json.dumps(templates), setting
 
 
 # --- the graph against the security groups --------------------------------------------------
