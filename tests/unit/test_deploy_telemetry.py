@@ -162,3 +162,15 @@ def test_a_one_off_task_serves_no_metrics(services: dict[str, Any]) -> None:
     for deployable in one_off:
         assert "METRICS_PORT" not in app_environment(services, deployable.name)
         assert "prometheus" not in collector_config(services, deployable.name)["receivers"]
+
+
+def test_the_root_stack_sets_the_sampling_ratio_the_services_stack_reads(
+    services: dict[str, Any],
+) -> None:
+    root = deployer.load_template(deployer.TEMPLATES_DIR / "root.yaml")
+    passed = root["Resources"]["Services"]["Properties"]["Parameters"]
+    assert passed["TraceSamplingRatio"] == {"Ref": "TraceSamplingRatio"}
+    declared = root["Parameters"]["TraceSamplingRatio"]
+    expected = services["Parameters"]["TraceSamplingRatio"]
+    assert declared["AllowedPattern"] == expected["AllowedPattern"]
+    assert declared["Default"] == expected["Default"]
