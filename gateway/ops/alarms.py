@@ -33,7 +33,8 @@ from gateway.ops import tables
 from gateway.ops.database import reading
 from marketplace_platform.queues import Queues
 from marketplace_platform.queues.operators import every_queue
-from marketplace_platform.saga.redrive import HistoryItem, redrive_point
+from marketplace_platform.saga.local import HistoryEvent, history_event
+from marketplace_platform.saga.redrive import redrive_point
 from marketplace_platform.saga.tables import executions, history
 
 PARKED_WINDOW_SECONDS = 600
@@ -130,15 +131,15 @@ async def _parked(connection: AsyncConnection) -> Reading:
             .limit(PARKED_CANDIDATES)
         )
     ).all()
-    events: dict[Any, list[HistoryItem]] = {row.id: [] for row in recent}
+    events: dict[Any, list[HistoryEvent]] = {row.id: [] for row in recent}
     if recent:
         rows = await connection.execute(
-            sa.select(history.c.execution_id, history.c.type, history.c.state, history.c.payload)
+            sa.select(history)
             .where(history.c.execution_id.in_(list(events)))
             .order_by(history.c.execution_id, history.c.seq)
         )
         for row in rows:
-            events[row.execution_id].append(HistoryItem(row.type, row.state, row.payload))
+            events[row.execution_id].append(history_event(row))
     parked = [row.name for row in recent if redrive_point(row.status, events[row.id])]
     return Reading(float(len(parked)), "executions", parked[0] if parked else None)
 

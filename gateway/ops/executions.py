@@ -18,21 +18,11 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.ops.database import iso
-from marketplace_platform.saga.redrive import REDRIVEN, HistoryItem, redrive_point
+from marketplace_platform.saga.local import HistoryEvent, history_event
+from marketplace_platform.saga.redrive import REDRIVEN, redrive_point
 from marketplace_platform.saga.tables import definitions, executions, history
 
 _BRANCH_MARK = "/"
-
-
-@dataclass(frozen=True)
-class Recorded:
-    """One history event as the console reads it."""
-
-    seq: int
-    type: str
-    state: str | None
-    payload: Any
-    at: Any
 
 
 @dataclass(frozen=True)
@@ -40,7 +30,7 @@ class ExecutionView:
     """An execution row with its history, read in one transaction."""
 
     row: Row[Any]
-    events: tuple[Recorded, ...]
+    events: tuple[HistoryEvent, ...]
 
     def path(self) -> list[dict[str, Any]]:
         """The top-level states in the order the execution visited them."""
@@ -54,8 +44,7 @@ class ExecutionView:
 
     def redrivable(self) -> bool:
         """Whether a redrive would take it (marketplace_platform.saga.redrive)."""
-        items = [HistoryItem(e.type, e.state, e.payload) for e in self.events]
-        return redrive_point(self.row.status, items) is not None
+        return redrive_point(self.row.status, self.events) is not None
 
     def summary(self) -> dict[str, Any]:
         """The execution's fields of the contract."""
@@ -88,11 +77,9 @@ async def load_execution(connection: AsyncConnection, name: str) -> ExecutionVie
     if row is None:
         return None
     rows = await connection.execute(
-        sa.select(history.c.seq, history.c.type, history.c.state, history.c.payload, history.c.at)
-        .where(history.c.execution_id == row.id)
-        .order_by(history.c.seq)
+        sa.select(history).where(history.c.execution_id == row.id).order_by(history.c.seq)
     )
-    events = tuple(Recorded(r.seq, r.type, r.state, r.payload, r.at) for r in rows)
+    events = tuple(history_event(r) for r in rows)
     return ExecutionView(row, events)
 
 
@@ -100,7 +87,7 @@ def _top_level(state: str | None) -> bool:
     return state is not None and _BRANCH_MARK not in state
 
 
-def visited_path(events: Sequence[Recorded]) -> list[dict[str, Any]]:
+def visited_path(events: Sequence[HistoryEvent]) -> list[dict[str, Any]]:
     """Each visit of a top-level state: when it was entered and left, the attempts its Task
     took (1 + the retries) and the error it failed with, if it did."""
     path: list[dict[str, Any]] = []

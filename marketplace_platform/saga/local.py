@@ -38,6 +38,11 @@ class HistoryEvent:
     at: datetime
 
 
+def history_event(row: Any) -> HistoryEvent:
+    """The HistoryEvent of a row of the history table (every column selected)."""
+    return HistoryEvent(row.seq, row.type, row.state, row.payload, row.owner, row.at)
+
+
 class LocalSagaStarter(SagaStarter):
     """Starts executions for the local saga engine; a name already used returns its execution.
 
@@ -126,10 +131,7 @@ class LocalSagaStarter(SagaStarter):
         )
         async with self._engine.connect() as connection:
             rows = (await connection.execute(query)).all()
-        return [
-            HistoryEvent(row.seq, row.type, row.state, row.payload, row.owner, row.at)
-            for row in rows
-        ]
+        return [history_event(row) for row in rows]
 
 
 def _current_traceparent() -> str | None:

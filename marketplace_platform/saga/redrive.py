@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from marketplace_platform.notifications import notify
-from marketplace_platform.saga.local import EXECUTIONS_CHANNEL
+from marketplace_platform.saga.local import EXECUTIONS_CHANNEL, HistoryEvent, history_event
 from marketplace_platform.saga.tables import executions, history
 
 REDRIVEN = "ExecutionRedriven"
@@ -37,15 +37,6 @@ class ExecutionNotFound(LookupError):
 
 class NotRedrivable(Exception):
     """The execution is not parked: it runs, succeeded, timed out or ended as designed."""
-
-
-@dataclass(frozen=True)
-class HistoryItem:
-    """What redrive reads of a history event."""
-
-    type: str
-    state: str | None
-    payload: Any
 
 
 @dataclass(frozen=True)
@@ -70,7 +61,7 @@ def _top_level(state: str | None) -> bool:
     return state is not None and _BRANCH_MARK not in state
 
 
-def redrive_point(status: str, events: Sequence[HistoryItem]) -> RedrivePoint | None:
+def redrive_point(status: str, events: Sequence[HistoryEvent]) -> RedrivePoint | None:
     """Where a redrive of an execution with this status and history would resume; None when
     it is not parked (the module's docstring)."""
     if status != "FAILED":
@@ -107,14 +98,12 @@ def redrive_point(status: str, events: Sequence[HistoryItem]) -> RedrivePoint | 
     return RedrivePoint(state, entered.payload["input"])
 
 
-async def history_items(connection: AsyncConnection, execution_id: Any) -> list[HistoryItem]:
-    """An execution's history as redrive reads it, oldest first."""
+async def read_history(connection: AsyncConnection, execution_id: Any) -> list[HistoryEvent]:
+    """An execution's history, oldest first."""
     rows = await connection.execute(
-        sa.select(history.c.type, history.c.state, history.c.payload)
-        .where(history.c.execution_id == execution_id)
-        .order_by(history.c.seq)
+        sa.select(history).where(history.c.execution_id == execution_id).order_by(history.c.seq)
     )
-    return [HistoryItem(row.type, row.state, row.payload) for row in rows]
+    return [history_event(row) for row in rows]
 
 
 async def redrive_execution(engine: AsyncEngine, name: str, *, actor: str) -> Redriven:
@@ -128,7 +117,7 @@ async def redrive_execution(engine: AsyncEngine, name: str, *, actor: str) -> Re
         ).one_or_none()
         if row is None:
             raise ExecutionNotFound(name)
-        items = await history_items(connection, row.id)
+        items = await read_history(connection, row.id)
         point = redrive_point(row.status, items)
         if point is None:
             raise NotRedrivable(f"execution {name} is {row.status}, not parked in a failed state")

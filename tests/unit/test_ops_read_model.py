@@ -16,11 +16,12 @@ import sqlalchemy as sa
 from gateway.ops import tables
 from gateway.ops.alarms import breaker_reading, load_rules
 from gateway.ops.database import iso
-from gateway.ops.executions import Recorded, graph, visited_path
+from gateway.ops.executions import graph, visited_path
 from gateway.ops.traces import read_trace
 from gateway.settings import GatewaySettings
 from local_supervisor.embedded import free_port
-from marketplace_platform.saga.redrive import HistoryItem, RedrivePoint, redrive_point
+from marketplace_platform.saga.local import HistoryEvent
+from marketplace_platform.saga.redrive import RedrivePoint, redrive_point
 from services.checkout.adapters import tables as checkout_tables
 from services.inventory.adapters import tables as inventory_tables
 from services.payment.adapters import tables as payment_tables
@@ -52,24 +53,29 @@ def test_the_outbox_schemas_are_every_outbox_there_is() -> None:
     assert set(tables.outboxes) == owned
 
 
-def entered(state: str, data: Any, kind: str = "Task") -> HistoryItem:
-    return HistoryItem(f"{kind}StateEntered", state, {"input": data})
+def item(kind: str, state: str | None, payload: Any) -> HistoryEvent:
+    """A history event with what redrive reads of it (its order is the list's)."""
+    return HistoryEvent(0, kind, state, payload, None, datetime(2026, 1, 1, tzinfo=UTC))
+
+
+def entered(state: str, data: Any, kind: str = "Task") -> HistoryEvent:
+    return item(f"{kind}StateEntered", state, {"input": data})
 
 
 def test_a_task_caught_straight_into_a_fail_state_is_redriven_at_that_task() -> None:
     events = [
-        HistoryItem("ExecutionStarted", None, {"input": {}}),
+        item("ExecutionStarted", None, {"input": {}}),
         entered("Reserve", {"a": 1}),
-        HistoryItem("TaskStateExited", "Reserve", {"output": {"a": 1}}),
+        item("TaskStateExited", "Reserve", {"output": {"a": 1}}),
         entered("Confirm", {"a": 2}),
-        HistoryItem("TaskScheduled", "Confirm", {}),
-        HistoryItem("TaskFailed", "Confirm", {"error": "Boom", "cause": "x"}),
-        HistoryItem("RetryScheduled", "Confirm", {"attempt": 1}),
-        HistoryItem("TaskFailed", "Confirm", {"error": "Boom", "cause": "x"}),
-        HistoryItem("CatchMatched", "Confirm", {"next": "Parked"}),
-        HistoryItem("TaskStateExited", "Confirm", {"output": {}}),
+        item("TaskScheduled", "Confirm", {}),
+        item("TaskFailed", "Confirm", {"error": "Boom", "cause": "x"}),
+        item("RetryScheduled", "Confirm", {"attempt": 1}),
+        item("TaskFailed", "Confirm", {"error": "Boom", "cause": "x"}),
+        item("CatchMatched", "Confirm", {"next": "Parked"}),
+        item("TaskStateExited", "Confirm", {"output": {}}),
         entered("Parked", {}, kind="Fail"),
-        HistoryItem("ExecutionFailed", None, {"error": "Parked"}),
+        item("ExecutionFailed", None, {"error": "Parked"}),
     ]
     assert redrive_point("FAILED", events) == RedrivePoint("Confirm", {"a": 2})
     assert redrive_point("SUCCEEDED", events) is None
@@ -79,27 +85,27 @@ def test_a_task_caught_straight_into_a_fail_state_is_redriven_at_that_task() -> 
 def test_an_uncaught_failure_is_redriven_and_a_designed_outcome_is_not() -> None:
     uncaught = [
         entered("Charge", {"n": 1}),
-        HistoryItem("TaskFailed", "Charge", {"error": "Boom"}),
-        HistoryItem("ExecutionFailed", None, {"error": "Boom"}),
+        item("TaskFailed", "Charge", {"error": "Boom"}),
+        item("ExecutionFailed", None, {"error": "Boom"}),
     ]
     assert redrive_point("FAILED", uncaught) == RedrivePoint("Charge", {"n": 1})
     cancelled = [
         entered("Reserve", {"n": 1}),
-        HistoryItem("TaskFailed", "Reserve", {"error": "OutOfStock"}),
-        HistoryItem("CatchMatched", "Reserve", {"next": "Why"}),
+        item("TaskFailed", "Reserve", {"error": "OutOfStock"}),
+        item("CatchMatched", "Reserve", {"next": "Why"}),
         entered("Why", {}, kind="Pass"),
         entered("Cancelled", {}, kind="Fail"),
-        HistoryItem("ExecutionFailed", None, {"error": "OrderCancelled"}),
+        item("ExecutionFailed", None, {"error": "OrderCancelled"}),
     ]
     assert redrive_point("FAILED", cancelled) is None
     # A branch's failure counts through its Parallel, never by itself.
     branch = [
         entered("Check", {"n": 1}, kind="Parallel"),
         entered("Check/0/Fraud", {"n": 1}),
-        HistoryItem("TaskFailed", "Check/0/Fraud", {"error": "Boom"}),
+        item("TaskFailed", "Check/0/Fraud", {"error": "Boom"}),
     ]
     assert redrive_point("FAILED", branch) is None
-    parallel = [*branch, HistoryItem("ParallelFailed", "Check", {"error": "Boom"})]
+    parallel = [*branch, item("ParallelFailed", "Check", {"error": "Boom"})]
     assert redrive_point("FAILED", parallel) == RedrivePoint("Check", {"n": 1})
 
 
@@ -109,16 +115,16 @@ def at(second: int) -> datetime:
 
 def test_the_path_lists_each_visit_with_its_attempts_and_error() -> None:
     events = [
-        Recorded(1, "ExecutionStarted", None, {}, at(0)),
-        Recorded(2, "TaskStateEntered", "Confirm", {"input": {}}, at(1)),
-        Recorded(3, "TaskStateEntered", "Confirm/0/Inner", {"input": {}}, at(1)),
-        Recorded(4, "TaskFailed", "Confirm", {"error": "Boom"}, at(2)),
-        Recorded(5, "RetryScheduled", "Confirm", {"attempt": 1}, at(2)),
-        Recorded(6, "TaskFailed", "Confirm", {"error": "Boom"}, at(3)),
-        Recorded(7, "TaskStateExited", "Confirm", {}, at(3)),
-        Recorded(8, "FailStateEntered", "Parked", {"input": {}}, at(3)),
-        Recorded(9, "ExecutionRedriven", "Confirm", {"redrive_count": 1}, at(9)),
-        Recorded(10, "TaskStateExited", "Confirm", {}, at(10)),
+        HistoryEvent(1, "ExecutionStarted", None, {}, None, at(0)),
+        HistoryEvent(2, "TaskStateEntered", "Confirm", {"input": {}}, None, at(1)),
+        HistoryEvent(3, "TaskStateEntered", "Confirm/0/Inner", {"input": {}}, None, at(1)),
+        HistoryEvent(4, "TaskFailed", "Confirm", {"error": "Boom"}, None, at(2)),
+        HistoryEvent(5, "RetryScheduled", "Confirm", {"attempt": 1}, None, at(2)),
+        HistoryEvent(6, "TaskFailed", "Confirm", {"error": "Boom"}, None, at(3)),
+        HistoryEvent(7, "TaskStateExited", "Confirm", {}, None, at(3)),
+        HistoryEvent(8, "FailStateEntered", "Parked", {"input": {}}, None, at(3)),
+        HistoryEvent(9, "ExecutionRedriven", "Confirm", {"redrive_count": 1}, None, at(9)),
+        HistoryEvent(10, "TaskStateExited", "Confirm", {}, None, at(10)),
     ]
     path = visited_path(events)
     assert [(p["state"], p["attempts"], p["error"]) for p in path] == [
