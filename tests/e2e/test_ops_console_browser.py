@@ -41,7 +41,9 @@ from tests.support.stack import REPO, LaunchedStack, running_stack
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page
 
-pytestmark = [pytest.mark.stack, pytest.mark.timeout(300)]
+# A database of the module's own: the alarms it sees firing are its own doing, and the dead
+# letter it redrives (an event for no order) is not left to other modules' queues.
+pytestmark = [pytest.mark.stack, pytest.mark.own_database, pytest.mark.timeout(300)]
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -102,22 +104,22 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 @pytest.fixture
-async def traced_stack(database_url: str, tmp_path: Path) -> AsyncIterator[LaunchedStack]:
+async def traced_stack(module_database_url: str, tmp_path: Path) -> AsyncIterator[LaunchedStack]:
     settings = {
         "OTEL_TRACES_EXPORTER": "jsonl",
         "OTEL_TRACES_JSONL_DIR": str(tmp_path / "traces"),
         "OTEL_TRACES_SAMPLER_ARG": "1",
         "OTEL_BSP_SCHEDULE_DELAY": "200",  # ms: batches reach the files soon after the spans end
     }
-    async with running_stack(database_url, tmp_path / "stack", settings) as stack:
+    async with running_stack(module_database_url, tmp_path / "stack", settings) as stack:
         await stack.wait_for_line("all services SERVING", within=90)
         yield stack
 
 
 @pytest.fixture
-async def stack_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+async def stack_engine(module_database_url: str) -> AsyncIterator[AsyncEngine]:
     """An engine on the stack's database."""
-    engine = create_engine(ServiceSettings(database_url=database_url))
+    engine = create_engine(ServiceSettings(database_url=module_database_url))
     try:
         yield engine
     finally:

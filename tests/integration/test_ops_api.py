@@ -40,7 +40,9 @@ from workers.saga_engine.asl.interpreter import Position
 from workers.saga_engine.asl.machine import StateMachine
 from workers.saga_engine.store import ExecutionStore
 
-pytestmark = pytest.mark.stack
+# A database of the module's own: the DLQ and alarm assertions count what is in every queue, and
+# other modules' stacks leave dead letters in the session's database.
+pytestmark = [pytest.mark.stack, pytest.mark.own_database]
 
 ADMIN = shopper.bearer("operator-1", ADMIN_SCOPE)
 WITHIN = 60.0
@@ -60,7 +62,7 @@ class Placed:
 
 @pytest.fixture(scope="module")
 async def placed(
-    database_url: str, tmp_path_factory: pytest.TempPathFactory
+    module_database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Placed]:
     data = tmp_path_factory.mktemp("ops-stack")
     settings = {
@@ -69,7 +71,7 @@ async def placed(
         "OTEL_TRACES_SAMPLER_ARG": "1",
         "OTEL_BSP_SCHEDULE_DELAY": "200",
     }
-    async with running_stack(database_url, data / "stack", settings) as stack:
+    async with running_stack(module_database_url, data / "stack", settings) as stack:
         await stack.wait_for_line("all services SERVING", within=90)
         async with httpx.AsyncClient(base_url=stack.url("gateway"), timeout=30) as http:
             customer = f"cust-{uuid.uuid4().hex[:8]}"
