@@ -60,18 +60,21 @@ def _hex_ids(value: Any) -> Any:
     return value
 
 
-def read_spans(directory: Path) -> Iterator[dict[str, Any]]:
-    """Every span in the `*.jsonl` files under `directory`, each with its `service.name` added
-    under "service" (the resource attribute it was exported with)."""
+def read_spans(directory: Path, *, trace_id: str | None = None) -> Iterator[dict[str, Any]]:
+    """Every span in the `*.jsonl` files under `directory` (only those of `trace_id`, when
+    given: a line that does not name it is skipped unparsed), each with its `service.name`
+    added under "service" (the resource attribute it was exported with)."""
     for path in sorted(directory.glob("*.jsonl")):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if not line.strip():
-                continue
-            for resource_spans in json.loads(line).get("resourceSpans", []):
-                service = _service_name(resource_spans.get("resource", {}))
-                for scope_spans in resource_spans.get("scopeSpans", []):
-                    for span in scope_spans.get("spans", []):
-                        yield {**span, "service": service}
+        with path.open(encoding="utf-8") as lines:
+            for line in lines:
+                if not line.strip() or (trace_id is not None and trace_id not in line):
+                    continue
+                for resource_spans in json.loads(line).get("resourceSpans", []):
+                    service = _service_name(resource_spans.get("resource", {}))
+                    for scope_spans in resource_spans.get("scopeSpans", []):
+                        for span in scope_spans.get("spans", []):
+                            if trace_id is None or span.get("traceId") == trace_id:
+                                yield {**span, "service": service}
 
 
 def _service_name(resource: dict[str, Any]) -> str | None:
