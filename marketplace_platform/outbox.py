@@ -20,8 +20,10 @@ nobody follows).
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,7 +53,7 @@ from sqlalchemy import (
     true,
 )
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from marketplace.events.v1 import envelope_pb2
 from marketplace_platform.ids import new_id
@@ -204,3 +206,56 @@ class OutboxWriter:
         return select(case((idle, func.pg_notify(channel, payload))).label("notified")).cte(
             "notified"
         )
+
+
+# -- the backlog, as the relay's gauges, its CLI, the queue tool and the console read it --
+
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+_DISCOVER = text(
+    "SELECT table_schema FROM information_schema.tables"
+    " WHERE table_name = 'outbox' AND table_type = 'BASE TABLE' ORDER BY table_schema"
+)
+
+
+@dataclass(frozen=True)
+class OutboxLag:
+    """One schema's backlog: unpublished rows and the age of the oldest."""
+
+    schema: str
+    unpublished: int
+    oldest_age_seconds: float | None
+
+
+def checked_schema(schema: str) -> str:
+    """`schema`, refused (ValueError) unless a plain lowercase name that is safe to quote."""
+    if not _SCHEMA_NAME.match(schema):
+        raise ValueError(f"not a plain schema name: {schema!r}")
+    return schema
+
+
+async def outbox_schemas(engine: AsyncEngine) -> list[str]:
+    """Every schema in the database that has an outbox table."""
+    async with engine.connect() as connection:
+        rows = (await connection.execute(_DISCOVER)).scalars().all()
+    return [str(schema) for schema in rows if _SCHEMA_NAME.match(str(schema))]
+
+
+async def outbox_lag(engine: AsyncEngine, schemas: Sequence[str] | None = None) -> list[OutboxLag]:
+    """The backlog of each schema's outbox (every outbox schema when none are named)."""
+    names = list(schemas) if schemas else await outbox_schemas(engine)
+    lags: list[OutboxLag] = []
+    async with engine.connect() as connection:
+        for schema in names:
+            row = (
+                await connection.execute(
+                    text(
+                        "SELECT count(*) AS unpublished,"
+                        " extract(epoch FROM clock_timestamp() - min(occurred_at)) AS age"
+                        f' FROM "{checked_schema(schema)}".outbox WHERE published_at IS NULL'
+                    )
+                )
+            ).one()
+            age = None if row.age is None else max(0.0, float(row.age))
+            lags.append(OutboxLag(schema, int(row.unpublished), age))
+    return lags

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.ops import tables
 from gateway.ops.database import reading
+from marketplace_platform.outbox import outbox_lag
 from marketplace_platform.queues import Queues
 from marketplace_platform.queues.operators import every_queue
 from marketplace_platform.saga.local import HistoryEvent, history_event
@@ -159,21 +160,16 @@ async def _stuck(connection: AsyncConnection, bound_seconds: float) -> Reading:
     return Reading(float(row.stuck), "executions", row.one)
 
 
-async def _outbox_lag(connection: AsyncConnection) -> Reading:
-    oldest: tuple[float, str] | None = None
-    for schema, outbox in tables.outboxes.items():
-        age = await connection.scalar(
-            sa.select(
-                sa.func.extract(
-                    "epoch", sa.func.clock_timestamp() - sa.func.min(outbox.c.occurred_at)
-                )
-            ).where(outbox.c.published_at.is_(None))
-        )
-        if age is not None and (oldest is None or float(age) > oldest[0]):
-            oldest = (max(0.0, float(age)), schema)
-    if oldest is None:
+async def _outbox_lag(engine: AsyncEngine) -> Reading:
+    aged = [
+        (lag.oldest_age_seconds, lag.schema)
+        for lag in await outbox_lag(engine, list(tables.outboxes))
+        if lag.oldest_age_seconds is not None
+    ]
+    if not aged:
         return Reading(0.0, "queues")
-    return Reading(oldest[0], "queues", oldest[1], {"schema": oldest[1]})
+    age, schema = max(aged)
+    return Reading(age, "queues", schema, {"schema": schema})
 
 
 async def _dead_letters(queues: Queues) -> Reading:
@@ -224,8 +220,8 @@ async def evaluate(
         readings = {
             "CheckoutCompensationParked": await _parked(connection),
             "CheckoutSagaStuck": await _stuck(connection, stuck_after_seconds),
-            "CheckoutOutboxLag": await _outbox_lag(connection),
         }
+    readings["CheckoutOutboxLag"] = await _outbox_lag(engine)
     readings["CheckoutDeadLetterQueueNotEmpty"] = await _dead_letters(queues)
     readings["CheckoutPspBreakerOpen"] = await breaker_reading(
         payment_metrics_url, payment_metrics_timeout_seconds

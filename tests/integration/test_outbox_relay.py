@@ -28,12 +28,12 @@ from marketplace_platform.db import unit_of_work_factory
 from marketplace_platform.event_bus import decode_message_body
 from marketplace_platform.event_bus.local import LocalEventBus
 from marketplace_platform.event_bus.rules import Routing, load_routing
-from marketplace_platform.outbox import OUTBOX_CHANNEL, RELAY_BUSY_SECONDS, OutboxWriter
+from marketplace_platform.outbox import OUTBOX_CHANNEL, RELAY_BUSY_SECONDS, OutboxWriter, outbox_lag
 from marketplace_platform.queues.postgres import PostgresQueues
 from services.inventory.adapters import tables as inventory_tables
 from tests.support.polling import eventually, until_equal
 from tests.support.processes import PythonProcesses
-from workers.outbox_relay.relay import OutboxRelay, outbox_lag
+from workers.outbox_relay.relay import OutboxRelay
 
 SCHEMA = "inventory"
 WITHIN = 60.0

@@ -7,8 +7,8 @@ import asyncio
 import sys
 
 from marketplace_platform.db import create_engine
+from marketplace_platform.outbox import OutboxLag, outbox_lag
 from workers.outbox_relay import bootstrap
-from workers.outbox_relay.relay import OutboxLag, outbox_lag
 from workers.outbox_relay.settings import OutboxRelaySettings
 
 

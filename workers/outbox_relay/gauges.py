@@ -16,8 +16,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from marketplace_platform import metrics
+from marketplace_platform.outbox import outbox_lag
 from marketplace_platform.queues import Queues
-from workers.outbox_relay.relay import outbox_lag
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -40,24 +39,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from marketplace.events.v1 import envelope_pb2
 from marketplace_platform.event_bus import EventBus, trace_carrier
 from marketplace_platform.notifications import KeyedWakeups
+from marketplace_platform.outbox import checked_schema, outbox_lag, outbox_schemas
 
 log = logging.getLogger(__name__)
-
-_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
-
-_DISCOVER = text(
-    "SELECT table_schema FROM information_schema.tables"
-    " WHERE table_name = 'outbox' AND table_type = 'BASE TABLE' ORDER BY table_schema"
-)
-
-
-@dataclass(frozen=True)
-class OutboxLag:
-    """One schema's backlog: unpublished rows and the age of the oldest."""
-
-    schema: str
-    unpublished: int
-    oldest_age_seconds: float | None
 
 
 class OutboxAnnouncements(KeyedWakeups):
@@ -104,39 +88,6 @@ class _Row:
     envelope: envelope_pb2.EventEnvelope
 
 
-def _checked(schema: str) -> str:
-    if not _SCHEMA_NAME.match(schema):
-        raise ValueError(f"not a plain schema name: {schema!r}")
-    return schema
-
-
-async def outbox_schemas(engine: AsyncEngine) -> list[str]:
-    """Every schema in the database that has an outbox table."""
-    async with engine.connect() as connection:
-        rows = (await connection.execute(_DISCOVER)).scalars().all()
-    return [str(schema) for schema in rows if _SCHEMA_NAME.match(str(schema))]
-
-
-async def outbox_lag(engine: AsyncEngine, schemas: Sequence[str] | None = None) -> list[OutboxLag]:
-    """The backlog of each schema's outbox (every outbox schema when none are named)."""
-    names = list(schemas) if schemas else await outbox_schemas(engine)
-    lags: list[OutboxLag] = []
-    async with engine.connect() as connection:
-        for schema in names:
-            row = (
-                await connection.execute(
-                    text(
-                        "SELECT count(*) AS unpublished,"
-                        " extract(epoch FROM clock_timestamp() - min(occurred_at)) AS age"
-                        f' FROM "{_checked(schema)}".outbox WHERE published_at IS NULL'
-                    )
-                )
-            ).one()
-            age = None if row.age is None else max(0.0, float(row.age))
-            lags.append(OutboxLag(schema, int(row.unpublished), age))
-    return lags
-
-
 class OutboxRelay:
     """Moves outbox rows of the given schemas (or all outbox schemas) to the bus."""
 
@@ -150,7 +101,7 @@ class OutboxRelay:
     ) -> None:
         self._engine = engine
         self._bus = bus
-        self._schemas = [_checked(schema) for schema in schemas] if schemas else None
+        self._schemas = [checked_schema(schema) for schema in schemas] if schemas else None
         self._batch_size = batch_size
         self._discovered: list[str] | None = None
 
@@ -193,7 +144,7 @@ class OutboxRelay:
 
     async def relay_schema(self, schema: str) -> int:
         """One batch from one schema's outbox, in one transaction; returns rows published."""
-        outbox = f'"{_checked(schema)}".outbox'
+        outbox = f'"{checked_schema(schema)}".outbox'
         async with self._engine.connect() as connection, connection.begin():
             rows = await self._claim(connection, outbox)
             if not rows:

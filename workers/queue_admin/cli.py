@@ -19,12 +19,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from marketplace_platform.db import create_engine
 from marketplace_platform.event_bus.rules import load_routing
+from marketplace_platform.outbox import outbox_lag
 from marketplace_platform.queues import Queues, ReceivedMessage, UnknownQueue
 from marketplace_platform.queues.operators import definition_of, describe, every_queue
 from marketplace_platform.queues.postgres import PostgresQueues
 from marketplace_platform.queues.sqs import sqs_queues
 from workers.outbox_relay.cli import format_lag_table
-from workers.outbox_relay.relay import outbox_lag
 from workers.queue_admin.settings import QueueAdminSettings
 
 
