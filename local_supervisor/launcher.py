@@ -24,7 +24,7 @@ from typing import Final, TypeVar
 from local_supervisor.processes import RESTARTING, describe_exit
 from local_supervisor.session import READY_MARK
 from local_supervisor.settings import command_line
-from local_supervisor.stack import GRPC_HOST, STACK, grpc_port, ports_in_use
+from local_supervisor.stack import GRPC_HOST, STACK, grpc_port, ports_in_use, stack_span
 from local_supervisor.state_file import ProcessState, read_state, state_file_path
 from local_supervisor.zones import held_zones_path, hold_zone, release_zone
 
@@ -37,6 +37,10 @@ TAIL_LINES = 60  # lines of the supervisor's output an error message quotes
 KILLED_AND_RESTARTED = f"{describe_exit(-signal.SIGKILL)}{RESTARTING}"
 _LINE_LIMIT = 1 << 20  # bytes a line may have: the supervisor writes lines of up to 64 KiB
 _DRAIN_WITHIN = 2.0  # seconds the output may take to end once the supervisor exited
+# Free stacks' base ports: above the well-known servers' (PostgreSQL, Redis, 8080), below the
+# kernel's ephemeral ports.
+LOWEST_STACK_PORT = 10_000
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 
 T = TypeVar("T")
 
@@ -75,14 +79,28 @@ class StackPorts:
         return f"http://{GRPC_HOST}:{self.http_ports[name]}"
 
 
+def ephemeral_ports() -> range:
+    """The ports the kernel hands out to outgoing connections and binds to port 0 (Linux's
+    ip_local_port_range; elsewhere the IANA range)."""
+    try:
+        low, high = EPHEMERAL_RANGE_FILE.read_text().split()
+    except OSError:
+        return range(49152, 65536)
+    return range(int(low), int(high) + 1)
+
+
 def free_ports(
     rng: random.Random | None = None, *, attempts: int = 50, replicas: int = 1
 ) -> StackPorts:
     """A base port for the gRPC services and ports for the HTTP processes, all free now (every
-    zone's, with `replicas`)."""
+    zone's, with `replicas`), below the kernel's ephemeral ports: one of those could be taken by
+    any outgoing connection between this probe and a process's bind."""
     rng = rng or random.Random()
+    highest = ephemeral_ports().start - stack_span(replicas) - 1
+    if highest < LOWEST_STACK_PORT:
+        raise RuntimeError(f"no room for a stack below the kernel's ephemeral ports ({highest})")
     for _ in range(attempts):
-        base = rng.randint(20_000, 40_000)
+        base = rng.randint(LOWEST_STACK_PORT, highest)
         ports = StackPorts(base, {"gateway": base + 10, "psp": base + 11})
         if not ports_in_use(base_port=base, http_ports=ports.http_ports, replicas=replicas):
             return ports

@@ -9,7 +9,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from local_supervisor.embedded import free_port
 from local_supervisor.processes import ProcessSpec
 from local_supervisor.readiness import GrpcHealthCheck, HttpReadyCheck, ReadinessCheck
 
@@ -29,9 +28,12 @@ ZONE_PORT_STRIDE = 100
 MAX_REPLICAS = 26  # zone-a .. zone-z
 # A replica's process name when there is more than one: "checkout@zone-b".
 ZONE_MARK = "@"
-# Each process but the PSP simulator (the outside world) serves Prometheus metrics on a free
-# port of its own, in this variable (marketplace_platform.metrics).
+# Each process but the PSP simulator (the outside world) serves Prometheus metrics on a port of
+# its own, in this variable (marketplace_platform.metrics): its zone's base + METRICS_OFFSET +
+# the entry's position in the table, inside the stack's block like every other port, so the
+# supervisor's probe (ports_in_use) checks the ports the processes will bind.
 METRICS_PORT_ENV = "METRICS_PORT"
+METRICS_OFFSET = 20
 DB_GAUGES_ENTRY = "outbox-relay"  # sets the gauges that need database queries
 # The gateway's operator console (/ops) reads the stack's database and its zone's payment
 # process's metrics (the PSP breaker).
@@ -76,6 +78,16 @@ def grpc_port(entry: StackEntry, *, base_port: int, zone_index: int = 0) -> int:
     if entry.port_offset is None:
         raise ValueError(f"{entry.name} has no gRPC port")
     return base_port + entry.port_offset + zone_index * ZONE_PORT_STRIDE
+
+
+def metrics_port(position: int, *, base_port: int, zone_index: int = 0) -> int:
+    """The metrics port of the process of table position `position` in zone `zone_index`."""
+    return base_port + METRICS_OFFSET + position + zone_index * ZONE_PORT_STRIDE
+
+
+def stack_span(replicas: int = 1) -> int:
+    """How many ports from the base port a stack of `replicas` zones may use."""
+    return replicas * ZONE_PORT_STRIDE
 
 
 def _replica_count(entry: StackEntry, replicas: int) -> int:
@@ -124,6 +136,7 @@ STACK: tuple[StackEntry, ...] = (
         shared_port_env={"GATEWAY_REUSE_PORT": "true"},
     ),
 )
+assert METRICS_OFFSET + len(STACK) <= ZONE_PORT_STRIDE, "metrics ports run into the next zone's"
 DEFAULT_HTTP_PORTS: Mapping[str, int] = {"psp": 8089, "gateway": 8080}
 
 
@@ -142,6 +155,7 @@ def service_specs(
     zone): gRPC on its zone's port, HTTP on its port, ZONE in every replica's environment.
     With `psp_url` the stack calls that PSP (the outside world, shared by several stacks, e.g.
     two Regions) and starts no simulator of its own."""
+    positions = {entry.name: position for position, entry in enumerate(entries)}
     if psp_url is not None:
         entries = tuple(entry for entry in entries if entry.name != PSP)
     targets = service_targets(
@@ -173,7 +187,10 @@ def service_specs(
                 if entry.ready_path is not None:
                     readiness = HttpReadyCheck(GRPC_HOST, http_port, entry.ready_path)
             if entry.name != PSP:
-                env[METRICS_PORT_ENV] = str(free_port())
+                port = metrics_port(
+                    positions[entry.name], base_port=base_port, zone_index=zone_index
+                )
+                env[METRICS_PORT_ENV] = str(port)
             if entry.name == DB_GAUGES_ENTRY and zone_index > 0:
                 env["RELAY_DB_GAUGES"] = "false"  # one process queries them, not every zone's
             if entry.name == CONSOLE_ENTRY:
@@ -263,18 +280,23 @@ def ports_in_use(
 ) -> list[str]:
     """The stack's ports that something already listens on, as "name (port)"."""
     wanted: list[tuple[str, int]] = []
-    for entry in entries:
+    for position, entry in enumerate(entries):
+        count = _replica_count(entry, replicas)
+        names = [
+            (index, replica_name(entry.name, zone_name(index), count)) for index in range(count)
+        ]
         if entry.port_offset is not None:
-            count = _replica_count(entry, replicas)
             wanted += [
-                (
-                    replica_name(entry.name, zone_name(index), count),
-                    grpc_port(entry, base_port=base_port, zone_index=index),
-                )
-                for index in range(count)
+                (name, grpc_port(entry, base_port=base_port, zone_index=index))
+                for index, name in names
             ]
         elif entry.http_port_env is not None:
             wanted.append((entry.name, http_ports[entry.name]))
+        if entry.name != PSP:
+            wanted += [
+                (f"{name} metrics", metrics_port(position, base_port=base_port, zone_index=index))
+                for index, name in names
+            ]
     taken = []
     for name, port in wanted:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:

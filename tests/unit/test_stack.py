@@ -4,11 +4,13 @@ launcher starts the supervisor with what the supervisor reads (flags, environmen
 from __future__ import annotations
 
 import random
+import socket
 from pathlib import Path
 
 import pytest
 
 from local_supervisor.launcher import free_ports, launch_env, stack_pids
+from local_supervisor.processes import ProcessSpec
 from local_supervisor.settings import SupervisorSettings, command_line, parse_options
 from local_supervisor.stack import (
     DEFAULT_HTTP_PORTS,
@@ -136,3 +138,52 @@ def test_every_process_but_the_psp_gets_a_metrics_port_of_its_own_and_one_relay_
     assert "metrics: cart@zone-a=http://127.0.0.1:" in metrics_line(specs)
     relays = {s.name: s.env.get("RELAY_DB_GAUGES") for s in specs if "outbox-relay" in s.name}
     assert relays == {"outbox-relay@zone-a": None, "outbox-relay@zone-b": "false"}
+
+
+def kernel_ephemeral_ports() -> range:
+    """The ports Linux hands out for outgoing connections and binds to port 0."""
+    low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    return range(int(low), int(high) + 1)
+
+
+def stack_ports(specs: list[ProcessSpec]) -> set[int]:
+    """Every port a stack's processes listen on: gRPC, HTTP and metrics."""
+    names = ("GRPC_PORT", "GATEWAY_PORT", "PSP_PORT", "METRICS_PORT")
+    return {int(spec.env[name]) for spec in specs for name in names if spec.env.get(name)}
+
+
+@pytest.mark.skipif(
+    not Path("/proc/sys/net/ipv4/ip_local_port_range").exists(), reason="Linux only"
+)
+@pytest.mark.parametrize("replicas", [1, 3])
+def test_a_free_stack_listens_on_no_port_the_kernel_may_hand_out(replicas: int) -> None:
+    # Between the launcher's probe and a process's bind, any outgoing connection (to
+    # PostgreSQL, Redis, another service) may take an ephemeral port as its own: a stack port
+    # in that range can be found taken, and the gateway restarts on EADDRINUSE until the
+    # launcher gives up (CI: "[Errno 98] ... ('127.0.0.1', 38602): address already in use").
+    ephemeral = kernel_ephemeral_ports()
+    for seed in range(200):
+        ports = free_ports(random.Random(seed), replicas=replicas)
+        specs = service_specs(
+            base_port=ports.base_port, http_ports=ports.http_ports, replicas=replicas,
+            database_url="postgresql://db", redis_url="redis://r",
+        )  # fmt: skip
+        listening = stack_ports(specs)
+        assert not [port for port in listening if port in ephemeral], seed
+
+
+def test_a_metrics_port_already_taken_is_found_before_the_stack_starts() -> None:
+    specs = service_specs(base_port=6000, database_url="postgresql://db", redis_url="redis://r")
+    relay = next(spec for spec in specs if spec.name == "outbox-relay")
+    port = int(relay.env["METRICS_PORT"])
+
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        taken = ports_in_use(base_port=6000)
+
+    assert taken == [f"outbox-relay metrics ({port})"]
+    assert (
+        service_specs(base_port=6000, database_url="postgresql://db", redis_url="redis://r")
+        == specs
+    )  # the same ports every time: the probe checks what the processes will bind
