@@ -22,6 +22,7 @@ import pytest
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+# Before anything that imports grpc: local_supervisor turns gRPC's fork handlers off.
 from local_supervisor.embedded import free_port, redis_server_argv, redis_url, running_postgres
 from marketplace_platform.db import create_engine
 from marketplace_platform.migrations import discover_services, upgrade
