@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from gateway.ops.database import iso
 from marketplace_platform.saga.local import HistoryEvent, history_event
 from marketplace_platform.saga.redrive import REDRIVEN, redrive_point
+from marketplace_platform.saga.states import state_targets
 from marketplace_platform.saga.tables import definitions, executions, history
 
 _BRANCH_MARK = "/"
@@ -123,10 +124,7 @@ def graph(definition: Mapping[str, Any]) -> dict[str, Any]:
     to (Next, the Choices' and Default's targets, the Catch targets) and whether it ends."""
     states = []
     for name, state in definition["States"].items():
-        targets = [state.get("Next")]
-        targets += [rule.get("Next") for rule in state.get("Choices", [])]
-        targets += [state.get("Default")]
-        targets += [catcher.get("Next") for catcher in state.get("Catch", [])]
+        targets = state_targets(state)
         reachable = list(dict.fromkeys(t for t in targets if isinstance(t, str)))
         kind = state.get("Type")
         states.append(

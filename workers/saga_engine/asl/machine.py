@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from marketplace_platform.saga.states import state_targets
 from workers.saga_engine.asl.errors import InvalidDefinition
 
 SUPPORTED_TYPES = frozenset({"Task", "Pass", "Choice", "Parallel", "Wait", "Succeed", "Fail"})
@@ -79,11 +80,7 @@ def _check_state(name: str, state: Any, states: Mapping[str, Any]) -> None:
     if not isinstance(state, dict) or state.get("Type") not in SUPPORTED_TYPES:
         raise InvalidDefinition(f"state {name!r}: Type must be one of {sorted(SUPPORTED_TYPES)}")
     kind = state["Type"]
-    targets = [state["Next"]] if "Next" in state else []
-    targets += [rule.get("Next") for rule in state.get("Choices", [])]
-    targets += [state["Default"]] if "Default" in state else []
-    targets += [catcher.get("Next") for catcher in state.get("Catch", [])]
-    for target in targets:
+    for target in state_targets(state):
         if target not in states:
             raise InvalidDefinition(f"state {name!r} goes to unknown state {target!r}")
     if kind not in _TERMINAL_TYPES and "Next" not in state and not state.get("End"):
