@@ -30,10 +30,12 @@ Nothing is dropped: a message is handled, or it waits in the DLQ for an operator
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import functools
 import logging
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import grpc
@@ -55,6 +57,9 @@ from marketplace_platform.queues import MAX_RETRY_DELAY_SECONDS, Queues, Receive
 from workers.consumers.consumer import Consumer, process, process_batch
 
 log = logging.getLogger(__name__)
+
+# Gives a failed message back to the queue: hidden for its retry delay, or its backoff.
+Release = Callable[[], Awaitable[None]]
 
 # Statuses of a call that met a dependency down, overloaded or too slow, not a refusal.
 # SQLSTATEs of a database that is away or overloaded, not of a bad statement: connection
@@ -178,6 +183,7 @@ class ConsumerLoop:
         self.wakeups = wakeups
         self._stopping = asyncio.Event()
         self._rng = random.Random()
+        self._owed: collections.deque[Release] = collections.deque()
 
     def stop(self) -> None:
         """Finish the batch in hand, then return from `run`."""
@@ -204,8 +210,10 @@ class ConsumerLoop:
                 await self._pause(self.options.batch_window_seconds)
 
     async def poll_once(self) -> int:
-        """Receive one batch and settle every message of it; returns how many were received
-        (woken by notifications, the receive does not long-poll: `run` waits for them)."""
+        """Release what an outage left held, receive one batch and settle every message of it;
+        returns how many were received (woken by notifications, the receive does not long-poll:
+        `run` waits for them)."""
+        await self._release_owed()
         messages = await self.queues.receive(
             self.queue,
             max_messages=self.options.batch_size,
@@ -274,12 +282,46 @@ class ConsumerLoop:
             await self.queues.delete(self.queue, message.receipt_handle)
 
     async def _failed(self, message: ReceivedMessage, error: Exception) -> None:
-        if is_transient(error):
-            await self._retry_later(message, error)
-        else:
-            await self._back_off(message, error)
+        release = (
+            self._retry_later(message, error)
+            if is_transient(error)
+            else self._back_off(message, error)
+        )
+        try:
+            await release()
+        except Exception as queue_error:
+            if not is_transient(queue_error):
+                raise
+            # The queue is down too (on PostgreSQL it is the consumer's own database): the
+            # message stays hidden for its whole visibility timeout unless we release it, as
+            # soon as the queue answers again (a stale receipt releases nothing).
+            log.warning(
+                "%s: could not release message %s (%s); releasing it once the queue answers",
+                self.consumer.name,
+                message.message_id,
+                describe(queue_error),
+            )
+            self._owed.append(release)
 
-    async def _retry_later(self, message: ReceivedMessage, error: Exception) -> None:
+    async def _release_owed(self) -> None:
+        """Release the messages the queue could not take back when they failed; raises (the
+        rest still owed) while it still cannot."""
+        released = 0
+        while self._owed:
+            try:
+                await self._owed[0]()
+            except Exception as error:
+                if is_transient(error):
+                    raise
+                log.warning("%s: a held message was not released (%s)", self.consumer.name,
+                            describe(error))  # fmt: skip
+            self._owed.popleft()
+            released += 1
+        if released:
+            log.info("%s: released %d messages held through the outage", self.consumer.name,
+                     released)  # fmt: skip
+
+    def _retry_later(self, message: ReceivedMessage, error: Exception) -> Release:
         attempt = message.retry_attempt + 1
         delay = unavailable_delay(attempt, self.options, self._rng)
         # No traceback: during an outage every message fails the same way, and the line says how.
@@ -292,9 +334,9 @@ class ConsumerLoop:
             attempt,
             delay,
         )
-        await self.queues.retry_later(self.queue, message, delay)
+        return functools.partial(self.queues.retry_later, self.queue, message, delay)
 
-    async def _back_off(self, message: ReceivedMessage, error: Exception) -> None:
+    def _back_off(self, message: ReceivedMessage, error: Exception) -> Release:
         delay = retry_delay(message.receive_count, self.options, self._rng)
         log.error(
             "%s failed message %s (receive %d); visible again in %ds",
@@ -304,7 +346,9 @@ class ConsumerLoop:
             delay,
             exc_info=error,
         )
-        await self.queues.change_visibility(self.queue, message.receipt_handle, delay)
+        return functools.partial(
+            self.queues.change_visibility, self.queue, message.receipt_handle, delay
+        )
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
