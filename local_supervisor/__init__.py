@@ -10,5 +10,4 @@ where the handlers do nothing useful, and grpcio >= 1.81's crash a child between
 
 import os
 
-GRPC_FORK_SUPPORT = "GRPC_ENABLE_FORK_SUPPORT"
-os.environ.setdefault(GRPC_FORK_SUPPORT, "false")
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")

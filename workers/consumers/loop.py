@@ -310,13 +310,13 @@ class ConsumerLoop:
         while self._owed:
             try:
                 await self._owed[0]()
+                released += 1
             except Exception as error:
                 if is_transient(error):
                     raise
                 log.warning("%s: a held message was not released (%s)", self.consumer.name,
                             describe(error))  # fmt: skip
             self._owed.popleft()
-            released += 1
         if released:
             log.info("%s: released %d messages held through the outage", self.consumer.name,
                      released)  # fmt: skip
